@@ -1,0 +1,1 @@
+//! Procedural macros for Octopii. Use them through the `octopii` crate.

@@ -1,0 +1,40 @@
+//! The `octopii` command line.
+
+mod bench_wal;
+
+use clap::{Parser, Subcommand};
+
+/// Octopii: typed services, verified transfer and replicated state over QUIC.
+#[derive(Debug, Parser)]
+#[command(name = "octopii", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a benchmark and print its figures beside a same-run baseline.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Write-ahead log appends per second and latency, beside write+fdatasync.
+    Wal(bench_wal::WalBenchArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(BenchCommand::Wal(args)) => bench_wal::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

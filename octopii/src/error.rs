@@ -1,0 +1,109 @@
+//! The one error type every fallible Octopii operation returns.
+//!
+//! [`OctopiiError`] is `#[non_exhaustive]`: layers added later (RPC, chunk
+//! transfer, Raft) add kinds without breaking callers that match on it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Result alias used throughout Octopii.
+pub type Result<T, E = OctopiiError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in Octopii, as a typed value.
+///
+/// ```
+/// use octopii::OctopiiError;
+/// let err = OctopiiError::Config { field: "bind_addr", message: "not a socket address".into() };
+/// assert_eq!(err.to_string(), "invalid config field `bind_addr`: not a socket address");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OctopiiError {
+    /// An operating-system I/O error.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+
+    /// An I/O error on a named file.
+    #[error("I/O error on {path}: {source}")]
+    File {
+        /// The file or directory the operation was on.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+
+    /// An established QUIC connection failed or was closed.
+    #[error("QUIC connection error: {0}")]
+    QuicConnection(#[from] quinn::ConnectionError),
+
+    /// A QUIC connection could not be started (bad address, endpoint stopping, …).
+    #[error("QUIC connect error: {0}")]
+    QuicConnect(#[from] quinn::ConnectError),
+
+    /// Encoding or decoding a value failed.
+    #[error("serialization error: {0}")]
+    Serialization(String),
+
+    /// A transport-level failure not covered by a more specific kind.
+    #[error("transport error: {0}")]
+    Transport(String),
+
+    /// Certificates, keys or the TLS handshake were refused or unusable.
+    #[error("TLS error: {0}")]
+    Tls(String),
+
+    /// An operation did not finish within its time limit.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+
+    /// A configuration value is invalid; `field` names it.
+    #[error("invalid config field `{field}`: {message}")]
+    Config {
+        /// The configuration field at fault, as spelled in the TOML file.
+        field: &'static str,
+        /// Why the value was refused.
+        message: String,
+    },
+
+    /// The write-ahead log failed or is unusable.
+    #[error("WAL error: {0}")]
+    Wal(String),
+
+    /// The runtime or node has been shut down.
+    #[error("shut down: {0}")]
+    Shutdown(String),
+}
+
+impl OctopiiError {
+    /// Wraps an I/O error with the path it happened on.
+    pub fn file(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        OctopiiError::File {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl From<bincode::error::EncodeError> for OctopiiError {
+    fn from(e: bincode::error::EncodeError) -> Self {
+        OctopiiError::Serialization(e.to_string())
+    }
+}
+
+impl From<bincode::error::DecodeError> for OctopiiError {
+    fn from(e: bincode::error::DecodeError) -> Self {
+        OctopiiError::Serialization(e.to_string())
+    }
+}
+
+impl From<rustls::Error> for OctopiiError {
+    fn from(e: rustls::Error) -> Self {
+        OctopiiError::Tls(e.to_string())
+    }
+}
+
+impl From<rcgen::Error> for OctopiiError {
+    fn from(e: rcgen::Error) -> Self {
+        OctopiiError::Tls(e.to_string())
+    }
+}

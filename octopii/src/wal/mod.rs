@@ -1,0 +1,1 @@
+//! The node's write-ahead log (being written).
