@@ -1,1 +1,471 @@
-//! config (being written).
+//! [`Config`]: everything a node needs to start, from code or a TOML file.
+//!
+//! Every value is checked by [`Config::validate`] (called by the builder, by
+//! [`Config::from_toml_file`] and by [`OctopiiNode::new`](crate::OctopiiNode::new)),
+//! and a refused value is reported with the name of its field.
+//!
+//! A TOML file looks like this (every key but `tls` is optional):
+//!
+//! ```toml
+//! node_id = 1
+//! bind_addr = "127.0.0.1:7001"
+//! peers = ["127.0.0.1:7002", "127.0.0.1:7003"]
+//! data_dir = "/var/lib/octopii/node-1"
+//! worker_threads = 4
+//!
+//! [tls]
+//! ca_cert = "certs/ca.pem"
+//! cert = "certs/node-1.pem"
+//! key = "certs/node-1.key.pem"
+//!
+//! [transport]
+//! max_frame_size = 16777216
+//! idle_timeout_ms = 30000
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::transport::tls::NodeCredentials;
+use crate::{OctopiiError, Result};
+
+/// Where a node's certificates come from, and how it judges its peers'.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the cluster CA certificate that signs every node.
+    pub ca_cert: Option<PathBuf>,
+    /// PEM file of this node's certificate (signed by the cluster CA).
+    pub cert: Option<PathBuf>,
+    /// PEM file of this node's private key.
+    pub key: Option<PathBuf>,
+    /// In-memory credentials (see [`ClusterCa`](crate::transport::tls::ClusterCa));
+    /// when set, the three paths are ignored.
+    #[serde(skip)]
+    pub credentials: Option<NodeCredentials>,
+    /// Accept any peer certificate without verification. Traffic stays
+    /// encrypted, but anyone can connect or impersonate a node. Only for
+    /// local experiments; its name says so on purpose.
+    #[serde(default)]
+    pub insecure_accept_any_certificate: bool,
+}
+
+impl TlsConfig {
+    /// TLS from in-memory credentials, verifying peers against their CA.
+    pub fn from_credentials(credentials: NodeCredentials) -> Self {
+        TlsConfig {
+            ca_cert: None,
+            cert: None,
+            key: None,
+            credentials: Some(credentials),
+            insecure_accept_any_certificate: false,
+        }
+    }
+
+    /// TLS from PEM files made by `octopii certs`.
+    pub fn from_files(
+        ca_cert: impl Into<PathBuf>,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> Self {
+        TlsConfig {
+            ca_cert: Some(ca_cert.into()),
+            cert: Some(cert.into()),
+            key: Some(key.into()),
+            credentials: None,
+            insecure_accept_any_certificate: false,
+        }
+    }
+
+    /// Loads the credentials, from memory or from the PEM files.
+    pub fn load_credentials(&self) -> Result<NodeCredentials> {
+        if let Some(credentials) = &self.credentials {
+            return Ok(credentials.clone());
+        }
+        let (Some(ca), Some(cert), Some(key)) = (&self.ca_cert, &self.cert, &self.key) else {
+            return Err(OctopiiError::Config {
+                field: "tls",
+                message: "set `ca_cert`, `cert` and `key`, or in-memory credentials".into(),
+            });
+        };
+        NodeCredentials::from_pem_files(ca, cert, key)
+    }
+}
+
+/// QUIC transport limits and timers.
+///
+/// The defaults suit high-bandwidth loopback and LAN links: receive windows
+/// of several MiB so one stream can fill a fast link, and many concurrent
+/// streams so pooled RPC streams and transfers share a connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportConfig {
+    /// Largest frame (length prefix) a peer may send, in bytes.
+    pub max_frame_size: u32,
+    /// Per-stream receive window, in bytes.
+    pub stream_receive_window: u32,
+    /// Per-connection receive window, in bytes.
+    pub receive_window: u32,
+    /// Per-connection send window, in bytes.
+    pub send_window: u64,
+    /// Bidirectional streams a peer may have open at once.
+    pub max_concurrent_bidi_streams: u32,
+    /// Interval of keep-alive packets, in milliseconds (below the idle timeout).
+    pub keep_alive_interval_ms: u64,
+    /// A connection silent this long is closed, in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Time allowed for a QUIC + TLS handshake, in milliseconds.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        const MIB: u32 = 1024 * 1024;
+        TransportConfig {
+            max_frame_size: 16 * MIB,
+            stream_receive_window: 8 * MIB,
+            receive_window: 32 * MIB,
+            send_window: 32 * MIB as u64,
+            max_concurrent_bidi_streams: 1024,
+            keep_alive_interval_ms: 5_000,
+            idle_timeout_ms: 30_000,
+            handshake_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl TransportConfig {
+    /// Interval of keep-alive packets.
+    pub fn keep_alive_interval(&self) -> Duration {
+        Duration::from_millis(self.keep_alive_interval_ms)
+    }
+
+    /// Idle timeout of a connection.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// Time allowed for a handshake.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    fn validate(&self) -> Result<()> {
+        fn bad(field: &'static str, message: &str) -> Result<()> {
+            Err(OctopiiError::Config {
+                field,
+                message: message.into(),
+            })
+        }
+        if self.max_frame_size < 1024 {
+            return bad("transport.max_frame_size", "must be at least 1024 bytes");
+        }
+        if self.stream_receive_window == 0 {
+            return bad("transport.stream_receive_window", "must not be 0");
+        }
+        if self.receive_window < self.stream_receive_window {
+            return bad(
+                "transport.receive_window",
+                "must be at least transport.stream_receive_window",
+            );
+        }
+        if self.send_window == 0 {
+            return bad("transport.send_window", "must not be 0");
+        }
+        if self.max_concurrent_bidi_streams == 0 {
+            return bad("transport.max_concurrent_bidi_streams", "must not be 0");
+        }
+        if self.idle_timeout_ms == 0 {
+            return bad("transport.idle_timeout_ms", "must not be 0");
+        }
+        if self.keep_alive_interval_ms == 0 || self.keep_alive_interval_ms >= self.idle_timeout_ms {
+            return bad(
+                "transport.keep_alive_interval_ms",
+                "must be above 0 and below transport.idle_timeout_ms",
+            );
+        }
+        if self.handshake_timeout_ms == 0 {
+            return bad("transport.handshake_timeout_ms", "must not be 0");
+        }
+        Ok(())
+    }
+}
+
+/// A node's configuration.
+///
+/// ```
+/// use octopii::Config;
+/// use octopii::transport::tls::ClusterCa;
+///
+/// let ca = ClusterCa::generate().unwrap();
+/// let config = Config::builder()
+///     .node_id(1)
+///     .bind_addr("127.0.0.1:0".parse().unwrap())
+///     .credentials(ca.issue_node("node-1").unwrap())
+///     .build()
+///     .unwrap();
+/// assert_eq!(config.node_id, 1);
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's id within its cluster (used by Raft; must not be 0).
+    #[serde(default = "default_node_id")]
+    pub node_id: u64,
+    /// Address the node's QUIC endpoint listens and dials from.
+    #[serde(default = "default_bind_addr")]
+    pub bind_addr: SocketAddr,
+    /// Addresses of the other nodes.
+    #[serde(default)]
+    pub peers: Vec<SocketAddr>,
+    /// Directory for durable state (the WAL lives below it).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Worker threads of the node's [`OctopiiRuntime`](crate::OctopiiRuntime).
+    #[serde(default = "default_worker_threads")]
+    pub worker_threads: usize,
+    /// Certificates and trust.
+    pub tls: Option<TlsConfig>,
+    /// QUIC limits and timers.
+    #[serde(default)]
+    pub transport: TransportConfig,
+}
+
+fn default_node_id() -> u64 {
+    1
+}
+fn default_bind_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("octopii-data")
+}
+fn default_worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+impl Default for Config {
+    /// Node 1 on an ephemeral loopback port, with no TLS material yet
+    /// (`validate` refuses it until `tls` is set).
+    fn default() -> Self {
+        Config {
+            node_id: default_node_id(),
+            bind_addr: default_bind_addr(),
+            peers: Vec::new(),
+            data_dir: default_data_dir(),
+            worker_threads: default_worker_threads(),
+            tls: None,
+            transport: TransportConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Starts a builder from the defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config::default(),
+        }
+    }
+
+    /// Parses and validates a TOML document.
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        let config: Config = toml::from_str(text).map_err(|e| OctopiiError::Config {
+            field: "toml",
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a TOML file. Relative certificate paths
+    /// are taken relative to the file's directory.
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| OctopiiError::file(path, e))?;
+        let mut config = Self::from_toml_str(&text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(tls) = &mut config.tls {
+            for file in [&mut tls.ca_cert, &mut tls.cert, &mut tls.key]
+                .into_iter()
+                .flatten()
+            {
+                if file.is_relative() {
+                    *file = base.join(&*file);
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// Checks every value; an error names the field at fault.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &'static str, message: &str| {
+            Err(OctopiiError::Config {
+                field,
+                message: message.into(),
+            })
+        };
+        if self.node_id == 0 {
+            return bad("node_id", "must not be 0");
+        }
+        if self.worker_threads == 0 {
+            return bad("worker_threads", "must be at least 1");
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir", "must not be empty");
+        }
+        if self.bind_addr.port() != 0 && self.peers.contains(&self.bind_addr) {
+            return bad("peers", "must not contain this node's own bind_addr");
+        }
+        match &self.tls {
+            None => return bad("tls", "no certificates configured"),
+            Some(tls) if tls.credentials.is_none() && !tls.insecure_accept_any_certificate => {
+                if tls.ca_cert.is_none() || tls.cert.is_none() || tls.key.is_none() {
+                    return bad("tls", "set `ca_cert`, `cert` and `key`");
+                }
+            }
+            Some(_) => {}
+        }
+        self.transport.validate()
+    }
+}
+
+/// Builds a [`Config`] step by step; [`build`](ConfigBuilder::build) validates it.
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder {
+    config: Config,
+}
+
+impl ConfigBuilder {
+    /// Sets the node id.
+    pub fn node_id(mut self, id: u64) -> Self {
+        self.config.node_id = id;
+        self
+    }
+
+    /// Sets the listen/dial address.
+    pub fn bind_addr(mut self, addr: SocketAddr) -> Self {
+        self.config.bind_addr = addr;
+        self
+    }
+
+    /// Sets the other nodes' addresses.
+    pub fn peers(mut self, peers: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.config.peers = peers.into_iter().collect();
+        self
+    }
+
+    /// Sets the data directory.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.data_dir = dir.into();
+        self
+    }
+
+    /// Sets the number of worker threads.
+    pub fn worker_threads(mut self, n: usize) -> Self {
+        self.config.worker_threads = n;
+        self
+    }
+
+    /// Sets the TLS configuration.
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.config.tls = Some(tls);
+        self
+    }
+
+    /// Uses in-memory credentials, verifying peers against their CA.
+    pub fn credentials(self, credentials: NodeCredentials) -> Self {
+        self.tls(TlsConfig::from_credentials(credentials))
+    }
+
+    /// Sets the transport limits.
+    pub fn transport(mut self, transport: TransportConfig) -> Self {
+        self.config.transport = transport;
+        self
+    }
+
+    /// Validates and returns the configuration.
+    pub fn build(self) -> Result<Config> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(err: OctopiiError) -> &'static str {
+        match err {
+            OctopiiError::Config { field, .. } => field,
+            other => panic!("expected a config error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn toml_is_parsed_with_defaults() {
+        let config = Config::from_toml_str(
+            r#"
+            node_id = 3
+            bind_addr = "127.0.0.1:7003"
+            peers = ["127.0.0.1:7001"]
+            [tls]
+            ca_cert = "ca.pem"
+            cert = "n3.pem"
+            key = "n3.key.pem"
+            [transport]
+            max_frame_size = 4096
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.node_id, 3);
+        assert_eq!(config.peers, vec!["127.0.0.1:7001".parse().unwrap()]);
+        assert_eq!(config.transport.max_frame_size, 4096);
+        assert_eq!(config.transport.idle_timeout_ms, 30_000);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let base = "[tls]\ninsecure_accept_any_certificate = true\n";
+        let cases = [
+            ("node_id = 0\n", "node_id"),
+            ("worker_threads = 0\n", "worker_threads"),
+            ("data_dir = \"\"\n", "data_dir"),
+            (
+                "bind_addr = \"127.0.0.1:9\"\npeers = [\"127.0.0.1:9\"]\n",
+                "peers",
+            ),
+        ];
+        for (head, field) in cases {
+            let err = Config::from_toml_str(&format!("{head}{base}")).unwrap_err();
+            assert_eq!(field_of(err), field, "for {head:?}");
+        }
+        let transport = format!("{base}[transport]\nkeep_alive_interval_ms = 60000\n");
+        let err = Config::from_toml_str(&transport).unwrap_err();
+        assert_eq!(field_of(err), "transport.keep_alive_interval_ms");
+        let err =
+            Config::from_toml_str(&format!("{base}[transport]\nmax_frame_size = 5\n")).unwrap_err();
+        assert_eq!(field_of(err), "transport.max_frame_size");
+    }
+
+    #[test]
+    fn unparsable_toml_names_the_key() {
+        let err = Config::from_toml_str("bind_addr = \"not an address\"\n").unwrap_err();
+        assert!(err.to_string().contains("bind_addr"), "{err}");
+        let err = Config::from_toml_str("no_such_field = 1\n").unwrap_err();
+        assert!(err.to_string().contains("no_such_field"), "{err}");
+    }
+
+    #[test]
+    fn missing_tls_is_refused() {
+        assert_eq!(field_of(Config::default().validate().unwrap_err()), "tls");
+        let err = Config::from_toml_str("[tls]\nca_cert = \"ca.pem\"\n").unwrap_err();
+        assert_eq!(field_of(err), "tls");
+    }
+}

@@ -1,1 +1,169 @@
-//! node (being written).
+//! [`OctopiiNode`]: one member of an Octopii cluster.
+//!
+//! A node owns a QUIC endpoint that both listens and dials, runs its accept
+//! loop on the [`OctopiiRuntime`] it was started on, and hands every inbound
+//! stream to its [`InboundHandler`]. Later layers (RPC services, chunk
+//! transfer, Raft) hang on it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+use crate::transport::{InboundHandler, PeerConnection, Transport, TransportStats};
+use crate::{Config, OctopiiError, OctopiiRuntime, Result};
+
+/// How long [`OctopiiNode::shutdown`] waits for peers to acknowledge the close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A running node: endpoint, accept loop and connection pool.
+///
+/// ```
+/// use octopii::{Config, OctopiiNode, OctopiiRuntime};
+/// use octopii::transport::tls::ClusterCa;
+///
+/// let runtime = OctopiiRuntime::new(2).unwrap();
+/// let ca = ClusterCa::generate().unwrap();
+/// let config = |name: &str| Config::builder()
+///     .bind_addr("127.0.0.1:0".parse().unwrap())
+///     .credentials(ca.issue_node(name).unwrap())
+///     .build()
+///     .unwrap();
+/// let a = OctopiiNode::new(config("a"), &runtime).unwrap();
+/// let b = OctopiiNode::new(config("b"), &runtime).unwrap();
+///
+/// let conn = runtime.block_on(a.connect(b.local_addr())).unwrap();
+/// assert_eq!(conn.peer().identity, "b");
+/// runtime.block_on(async { a.shutdown().await; b.shutdown().await });
+/// ```
+#[derive(Debug, Clone)]
+pub struct OctopiiNode {
+    inner: Arc<NodeInner>,
+}
+
+#[derive(Debug)]
+struct NodeInner {
+    config: Config,
+    local_addr: SocketAddr,
+    transport: Arc<Transport>,
+    handle: Handle,
+    accept_loop: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl OctopiiNode {
+    /// Starts a node on `runtime` that refuses every inbound stream (it can
+    /// still dial). Services are added by the layers above.
+    pub fn new(config: Config, runtime: &OctopiiRuntime) -> Result<Self> {
+        Self::with_handler(config, runtime, Arc::new(RefuseStreams))
+    }
+
+    /// Starts a node on `runtime` whose inbound streams go to `handler`.
+    pub fn with_handler(
+        config: Config,
+        runtime: &OctopiiRuntime,
+        handler: Arc<dyn InboundHandler>,
+    ) -> Result<Self> {
+        let handle = runtime.handle().clone();
+        let transport = Arc::new(Transport::bind(&config, &handle)?);
+        let local_addr = transport.local_addr()?;
+        let accept_loop = handle.spawn(transport.clone().run_accept_loop(handler));
+        tracing::info!(node = config.node_id, %local_addr, "node started");
+        Ok(OctopiiNode {
+            inner: Arc::new(NodeInner {
+                config,
+                local_addr,
+                transport,
+                handle,
+                accept_loop: Mutex::new(Some(accept_loop)),
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.inner.config.node_id
+    }
+
+    /// The configuration the node was started with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The address the node listens on (and dials from).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// The node's transport, for the layers built on it.
+    pub fn transport(&self) -> &Arc<Transport> {
+        &self.inner.transport
+    }
+
+    /// The handle of the runtime the node runs on.
+    pub fn runtime_handle(&self) -> &Handle {
+        &self.inner.handle
+    }
+
+    /// The pooled, mutually authenticated connection to the node at `addr`.
+    ///
+    /// The dial runs on the node's runtime, whatever runtime awaits it.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<PeerConnection> {
+        let transport = self.inner.transport.clone();
+        self.run(async move { transport.connect(addr).await }).await
+    }
+
+    /// Runs `future` on the node's runtime and waits for its output.
+    pub async fn run<F, T>(&self, future: F) -> Result<T>
+    where
+        F: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.inner
+            .handle
+            .spawn(future)
+            .await
+            .map_err(|e| OctopiiError::Shutdown(format!("node task did not finish: {e}")))?
+    }
+
+    /// Transport counters (pool, accepted and failed handshakes).
+    pub fn stats(&self) -> TransportStats {
+        self.inner.transport.stats()
+    }
+
+    /// Stops accepting, closes every connection and waits briefly for peers
+    /// to acknowledge.
+    pub async fn shutdown(&self) {
+        let accept_loop = self
+            .inner
+            .accept_loop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = accept_loop {
+            task.abort();
+        }
+        self.inner.transport.close(CLOSE_TIMEOUT).await;
+        tracing::info!(node = self.id(), "node stopped");
+    }
+}
+
+/// The handler of a node with no services: resets every stream.
+struct RefuseStreams;
+
+impl InboundHandler for RefuseStreams {
+    fn handle_stream(
+        &self,
+        _conn: PeerConnection,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        Box::pin(async move {
+            let _ = send.reset(quinn::VarInt::from_u32(1));
+            let _ = recv.stop(quinn::VarInt::from_u32(1));
+        })
+    }
+}

@@ -1,1 +1,116 @@
-//! transport (being written).
+//! QUIC transport: one endpoint per node, mutual TLS, pooled connections.
+//!
+//! * [`Transport`] owns the node's quinn `Endpoint`, which both listens and
+//!   dials, so a peer's outgoing connections come from its listening address.
+//! * [`tls`] makes and checks the certificates.
+//! * [`ConnectionPool`] shares one connection per peer among all callers.
+//!
+//! Every connection is a [`PeerConnection`]: the quinn connection plus the
+//! peer's verified [`PeerInfo`].
+
+mod endpoint;
+mod pool;
+mod quinn_runtime;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use endpoint::{InboundHandler, Transport, TransportStats};
+pub use pool::{ConnectionPool, PoolStats};
+
+use crate::OctopiiError;
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's address (its node's listening address).
+    pub addr: SocketAddr,
+    /// The subject common name of the peer's certificate.
+    pub identity: String,
+    /// Whether `identity` was verified against the cluster CA (false only
+    /// under `insecure_accept_any_certificate`).
+    pub verified: bool,
+}
+
+/// An established connection and the peer it leads to. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PeerConnection {
+    connection: quinn::Connection,
+    peer: Arc<PeerInfo>,
+}
+
+impl PeerConnection {
+    fn new(connection: quinn::Connection, verified: bool) -> Result<Self, OctopiiError> {
+        let identity = connection
+            .peer_identity()
+            .and_then(|any| any.downcast::<Vec<rustls_pki_types::CertificateDer>>().ok())
+            .and_then(|chain| chain.first().and_then(tls::subject_common_name))
+            .ok_or_else(|| OctopiiError::Tls("peer presented no named certificate".into()))?;
+        let peer = PeerInfo {
+            addr: connection.remote_address(),
+            identity,
+            verified,
+        };
+        Ok(PeerConnection {
+            connection,
+            peer: Arc::new(peer),
+        })
+    }
+
+    /// The peer at the other end.
+    pub fn peer(&self) -> &Arc<PeerInfo> {
+        &self.peer
+    }
+
+    /// The underlying quinn connection.
+    pub fn quinn(&self) -> &quinn::Connection {
+        &self.connection
+    }
+
+    /// Whether the connection is still usable.
+    pub fn is_open(&self) -> bool {
+        self.connection.close_reason().is_none()
+    }
+
+    /// Opens a bidirectional stream, waiting while the peer's stream limit
+    /// is reached.
+    pub async fn open_bi(&self) -> Result<(quinn::SendStream, quinn::RecvStream), OctopiiError> {
+        self.connection.open_bi().await.map_err(connection_error)
+    }
+
+    /// Waits until the connection closes and says why.
+    pub async fn closed(&self) -> OctopiiError {
+        connection_error(self.connection.closed().await)
+    }
+}
+
+/// Turns a quinn connection error into an [`OctopiiError`], naming TLS
+/// refusals as such so the caller sees "certificate refused", not a code.
+pub fn connection_error(e: quinn::ConnectionError) -> OctopiiError {
+    use quinn::ConnectionError as E;
+    let crypto = |code: quinn::TransportErrorCode, reason: &str, by: &str| {
+        let code = u64::from(code);
+        (0x100..0x200).contains(&code).then(|| {
+            OctopiiError::Tls(format!(
+                "TLS handshake refused by {by}: {} (alert {})",
+                if reason.is_empty() {
+                    "no reason given"
+                } else {
+                    reason
+                },
+                code - 0x100
+            ))
+        })
+    };
+    let mapped = match &e {
+        E::ConnectionClosed(close) => crypto(
+            close.error_code,
+            &String::from_utf8_lossy(&close.reason),
+            "peer",
+        ),
+        E::TransportError(err) => crypto(err.code, &err.reason, "this node"),
+        _ => None,
+    };
+    mapped.unwrap_or(OctopiiError::QuicConnection(e))
+}

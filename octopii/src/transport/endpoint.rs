@@ -1,0 +1,215 @@
+//! The node's QUIC endpoint: listening, dialling and the accept loop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Endpoint, EndpointConfig, IdleTimeout, ServerConfig, TransportConfig, VarInt};
+
+use tokio::runtime::Handle;
+
+use super::pool::{ConnectionPool, PoolStats};
+use super::quinn_runtime::PinnedRuntime;
+use super::{PeerConnection, connection_error, tls};
+use crate::config::{Config, TransportConfig as Limits};
+use crate::{OctopiiError, Result};
+
+/// What a node does with each inbound bidirectional stream.
+///
+/// The RPC layer implements it; the accept loop calls it once per stream,
+/// on its own task, so one slow stream never holds up another.
+pub trait InboundHandler: Send + Sync + 'static {
+    /// Serves one stream opened by `conn`'s peer.
+    fn handle_stream(
+        &self,
+        conn: PeerConnection,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+}
+
+/// Counters of a [`Transport`], for tests and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportStats {
+    /// The outgoing connection pool's counters.
+    pub pool: PoolStats,
+    /// Inbound connections whose handshake succeeded.
+    pub connections_accepted: u64,
+    /// Inbound connections refused or failed during the handshake.
+    pub handshakes_failed: u64,
+}
+
+/// A node's QUIC endpoint with its outgoing connection pool.
+#[derive(Debug)]
+pub struct Transport {
+    endpoint: Endpoint,
+    pool: ConnectionPool,
+    limits: Limits,
+    verified: bool,
+    accepted: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Transport {
+    /// Binds the endpoint on `config.bind_addr` with the configured TLS; all
+    /// of quinn's tasks run on the runtime of `handle`.
+    ///
+    /// Unreadable certificates or an unusable address fail here, with a
+    /// message saying which.
+    pub fn bind(config: &Config, handle: &Handle) -> Result<Self> {
+        config.validate()?;
+        let tls_config = config.tls.as_ref().ok_or(OctopiiError::Config {
+            field: "tls",
+            message: "no certificates configured".into(),
+        })?;
+        let insecure = tls_config.insecure_accept_any_certificate;
+        let creds = if insecure && tls_config.credentials.is_none() && tls_config.cert.is_none() {
+            // Insecure mode may run without files: an ephemeral identity.
+            tls::ClusterCa::generate()?.issue_node("insecure-node")?
+        } else {
+            tls_config.load_credentials()?
+        };
+        if insecure {
+            tracing::warn!("TLS peer verification is OFF (insecure_accept_any_certificate)");
+        }
+        let transport = Arc::new(transport_config(&config.transport)?);
+
+        let server_tls = QuicServerConfig::try_from(tls::server_config(&creds, insecure)?)
+            .map_err(|e| OctopiiError::Tls(e.to_string()))?;
+        let mut server = ServerConfig::with_crypto(Arc::new(server_tls));
+        server.transport_config(transport.clone());
+
+        let client_tls = QuicClientConfig::try_from(tls::client_config(&creds, insecure)?)
+            .map_err(|e| OctopiiError::Tls(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(client_tls));
+        client.transport_config(transport);
+
+        let socket =
+            std::net::UdpSocket::bind(config.bind_addr).map_err(|e| OctopiiError::Config {
+                field: "bind_addr",
+                message: format!("cannot bind {}: {e}", config.bind_addr),
+            })?;
+        let runtime = Arc::new(PinnedRuntime(handle.clone()));
+        let mut endpoint = Endpoint::new(EndpointConfig::default(), Some(server), socket, runtime)?;
+        endpoint.set_default_client_config(client);
+        Ok(Transport {
+            endpoint,
+            pool: ConnectionPool::new(),
+            limits: config.transport.clone(),
+            verified: !insecure,
+            accepted: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        })
+    }
+
+    /// The address the endpoint is bound to.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.endpoint.local_addr()?)
+    }
+
+    /// The transport limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The pooled connection to `addr`, dialling it if needed.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<PeerConnection> {
+        self.pool.get(addr, || self.dial(addr)).await
+    }
+
+    /// A new connection to `addr`, outside the pool.
+    pub async fn dial(&self, addr: SocketAddr) -> Result<PeerConnection> {
+        // Nodes are dialled by address; the name only fills the TLS field
+        // (certificates are checked against the cluster CA, not a name).
+        let connecting = self.endpoint.connect(addr, "octopii-node")?;
+        let timeout = self.limits.handshake_timeout();
+        let connection = tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| OctopiiError::Timeout(timeout))?
+            .map_err(connection_error)?;
+        PeerConnection::new(connection, self.verified)
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> TransportStats {
+        TransportStats {
+            pool: self.pool.stats(),
+            connections_accepted: self.accepted.load(Ordering::Relaxed),
+            handshakes_failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Accepts connections until the endpoint closes, serving each inbound
+    /// stream with `handler`. A failed handshake is logged and counted; it
+    /// never stops the loop.
+    pub async fn run_accept_loop(self: Arc<Self>, handler: Arc<dyn InboundHandler>) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let this = self.clone();
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                match this.handshake(incoming).await {
+                    Ok(conn) => {
+                        this.accepted.fetch_add(1, Ordering::Relaxed);
+                        serve_connection(conn, handler).await;
+                    }
+                    Err(e) => {
+                        this.failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!("inbound handshake failed: {e}");
+                    }
+                }
+            });
+        }
+    }
+
+    async fn handshake(&self, incoming: quinn::Incoming) -> Result<PeerConnection> {
+        let connecting = incoming.accept().map_err(connection_error)?;
+        let timeout = self.limits.handshake_timeout();
+        let connection = tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| OctopiiError::Timeout(timeout))?
+            .map_err(connection_error)?;
+        PeerConnection::new(connection, self.verified)
+    }
+
+    /// Closes every connection, telling peers, and waits up to `timeout`
+    /// for them to acknowledge.
+    pub async fn close(&self, timeout: Duration) {
+        self.endpoint
+            .close(VarInt::from_u32(0), b"node shutting down");
+        let _ = tokio::time::timeout(timeout, self.endpoint.wait_idle()).await;
+    }
+}
+
+async fn serve_connection(conn: PeerConnection, handler: Arc<dyn InboundHandler>) {
+    loop {
+        match conn.quinn().accept_bi().await {
+            Ok((send, recv)) => {
+                tokio::spawn(handler.handle_stream(conn.clone(), send, recv));
+            }
+            Err(e) => {
+                tracing::debug!(peer = %conn.peer().addr, "connection ended: {e}");
+                return;
+            }
+        }
+    }
+}
+
+fn transport_config(limits: &Limits) -> Result<TransportConfig> {
+    let idle = IdleTimeout::try_from(limits.idle_timeout()).map_err(|_| OctopiiError::Config {
+        field: "transport.idle_timeout_ms",
+        message: "too large for QUIC".into(),
+    })?;
+    let mut transport = TransportConfig::default();
+    transport
+        .stream_receive_window(VarInt::from_u32(limits.stream_receive_window))
+        .receive_window(VarInt::from_u32(limits.receive_window))
+        .send_window(limits.send_window)
+        .max_concurrent_bidi_streams(VarInt::from_u32(limits.max_concurrent_bidi_streams))
+        .max_idle_timeout(Some(idle))
+        .keep_alive_interval(Some(limits.keep_alive_interval()));
+    Ok(transport)
+}
