@@ -1,1 +1,68 @@
+//! Helpers shared by Octopii's integration tests.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use octopii::transport::tls::{ClusterCa, NodeCredentials};
+use octopii::transport::{InboundHandler, PeerConnection};
+use octopii::{Config, OctopiiNode, OctopiiRuntime};
+
+/// Largest message the echo handler reads.
+pub const ECHO_LIMIT: usize = 1024 * 1024;
+
+/// A config for a node on an ephemeral loopback port with `creds`.
+pub fn config(creds: NodeCredentials) -> Config {
+    Config::builder()
+        .bind_addr("127.0.0.1:0".parse().expect("loopback address"))
+        .worker_threads(2)
+        .credentials(creds)
+        .build()
+        .expect("valid test config")
+}
+
+/// Starts a node named `name`, certified by `ca`, that echoes every stream.
+pub fn echo_node(ca: &ClusterCa, name: &str, runtime: &OctopiiRuntime) -> OctopiiNode {
+    let creds = ca.issue_node(name).expect("issue node certificate");
+    OctopiiNode::with_handler(config(creds), runtime, Arc::new(Echo)).expect("start node")
+}
+
+/// Sends `message` on a new stream of `conn` and returns the reply.
+pub async fn echo(conn: &PeerConnection, message: &[u8]) -> octopii::Result<Vec<u8>> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    send.write_all(message)
+        .await
+        .map_err(|e| octopii::OctopiiError::Transport(e.to_string()))?;
+    send.finish()
+        .map_err(|e| octopii::OctopiiError::Transport(e.to_string()))?;
+    recv.read_to_end(ECHO_LIMIT).await.map_err(|e| match e {
+        quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(e)) => {
+            octopii::transport::connection_error(e)
+        }
+        other => octopii::OctopiiError::Transport(other.to_string()),
+    })
+}
+
+/// Replies to each stream with the bytes it received, prefixed by the
+/// caller's verified identity and a `:`.
+pub struct Echo;
+
+impl InboundHandler for Echo {
+    fn handle_stream(
+        &self,
+        conn: PeerConnection,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        Box::pin(async move {
+            let Ok(message) = recv.read_to_end(ECHO_LIMIT).await else {
+                return;
+            };
+            let mut reply = format!("{}:", conn.peer().identity).into_bytes();
+            reply.extend_from_slice(&message);
+            if send.write_all(&reply).await.is_ok() {
+                let _ = send.finish();
+            }
+        })
+    }
+}

@@ -181,6 +181,21 @@ impl Transport {
         self.endpoint
             .close(VarInt::from_u32(0), b"node shutting down");
         let _ = tokio::time::timeout(timeout, self.endpoint.wait_idle()).await;
+        // Free the listening port now, not when the last handle to the
+        // endpoint goes away, so a restarted node can bind it again. quinn
+        // keeps the previous socket until the new one receives a packet; a
+        // second rebind replaces that one, and the listening socket is closed.
+        let any_port = match self.endpoint.local_addr() {
+            Ok(SocketAddr::V6(_)) => SocketAddr::from(([0u16; 8], 0)),
+            _ => SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        for _ in 0..2 {
+            let rebound = std::net::UdpSocket::bind(any_port).and_then(|s| self.endpoint.rebind(s));
+            if let Err(e) = rebound {
+                tracing::warn!("could not release the listening port: {e}");
+                return;
+            }
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `octopii` command line.
 
 mod bench_wal;
+mod certs;
 
 use clap::{Parser, Subcommand};
 
@@ -14,6 +15,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Make certificates: a cluster CA, then one certificate per node.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Run a benchmark and print its figures beside a same-run baseline.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -28,6 +32,7 @@ enum BenchCommand {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Certs(command) => certs::run(command),
         Command::Bench(BenchCommand::Wal(args)) => bench_wal::run(args),
     };
     match result {

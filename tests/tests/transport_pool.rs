@@ -1,0 +1,141 @@
+//! The connection pool: one shared connection per peer, re-dialled after
+//! it closes; bad start-up configuration fails with a clear message.
+
+use std::time::Duration;
+
+use octopii::transport::tls::ClusterCa;
+use octopii::{Config, OctopiiError, OctopiiNode, OctopiiRuntime};
+use octopii_tests::{config, echo, echo_node};
+
+#[test]
+fn concurrent_first_dials_share_one_handshake() {
+    let rt = OctopiiRuntime::new(2).unwrap();
+    let ca = ClusterCa::generate().unwrap();
+    let server = echo_node(&ca, "server", &rt);
+    let client = echo_node(&ca, "client", &rt);
+    let addr = server.local_addr();
+    let replies = rt.block_on(async {
+        let calls = (0..50).map(|i| {
+            let client = client.clone();
+            async move {
+                let conn = client.connect(addr).await?;
+                echo(&conn, format!("{i}").as_bytes()).await
+            }
+        });
+        futures::future::join_all(calls).await
+    });
+    for (i, reply) in replies.into_iter().enumerate() {
+        assert_eq!(reply.unwrap(), format!("client:{i}").into_bytes());
+    }
+    let stats = client.stats().pool;
+    assert_eq!(stats.handshakes, 1);
+    assert_eq!(stats.open_connections, 1);
+    assert_eq!(server.stats().connections_accepted, 1);
+}
+
+#[test]
+fn a_closed_connection_is_evicted_and_redialled() {
+    let rt = OctopiiRuntime::new(2).unwrap();
+    let ca = ClusterCa::generate().unwrap();
+    let server = echo_node(&ca, "server", &rt);
+    let client = echo_node(&ca, "client", &rt);
+    let addr = server.local_addr();
+    rt.block_on(async {
+        let first = client.connect(addr).await.unwrap();
+        first.quinn().close(0u32.into(), b"test closes it");
+        assert_eq!(client.stats().pool.open_connections, 0);
+        let second = client.connect(addr).await.unwrap();
+        assert!(second.is_open());
+        assert_ne!(first.quinn().stable_id(), second.quinn().stable_id());
+        assert_eq!(echo(&second, b"again").await.unwrap(), b"client:again");
+    });
+    let stats = client.stats().pool;
+    assert_eq!((stats.handshakes, stats.open_connections), (2, 1));
+}
+
+#[test]
+fn a_peer_that_went_away_is_redialled_when_it_returns() {
+    let rt = OctopiiRuntime::new(2).unwrap();
+    let ca = ClusterCa::generate().unwrap();
+    let client = echo_node(&ca, "client", &rt);
+    let server = echo_node(&ca, "server", &rt);
+    let addr = server.local_addr();
+    rt.block_on(async {
+        let conn = client.connect(addr).await.unwrap();
+        assert_eq!(echo(&conn, b"1").await.unwrap(), b"client:1");
+        server.shutdown().await;
+        // The client learns of the close and the pool drops the connection.
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+        assert_eq!(client.stats().pool.open_connections, 0);
+    });
+    // A new node on the same address.
+    let mut cfg = config(ca.issue_node("server").unwrap());
+    cfg.bind_addr = addr;
+    let again =
+        OctopiiNode::with_handler(cfg, &rt, std::sync::Arc::new(octopii_tests::Echo)).unwrap();
+    rt.block_on(async {
+        let conn = client.connect(again.local_addr()).await.unwrap();
+        assert_eq!(echo(&conn, b"2").await.unwrap(), b"client:2");
+    });
+    assert_eq!(client.stats().pool.handshakes, 2);
+}
+
+#[test]
+fn dialling_nobody_times_out_with_a_typed_error() {
+    let rt = OctopiiRuntime::new(1).unwrap();
+    let ca = ClusterCa::generate().unwrap();
+    let mut cfg = config(ca.issue_node("lonely").unwrap());
+    cfg.transport.handshake_timeout_ms = 200;
+    let node = OctopiiNode::new(cfg, &rt).unwrap();
+    // A bound UDP socket that never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let err = rt
+        .block_on(node.connect(silent.local_addr().unwrap()))
+        .unwrap_err();
+    assert!(matches!(err, OctopiiError::Timeout(_)), "{err:?}");
+    assert_eq!(node.stats().pool.handshakes, 0);
+}
+
+#[test]
+fn an_unusable_bind_address_fails_at_start_naming_the_field() {
+    let rt = OctopiiRuntime::new(1).unwrap();
+    let ca = ClusterCa::generate().unwrap();
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut cfg = config(ca.issue_node("n").unwrap());
+    cfg.bind_addr = taken.local_addr().unwrap();
+    let err = OctopiiNode::new(cfg, &rt).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OctopiiError::Config {
+                field: "bind_addr",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn unreadable_or_invalid_certificates_fail_at_start_naming_the_file() {
+    let rt = OctopiiRuntime::new(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "this is not PEM").unwrap();
+    let toml = format!(
+        "[tls]\nca_cert = {:?}\ncert = {:?}\nkey = {:?}\n",
+        missing, missing, missing
+    );
+    let cfg = Config::from_toml_str(&toml).unwrap();
+    let err = OctopiiNode::new(cfg, &rt).unwrap_err();
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+
+    let toml = format!(
+        "[tls]\nca_cert = {:?}\ncert = {:?}\nkey = {:?}\n",
+        garbage, garbage, garbage
+    );
+    let err = OctopiiNode::new(Config::from_toml_str(&toml).unwrap(), &rt).unwrap_err();
+    assert!(matches!(err, OctopiiError::Tls(_)), "{err:?}");
+    assert!(err.to_string().contains("garbage.pem"), "{err}");
+}
