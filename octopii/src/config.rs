@@ -194,6 +194,26 @@ impl TransportConfig {
     }
 }
 
+/// Limits of the RPC layer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RpcConfig {
+    /// Handlers a node runs at once; calls beyond it are answered
+    /// `ResourceExhausted` at once rather than queued.
+    pub max_concurrent_calls: usize,
+    /// Idle streams kept open per peer for reuse by later calls.
+    pub max_idle_streams_per_peer: usize,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        RpcConfig {
+            max_concurrent_calls: 10_000,
+            max_idle_streams_per_peer: 256,
+        }
+    }
+}
+
 /// A node's configuration.
 ///
 /// ```
@@ -232,6 +252,9 @@ pub struct Config {
     /// QUIC limits and timers.
     #[serde(default)]
     pub transport: TransportConfig,
+    /// RPC limits.
+    #[serde(default)]
+    pub rpc: RpcConfig,
 }
 
 fn default_node_id() -> u64 {
@@ -261,6 +284,7 @@ impl Default for Config {
             worker_threads: default_worker_threads(),
             tls: None,
             transport: TransportConfig::default(),
+            rpc: RpcConfig::default(),
         }
     }
 }
@@ -331,6 +355,9 @@ impl Config {
                 }
             }
             Some(_) => {}
+        }
+        if self.rpc.max_concurrent_calls == 0 {
+            return bad("rpc.max_concurrent_calls", "must be at least 1");
         }
         self.transport.validate()
     }

@@ -1,19 +1,19 @@
 //! [`OctopiiNode`]: one member of an Octopii cluster.
 //!
 //! A node owns a QUIC endpoint that both listens and dials, runs its accept
-//! loop on the [`OctopiiRuntime`] it was started on, and hands every inbound
-//! stream to its [`InboundHandler`]. Later layers (RPC services, chunk
-//! transfer, Raft) hang on it.
+//! loop on the [`OctopiiRuntime`] it was started on, and serves the RPC
+//! services added with [`OctopiiNode::serve`]. Clients made from a node share
+//! its pooled connections and streams.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
+use crate::rpc::{Channels, Connect, Router, Service};
 use crate::transport::{InboundHandler, PeerConnection, Transport, TransportStats};
 use crate::{Config, OctopiiError, OctopiiRuntime, Result};
 
@@ -50,26 +50,47 @@ struct NodeInner {
     config: Config,
     local_addr: SocketAddr,
     transport: Arc<Transport>,
+    channels: Arc<Channels>,
+    /// `None` for a node started with a raw [`InboundHandler`].
+    router: Option<Arc<Router>>,
     handle: Handle,
     accept_loop: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl OctopiiNode {
-    /// Starts a node on `runtime` that refuses every inbound stream (it can
-    /// still dial). Services are added by the layers above.
+    /// Starts a node on `runtime`, serving the services added later with
+    /// [`serve`](Self::serve).
     pub fn new(config: Config, runtime: &OctopiiRuntime) -> Result<Self> {
-        Self::with_handler(config, runtime, Arc::new(RefuseStreams))
+        let router = Arc::new(Router::new(
+            config.rpc.max_concurrent_calls,
+            config.transport.max_frame_size,
+        ));
+        Self::start(config, runtime, Arc::new(router.clone()), Some(router))
     }
 
-    /// Starts a node on `runtime` whose inbound streams go to `handler`.
+    /// Starts a node whose inbound streams all go to `handler` instead of
+    /// RPC services: the low-level escape hatch (custom protocols, tests).
     pub fn with_handler(
         config: Config,
         runtime: &OctopiiRuntime,
         handler: Arc<dyn InboundHandler>,
     ) -> Result<Self> {
+        Self::start(config, runtime, handler, None)
+    }
+
+    fn start(
+        config: Config,
+        runtime: &OctopiiRuntime,
+        handler: Arc<dyn InboundHandler>,
+        router: Option<Arc<Router>>,
+    ) -> Result<Self> {
         let handle = runtime.handle().clone();
         let transport = Arc::new(Transport::bind(&config, &handle)?);
         let local_addr = transport.local_addr()?;
+        let channels = Arc::new(Channels::new(
+            transport.clone(),
+            config.rpc.max_idle_streams_per_peer,
+        ));
         let accept_loop = handle.spawn(transport.clone().run_accept_loop(handler));
         tracing::info!(node = config.node_id, %local_addr, "node started");
         Ok(OctopiiNode {
@@ -77,10 +98,25 @@ impl OctopiiNode {
                 config,
                 local_addr,
                 transport,
+                channels,
+                router,
                 handle,
                 accept_loop: Mutex::new(Some(accept_loop)),
             }),
         })
+    }
+
+    /// Serves `service` (a generated `XServer`) to every peer.
+    ///
+    /// Fails if a service of the same name is already served, or if the node
+    /// was started [`with_handler`](Self::with_handler).
+    pub fn serve(&self, service: impl Service) -> Result<()> {
+        match &self.inner.router {
+            Some(router) => router.add(Arc::new(service)),
+            None => Err(OctopiiError::Transport(
+                "this node serves a custom stream handler, not RPC services".into(),
+            )),
+        }
     }
 
     /// This node's id.
@@ -151,19 +187,8 @@ impl OctopiiNode {
     }
 }
 
-/// The handler of a node with no services: resets every stream.
-struct RefuseStreams;
-
-impl InboundHandler for RefuseStreams {
-    fn handle_stream(
-        &self,
-        _conn: PeerConnection,
-        mut send: quinn::SendStream,
-        mut recv: quinn::RecvStream,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        Box::pin(async move {
-            let _ = send.reset(quinn::VarInt::from_u32(1));
-            let _ = recv.stop(quinn::VarInt::from_u32(1));
-        })
+impl Connect for OctopiiNode {
+    fn channels(&self) -> Arc<Channels> {
+        self.inner.channels.clone()
     }
 }

@@ -1,0 +1,265 @@
+//! The client call path: pooled connection, pooled stream, one round trip.
+//!
+//! A unary call takes an idle bidirectional stream of the peer's connection
+//! (or opens one; quinn makes it wait while the peer's stream limit is
+//! reached), writes the request header and argument frames in one write,
+//! reads the response frame, and gives the stream back. Only a stream whose
+//! call completed with a value goes back: a call that is dropped, times out
+//! or fails resets its stream, so no stream in an unknown state is reused.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+use super::frame::{self, RequestHeader};
+use super::{Code, RpcError, codec};
+use crate::transport::{PeerConnection, Transport};
+
+/// Application error code of a stream reset because its call was abandoned.
+pub(crate) const CANCELLED: quinn::VarInt = quinn::VarInt::from_u32(u8::MAX as u32);
+
+/// Something that can reach peers for RPC: implemented by
+/// [`OctopiiNode`](crate::OctopiiNode).
+pub trait Connect {
+    /// The node's shared client state.
+    fn channels(&self) -> Arc<Channels>;
+}
+
+type Stream = (quinn::SendStream, quinn::RecvStream);
+
+/// Idle streams of one peer's current connection.
+#[derive(Default)]
+struct IdleStreams {
+    connection: usize,
+    streams: Vec<Stream>,
+    /// Wakes a caller waiting for a stream when one is checked in: idle
+    /// streams count against the peer's stream limit, so a caller blocked on
+    /// opening a new one may only ever get a returned one.
+    returned: Arc<Notify>,
+}
+
+/// A node's client side: its transport and the idle streams of each peer.
+pub struct Channels {
+    transport: Arc<Transport>,
+    idle: Mutex<HashMap<SocketAddr, IdleStreams>>,
+    max_idle_per_peer: usize,
+}
+
+impl std::fmt::Debug for Channels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channels").finish_non_exhaustive()
+    }
+}
+
+impl Channels {
+    /// Client state over `transport`, keeping up to `max_idle_per_peer`
+    /// idle streams per peer.
+    pub fn new(transport: Arc<Transport>, max_idle_per_peer: usize) -> Self {
+        Channels {
+            transport,
+            idle: Mutex::new(HashMap::new()),
+            max_idle_per_peer,
+        }
+    }
+
+    /// Idle streams kept for `peer` right now.
+    pub fn idle_streams(&self, peer: SocketAddr) -> usize {
+        self.lock().get(&peer).map_or(0, |idle| idle.streams.len())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, IdleStreams>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn checkout(self: &Arc<Self>, conn: &PeerConnection) -> Result<StreamGuard, RpcError> {
+        let addr = conn.peer().addr;
+        let connection = conn.quinn().stable_id();
+        let stream = loop {
+            let (reused, returned) = {
+                let mut idle = self.lock();
+                let entry = idle.entry(addr).or_default();
+                if entry.connection != connection {
+                    // Streams of an older connection are useless: drop them.
+                    entry.streams.clear();
+                    entry.connection = connection;
+                }
+                (entry.streams.pop(), entry.returned.clone())
+            };
+            if let Some(stream) = reused {
+                break stream;
+            }
+            tokio::select! {
+                opened = conn.open_bi() => break opened?,
+                () = returned.notified() => continue,
+            }
+        };
+        Ok(StreamGuard {
+            stream: Some(stream),
+            channels: self.clone(),
+            addr,
+            connection,
+        })
+    }
+
+    fn check_in(&self, addr: SocketAddr, connection: usize, stream: Stream) {
+        let mut idle = self.lock();
+        let entry = idle.entry(addr).or_default();
+        if entry.connection == connection && entry.streams.len() < self.max_idle_per_peer {
+            entry.streams.push(stream);
+            entry.returned.notify_one();
+        }
+        // Otherwise the stream drops here and is finished cleanly.
+    }
+}
+
+/// A checked-out stream. Dropped without [`release`](Self::release), it is
+/// reset: whatever state it was in, it never goes back to the pool.
+struct StreamGuard {
+    stream: Option<Stream>,
+    channels: Arc<Channels>,
+    addr: SocketAddr,
+    connection: usize,
+}
+
+impl StreamGuard {
+    fn parts(&mut self) -> &mut Stream {
+        // Present until `release` or `drop` takes it.
+        self.stream
+            .as_mut()
+            .expect("stream taken only by release or drop")
+    }
+
+    fn release(mut self) {
+        if let Some(stream) = self.stream.take() {
+            self.channels.check_in(self.addr, self.connection, stream);
+        }
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if let Some((mut send, mut recv)) = self.stream.take() {
+            let _ = send.reset(CANCELLED);
+            let _ = recv.stop(CANCELLED);
+        }
+    }
+}
+
+/// A client for one peer's services; the generated `XClient` wraps it.
+/// Cheap to clone: clones share the node's connection and streams.
+#[derive(Clone)]
+pub struct Client {
+    channels: Arc<Channels>,
+    peer: SocketAddr,
+    deadline: Option<Duration>,
+    metadata: Arc<Vec<(String, String)>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("peer", &self.peer)
+            .field("deadline", &self.deadline)
+            .field("metadata", &self.metadata)
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client of the node at `peer`, through `node`'s connections.
+    pub fn new(node: &impl Connect, peer: SocketAddr) -> Self {
+        Client {
+            channels: node.channels(),
+            peer,
+            deadline: None,
+            metadata: Arc::new(Vec::new()),
+        }
+    }
+
+    /// The peer this client calls.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// A copy whose calls give up after `deadline`; the server is told and
+    /// stops the handler when it passes.
+    pub fn with_deadline(&self, deadline: Duration) -> Self {
+        Client {
+            deadline: Some(deadline),
+            ..self.clone()
+        }
+    }
+
+    /// A copy whose calls carry `key = value` as metadata.
+    pub fn with_metadata(&self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let mut metadata = (*self.metadata).clone();
+        metadata.push((key.into(), value.into()));
+        Client {
+            metadata: Arc::new(metadata),
+            ..self.clone()
+        }
+    }
+
+    /// Calls `service.method(args)` and decodes its result.
+    pub async fn call<A, R>(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        args: &A,
+    ) -> Result<R, RpcError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let header = RequestHeader {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            timeout_micros: self
+                .deadline
+                .map(|d| d.as_micros().min(u64::MAX as u128) as u64),
+            metadata: (*self.metadata).clone(),
+        };
+        let mut request = Vec::with_capacity(128);
+        frame::put_encoded(&mut request, &header)?;
+        frame::put_encoded(&mut request, args)?;
+        let reply = match self.deadline {
+            None => self.round_trip(&request).await?,
+            Some(deadline) => tokio::time::timeout(deadline, self.round_trip(&request))
+                .await
+                .map_err(|_| {
+                    RpcError::new(
+                        Code::DeadlineExceeded,
+                        format!("{service}.{method} gave no reply within {deadline:?}"),
+                    )
+                })??,
+        };
+        codec::decode(&reply).map_err(|e| {
+            RpcError::new(
+                Code::Internal,
+                format!("{service}.{method} reply does not decode: {e}"),
+            )
+        })
+    }
+
+    async fn round_trip(&self, request: &[u8]) -> Result<Bytes, RpcError> {
+        let max = self.channels.transport.limits().max_frame_size;
+        let conn = self.channels.transport.connect(self.peer).await?;
+        let mut stream = self.channels.checkout(&conn).await?;
+        let (send, recv) = stream.parts();
+        send.write_all(request)
+            .await
+            .map_err(|e| RpcError::new(Code::Unavailable, format!("sending the request: {e}")))?;
+        let response = frame::read_frame(recv, max)
+            .await?
+            .ok_or_else(|| RpcError::new(Code::Unavailable, "the server closed the stream"))?;
+        let value = frame::parse_response(response)?;
+        stream.release();
+        Ok(value)
+    }
+}

@@ -1,0 +1,81 @@
+//! [`Context`]: what a handler may know about the call it serves.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::transport::PeerInfo;
+
+/// Metadata of a call: ordered `(key, value)` string pairs.
+pub type Metadata = Vec<(String, String)>;
+
+/// The context of one call, seen by its handler.
+///
+/// A service method receives it by declaring `&octopii::rpc::Context` as its
+/// first argument after `&self`; the argument is filled in by the server
+/// and is not part of the client's signature.
+///
+/// ```
+/// #[octopii::service]
+/// pub trait Whoami {
+///     /// Returns the caller's verified name and its `trace-id` metadata.
+///     async fn whoami(&self, ctx: &octopii::rpc::Context) -> (String, Option<String>);
+/// }
+///
+/// struct Server;
+/// impl Whoami for Server {
+///     async fn whoami(&self, ctx: &octopii::rpc::Context) -> (String, Option<String>) {
+///         (ctx.caller().to_owned(), ctx.metadata("trace-id").map(String::from))
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Context {
+    peer: Arc<PeerInfo>,
+    deadline: Option<Instant>,
+    metadata: Arc<Metadata>,
+}
+
+impl Context {
+    /// A context for a call from `peer` due by `deadline`.
+    pub fn new(peer: Arc<PeerInfo>, deadline: Option<Instant>, metadata: Metadata) -> Self {
+        Context {
+            peer,
+            deadline,
+            metadata: Arc::new(metadata),
+        }
+    }
+
+    /// The calling node: address, certificate name, whether it was verified.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.peer
+    }
+
+    /// The caller's verified identity (its certificate's subject name).
+    pub fn caller(&self) -> &str {
+        &self.peer.identity
+    }
+
+    /// When the caller stops waiting, if it set a deadline.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Time left before the deadline (zero once it has passed).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// The first metadata value under `key`.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All metadata pairs, in the order the caller set them.
+    pub fn all_metadata(&self) -> &[(String, String)] {
+        &self.metadata
+    }
+}

@@ -1,0 +1,137 @@
+//! Length-prefixed frames: `[u32 big-endian length][payload]`.
+//!
+//! The length is checked against the configured maximum before anything is
+//! allocated for the payload.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use quinn::{ReadError, ReadExactError, RecvStream};
+use serde::{Deserialize, Serialize};
+
+use super::{Code, RpcError, codec};
+use crate::OctopiiError;
+
+/// Bytes of a frame's length prefix.
+pub const PREFIX: usize = 4;
+
+/// The first frame of every request: which method, until when, with what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestHeader {
+    /// Service name (the trait's name).
+    pub service: String,
+    /// Method name.
+    pub method: String,
+    /// Time the caller still waits, in microseconds, if it set a deadline.
+    pub timeout_micros: Option<u64>,
+    /// Caller-supplied `(key, value)` pairs.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Why a frame could not be read.
+#[derive(Debug)]
+pub enum FrameError {
+    /// The length prefix is above the maximum; the stream's framing is lost.
+    TooLarge {
+        /// The announced length.
+        len: u32,
+        /// The configured maximum.
+        max: u32,
+    },
+    /// The stream ended inside a frame.
+    Truncated,
+    /// The stream was reset, stopped, or its connection was lost.
+    Stream(ReadError),
+}
+
+impl From<FrameError> for RpcError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::TooLarge { len, max } => RpcError::new(
+                Code::ResourceExhausted,
+                format!("frame of {len} bytes exceeds the maximum of {max}"),
+            ),
+            FrameError::Truncated => RpcError::new(Code::Unavailable, "stream ended mid-frame"),
+            FrameError::Stream(ReadError::ConnectionLost(e)) => {
+                RpcError::from(crate::transport::connection_error(e))
+            }
+            FrameError::Stream(e) => RpcError::new(Code::Unavailable, e.to_string()),
+        }
+    }
+}
+
+/// Reads one frame. `Ok(None)` means the stream ended cleanly before it.
+pub async fn read_frame(recv: &mut RecvStream, max: u32) -> Result<Option<Bytes>, FrameError> {
+    let mut prefix = [0u8; PREFIX];
+    let mut filled = 0;
+    while filled < PREFIX {
+        match recv.read(&mut prefix[filled..]).await {
+            Ok(Some(n)) => filled += n,
+            Ok(None) if filled == 0 => return Ok(None),
+            Ok(None) => return Err(FrameError::Truncated),
+            Err(e) => return Err(FrameError::Stream(e)),
+        }
+    }
+    let len = u32::from_be_bytes(prefix);
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    let mut payload = BytesMut::zeroed(len as usize);
+    match recv.read_exact(&mut payload).await {
+        Ok(()) => Ok(Some(payload.freeze())),
+        Err(ReadExactError::FinishedEarly(_)) => Err(FrameError::Truncated),
+        Err(ReadExactError::ReadError(e)) => Err(FrameError::Stream(e)),
+    }
+}
+
+/// Appends a frame holding the encoding of `value` to `out`.
+pub fn put_encoded<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), OctopiiError> {
+    let start = out.len();
+    out.put_u32(0);
+    codec::encode_into(value, out)?;
+    patch_len(out, start)
+}
+
+/// Appends a frame holding `payload` to `out`.
+pub fn put_bytes(out: &mut Vec<u8>, payload: &[u8]) -> Result<(), OctopiiError> {
+    let len = u32::try_from(payload.len())
+        .map_err(|_| OctopiiError::Transport("frame larger than 4 GiB".into()))?;
+    out.put_u32(len);
+    out.extend_from_slice(payload);
+    Ok(())
+}
+
+/// Writes the length of the frame that starts at `start` into its prefix.
+fn patch_len(out: &mut [u8], start: usize) -> Result<(), OctopiiError> {
+    let len = u32::try_from(out.len() - start - PREFIX)
+        .map_err(|_| OctopiiError::Transport("frame larger than 4 GiB".into()))?;
+    out[start..start + PREFIX].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// A response frame: `[u32 len][u8 code][payload]`; code 0 carries the
+/// encoded value, any other code a UTF-8 message.
+pub fn response(result: &Result<Vec<u8>, RpcError>) -> Vec<u8> {
+    let (code, body): (u8, &[u8]) = match result {
+        Ok(value) => (0, value),
+        Err(e) => (e.code().to_wire(), e.message().as_bytes()),
+    };
+    let mut out = Vec::with_capacity(PREFIX + 1 + body.len());
+    out.put_u32((1 + body.len()) as u32);
+    out.put_u8(code);
+    out.extend_from_slice(body);
+    out
+}
+
+/// Splits a response frame's payload into the value bytes or the status.
+pub fn parse_response(frame: Bytes) -> Result<Bytes, RpcError> {
+    match frame.first() {
+        None => Err(RpcError::new(Code::Internal, "empty response frame")),
+        Some(0) => Ok(frame.slice(1..)),
+        Some(&code) => Err(RpcError::new(
+            Code::from_wire(code),
+            String::from_utf8_lossy(&frame[1..]).into_owned(),
+        )),
+    }
+}

@@ -1,0 +1,27 @@
+//! Typed RPC over pooled QUIC streams.
+//!
+//! `#[octopii::service]` on a trait generates a client (`XClient`) that calls
+//! through [`Client`] and a server (`XServer<S>`) that implements
+//! [`Service`]; a node serves it with [`OctopiiNode::serve`](crate::OctopiiNode::serve).
+//!
+//! * [`frame`]: `[u32 length][bytes]` frames and the request header.
+//! * [`codec`]: bincode with fixed-width integers and size-limited decoding.
+//! * [`client`]: the call path over pooled bidirectional streams.
+//! * [`server`]: the [`Router`] that serves inbound streams.
+//! * [`status`]: [`Code`] and [`RpcError`].
+//!
+//! The wire format is specified in `docs/PROTOCOL.md`.
+
+pub mod client;
+pub mod codec;
+mod context;
+pub mod frame;
+pub mod server;
+mod service;
+mod status;
+
+pub use client::{Channels, Client, Connect};
+pub use context::{Context, Metadata};
+pub use server::Router;
+pub use service::{HandlerFuture, Service, Wire, decode_args, encode_output, unimplemented};
+pub use status::{Code, RpcError};

@@ -1,0 +1,245 @@
+//! The server side: a [`Router`] of services serving each inbound stream.
+//!
+//! A stream carries calls one after another: header frame, arguments frame,
+//! response frame, and again, until the client finishes the stream. While a
+//! handler runs, the server watches the stream: a reset or stop from the
+//! client (its call future was dropped) cancels the handler by dropping it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use tokio::sync::Semaphore;
+
+use super::frame::{self, FrameError, RequestHeader};
+use super::{Code, Context, RpcError, Service, codec};
+use crate::transport::{InboundHandler, PeerConnection};
+use crate::{OctopiiError, Result};
+
+/// Application error code of a stream the server gives up on.
+const PROTOCOL_ERROR: quinn::VarInt = quinn::VarInt::from_u32(2);
+
+/// The services of a node, and the limits they are served under.
+pub struct Router {
+    services: RwLock<HashMap<&'static str, Arc<dyn Service>>>,
+    calls: Arc<Semaphore>,
+    max_frame_size: u32,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").finish_non_exhaustive()
+    }
+}
+
+impl Router {
+    /// A router with no services, running at most `max_concurrent_calls`
+    /// handlers at once (more are answered `ResourceExhausted`).
+    pub fn new(max_concurrent_calls: usize, max_frame_size: u32) -> Self {
+        Router {
+            services: RwLock::new(HashMap::new()),
+            calls: Arc::new(Semaphore::new(max_concurrent_calls)),
+            max_frame_size,
+        }
+    }
+
+    /// Adds `service`; a second service of the same name is refused.
+    pub fn add(&self, service: Arc<dyn Service>) -> Result<()> {
+        let mut services = self
+            .services
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let name = service.name();
+        if services.contains_key(name) {
+            return Err(OctopiiError::Transport(format!(
+                "a service named `{name}` is already served"
+            )));
+        }
+        services.insert(name, service);
+        Ok(())
+    }
+
+    fn service(&self, name: &str) -> Option<Arc<dyn Service>> {
+        let services = self.services.read().unwrap_or_else(PoisonError::into_inner);
+        services.get(name).cloned()
+    }
+
+    /// Serves the calls of one stream until the client finishes it.
+    async fn serve_stream(
+        self: Arc<Self>,
+        conn: PeerConnection,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) {
+        loop {
+            let request = match self.read_request(&mut recv).await {
+                Ok(Some(request)) => request,
+                Ok(None) => {
+                    let _ = send.finish();
+                    return;
+                }
+                Err(Abandon::Answer(error)) => {
+                    // Framing is lost: answer if the client can still hear,
+                    // then end the stream.
+                    tracing::debug!(peer = %conn.peer().addr, "bad request: {error}");
+                    let _ = send.write_all(&frame::response(&Err(error))).await;
+                    let _ = send.finish();
+                    let _ = recv.stop(PROTOCOL_ERROR);
+                    return;
+                }
+                Err(Abandon::Silently) => return,
+            };
+            let Some(result) = self.dispatch(&conn, request, &mut send, &mut recv).await else {
+                // The caller went away: the handler was dropped; so is the stream.
+                return;
+            };
+            if send.write_all(&frame::response(&result)).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn read_request(
+        &self,
+        recv: &mut quinn::RecvStream,
+    ) -> Result<Option<(RequestHeader, bytes::Bytes)>, Abandon> {
+        let Some(header) = frame::read_frame(recv, self.max_frame_size).await? else {
+            return Ok(None);
+        };
+        let header: RequestHeader = codec::decode(&header).map_err(|e| {
+            Abandon::Answer(RpcError::new(
+                Code::InvalidArgument,
+                format!("malformed request header: {e}"),
+            ))
+        })?;
+        let args = frame::read_frame(recv, self.max_frame_size)
+            .await?
+            .ok_or(Abandon::Silently)?;
+        Ok(Some((header, args)))
+    }
+
+    /// Runs one call. `None` when the client cancelled it.
+    async fn dispatch(
+        &self,
+        conn: &PeerConnection,
+        (header, args): (RequestHeader, bytes::Bytes),
+        send: &mut quinn::SendStream,
+        recv: &mut quinn::RecvStream,
+    ) -> Option<Result<Vec<u8>, RpcError>> {
+        let Some(service) = self.service(&header.service) else {
+            return Some(Err(RpcError::new(
+                Code::Unimplemented,
+                format!("no service named `{}`", header.service),
+            )));
+        };
+        let Ok(_permit) = self.calls.clone().try_acquire_owned() else {
+            return Some(Err(RpcError::new(
+                Code::ResourceExhausted,
+                "the server is at its limit of concurrent calls",
+            )));
+        };
+        let timeout = header.timeout_micros.map(Duration::from_micros);
+        let ctx = Context::new(
+            conn.peer().clone(),
+            timeout.map(|t| Instant::now() + t),
+            header.metadata,
+        );
+        let handler = AssertUnwindSafe(service.call(&header.method, ctx, args)).catch_unwind();
+        let handler = async {
+            match handler.await {
+                Ok(result) => result,
+                Err(panic) => Err(RpcError::new(
+                    Code::Internal,
+                    format!("the handler panicked: {}", panic_message(&panic)),
+                )),
+            }
+        };
+        let bounded: Pin<Box<dyn Future<Output = _> + Send>> = match timeout {
+            None => Box::pin(handler),
+            Some(t) => Box::pin(async move {
+                tokio::time::timeout(t, handler).await.unwrap_or_else(|_| {
+                    Err(RpcError::new(
+                        Code::DeadlineExceeded,
+                        format!("the handler did not finish within {t:?}"),
+                    ))
+                })
+            }),
+        };
+        let result = tokio::select! {
+            result = bounded => result,
+            () = caller_gone(send, recv) => return None,
+        };
+        Some(result.and_then(|value| {
+            if value.len() >= self.max_frame_size as usize {
+                Err(RpcError::new(
+                    Code::ResourceExhausted,
+                    format!(
+                        "reply of {} bytes exceeds the maximum frame of {}",
+                        value.len(),
+                        self.max_frame_size
+                    ),
+                ))
+            } else {
+                Ok(value)
+            }
+        }))
+    }
+}
+
+/// How a request that cannot be served ends.
+enum Abandon {
+    /// Tell the client why, then close the stream.
+    Answer(RpcError),
+    /// Nobody is left to tell (the stream broke or ended mid-frame).
+    Silently,
+}
+
+impl From<FrameError> for Abandon {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::TooLarge { .. } => Abandon::Answer(e.into()),
+            FrameError::Truncated | FrameError::Stream(_) => Abandon::Silently,
+        }
+    }
+}
+
+/// Resolves when the client can no longer want the reply: it reset or
+/// stopped the stream, the connection broke, or it sent bytes mid-call
+/// (which the protocol forbids). A clean finish of the client's side is not
+/// a cancellation: the reply is still owed.
+async fn caller_gone(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream) {
+    let reset = async {
+        let mut byte = [0u8; 1];
+        match recv.read(&mut byte).await {
+            Ok(None) => std::future::pending::<()>().await,
+            Ok(Some(_)) | Err(_) => {}
+        }
+    };
+    tokio::select! {
+        () = reset => {}
+        _ = send.stopped() => {}
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+impl InboundHandler for Arc<Router> {
+    fn handle_stream(
+        &self,
+        conn: PeerConnection,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        Box::pin(self.clone().serve_stream(conn, send, recv))
+    }
+}

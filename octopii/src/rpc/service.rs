@@ -1,0 +1,70 @@
+//! The server-side contract between `#[octopii::service]` and the RPC layer.
+//!
+//! The attribute turns a trait `X` into `XServer<S>`, which implements
+//! [`Service`]: given a method name, the call's [`Context`] and the encoded
+//! arguments, it returns a future of the encoded result. The helpers below
+//! are what the generated code calls; they are public for it, not for hand
+//! use.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Code, Context, RpcError, codec};
+
+/// The future a handler returns: the encoded reply value, or a status.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, RpcError>> + Send + 'static>>;
+
+/// A service a node can serve: implemented by the generated `XServer<S>`.
+pub trait Service: Send + Sync + 'static {
+    /// The service's name on the wire (the trait's name).
+    fn name(&self) -> &'static str;
+
+    /// The names of its methods.
+    fn methods(&self) -> &'static [&'static str];
+
+    /// Starts the handler of `method` with `ctx` and the encoded `args`.
+    /// An unknown method resolves to [`Code::Unimplemented`].
+    fn call(&self, method: &str, ctx: Context, args: Bytes) -> HandlerFuture;
+}
+
+/// Types that can be arguments or results of a service method.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot cross the wire in an Octopii service",
+    label = "this type must implement `serde::Serialize` and `serde::de::DeserializeOwned`",
+    note = "derive them with `#[derive(serde::Serialize, serde::Deserialize)]`"
+)]
+pub trait Wire: Serialize + DeserializeOwned + Send + 'static {}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> Wire for T {}
+
+/// Decodes a method's argument tuple; failure is [`Code::InvalidArgument`].
+#[doc(hidden)]
+pub fn decode_args<T: DeserializeOwned>(args: &[u8]) -> Result<T, RpcError> {
+    codec::decode(args).map_err(|e| {
+        RpcError::new(
+            Code::InvalidArgument,
+            format!("arguments do not decode: {e}"),
+        )
+    })
+}
+
+/// Encodes a method's return value; failure is [`Code::Internal`].
+#[doc(hidden)]
+pub fn encode_output<T: Serialize>(value: &T) -> Result<Vec<u8>, RpcError> {
+    codec::encode(value)
+        .map_err(|e| RpcError::new(Code::Internal, format!("result does not encode: {e}")))
+}
+
+/// The reply to a method the service does not have.
+#[doc(hidden)]
+pub fn unimplemented(service: &str, method: &str) -> HandlerFuture {
+    let message = format!("service `{service}` has no method `{method}`");
+    Box::pin(std::future::ready(Err(RpcError::new(
+        Code::Unimplemented,
+        message,
+    ))))
+}

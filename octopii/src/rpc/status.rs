@@ -1,0 +1,113 @@
+//! Call outcomes other than a value: [`Code`] and [`RpcError`].
+
+use std::fmt;
+
+/// Why a call did not produce a value. Numbered as gRPC's codes, so
+/// operators read them the way they already know; the number is what
+/// travels on the wire (see `docs/PROTOCOL.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[repr(u8)]
+pub enum Code {
+    /// The call was cancelled (its caller went away).
+    Cancelled = 1,
+    /// An error with no better code.
+    Unknown = 2,
+    /// The request could not be decoded (bad header, bad arguments).
+    InvalidArgument = 3,
+    /// The deadline passed before the handler finished.
+    DeadlineExceeded = 4,
+    /// The server is at its concurrency limit, or a frame is too large.
+    ResourceExhausted = 8,
+    /// No such service or method on the server.
+    Unimplemented = 12,
+    /// The handler failed (for example it panicked).
+    Internal = 13,
+    /// The peer could not be reached or the connection broke.
+    Unavailable = 14,
+}
+
+impl Code {
+    /// The code for a wire byte; unknown numbers read as [`Code::Unknown`].
+    pub fn from_wire(byte: u8) -> Code {
+        match byte {
+            1 => Code::Cancelled,
+            3 => Code::InvalidArgument,
+            4 => Code::DeadlineExceeded,
+            8 => Code::ResourceExhausted,
+            12 => Code::Unimplemented,
+            13 => Code::Internal,
+            14 => Code::Unavailable,
+            _ => Code::Unknown,
+        }
+    }
+
+    /// The byte that carries this code on the wire.
+    pub fn to_wire(self) -> u8 {
+        self as u8
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A call that did not produce a value: a framework [`Code`] and a message.
+///
+/// An application error is not an `RpcError`: a method declared to return
+/// `Result<T, E>` delivers its `Err(E)` as a value, `Ok(Err(e))`.
+///
+/// ```
+/// use octopii::rpc::{Code, RpcError};
+/// let e = RpcError::new(Code::Unimplemented, "no method `nope` in service `Calculator`");
+/// assert_eq!(e.code(), Code::Unimplemented);
+/// assert_eq!(e.to_string(), "Unimplemented: no method `nope` in service `Calculator`");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcError {
+    code: Code,
+    message: String,
+}
+
+impl RpcError {
+    /// An error with `code` and `message`.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        RpcError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The code.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    /// The human-readable message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for RpcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for RpcError {}
+
+impl From<crate::OctopiiError> for RpcError {
+    /// Transport failures make the peer unavailable; timeouts are deadlines.
+    fn from(e: crate::OctopiiError) -> Self {
+        use crate::OctopiiError as E;
+        let code = match &e {
+            E::Timeout(_) => Code::DeadlineExceeded,
+            E::Serialization(_) => Code::InvalidArgument,
+            _ => Code::Unavailable,
+        };
+        RpcError::new(code, e.to_string())
+    }
+}
