@@ -129,7 +129,7 @@ fn request(service: &str, method: &str, args: &[u8]) -> Vec<u8> {
         service: service.into(),
         method: method.into(),
         timeout_micros: None,
-        metadata: vec![],
+        metadata: vec![].into(),
     };
     let mut out = Vec::new();
     rpc::frame::put_encoded(&mut out, &header).unwrap();

@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
-use super::frame::{self, RequestHeader};
+use super::frame::{self, FrameReader, RequestHeader};
 use super::{Code, RpcError, codec};
 use crate::transport::{PeerConnection, Transport};
 
@@ -218,12 +218,12 @@ impl Client {
         R: DeserializeOwned,
     {
         let header = RequestHeader {
-            service: service.to_owned(),
-            method: method.to_owned(),
+            service: service.into(),
+            method: method.into(),
             timeout_micros: self
                 .deadline
                 .map(|d| d.as_micros().min(u64::MAX as u128) as u64),
-            metadata: (*self.metadata).clone(),
+            metadata: self.metadata.as_slice().into(),
         };
         let mut request = Vec::with_capacity(128);
         frame::put_encoded(&mut request, &header)?;
@@ -255,11 +255,16 @@ impl Client {
         send.write_all(request)
             .await
             .map_err(|e| RpcError::new(Code::Unavailable, format!("sending the request: {e}")))?;
-        let response = frame::read_frame(recv, max)
+        let mut reader = FrameReader::new();
+        let response = reader
+            .next(recv, max)
             .await?
             .ok_or_else(|| RpcError::new(Code::Unavailable, "the server closed the stream"))?;
         let value = frame::parse_response(response)?;
-        stream.release();
+        // Bytes beyond the response mean the stream is out of step: drop it.
+        if !reader.has_buffered() {
+            stream.release();
+        }
         Ok(value)
     }
 }

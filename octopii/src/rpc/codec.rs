@@ -70,6 +70,17 @@ mod tests {
     }
 
     #[test]
+    fn enums_and_results_as_documented() {
+        // Variant index: u32 little-endian; then the variant's fields.
+        let ok: Result<i64, String> = Ok(-2);
+        assert_eq!(encode(&ok).unwrap(), [0, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        let err: Result<i64, ()> = Err(());
+        assert_eq!(encode(&err).unwrap(), [1, 0, 0, 0]);
+        assert_eq!(encode(&(true, 'é')).unwrap(), [1, 0xc3, 0xa9]);
+        assert_eq!(encode(&vec![1u16]).unwrap(), [1, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+    }
+
+    #[test]
     fn a_huge_claimed_length_is_refused_without_allocating() {
         let mut bytes = u64::MAX.to_le_bytes().to_vec();
         bytes.extend_from_slice(b"xy");

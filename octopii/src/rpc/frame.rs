@@ -3,8 +3,10 @@
 //! The length is checked against the configured maximum before anything is
 //! allocated for the payload.
 
-use bytes::{BufMut, Bytes, BytesMut};
-use quinn::{ReadError, ReadExactError, RecvStream};
+use std::borrow::Cow;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use quinn::{ReadError, RecvStream};
 use serde::{Deserialize, Serialize};
 
 use super::{Code, RpcError, codec};
@@ -14,16 +16,17 @@ use crate::OctopiiError;
 pub const PREFIX: usize = 4;
 
 /// The first frame of every request: which method, until when, with what.
+/// Borrowed when a client encodes it, owned when a server decodes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RequestHeader {
+pub struct RequestHeader<'a> {
     /// Service name (the trait's name).
-    pub service: String,
+    pub service: Cow<'a, str>,
     /// Method name.
-    pub method: String,
+    pub method: Cow<'a, str>,
     /// Time the caller still waits, in microseconds, if it set a deadline.
     pub timeout_micros: Option<u64>,
     /// Caller-supplied `(key, value)` pairs.
-    pub metadata: Vec<(String, String)>,
+    pub metadata: Cow<'a, [(String, String)]>,
 }
 
 /// Why a frame could not be read.
@@ -58,27 +61,52 @@ impl From<FrameError> for RpcError {
     }
 }
 
-/// Reads one frame. `Ok(None)` means the stream ended cleanly before it.
-pub async fn read_frame(recv: &mut RecvStream, max: u32) -> Result<Option<Bytes>, FrameError> {
-    let mut prefix = [0u8; PREFIX];
-    let mut filled = 0;
-    while filled < PREFIX {
-        match recv.read(&mut prefix[filled..]).await {
-            Ok(Some(n)) => filled += n,
-            Ok(None) if filled == 0 => return Ok(None),
-            Ok(None) => return Err(FrameError::Truncated),
-            Err(e) => return Err(FrameError::Stream(e)),
+/// Reads frames from a stream, taking whatever chunks quinn has ready, so
+/// a request (header and arguments frames) that arrived in one packet is
+/// read with one call into quinn, not four.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    buf: BytesMut,
+}
+
+impl FrameReader {
+    /// A reader with nothing buffered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether bytes past the last frame returned are buffered.
+    pub fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Reads the next frame. `Ok(None)`: the stream ended cleanly before it.
+    pub async fn next(
+        &mut self,
+        recv: &mut RecvStream,
+        max: u32,
+    ) -> Result<Option<Bytes>, FrameError> {
+        loop {
+            if self.buf.len() >= PREFIX {
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+                if len > max {
+                    return Err(FrameError::TooLarge { len, max });
+                }
+                let end = PREFIX + len as usize;
+                if self.buf.len() >= end {
+                    self.buf.advance(PREFIX);
+                    return Ok(Some(self.buf.split_to(len as usize).freeze()));
+                }
+                // The length is within the limit: now it may be reserved.
+                self.buf.reserve(end - self.buf.len());
+            }
+            match recv.read_chunk(usize::MAX, true).await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+                Ok(None) if self.buf.is_empty() => return Ok(None),
+                Ok(None) => return Err(FrameError::Truncated),
+                Err(e) => return Err(FrameError::Stream(e)),
+            }
         }
-    }
-    let len = u32::from_be_bytes(prefix);
-    if len > max {
-        return Err(FrameError::TooLarge { len, max });
-    }
-    let mut payload = BytesMut::zeroed(len as usize);
-    match recv.read_exact(&mut payload).await {
-        Ok(()) => Ok(Some(payload.freeze())),
-        Err(ReadExactError::FinishedEarly(_)) => Err(FrameError::Truncated),
-        Err(ReadExactError::ReadError(e)) => Err(FrameError::Stream(e)),
     }
 }
 

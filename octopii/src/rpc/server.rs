@@ -2,8 +2,9 @@
 //!
 //! A stream carries calls one after another: header frame, arguments frame,
 //! response frame, and again, until the client finishes the stream. While a
-//! handler runs, the server watches the stream: a reset or stop from the
-//! client (its call future was dropped) cancels the handler by dropping it.
+//! handler runs, the server watches the stream: a stop from the client (its
+//! call future was dropped) or a lost connection cancels the handler by
+//! dropping it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use tokio::sync::Semaphore;
 
-use super::frame::{self, FrameError, RequestHeader};
+use super::frame::{self, FrameError, FrameReader, RequestHeader};
 use super::{Code, Context, RpcError, Service, codec};
 use crate::transport::{InboundHandler, PeerConnection};
 use crate::{OctopiiError, Result};
@@ -75,8 +76,9 @@ impl Router {
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
     ) {
+        let mut reader = FrameReader::new();
         loop {
-            let request = match self.read_request(&mut recv).await {
+            let request = match self.read_request(&mut reader, &mut recv).await {
                 Ok(Some(request)) => request,
                 Ok(None) => {
                     let _ = send.finish();
@@ -93,7 +95,7 @@ impl Router {
                 }
                 Err(Abandon::Silently) => return,
             };
-            let Some(result) = self.dispatch(&conn, request, &mut send, &mut recv).await else {
+            let Some(result) = self.dispatch(&conn, request, &mut send).await else {
                 // The caller went away: the handler was dropped; so is the stream.
                 return;
             };
@@ -105,9 +107,10 @@ impl Router {
 
     async fn read_request(
         &self,
+        reader: &mut FrameReader,
         recv: &mut quinn::RecvStream,
-    ) -> Result<Option<(RequestHeader, bytes::Bytes)>, Abandon> {
-        let Some(header) = frame::read_frame(recv, self.max_frame_size).await? else {
+    ) -> Result<Option<(RequestHeader<'static>, bytes::Bytes)>, Abandon> {
+        let Some(header) = reader.next(recv, self.max_frame_size).await? else {
             return Ok(None);
         };
         let header: RequestHeader = codec::decode(&header).map_err(|e| {
@@ -116,7 +119,8 @@ impl Router {
                 format!("malformed request header: {e}"),
             ))
         })?;
-        let args = frame::read_frame(recv, self.max_frame_size)
+        let args = reader
+            .next(recv, self.max_frame_size)
             .await?
             .ok_or(Abandon::Silently)?;
         Ok(Some((header, args)))
@@ -126,9 +130,8 @@ impl Router {
     async fn dispatch(
         &self,
         conn: &PeerConnection,
-        (header, args): (RequestHeader, bytes::Bytes),
+        (header, args): (RequestHeader<'static>, bytes::Bytes),
         send: &mut quinn::SendStream,
-        recv: &mut quinn::RecvStream,
     ) -> Option<Result<Vec<u8>, RpcError>> {
         let Some(service) = self.service(&header.service) else {
             return Some(Err(RpcError::new(
@@ -146,7 +149,7 @@ impl Router {
         let ctx = Context::new(
             conn.peer().clone(),
             timeout.map(|t| Instant::now() + t),
-            header.metadata,
+            header.metadata.into_owned(),
         );
         let handler = AssertUnwindSafe(service.call(&header.method, ctx, args)).catch_unwind();
         let handler = async {
@@ -169,9 +172,12 @@ impl Router {
                 })
             }),
         };
+        // The handler is polled first: one that is ready at once never
+        // pays for watching the stream.
         let result = tokio::select! {
+            biased;
             result = bounded => result,
-            () = caller_gone(send, recv) => return None,
+            _ = send.stopped() => return None,
         };
         Some(result.and_then(|value| {
             if value.len() >= self.max_frame_size as usize {
@@ -204,24 +210,6 @@ impl From<FrameError> for Abandon {
             FrameError::TooLarge { .. } => Abandon::Answer(e.into()),
             FrameError::Truncated | FrameError::Stream(_) => Abandon::Silently,
         }
-    }
-}
-
-/// Resolves when the client can no longer want the reply: it reset or
-/// stopped the stream, the connection broke, or it sent bytes mid-call
-/// (which the protocol forbids). A clean finish of the client's side is not
-/// a cancellation: the reply is still owed.
-async fn caller_gone(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream) {
-    let reset = async {
-        let mut byte = [0u8; 1];
-        match recv.read(&mut byte).await {
-            Ok(None) => std::future::pending::<()>().await,
-            Ok(Some(_)) | Err(_) => {}
-        }
-    };
-    tokio::select! {
-        () = reset => {}
-        _ = send.stopped() => {}
     }
 }
 

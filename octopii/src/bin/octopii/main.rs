@@ -1,7 +1,9 @@
 //! The `octopii` command line.
 
+mod bench_rpc;
 mod bench_wal;
 mod certs;
+mod report;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +27,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// Unary calls per second and latency, beside a raw quinn stream echo.
+    Rpc(bench_rpc::RpcBenchArgs),
     /// Write-ahead log appends per second and latency, beside write+fdatasync.
     Wal(bench_wal::WalBenchArgs),
 }
@@ -33,6 +37,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Certs(command) => certs::run(command),
+        Command::Bench(BenchCommand::Rpc(args)) => bench_rpc::run(args),
         Command::Bench(BenchCommand::Wal(args)) => bench_wal::run(args),
     };
     match result {

@@ -1,0 +1,455 @@
+//! The code a service expands to: the trait, `XClient` and `XServer<S>`.
+//!
+//! Everything outside the user's own tokens is named by absolute path, so
+//! the expansion works whatever the user has in scope.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Ident, Type};
+
+use crate::model::{Method, Service};
+
+/// The whole expansion.
+pub fn service(service: &Service) -> TokenStream {
+    let service_trait = service_trait(service);
+    let client = client(service);
+    let server = server(service);
+    let assertions = wire_assertions(service);
+    quote! {
+        #service_trait
+        #client
+        #server
+        #assertions
+    }
+}
+
+/// The item of an invalid service, as close to the input as rustc accepts
+/// without reporting again what [`validate`](crate::validate) has already
+/// reported: argument patterns become names and `const` goes.
+pub fn fallback(mut item: syn::Item) -> TokenStream {
+    if let syn::Item::Trait(item_trait) = &mut item {
+        for trait_item in &mut item_trait.items {
+            let syn::TraitItem::Fn(method) = trait_item else {
+                continue;
+            };
+            method.sig.constness = None;
+            if method.default.is_some() {
+                continue;
+            }
+            for (i, input) in method.sig.inputs.iter_mut().enumerate() {
+                let syn::FnArg::Typed(arg) = input else {
+                    continue;
+                };
+                match &mut *arg.pat {
+                    syn::Pat::Ident(pat) => {
+                        pat.by_ref = None;
+                        pat.mutability = None;
+                        pat.subpat = None;
+                    }
+                    syn::Pat::Wild(_) => {}
+                    pat => {
+                        let ident = format_ident!("arg{i}", span = pat.span());
+                        *pat = syn::parse_quote!(#ident);
+                    }
+                }
+            }
+        }
+    }
+    quote!(#item)
+}
+
+/// The trait as written, with `async fn`s turned into methods returning
+/// `Send` futures, and `Send + Sync + 'static` added to its supertraits.
+fn service_trait(service: &Service) -> TokenStream {
+    let Service {
+        attrs, vis, ident, ..
+    } = service;
+    let supertraits = service
+        .supertraits
+        .iter()
+        .map(|bound| quote!(#bound))
+        .chain([
+            quote!(::core::marker::Send),
+            quote!(::core::marker::Sync),
+            quote!('static),
+        ]);
+    let methods = service.methods.iter().map(|method| {
+        let Method {
+            attrs,
+            fn_token,
+            semi_token,
+            ident,
+            receiver,
+            output,
+            ..
+        } = method;
+        let context = method.context.iter().map(|arg| {
+            let (attrs, ident, ty) = (&arg.attrs, &arg.ident, &arg.ty);
+            quote!(#(#attrs)* #ident: #ty)
+        });
+        let args = method.args.iter().map(|arg| {
+            let (attrs, ident, ty) = (&arg.attrs, &arg.ident, &arg.ty);
+            quote!(#(#attrs)* #ident: #ty)
+        });
+        quote! {
+            #(#attrs)*
+            #[allow(clippy::too_many_arguments)]
+            #fn_token #ident(#receiver #(, #context)* #(, #args)*)
+                -> impl ::core::future::Future<Output = #output> + ::core::marker::Send #semi_token
+        }
+    });
+    quote! {
+        #(#attrs)*
+        #vis trait #ident: #(#supertraits)+* {
+            #(#methods)*
+        }
+    }
+}
+
+fn client_ident(service: &Service) -> Ident {
+    format_ident!(
+        "{}Client",
+        service.ident.unraw_string(),
+        span = service.ident.span()
+    )
+}
+
+fn server_ident(service: &Service) -> Ident {
+    format_ident!(
+        "{}Server",
+        service.ident.unraw_string(),
+        span = service.ident.span()
+    )
+}
+
+/// `XClient`: one `async fn` per method, calling the peer.
+fn client(service: &Service) -> TokenStream {
+    let Service {
+        cfgs,
+        vis,
+        ident,
+        name,
+        ..
+    } = service;
+    let client = client_ident(service);
+    let struct_doc = doc(format!(
+        "A client of the [`{ident}`] service on one peer: each method calls the peer and \
+         returns its value, or an `octopii::RpcError` if the call itself failed."
+    ));
+    let name_doc = doc(format!("The service's name on the wire: `\"{name}\"`."));
+
+    let methods = service.methods.iter().map(|method| {
+        let Method {
+            docs,
+            deprecated,
+            ident: method_ident,
+            name: method_name,
+            output,
+            ..
+        } = method;
+        let call_doc = doc(format!("Calls [`{ident}::{method_ident}`] on the peer."));
+        let separator = (!docs.is_empty()).then(|| doc(String::new()));
+        let idents: Vec<&Ident> = method.args.iter().map(|arg| &arg.ident).collect();
+        let types: Vec<&Type> = method.args.iter().map(|arg| &arg.ty).collect();
+        let wire = wire_bounds(method.args.iter().map(|arg| &arg.ty).chain([output]));
+        quote! {
+            #(#docs)*
+            #separator
+            #call_doc
+            #(#deprecated)*
+            #[allow(clippy::too_many_arguments)]
+            #vis async fn #method_ident(&self #(, #idents: #types)*)
+                -> ::core::result::Result<#output, ::octopii::RpcError>
+            where
+                #wire
+            {
+                self.client
+                    .call::<(#(#types,)*), #output>(Self::SERVICE_NAME, #method_name, &(#(#idents,)*))
+                    .await
+            }
+        }
+    });
+
+    quote! {
+        #(#cfgs)*
+        #struct_doc
+        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
+        #[allow(dead_code)]
+        #vis struct #client {
+            client: ::octopii::rpc::Client,
+        }
+
+        #(#cfgs)*
+        #[allow(dead_code)]
+        impl #client {
+            #name_doc
+            #vis const SERVICE_NAME: &'static str = #name;
+
+            /// A client of the service on the node at `peer`, calling
+            /// through `node`'s connections.
+            #vis fn new(node: &impl ::octopii::rpc::Connect, peer: ::std::net::SocketAddr) -> Self {
+                Self::from_client(::octopii::rpc::Client::new(node, peer))
+            }
+
+            /// A client of the service over an existing `octopii::rpc::Client`,
+            /// keeping its peer, deadline and metadata.
+            #vis fn from_client(client: ::octopii::rpc::Client) -> Self {
+                Self { client }
+            }
+
+            /// A copy whose calls give up after `deadline`; the server is told
+            /// and stops the handler when it passes.
+            #[must_use]
+            #vis fn with_deadline(&self, deadline: ::core::time::Duration) -> Self {
+                Self { client: self.client.with_deadline(deadline) }
+            }
+
+            /// A copy whose calls carry `key = value` as metadata, which the
+            /// handler reads from its `Context`.
+            #[must_use]
+            #vis fn with_metadata(
+                &self,
+                key: impl ::core::convert::Into<::std::string::String>,
+                value: impl ::core::convert::Into<::std::string::String>,
+            ) -> Self {
+                Self { client: self.client.with_metadata(key, value) }
+            }
+
+            #(#methods)*
+        }
+    }
+}
+
+/// `XServer<S>`: implements `octopii::rpc::Service` for any `S: X`.
+fn server(service: &Service) -> TokenStream {
+    let Service {
+        cfgs,
+        vis,
+        ident,
+        name,
+        ..
+    } = service;
+    let server = server_ident(service);
+    let server_name = server.to_string();
+    let s = server_param(service);
+    let struct_doc = doc(format!(
+        "Serves an implementation of [`{ident}`]: hand it to `OctopiiNode::serve`."
+    ));
+    let names = service.methods.iter().map(|method| &method.name);
+
+    let arms = service.methods.iter().map(|method| {
+        let Method {
+            ident: method_ident,
+            name: method_name,
+            output,
+            ..
+        } = method;
+        let values: Vec<Ident> = (0..method.args.len())
+            .map(|i| Ident::new(&format!("__arg{i}"), Span::mixed_site()))
+            .collect();
+        let types = method.args.iter().map(|arg| &arg.ty);
+        let context = method.takes_context().then(|| quote!(&__ctx,));
+        let decode = if method.args.is_empty() {
+            quote!(::octopii::rpc::decode_args::<()>(&__args)?;)
+        } else {
+            quote!(let (#(#values,)*): (#(#types,)*) = ::octopii::rpc::decode_args(&__args)?;)
+        };
+        let invoke = quote!(<#s as #ident>::#method_ident(&__service, #context #(#values),*).await);
+        let reply = if method.output_is_unit {
+            quote! {
+                #invoke;
+                ::octopii::rpc::encode_output(&())
+            }
+        } else {
+            quote!(::octopii::rpc::encode_output::<#output>(&#invoke))
+        };
+        quote! {
+            #method_name => {
+                let __service = ::std::sync::Arc::clone(&self.service);
+                ::std::boxed::Box::pin(async move {
+                    #decode
+                    #reply
+                })
+            }
+        }
+    });
+    let dispatch = if service.methods.is_empty() {
+        quote!(::octopii::rpc::unimplemented(#name, __method))
+    } else {
+        quote! {
+            match __method {
+                #(#arms)*
+                _ => ::octopii::rpc::unimplemented(#name, __method),
+            }
+        }
+    };
+    let wire = wire_bounds(service.methods.iter().flat_map(|method| {
+        method
+            .args
+            .iter()
+            .map(|arg| &arg.ty)
+            .chain([&method.output])
+    }));
+
+    quote! {
+        #(#cfgs)*
+        #struct_doc
+        #[allow(dead_code)]
+        #vis struct #server<S> {
+            service: ::std::sync::Arc<S>,
+        }
+
+        #(#cfgs)*
+        #[allow(dead_code)]
+        impl<#s: #ident> #server<#s> {
+            /// Serves `service`.
+            #vis fn new(service: #s) -> Self {
+                Self::from_arc(::std::sync::Arc::new(service))
+            }
+
+            /// Serves a shared `service`, which the caller may go on using.
+            #vis fn from_arc(service: ::std::sync::Arc<#s>) -> Self {
+                Self { service }
+            }
+        }
+
+        #(#cfgs)*
+        impl<#s> ::core::clone::Clone for #server<#s> {
+            fn clone(&self) -> Self {
+                Self { service: ::std::sync::Arc::clone(&self.service) }
+            }
+        }
+
+        #(#cfgs)*
+        impl<#s> ::core::fmt::Debug for #server<#s> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_struct(#server_name).finish_non_exhaustive()
+            }
+        }
+
+        #(#cfgs)*
+        #[allow(deprecated)]
+        impl<#s: #ident> ::octopii::rpc::Service for #server<#s>
+        where
+            #wire
+        {
+            fn name(&self) -> &'static str {
+                #name
+            }
+
+            fn methods(&self) -> &'static [&'static str] {
+                &[#(#names),*]
+            }
+
+            fn call(
+                &self,
+                __method: &str,
+                __ctx: ::octopii::rpc::Context,
+                __args: ::octopii::bytes::Bytes,
+            ) -> ::octopii::rpc::HandlerFuture {
+                #dispatch
+            }
+        }
+    }
+}
+
+/// The name of the server's type parameter in its impls: `S`, unless the
+/// service's own tokens use that name (a type `S` in a signature, or a
+/// trait named `S`), which the parameter would then shadow.
+fn server_param(service: &Service) -> Ident {
+    fn mentions(tokens: TokenStream, name: &str) -> bool {
+        tokens.into_iter().any(|token| match token {
+            proc_macro2::TokenTree::Ident(ident) => ident == name,
+            proc_macro2::TokenTree::Group(group) => mentions(group.stream(), name),
+            _ => false,
+        })
+    }
+    let ident = &service.ident;
+    let types = service.methods.iter().flat_map(|method| {
+        method
+            .args
+            .iter()
+            .map(|arg| &arg.ty)
+            .chain([&method.output])
+    });
+    let mut tokens = quote!(#ident);
+    tokens.extend(types.map(|ty| quote!(#ty)));
+    let name = if mentions(tokens, "S") { "__S" } else { "S" };
+    Ident::new(name, Span::call_site())
+}
+
+/// The distinct types that cross the wire, in order of appearance.
+fn wire_types<'a>(types: impl IntoIterator<Item = &'a Type>) -> Vec<&'a Type> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut distinct = Vec::new();
+    for ty in types {
+        if matches!(crate::parse::ungroup(ty), Type::Tuple(tuple) if tuple.elems.is_empty()) {
+            // `()` always crosses the wire.
+            continue;
+        }
+        let key = quote!(#ty).to_string();
+        if !seen.contains(&key) {
+            seen.push(key);
+            distinct.push(ty);
+        }
+    }
+    distinct
+}
+
+/// One static assertion per type: a type that cannot cross the wire is
+/// reported once, at the user's type, with `Wire`'s message.
+fn wire_assertions(service: &Service) -> TokenStream {
+    let types = wire_types(service.methods.iter().flat_map(|method| {
+        method
+            .args
+            .iter()
+            .map(|arg| &arg.ty)
+            .chain([&method.output])
+    }));
+    if types.is_empty() {
+        return TokenStream::new();
+    }
+    let checks = types
+        .iter()
+        .map(|ty| quote_spanned!(ty.span()=> assert_wire::<#ty>();));
+    let cfgs = &service.cfgs;
+    quote! {
+        #(#cfgs)*
+        const _: fn() = || {
+            fn assert_wire<T: ::octopii::rpc::Wire>() {}
+            #(#checks)*
+        };
+    }
+}
+
+/// `for<'w> T: Wire` for each type. Bound under `for<'w>` a where-clause
+/// on a concrete type is not checked where it is written, only where the
+/// item is used; the code under it can rely on it. So a type that is not
+/// `Wire` is reported once by [`wire_assertions`], not again by every
+/// generated use of it.
+fn wire_bounds<'a>(types: impl IntoIterator<Item = &'a Type>) -> TokenStream {
+    let bounds = wire_types(types)
+        .into_iter()
+        .map(|ty| quote_spanned!(ty.span()=> for<'__w> #ty: ::octopii::rpc::Wire,));
+    quote!(#(#bounds)*)
+}
+
+fn doc(text: String) -> TokenStream {
+    let text = if text.is_empty() {
+        text
+    } else {
+        format!(" {text}")
+    };
+    quote!(#[doc = #text])
+}
+
+trait UnrawString {
+    fn unraw_string(&self) -> String;
+}
+
+impl UnrawString for Ident {
+    fn unraw_string(&self) -> String {
+        syn::ext::IdentExt::unraw(self).to_string()
+    }
+}
