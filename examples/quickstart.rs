@@ -1,42 +1,29 @@
 //! Quickstart: a small cluster on loopback.
 //!
 //! Two nodes get certificates from an in-memory cluster CA, connect over
-//! mutual TLS 1.3 on QUIC, and exchange a message; each side sees the
-//! other's verified name.
+//! mutual TLS 1.3 on QUIC, and make typed calls to each other's `Greeter`
+//! service; the handler sees the caller's verified name.
 //!
 //! Run with `cargo run -p octopii-examples --example quickstart`.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
+use std::time::Duration;
 
+use octopii::rpc::Context;
 use octopii::transport::tls::ClusterCa;
-use octopii::transport::{InboundHandler, PeerConnection};
-use octopii::{Config, OctopiiError, OctopiiNode, OctopiiRuntime, Result};
+use octopii::{Config, OctopiiNode, OctopiiRuntime, Result};
 
-/// Answers each stream with a greeting addressed to the verified caller.
-struct Greeter;
+/// Greets whoever calls.
+#[octopii::service]
+pub trait Greeter {
+    /// Returns a greeting for the verified caller.
+    async fn greet(&self, ctx: &Context, message: String) -> String;
+}
 
-impl InboundHandler for Greeter {
-    fn handle_stream(
-        &self,
-        conn: PeerConnection,
-        mut send: quinn::SendStream,
-        mut recv: quinn::RecvStream,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        Box::pin(async move {
-            let Ok(message) = recv.read_to_end(64 * 1024).await else {
-                return;
-            };
-            let reply = format!(
-                "hello {}, you said {:?}",
-                conn.peer().identity,
-                String::from_utf8_lossy(&message)
-            );
-            if send.write_all(reply.as_bytes()).await.is_ok() {
-                let _ = send.finish();
-            }
-        })
+struct Hello;
+
+impl Greeter for Hello {
+    async fn greet(&self, ctx: &Context, message: String) -> String {
+        format!("hello {}, you said {message:?}", ctx.caller())
     }
 }
 
@@ -44,32 +31,29 @@ fn main() -> Result<()> {
     tracing_subscriber::fmt().with_env_filter("warn").init();
     let runtime = OctopiiRuntime::new(2)?;
     let ca = ClusterCa::generate()?;
-    let config = |name: &str| -> Result<Config> {
-        Config::builder()
+    let start = |name: &str| -> Result<OctopiiNode> {
+        let config = Config::builder()
             .bind_addr(([127, 0, 0, 1], 0).into())
             .credentials(ca.issue_node(name)?)
-            .build()
+            .build()?;
+        let node = OctopiiNode::new(config, &runtime)?;
+        node.serve(GreeterServer::new(Hello))?;
+        println!("{name:<5} listens on {}", node.local_addr());
+        Ok(node)
     };
-    let alice = OctopiiNode::with_handler(config("alice")?, &runtime, Arc::new(Greeter))?;
-    let bob = OctopiiNode::with_handler(config("bob")?, &runtime, Arc::new(Greeter))?;
-    println!("alice listens on {}", alice.local_addr());
-    println!("bob   listens on {}", bob.local_addr());
+    let alice = start("alice")?;
+    let bob = start("bob")?;
 
-    let to_bob = bob.local_addr();
-    let reply = runtime.block_on(async {
-        let conn = alice.connect(to_bob).await?;
-        println!(
-            "alice connected to {:?} (verified: {})",
-            conn.peer().identity,
-            conn.peer().verified
-        );
-        let (mut send, mut recv) = conn.open_bi().await?;
-        let io = |e: &dyn std::fmt::Display| OctopiiError::Transport(e.to_string());
-        send.write_all(b"hi bob").await.map_err(|e| io(&e))?;
-        send.finish().map_err(|e| io(&e))?;
-        recv.read_to_end(64 * 1024).await.map_err(|e| io(&e))
+    runtime.block_on(async {
+        let to_bob = GreeterClient::new(&alice, bob.local_addr());
+        let reply = to_bob.greet("hi bob".into()).await?;
+        println!("service call   alice -> bob: {reply}");
+        let to_alice = GreeterClient::new(&bob, alice.local_addr())
+            .with_deadline(Duration::from_secs(1));
+        let reply = to_alice.greet("hi alice".into()).await?;
+        println!("service call   bob -> alice: {reply}");
+        Ok::<_, octopii::RpcError>(())
     })?;
-    println!("bob replied: {}", String::from_utf8_lossy(&reply));
 
     runtime.block_on(async {
         alice.shutdown().await;

@@ -69,6 +69,10 @@ pub enum OctopiiError {
     #[error("WAL error: {0}")]
     Wal(String),
 
+    /// A remote call ended without a value.
+    #[error("RPC failed: {0}")]
+    Rpc(#[from] crate::rpc::RpcError),
+
     /// The runtime or node has been shut down.
     #[error("shut down: {0}")]
     Shutdown(String),
