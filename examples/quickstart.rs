@@ -48,8 +48,8 @@ fn main() -> Result<()> {
         let to_bob = GreeterClient::new(&alice, bob.local_addr());
         let reply = to_bob.greet("hi bob".into()).await?;
         println!("service call   alice -> bob: {reply}");
-        let to_alice = GreeterClient::new(&bob, alice.local_addr())
-            .with_deadline(Duration::from_secs(1));
+        let to_alice =
+            GreeterClient::new(&bob, alice.local_addr()).with_deadline(Duration::from_secs(1));
         let reply = to_alice.greet("hi alice".into()).await?;
         println!("service call   bob -> alice: {reply}");
         Ok::<_, octopii::RpcError>(())

@@ -139,6 +139,7 @@ fn client(service: &Service) -> TokenStream {
     ));
     let name_doc = doc(format!("The service's name on the wire: `\"{name}\"`."));
 
+    let wire = wire_bounds(service_types(service));
     let methods = service.methods.iter().map(|method| {
         let Method {
             docs,
@@ -152,7 +153,6 @@ fn client(service: &Service) -> TokenStream {
         let separator = (!docs.is_empty()).then(|| doc(String::new()));
         let idents: Vec<&Ident> = method.args.iter().map(|arg| &arg.ident).collect();
         let types: Vec<&Type> = method.args.iter().map(|arg| &arg.ty).collect();
-        let wire = wire_bounds(method.args.iter().map(|arg| &arg.ty).chain([output]));
         quote! {
             #(#docs)*
             #separator
@@ -161,8 +161,6 @@ fn client(service: &Service) -> TokenStream {
             #[allow(clippy::too_many_arguments)]
             #vis async fn #method_ident(&self #(, #idents: #types)*)
                 -> ::core::result::Result<#output, ::octopii::RpcError>
-            where
-                #wire
             {
                 self.client
                     .call::<(#(#types,)*), #output>(Self::SERVICE_NAME, #method_name, &(#(#idents,)*))
@@ -215,7 +213,14 @@ fn client(service: &Service) -> TokenStream {
             ) -> Self {
                 Self { client: self.client.with_metadata(key, value) }
             }
+        }
 
+        #(#cfgs)*
+        #[allow(dead_code)]
+        impl #client
+        where
+            #wire
+        {
             #(#methods)*
         }
     }
@@ -284,13 +289,7 @@ fn server(service: &Service) -> TokenStream {
             }
         }
     };
-    let wire = wire_bounds(service.methods.iter().flat_map(|method| {
-        method
-            .args
-            .iter()
-            .map(|arg| &arg.ty)
-            .chain([&method.output])
-    }));
+    let wire = wire_bounds(service_types(service));
 
     quote! {
         #(#cfgs)*
@@ -379,6 +378,17 @@ fn server_param(service: &Service) -> Ident {
     Ident::new(name, Span::call_site())
 }
 
+/// Every argument and return type of the service's methods, in order.
+fn service_types(service: &Service) -> impl Iterator<Item = &Type> {
+    service.methods.iter().flat_map(|method| {
+        method
+            .args
+            .iter()
+            .map(|arg| &arg.ty)
+            .chain([&method.output])
+    })
+}
+
 /// The distinct types that cross the wire, in order of appearance.
 fn wire_types<'a>(types: impl IntoIterator<Item = &'a Type>) -> Vec<&'a Type> {
     let mut seen: Vec<String> = Vec::new();
@@ -400,13 +410,7 @@ fn wire_types<'a>(types: impl IntoIterator<Item = &'a Type>) -> Vec<&'a Type> {
 /// One static assertion per type: a type that cannot cross the wire is
 /// reported once, at the user's type, with `Wire`'s message.
 fn wire_assertions(service: &Service) -> TokenStream {
-    let types = wire_types(service.methods.iter().flat_map(|method| {
-        method
-            .args
-            .iter()
-            .map(|arg| &arg.ty)
-            .chain([&method.output])
-    }));
+    let types = wire_types(service_types(service));
     if types.is_empty() {
         return TokenStream::new();
     }
@@ -423,15 +427,16 @@ fn wire_assertions(service: &Service) -> TokenStream {
     }
 }
 
-/// `for<'w> T: Wire` for each type. Bound under `for<'w>` a where-clause
-/// on a concrete type is not checked where it is written, only where the
-/// item is used; the code under it can rely on it. So a type that is not
-/// `Wire` is reported once by [`wire_assertions`], not again by every
-/// generated use of it.
+/// `for<'wire> T: Wire` for each type, for the where-clauses of the impl
+/// holding the client's calls and of the server's `Service` impl. Under `for<'wire>`
+/// a bound on a concrete type is not checked where it is written, only
+/// where the item is used, and the code under it can rely on it. So a type
+/// that is not `Wire` is reported once, by [`wire_assertions`], rather than
+/// once more by every generated line that encodes or decodes it.
 fn wire_bounds<'a>(types: impl IntoIterator<Item = &'a Type>) -> TokenStream {
     let bounds = wire_types(types)
         .into_iter()
-        .map(|ty| quote_spanned!(ty.span()=> for<'__w> #ty: ::octopii::rpc::Wire,));
+        .map(|ty| quote_spanned!(ty.span()=> for<'wire> #ty: ::octopii::rpc::Wire,));
     quote!(#(#bounds)*)
 }
 

@@ -79,7 +79,6 @@ mod tests {
     fn expand_calculator() -> syn::File {
         let input = quote! {
             /// Adds numbers.
-            #[octopii::service]
             pub trait Calculator {
                 /// Adds.
                 async fn add(&self, a: i64, b: i64) -> i64;
@@ -111,6 +110,8 @@ mod tests {
                 "struct CalculatorServer"
             ]
         );
+        // `OCTOPII_PRINT_EXPANSION=1 cargo test -p octopii-macros -- --nocapture`
+        // prints the expansion, to read it through rustfmt.
         if std::env::var_os("OCTOPII_PRINT_EXPANSION").is_some() {
             println!("{}", quote!(#file));
         }

@@ -19,6 +19,10 @@
 
 #![warn(missing_docs)]
 
+// Lets `#[octopii::service]` (whose output names `::octopii`) be used here.
+extern crate self as octopii;
+
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod node;

@@ -34,11 +34,14 @@ pub trait Service: Send + Sync + 'static {
 /// Types that can be arguments or results of a service method.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot cross the wire in an Octopii service",
-    label = "this type must implement `serde::Serialize` and `serde::de::DeserializeOwned`",
+    label = "must implement `serde::Serialize` and `serde::de::DeserializeOwned`, and be `Send + 'static`",
     note = "derive them with `#[derive(serde::Serialize, serde::Deserialize)]`"
 )]
 pub trait Wire: Serialize + DeserializeOwned + Send + 'static {}
 
+// Not recommended in errors: the user then sees one `Wire` error per type
+// instead of serde's long lists of types that do implement its traits.
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned + Send + 'static> Wire for T {}
 
 /// Decodes a method's argument tuple; failure is [`Code::InvalidArgument`].

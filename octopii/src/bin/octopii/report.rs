@@ -2,7 +2,7 @@
 //! same run, side by side, with the ratio; as a table or one JSON object.
 
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use octopii::{OctopiiError, Result};
 
@@ -16,6 +16,52 @@ pub fn duration_arg(secs: f64) -> Result<Duration> {
             message: "must be a positive number of seconds".into(),
         })
     }
+}
+
+/// The measuring window of a run: a warm-up of a tenth of the duration,
+/// then the duration itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    start: Instant,
+    end: Instant,
+}
+
+impl Window {
+    /// A window opening after the warm-up.
+    pub fn new(duration: Duration) -> Self {
+        let start = Instant::now() + duration / 10;
+        Window {
+            start,
+            end: start + duration,
+        }
+    }
+
+    /// The start time of the next operation, or `None` once the window closed.
+    pub fn begin(&self) -> Option<Instant> {
+        let now = Instant::now();
+        (now < self.end).then_some(now)
+    }
+
+    /// Records an operation begun at `began`, unless it was warm-up.
+    pub fn record(&self, latencies: &mut Latencies, began: Instant) {
+        if began >= self.start {
+            latencies.record(began.elapsed());
+        }
+    }
+}
+
+/// Waits for every caller task and merges their latencies.
+pub async fn gather(
+    tasks: impl IntoIterator<Item = tokio::task::JoinHandle<Result<Latencies>>>,
+) -> Result<Latencies> {
+    let mut all = Latencies::default();
+    for task in tasks.into_iter().collect::<Vec<_>>() {
+        let part = task
+            .await
+            .map_err(|e| OctopiiError::Transport(format!("benchmark task failed: {e}")))??;
+        all.merge(part);
+    }
+    Ok(all)
 }
 
 /// Latencies of completed operations, in microseconds.
@@ -126,7 +172,15 @@ impl Table {
         let _ = writeln!(
             out,
             "{:<14} {:>14} {:>9} {:>9} {:>14} {:>9} {:>9} {:>7} {:>9}",
-            "case", "baseline/s", "p50 µs", "p99 µs", "octopii/s", "p50 µs", "p99 µs", "ratio", "p50 +%"
+            "case",
+            "baseline/s",
+            "p50 µs",
+            "p99 µs",
+            "octopii/s",
+            "p50 µs",
+            "p99 µs",
+            "ratio",
+            "p50 +%"
         );
         for row in &self.rows {
             let (b, o) = (row.baseline, row.octopii);

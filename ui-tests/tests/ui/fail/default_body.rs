@@ -1,0 +1,8 @@
+#[octopii::service]
+trait Health {
+    async fn ok(&self) -> bool {
+        true
+    }
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[octopii::service]
+trait Counter {
+    async fn increment(&mut self) -> u64;
+}
+
+fn main() {}

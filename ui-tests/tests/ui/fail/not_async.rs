@@ -1,0 +1,6 @@
+#[octopii::service]
+trait Clock {
+    fn now(&self) -> u64;
+}
+
+fn main() {}
