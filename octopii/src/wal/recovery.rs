@@ -1,0 +1,262 @@
+//! Opening a log: reading every segment back and deciding what to trust.
+//!
+//! The rules:
+//!
+//! * Segment files must have consecutive sequence numbers, valid headers,
+//!   and continuous indexes (each segment starts where the previous ends).
+//! * Every record of every segment but the last must be valid: a bad one
+//!   refuses the open with the file and byte offset.
+//! * In the last segment, a bad record (incomplete, over-long, or failing
+//!   its CRC) with no valid record anywhere after it is a torn write from a
+//!   crash: the file is truncated just before it, and the truncation logged
+//!   and reported in [`RecoveryReport::torn_tail`]. A bad record followed by
+//!   a valid one is damage in the middle of the log: the open is refused.
+//! * Left-over temporary files from an interrupted segment creation are
+//!   deleted.
+
+use std::path::{Path, PathBuf};
+
+use super::format::{self, FRAME_HEADER_LEN, SegmentHeader};
+use super::fs::{WalFs, read_exact_at};
+use super::options::WalOptions;
+use super::segment;
+use super::state::SegmentView;
+use crate::{OctopiiError, Result};
+
+/// What opening the log found and did. See [`Wal::recovery_report`](super::Wal::recovery_report).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// The directory held no segment, so a new log was started.
+    pub created: bool,
+    /// Segment files in the log after opening.
+    pub segments: usize,
+    /// Records in the log after opening.
+    pub records: u64,
+    /// Index of the first record (or of the next one, for an empty log).
+    pub first_index: u64,
+    /// Index of the last record (`first_index - 1` for an empty log).
+    pub last_index: u64,
+    /// The torn tail that was cut off the last segment, if there was one.
+    pub torn_tail: Option<TornTail>,
+    /// Temporary files of an interrupted segment creation that were deleted.
+    pub removed_temp_files: Vec<PathBuf>,
+}
+
+/// An incomplete or damaged end of the last segment, cut off on open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TornTail {
+    /// The segment file that was truncated.
+    pub path: PathBuf,
+    /// Byte offset it was truncated at (the start of the first bad record).
+    pub offset: u64,
+    /// How many bytes were cut off.
+    pub discarded_bytes: u64,
+    /// The index the first discarded record would have had.
+    pub index: u64,
+    /// What was wrong with the first discarded record.
+    pub reason: String,
+}
+
+/// The log as read back from disk.
+pub(crate) struct Recovered {
+    pub segments: Vec<SegmentView>,
+    pub report: RecoveryReport,
+}
+
+/// Reads the log in `dir` back, repairing a torn tail; refuses damage.
+pub(crate) fn recover(fs: &dyn WalFs, dir: &Path, options: &WalOptions) -> Result<Recovered> {
+    let mut report = RecoveryReport::default();
+    let entries = fs.read_dir(dir).map_err(|e| OctopiiError::file(dir, e))?;
+    let mut seqs = Vec::new();
+    for path in entries {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.ends_with(segment::TEMP_SUFFIX) {
+            fs.remove_file(&path)
+                .map_err(|e| OctopiiError::file(&path, e))?;
+            report.removed_temp_files.push(path);
+        } else if let Some(seq) = segment::parse_file_name(name) {
+            seqs.push(seq);
+        }
+    }
+    if !report.removed_temp_files.is_empty() {
+        fs.sync_dir(dir).map_err(|e| OctopiiError::file(dir, e))?;
+    }
+    seqs.sort_unstable();
+
+    let mut segments: Vec<SegmentView> = Vec::with_capacity(seqs.len().max(1));
+    if seqs.is_empty() {
+        let created = segment::create(fs, dir, 1, 1).map_err(OctopiiError::Wal)?;
+        segments.push(created);
+        report.created = true;
+    }
+    for pair in seqs.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            return Err(OctopiiError::Wal(format!(
+                "segment files missing in {}: {} is followed by {}",
+                dir.display(),
+                segment::file_name(pair[0]),
+                segment::file_name(pair[1]),
+            )));
+        }
+    }
+    for (position, &seq) in seqs.iter().enumerate() {
+        let is_last = position + 1 == seqs.len();
+        let expected_first = segments.last().map(SegmentView::next_index);
+        let path = dir.join(segment::file_name(seq));
+        let seg = read_segment(
+            fs,
+            &path,
+            seq,
+            expected_first,
+            is_last,
+            options,
+            &mut report,
+        )?;
+        segments.push(seg);
+    }
+
+    let first_index = segments.first().map_or(1, |s| s.first_index);
+    let next_index = segments.last().map_or(1, SegmentView::next_index);
+    report.segments = segments.len();
+    report.first_index = first_index;
+    report.last_index = next_index - 1;
+    report.records = next_index - first_index;
+    Ok(Recovered { segments, report })
+}
+
+fn corrupt(path: &Path, offset: usize, what: impl std::fmt::Display) -> OctopiiError {
+    OctopiiError::Wal(format!(
+        "corrupt WAL segment {} at byte offset {offset}: {what}",
+        path.display()
+    ))
+}
+
+/// Reads one segment file and checks it; truncates a torn tail if `is_last`.
+fn read_segment(
+    fs: &dyn WalFs,
+    path: &Path,
+    seq: u64,
+    expected_first: Option<u64>,
+    is_last: bool,
+    options: &WalOptions,
+    report: &mut RecoveryReport,
+) -> Result<SegmentView> {
+    let file = fs.open(path).map_err(|e| OctopiiError::file(path, e))?;
+    let size = file.size().map_err(|e| OctopiiError::file(path, e))?;
+    if size > u64::from(u32::MAX) {
+        return Err(corrupt(
+            path,
+            0,
+            format!("file is {size} bytes, larger than any segment"),
+        ));
+    }
+    let mut buf = vec![0u8; size as usize];
+    read_exact_at(file.as_ref(), &mut buf, 0).map_err(|e| OctopiiError::file(path, e))?;
+
+    let header = SegmentHeader::decode(&buf).map_err(|why| corrupt(path, 0, why))?;
+    if header.seq != seq {
+        return Err(corrupt(
+            path,
+            16,
+            format!(
+                "header says segment {} but the file name says {seq}",
+                header.seq
+            ),
+        ));
+    }
+    if header.first_index == 0 {
+        return Err(corrupt(path, 24, "first index is 0; indexes start at 1"));
+    }
+    if let Some(expected) = expected_first {
+        if header.first_index != expected {
+            return Err(corrupt(
+                path,
+                24,
+                format!(
+                    "index continuity broken: segment starts at index {} but the previous \
+                     segment ends with index {}",
+                    header.first_index,
+                    expected - 1
+                ),
+            ));
+        }
+    }
+
+    let scan = format::scan_segment(&buf, &header, options.max_record_size);
+    if let Some((offset, fault)) = scan.fault {
+        let index = header.first_index + scan.bounds.len() as u64 - 1;
+        let what = format!("record {index}: {fault}");
+        if !is_last {
+            return Err(corrupt(
+                path,
+                offset,
+                format!("{what} (not the last segment)"),
+            ));
+        }
+        let later = format::valid_record_after(
+            &buf,
+            offset + FRAME_HEADER_LEN,
+            header.salt,
+            index + 1,
+            options.max_record_size,
+        );
+        match later {
+            format::Later::Found {
+                offset: later_offset,
+                index: later_index,
+            } => {
+                return Err(corrupt(
+                    path,
+                    offset,
+                    format!(
+                        "{what}, yet valid record {later_index} follows at byte offset \
+                         {later_offset}, so this is damage, not a torn write"
+                    ),
+                ));
+            }
+            format::Later::Undecided => {
+                return Err(corrupt(
+                    path,
+                    offset,
+                    format!(
+                        "{what}; too much data follows to rule out valid records after \
+                         it, so it is not treated as a torn write"
+                    ),
+                ));
+            }
+            format::Later::Nothing => {}
+        }
+        file.set_len(offset as u64)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| OctopiiError::file(path, e))?;
+        let torn = TornTail {
+            path: path.to_path_buf(),
+            offset: offset as u64,
+            discarded_bytes: size - offset as u64,
+            index,
+            reason: fault.to_string(),
+        };
+        tracing::warn!(
+            path = %path.display(),
+            offset = torn.offset,
+            discarded_bytes = torn.discarded_bytes,
+            index,
+            reason = %torn.reason,
+            "WAL: truncated a torn tail off the last segment"
+        );
+        report.torn_tail = Some(torn);
+    }
+
+    Ok(SegmentView {
+        seq,
+        path: path.to_path_buf(),
+        salt: header.salt,
+        first_index: header.first_index,
+        file,
+        bounds: scan.bounds,
+    })
+}
