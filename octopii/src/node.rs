@@ -111,12 +111,12 @@ impl OctopiiNode {
     /// Fails if a service of the same name is already served, or if the node
     /// was started [`with_handler`](Self::with_handler).
     pub fn serve(&self, service: impl Service) -> Result<()> {
-        match &self.inner.router {
-            Some(router) => router.add(Arc::new(service)),
-            None => Err(OctopiiError::Transport(
+        let router = self.inner.router.as_deref().ok_or_else(|| {
+            OctopiiError::Transport(
                 "this node serves a custom stream handler, not RPC services".into(),
-            )),
-        }
+            )
+        })?;
+        router.add(Arc::new(service))
     }
 
     /// This node's id.

@@ -40,7 +40,11 @@ impl Calculator for Calc {
         a + b
     }
     async fn div(&self, a: i64, b: i64) -> Result<i64, MathError> {
-        if b == 0 { Err(MathError::DivByZero) } else { Ok(a / b) }
+        if b == 0 {
+            Err(MathError::DivByZero)
+        } else {
+            Ok(a / b)
+        }
     }
     async fn slow(&self, ms: u64) {
         tokio::time::sleep(Duration::from_millis(ms)).await;

@@ -130,6 +130,7 @@ fn request(service: &str, method: &str, args: &[u8]) -> Vec<u8> {
         method: method.into(),
         timeout_micros: None,
         metadata: vec![].into(),
+        owns_stream: false,
     };
     let mut out = Vec::new();
     rpc::frame::put_encoded(&mut out, &header).unwrap();

@@ -135,6 +135,7 @@ fn wire_sizes(payload: &[u8]) -> Result<(usize, usize)> {
         method: "echo".into(),
         timeout_micros: None,
         metadata: Vec::new().into(),
+        owns_stream: false,
     };
     let mut request = Vec::new();
     frame::put_encoded(&mut request, &header)?;

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use super::frame::{self, FrameReader, RequestHeader};
-use super::{Code, RpcError, codec};
+use super::{CallStream, Code, RpcError, codec};
 use crate::transport::{PeerConnection, Transport};
 
 /// Application error code of a stream reset because its call was abandoned.
@@ -217,17 +217,7 @@ impl Client {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let header = RequestHeader {
-            service: service.into(),
-            method: method.into(),
-            timeout_micros: self
-                .deadline
-                .map(|d| d.as_micros().min(u64::MAX as u128) as u64),
-            metadata: self.metadata.as_slice().into(),
-        };
-        let mut request = Vec::with_capacity(128);
-        frame::put_encoded(&mut request, &header)?;
-        frame::put_encoded(&mut request, args)?;
+        let request = self.request(service, method, args, false)?;
         let reply = match self.deadline {
             None => self.round_trip(&request).await?,
             Some(deadline) => tokio::time::timeout(deadline, self.round_trip(&request))
@@ -245,6 +235,57 @@ impl Client {
                 format!("{service}.{method} reply does not decode: {e}"),
             )
         })
+    }
+
+    /// Starts a call that owns a fresh stream (a streaming RPC or a bulk
+    /// transfer): sends the request header and `args`, then hands the
+    /// stream over for the call's own protocol.
+    pub async fn open_stream<A>(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        args: &A,
+    ) -> Result<CallStream, RpcError>
+    where
+        A: Serialize + ?Sized,
+    {
+        let request = self.request(service, method, args, true)?;
+        let conn = self.channels.transport.connect(self.peer).await?;
+        let (mut send, recv) = conn.open_bi().await?;
+        send.write_all(&request)
+            .await
+            .map_err(|e| RpcError::new(Code::Unavailable, format!("sending the request: {e}")))?;
+        let max = self.channels.transport.limits().max_frame_size;
+        Ok(CallStream::new(
+            send,
+            recv,
+            FrameReader::new(),
+            max,
+            conn.peer().clone(),
+        ))
+    }
+
+    /// The header and arguments frames of a request.
+    fn request<A: Serialize + ?Sized>(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        args: &A,
+        owns_stream: bool,
+    ) -> Result<Vec<u8>, RpcError> {
+        let header = RequestHeader {
+            service: service.into(),
+            method: method.into(),
+            timeout_micros: self
+                .deadline
+                .map(|d| d.as_micros().min(u64::MAX as u128) as u64),
+            metadata: self.metadata.as_slice().into(),
+            owns_stream,
+        };
+        let mut request = Vec::with_capacity(128);
+        frame::put_encoded(&mut request, &header)?;
+        frame::put_encoded(&mut request, args)?;
+        Ok(request)
     }
 
     async fn round_trip(&self, request: &[u8]) -> Result<Bytes, RpcError> {

@@ -73,7 +73,10 @@ mod tests {
     fn enums_and_results_as_documented() {
         // Variant index: u32 little-endian; then the variant's fields.
         let ok: Result<i64, String> = Ok(-2);
-        assert_eq!(encode(&ok).unwrap(), [0, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            encode(&ok).unwrap(),
+            [0, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]
+        );
         let err: Result<i64, ()> = Err(());
         assert_eq!(encode(&err).unwrap(), [1, 0, 0, 0]);
         assert_eq!(encode(&(true, 'é')).unwrap(), [1, 0xc3, 0xa9]);

@@ -27,6 +27,10 @@ pub struct RequestHeader<'a> {
     pub timeout_micros: Option<u64>,
     /// Caller-supplied `(key, value)` pairs.
     pub metadata: Cow<'a, [(String, String)]>,
+    /// The call owns this stream (a streaming call or a bulk transfer):
+    /// after the arguments it carries the method's own protocol, and it is
+    /// never reused.
+    pub owns_stream: bool,
 }
 
 /// Why a frame could not be read.
@@ -78,6 +82,15 @@ impl FrameReader {
     /// Whether bytes past the last frame returned are buffered.
     pub fn has_buffered(&self) -> bool {
         !self.buf.is_empty()
+    }
+
+    /// Takes up to `max` bytes buffered past the last frame, if any.
+    pub fn take_buffered(&mut self, max: usize) -> Option<Bytes> {
+        if self.buf.is_empty() || max == 0 {
+            return None;
+        }
+        let n = self.buf.len().min(max);
+        Some(self.buf.split_to(n).freeze())
     }
 
     /// Reads the next frame. `Ok(None)`: the stream ended cleanly before it.

@@ -9,6 +9,7 @@
 //! * [`client`]: the call path over pooled bidirectional streams.
 //! * [`server`]: the [`Router`] that serves inbound streams.
 //! * [`status`]: [`Code`] and [`RpcError`].
+//! * [`stream`]: the [`CallStream`] of a call that owns its stream.
 //!
 //! The wire format is specified in `docs/PROTOCOL.md`.
 
@@ -19,9 +20,13 @@ pub mod frame;
 pub mod server;
 mod service;
 mod status;
+pub mod stream;
 
 pub use client::{Channels, Client, Connect};
 pub use context::{Context, Metadata};
 pub use server::Router;
-pub use service::{HandlerFuture, Service, Wire, decode_args, encode_output, unimplemented};
+pub use service::{
+    HandlerFuture, Service, StreamFuture, Wire, decode_args, encode_output, unimplemented,
+};
 pub use status::{Code, RpcError};
+pub use stream::CallStream;

@@ -17,7 +17,7 @@ use futures::FutureExt;
 use tokio::sync::Semaphore;
 
 use super::frame::{self, FrameError, FrameReader, RequestHeader};
-use super::{Code, Context, RpcError, Service, codec};
+use super::{CallStream, Code, Context, RpcError, Service, codec};
 use crate::transport::{InboundHandler, PeerConnection};
 use crate::{OctopiiError, Result};
 
@@ -50,11 +50,11 @@ impl Router {
 
     /// Adds `service`; a second service of the same name is refused.
     pub fn add(&self, service: Arc<dyn Service>) -> Result<()> {
+        let name = service.name();
         let mut services = self
             .services
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        let name = service.name();
         if services.contains_key(name) {
             return Err(OctopiiError::Transport(format!(
                 "a service named `{name}` is already served"
@@ -95,7 +95,19 @@ impl Router {
                 }
                 Err(Abandon::Silently) => return,
             };
-            let Some(result) = self.dispatch(&conn, request, &mut send).await else {
+            let (header, args) = request;
+            let service = self.service(&header.service);
+            if header.owns_stream {
+                // The stream now belongs to this call's own protocol.
+                let peer = conn.peer().clone();
+                let stream = CallStream::new(send, recv, reader, self.max_frame_size, peer);
+                self.serve_owned(service, &conn, header, args, stream).await;
+                return;
+            }
+            let Some(result) = self
+                .dispatch(&conn, service, (header, args), &mut send)
+                .await
+            else {
                 // The caller went away: the handler was dropped; so is the stream.
                 return;
             };
@@ -130,10 +142,11 @@ impl Router {
     async fn dispatch(
         &self,
         conn: &PeerConnection,
+        service: Option<Arc<dyn Service>>,
         (header, args): (RequestHeader<'static>, bytes::Bytes),
         send: &mut quinn::SendStream,
     ) -> Option<Result<Vec<u8>, RpcError>> {
-        let Some(service) = self.service(&header.service) else {
+        let Some(service) = service else {
             return Some(Err(RpcError::new(
                 Code::Unimplemented,
                 format!("no service named `{}`", header.service),
@@ -193,6 +206,49 @@ impl Router {
                 Ok(value)
             }
         }))
+    }
+}
+
+impl Router {
+    /// Runs a call that owns its stream, under the call limit and deadline.
+    async fn serve_owned(
+        &self,
+        service: Option<Arc<dyn Service>>,
+        conn: &PeerConnection,
+        header: RequestHeader<'static>,
+        args: bytes::Bytes,
+        stream: CallStream,
+    ) {
+        let Some(service) = service else {
+            let missing = format!("no service named `{}`", header.service);
+            stream
+                .fail(RpcError::new(Code::Unimplemented, missing))
+                .await;
+            return;
+        };
+        let Ok(_permit) = self.calls.clone().try_acquire_owned() else {
+            let busy = "the server is at its limit of concurrent calls";
+            stream
+                .fail(RpcError::new(Code::ResourceExhausted, busy))
+                .await;
+            return;
+        };
+        let timeout = header.timeout_micros.map(Duration::from_micros);
+        let ctx = Context::new(
+            conn.peer().clone(),
+            timeout.map(|t| Instant::now() + t),
+            header.metadata.into_owned(),
+        );
+        let call = AssertUnwindSafe(service.serve_stream(&header.method, ctx, args, stream))
+            .catch_unwind();
+        let outcome = match timeout {
+            None => Ok(call.await),
+            Some(t) => tokio::time::timeout(t, call).await,
+        };
+        // Dropping the call on timeout drops its stream, which resets it.
+        if let Ok(Err(panic)) = outcome {
+            tracing::warn!("stream handler panicked: {}", panic_message(&panic));
+        }
     }
 }
 

@@ -13,10 +13,13 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Code, Context, RpcError, codec};
+use super::{CallStream, Code, Context, RpcError, codec};
 
 /// The future a handler returns: the encoded reply value, or a status.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, RpcError>> + Send + 'static>>;
+
+/// The future of a call that owns its stream; it answers on the stream.
+pub type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
 /// A service a node can serve: implemented by the generated `XServer<S>`.
 pub trait Service: Send + Sync + 'static {
@@ -29,6 +32,27 @@ pub trait Service: Send + Sync + 'static {
     /// Starts the handler of `method` with `ctx` and the encoded `args`.
     /// An unknown method resolves to [`Code::Unimplemented`].
     fn call(&self, method: &str, ctx: Context, args: Bytes) -> HandlerFuture;
+
+    /// Starts the handler of `method` as a call that owns `stream` (a
+    /// streaming method or a bulk transfer; see [`CallStream`]). The
+    /// default has no such methods and answers [`Code::Unimplemented`].
+    fn serve_stream(
+        &self,
+        method: &str,
+        ctx: Context,
+        args: Bytes,
+        stream: CallStream,
+    ) -> StreamFuture {
+        let _ = (ctx, args);
+        let error = RpcError::new(
+            Code::Unimplemented,
+            format!(
+                "service `{}` has no streaming method `{method}`",
+                self.name()
+            ),
+        );
+        Box::pin(stream.fail(error))
+    }
 }
 
 /// Types that can be arguments or results of a service method.
