@@ -111,7 +111,9 @@ pub struct TransportConfig {
     pub receive_window: u32,
     /// Per-connection send window, in bytes.
     pub send_window: u64,
-    /// Bidirectional streams a peer may have open at once.
+    /// Bidirectional streams a peer may have open at once. Credit for
+    /// closed streams is announced in steps of an eighth of this limit, so
+    /// a peer may briefly see up to that many fewer.
     pub max_concurrent_bidi_streams: u32,
     /// Interval of keep-alive packets, in milliseconds (below the idle timeout).
     pub keep_alive_interval_ms: u64,

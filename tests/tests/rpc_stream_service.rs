@@ -100,3 +100,33 @@ fn a_stream_call_and_unary_calls_share_the_connection() {
     });
     assert_eq!(client.stats().pool.handshakes, 1);
 }
+
+#[test]
+fn finished_stream_calls_give_their_stream_credit_back() {
+    let rt = OctopiiRuntime::new(2).unwrap();
+    let ca = ClusterCa::generate().unwrap();
+    let limited = |name: &str| {
+        let mut config = config(ca.issue_node(name).unwrap());
+        config.transport.max_concurrent_bidi_streams = 4;
+        config
+    };
+    let server = OctopiiNode::new(limited("server"), &rt).unwrap();
+    server.serve(Summer).unwrap();
+    let client = OctopiiNode::new(limited("client"), &rt).unwrap();
+    rt.block_on(async {
+        let rpc = Client::new(&client, server.local_addr());
+        for n in 0..40u64 {
+            let call = async {
+                let mut stream = rpc.open_stream("Summer", "sum", &(n,)).await.unwrap();
+                stream.finish();
+                let reply = stream.read_frame().await.unwrap().unwrap();
+                let total: u64 =
+                    rpc::codec::decode(&rpc::frame::parse_response(reply).unwrap()).unwrap();
+                assert_eq!(total, n);
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(5), call)
+                .await
+                .unwrap_or_else(|_| panic!("stream call {n} waited for stream credit"));
+        }
+    });
+}
