@@ -8,8 +8,19 @@ use octopii::transport::tls::{ClusterCa, NodeCredentials};
 use octopii::transport::{InboundHandler, PeerConnection};
 use octopii::{Config, OctopiiNode, OctopiiRuntime};
 
+pub mod wal_fs;
+
 /// Largest message the echo handler reads.
 pub const ECHO_LIMIT: usize = 1024 * 1024;
+
+/// A plain multi-thread tokio runtime with `threads` workers, for tests of
+/// layers that do not need an `OctopiiRuntime`.
+pub fn tokio_runtime(threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .build()
+        .expect("tokio runtime")
+}
 
 /// A config for a node on an ephemeral loopback port with `creds`.
 pub fn config(creds: NodeCredentials) -> Config {

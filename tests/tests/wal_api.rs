@@ -7,10 +7,7 @@ use std::time::Duration;
 use octopii::wal::{FlushPolicy, Wal, WalOptions};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .expect("tokio runtime")
+    octopii_tests::tokio_runtime(2)
 }
 
 /// Small segments so that a few dozen records span several files.

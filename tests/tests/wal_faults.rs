@@ -3,17 +3,15 @@
 //! says why. Reopening recovers what was durable.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use octopii::wal::{DirLock, StdFs, Wal, WalFile, WalFs, WalOptions};
+use octopii::wal::{Wal, WalOptions};
+use octopii_tests::wal_fs::{FileHook, FileOp, HookedFs};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .expect("tokio runtime")
+    octopii_tests::tokio_runtime(2)
 }
 
 /// Which operations fail, switched on and off by the test.
@@ -28,79 +26,23 @@ fn injected(what: &str) -> io::Error {
     io::Error::other(format!("injected {what} failure"))
 }
 
-/// The real file system, with failures on demand.
-#[derive(Clone, Default)]
-struct FaultyFs(Arc<Faults>);
-
-struct FaultyFile {
-    inner: Arc<dyn WalFile>,
-    faults: Arc<Faults>,
-}
-
-impl WalFile for FaultyFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        if self.faults.write.load(Ordering::SeqCst) {
-            return Err(injected("write"));
+impl FileHook for Faults {
+    fn before(&self, op: FileOp) -> io::Result<()> {
+        let (switch, what) = match op {
+            FileOp::Write => (&self.write, "write"),
+            FileOp::SyncData => (&self.sync_data, "fsync"),
+            FileOp::Create => (&self.create, "create"),
+        };
+        if switch.load(Ordering::SeqCst) {
+            return Err(injected(what));
         }
-        self.inner.write_all_at(buf, offset)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        if self.faults.sync_data.load(Ordering::SeqCst) {
-            return Err(injected("fsync"));
-        }
-        self.inner.sync_data()
-    }
-    fn sync_all(&self) -> io::Result<()> {
-        self.inner.sync_all()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn size(&self) -> io::Result<u64> {
-        self.inner.size()
+        Ok(())
     }
 }
 
-impl FaultyFs {
-    fn wrap(&self, file: Arc<dyn WalFile>) -> Arc<dyn WalFile> {
-        Arc::new(FaultyFile {
-            inner: file,
-            faults: Arc::clone(&self.0),
-        })
-    }
-}
-
-impl WalFs for FaultyFs {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        StdFs.create_dir_all(dir)
-    }
-    fn lock_dir(&self, dir: &Path) -> io::Result<DirLock> {
-        StdFs.lock_dir(dir)
-    }
-    fn read_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        StdFs.read_dir(dir)
-    }
-    fn open(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
-        Ok(self.wrap(StdFs.open(path)?))
-    }
-    fn create(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
-        if self.0.create.load(Ordering::SeqCst) {
-            return Err(injected("create"));
-        }
-        Ok(self.wrap(StdFs.create(path)?))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        StdFs.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        StdFs.remove_file(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        StdFs.sync_dir(dir)
-    }
+/// A log on the real file system whose operations fail when `faults` say.
+fn open_faulty(dir: &Path, options: WalOptions, faults: &Arc<Faults>) -> Wal {
+    Wal::open_with_fs(dir, options, Arc::new(HookedFs(Arc::clone(faults)))).expect("open")
 }
 
 /// Checks that every kind of call fails, and says `cause`.
@@ -153,12 +95,11 @@ fn reopen_keeps(dir: &Path, records: &[Vec<u8>]) {
 fn wal_a_failed_fsync_fails_the_append_and_every_later_call() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = runtime();
-    let fs = FaultyFs::default();
-    let wal =
-        Wal::open_with_fs(dir.path(), WalOptions::default(), Arc::new(fs.clone())).expect("open");
+    let faults = Arc::new(Faults::default());
+    let wal = open_faulty(dir.path(), WalOptions::default(), &faults);
     let records = good_records(&rt, &wal, 3);
 
-    fs.0.sync_data.store(true, Ordering::SeqCst);
+    faults.sync_data.store(true, Ordering::SeqCst);
     let err = rt
         .block_on(wal.append(b"doomed"))
         .expect_err("the fsync fails");
@@ -168,7 +109,7 @@ fn wal_a_failed_fsync_fails_the_append_and_every_later_call() {
     assert_eq!(wal.last_index(), 3, "the failed record is not acknowledged");
 
     // Even once the disk "works" again, nothing is retried.
-    fs.0.sync_data.store(false, Ordering::SeqCst);
+    faults.sync_data.store(false, Ordering::SeqCst);
     assert_every_call_fails(&rt, &wal, "injected fsync failure");
     drop(wal);
     reopen_keeps(dir.path(), &records);
@@ -178,11 +119,10 @@ fn wal_a_failed_fsync_fails_the_append_and_every_later_call() {
 fn wal_every_append_of_a_failed_batch_and_after_it_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = runtime();
-    let fs = FaultyFs::default();
-    let wal =
-        Wal::open_with_fs(dir.path(), WalOptions::default(), Arc::new(fs.clone())).expect("open");
+    let faults = Arc::new(Faults::default());
+    let wal = open_faulty(dir.path(), WalOptions::default(), &faults);
     let records = good_records(&rt, &wal, 2);
-    fs.0.sync_data.store(true, Ordering::SeqCst);
+    faults.sync_data.store(true, Ordering::SeqCst);
     let appends: Vec<_> = (0..20)
         .map(|i| wal.append(format!("x{i}").as_bytes()))
         .collect();
@@ -201,16 +141,15 @@ fn wal_every_append_of_a_failed_batch_and_after_it_errors() {
 fn wal_a_failed_write_fails_the_append_and_every_later_call() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = runtime();
-    let fs = FaultyFs::default();
-    let wal =
-        Wal::open_with_fs(dir.path(), WalOptions::default(), Arc::new(fs.clone())).expect("open");
+    let faults = Arc::new(Faults::default());
+    let wal = open_faulty(dir.path(), WalOptions::default(), &faults);
     let records = good_records(&rt, &wal, 3);
-    fs.0.write.store(true, Ordering::SeqCst);
+    faults.write.store(true, Ordering::SeqCst);
     let err = rt
         .block_on(wal.append(b"doomed"))
         .expect_err("the write fails");
     assert!(err.to_string().contains("injected write failure"), "{err}");
-    fs.0.write.store(false, Ordering::SeqCst);
+    faults.write.store(false, Ordering::SeqCst);
     assert_every_call_fails(&rt, &wal, "injected write failure");
     drop(wal);
     reopen_keeps(dir.path(), &records);
@@ -220,20 +159,20 @@ fn wal_a_failed_write_fails_the_append_and_every_later_call() {
 fn wal_a_failed_segment_creation_fails_the_append_and_every_later_call() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = runtime();
-    let fs = FaultyFs::default();
+    let faults = Arc::new(Faults::default());
     let options = WalOptions {
         segment_size: 4096,
         ..WalOptions::default()
     };
-    let wal = Wal::open_with_fs(dir.path(), options, Arc::new(fs.clone())).expect("open");
+    let wal = open_faulty(dir.path(), options, &faults);
     let records = good_records(&rt, &wal, 3);
-    fs.0.create.store(true, Ordering::SeqCst);
+    faults.create.store(true, Ordering::SeqCst);
     // Enough to need a new segment.
     let err = rt
         .block_on(wal.append(&[1u8; 4050]))
         .expect_err("roll-over fails");
     assert!(err.to_string().contains("injected create failure"), "{err}");
-    fs.0.create.store(false, Ordering::SeqCst);
+    faults.create.store(false, Ordering::SeqCst);
     assert_every_call_fails(&rt, &wal, "injected create failure");
     drop(wal);
     reopen_keeps(dir.path(), &records);

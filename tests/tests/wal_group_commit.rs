@@ -2,17 +2,14 @@
 //! appends that arrive during an fsync share the next one.
 
 use std::io;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use octopii::wal::{DirLock, StdFs, Wal, WalFile, WalFs, WalOptions};
+use octopii::wal::{Wal, WalOptions};
+use octopii_tests::wal_fs::{FileHook, FileOp, HookedFs};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .build()
-        .expect("tokio runtime")
+    octopii_tests::tokio_runtime(4)
 }
 
 fn payload(task: usize, seq: usize) -> Vec<u8> {
@@ -133,68 +130,12 @@ impl Gate {
     }
 }
 
-struct GateFs(Arc<Gate>);
-
-struct GateFile {
-    inner: Arc<dyn WalFile>,
-    gate: Arc<Gate>,
-}
-
-impl WalFile for GateFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_all_at(buf, offset)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.gate.pass();
-        self.inner.sync_data()
-    }
-    fn sync_all(&self) -> io::Result<()> {
-        self.inner.sync_all()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn size(&self) -> io::Result<u64> {
-        self.inner.size()
-    }
-}
-
-impl GateFs {
-    fn wrap(&self, file: Arc<dyn WalFile>) -> Arc<dyn WalFile> {
-        Arc::new(GateFile {
-            inner: file,
-            gate: Arc::clone(&self.0),
-        })
-    }
-}
-
-impl WalFs for GateFs {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        StdFs.create_dir_all(dir)
-    }
-    fn lock_dir(&self, dir: &Path) -> io::Result<DirLock> {
-        StdFs.lock_dir(dir)
-    }
-    fn read_dir(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        StdFs.read_dir(dir)
-    }
-    fn open(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
-        Ok(self.wrap(StdFs.open(path)?))
-    }
-    fn create(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
-        Ok(self.wrap(StdFs.create(path)?))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        StdFs.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        StdFs.remove_file(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        StdFs.sync_dir(dir)
+impl FileHook for Gate {
+    fn before(&self, op: FileOp) -> io::Result<()> {
+        if op == FileOp::SyncData {
+            self.pass();
+        }
+        Ok(())
     }
 }
 
@@ -207,7 +148,7 @@ fn wal_appends_arriving_during_an_fsync_share_the_next_one() {
     let wal = Wal::open_with_fs(
         dir.path(),
         WalOptions::default(),
-        Arc::new(GateFs(Arc::clone(&gate))),
+        Arc::new(HookedFs(Arc::clone(&gate))),
     )
     .expect("open");
     let syncs_at_open = gate.syncs.load(Ordering::SeqCst);

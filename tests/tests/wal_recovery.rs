@@ -9,10 +9,7 @@ use octopii::wal::{Wal, WalOptions};
 const HEADER_LEN: usize = 40;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .expect("tokio runtime")
+    octopii_tests::tokio_runtime(2)
 }
 
 fn options() -> WalOptions {
