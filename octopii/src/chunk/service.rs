@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use super::progress::{ProgressFn, Reporter};
 use super::protocol::{self, Accept, Destination, METHOD, SERVICE, Status, TransferRequest};
+use super::TransferError;
 use super::receiver::{self, Outcome, Sealed, Sink, TempFile};
 use crate::config::ChunkConfig;
 use crate::rpc::{self, CallStream, Code, Context, HandlerFuture, RpcError, Service, StreamFuture};
@@ -27,15 +28,16 @@ use crate::{OctopiiError, Result};
 /// Received transfers queued for the application before senders wait.
 const INBOX_CAPACITY: usize = 64;
 
-/// A transfer that arrived, verified and in place.
+/// A transfer that ended on this node: delivered, or why not.
 #[derive(Debug, Clone)]
 pub struct Received {
     /// The node that sent it.
     pub peer: PeerInfo,
     /// The destination name (memory) or path (file) the sender gave.
     pub name: String,
-    /// The data.
-    pub data: ReceivedData,
+    /// The verified data, or why the transfer failed (nothing was kept,
+    /// except a resumable partial file after a broken connection).
+    pub outcome: std::result::Result<ReceivedData, TransferError>,
 }
 
 /// Where a received transfer's bytes are.
@@ -47,13 +49,13 @@ pub enum ReceivedData {
     File(PathBuf),
 }
 
-/// Where the application learns of received transfers.
+/// Where the application learns of transfers that ended on this node.
 ///
 /// In-memory transfers are acknowledged to their sender only once the
 /// inbox took them: an application that stops reading makes in-memory
-/// senders fail (status 2) after their stall timeout. File arrivals are
-/// announced when there is room and dropped otherwise: the file is in
-/// place either way.
+/// senders fail (status 2) after their stall timeout. File arrivals and
+/// failures are announced when there is room and dropped otherwise: a
+/// file is in place either way.
 pub type ChunkInbox = mpsc::Receiver<Received>;
 
 /// The built-in bulk-transfer service; serve it with
@@ -242,11 +244,20 @@ impl State {
             Outcome::Failed(reason) => (Status::Error, reason),
             Outcome::Broken(reason) => {
                 tracing::debug!(peer = %ctx.peer().addr, "chunk transfer broken: {reason}");
+                self.announce_failure(ctx.peer(), &request, TransferError::Connection(reason));
                 return;
             }
         };
-        if status != Status::Ok {
-            tracing::debug!(peer = %ctx.peer().addr, ?status, "chunk transfer failed: {reason}");
+        match status {
+            Status::Ok => {}
+            Status::ChecksumMismatch => {
+                self.announce_failure(ctx.peer(), &request, TransferError::ChecksumMismatch);
+            }
+            Status::Error => {
+                tracing::debug!(peer = %ctx.peer().addr, "chunk transfer failed: {reason}");
+                let error = TransferError::Receiver(reason.clone());
+                self.announce_failure(ctx.peer(), &request, error);
+            }
         }
         // Free the destination before the sender hears the verdict, so
         // its next transfer to the same name is not refused as running.
@@ -331,6 +342,14 @@ impl State {
         })
     }
 
+    fn announce_failure(&self, peer: &PeerInfo, request: &TransferRequest, error: TransferError) {
+        let _ = self.inbox.try_send(Received {
+            peer: peer.clone(),
+            name: request.destination.name().to_owned(),
+            outcome: Err(error),
+        });
+    }
+
     /// Puts verified bytes in place and tells the application.
     async fn deliver(
         &self,
@@ -344,7 +363,7 @@ impl State {
                 let received = Received {
                     peer: peer.clone(),
                     name,
-                    data: ReceivedData::Memory(buffer.freeze()),
+                    outcome: Ok(ReceivedData::Memory(buffer.freeze())),
                 };
                 match tokio::time::timeout(self.stall, self.inbox.send(received)).await {
                     Ok(Ok(())) => Ok(()),
@@ -363,7 +382,7 @@ impl State {
                 let _ = self.inbox.try_send(Received {
                     peer: peer.clone(),
                     name,
-                    data: ReceivedData::File(path),
+                    outcome: Ok(ReceivedData::File(path)),
                 });
                 Ok(())
             }
