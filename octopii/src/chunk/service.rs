@@ -244,6 +244,7 @@ impl State {
             Outcome::Failed(reason) => (Status::Error, reason),
             Outcome::Broken(reason) => {
                 tracing::debug!(peer = %ctx.peer().addr, "chunk transfer broken: {reason}");
+                drop(claim);
                 self.announce_failure(ctx.peer(), &request, TransferError::Connection(reason));
                 return;
             }
