@@ -248,21 +248,16 @@ async fn send_to_peer(
 ) -> TransferResult {
     let peer = client.peer();
     let mut sent = Sent::default();
-    let outcome = match within(
-        options.stall_timeout,
-        client.open_stream(SERVICE, METHOD, &request),
-    )
-    .await
-    {
-        Ok(Ok(mut stream)) => {
+    // Connecting is bounded by the transport's handshake timeout.
+    let outcome = match client.open_stream(SERVICE, METHOD, &request).await {
+        Ok(mut stream) => {
             let outcome = exchange(&mut stream, &request, pieces, &options, &mut sent).await;
             if outcome.is_err() {
                 stream.reset(ABANDONED);
             }
             outcome
         }
-        Ok(Err(e)) => Err(e.into()),
-        Err(stalled) => Err(stalled),
+        Err(e) => Err(e.into()),
     };
     TransferResult {
         peer,
