@@ -78,7 +78,8 @@ fn live_peers_all_receive_while_a_dead_and_a_stalled_peer_fail_alone() {
     peers.insert(1, dead);
     peers.push(stalled.local_addr());
     let options = TransferOptions::to_file("fan.bin").stall_timeout(Duration::from_secs(1));
-    let results = rt.block_on(sender.transfer_chunk_to_peers(ChunkSource::File(src), &peers, options));
+    let results =
+        rt.block_on(sender.transfer_chunk_to_peers(ChunkSource::File(src), &peers, options));
 
     assert_eq!(results.len(), 5);
     for (result, peer) in results.iter().zip(&peers) {

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use octopii::chunk::{ChunkInbox, ChunkSource, TransferError, TransferOptions, TransferResult};
 use octopii::chunk::sender::Fault;
+use octopii::chunk::{ChunkInbox, ChunkSource, TransferError, TransferOptions, TransferResult};
 use octopii::config::ChunkConfig;
 use octopii::rpc::Code;
 use octopii::transport::tls::ClusterCa;
@@ -200,7 +200,10 @@ fn a_missing_source_file_fails_every_peer_with_the_reason() {
     ));
     assert_eq!(results.len(), 2);
     for result in results {
-        assert!(matches!(result.error, Some(TransferError::Source(_))), "{result:?}");
+        assert!(
+            matches!(result.error, Some(TransferError::Source(_))),
+            "{result:?}"
+        );
     }
 }
 
@@ -236,5 +239,8 @@ fn an_unknown_peer_fails_alone() {
         results[0].error
     );
     assert!(results[1].success, "{:?}", results[1]);
-    assert_eq!(std::fs::read(recv_dir.path().join("fanned.bin")).unwrap(), data);
+    assert_eq!(
+        std::fs::read(recv_dir.path().join("fanned.bin")).unwrap(),
+        data
+    );
 }

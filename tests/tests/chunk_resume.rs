@@ -119,9 +119,8 @@ fn a_cut_transfer_resumes_from_what_the_receiver_holds() {
     assert!(held > 0 && held < SIZE as u64, "held {held}");
     assert_eq!(std::fs::read(s.partial()).unwrap(), data[..held as usize]);
 
-    let result = s
-        .rt
-        .block_on(s.sender.transfer_chunk(
+    let result =
+        s.rt.block_on(s.sender.transfer_chunk(
             s.source(&data),
             s.receiver.local_addr(),
             TransferOptions::to_file("big.bin").resume(true),
@@ -130,7 +129,10 @@ fn a_cut_transfer_resumes_from_what_the_receiver_holds() {
     assert!(result.checksum_verified);
     assert_eq!(result.resumed_from, held);
     assert_eq!(result.bytes_transferred, SIZE as u64 - held);
-    assert_eq!(std::fs::read(s.recv_dir.path().join("big.bin")).unwrap(), data);
+    assert_eq!(
+        std::fs::read(s.recv_dir.path().join("big.bin")).unwrap(),
+        data
+    );
     assert_eq!(dir_entries(s.recv_dir.path()), ["big.bin"]);
 }
 
@@ -144,9 +146,8 @@ fn a_resume_against_a_changed_source_fails_the_whole_file_hash() {
     // The source changed in the part the receiver already holds.
     let mut changed = data.clone();
     changed[10] ^= 1;
-    let result = s
-        .rt
-        .block_on(s.sender.transfer_chunk_to_peers(
+    let result =
+        s.rt.block_on(s.sender.transfer_chunk_to_peers(
             s.source(&changed),
             &[s.receiver.local_addr()],
             TransferOptions::to_file("big.bin").resume(true),

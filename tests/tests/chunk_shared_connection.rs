@@ -58,8 +58,11 @@ fn a_call_during_a_128_mib_transfer_completes_before_the_transfer() {
     let transfer = {
         let sender = sender.clone();
         let data = data.clone();
-        rt.handle()
-            .spawn(async move { sender.transfer_chunk(ChunkSource::Memory(data), addr, options).await })
+        rt.handle().spawn(async move {
+            sender
+                .transfer_chunk(ChunkSource::Memory(data), addr, options)
+                .await
+        })
     };
     rt.block_on(async {
         while done.load(Ordering::Relaxed) == 0 {

@@ -159,7 +159,11 @@ fn progress_is_reported_on_both_sides() {
             "{side}: not monotonic"
         );
         let last = seen.last().unwrap();
-        assert_eq!((last.done, last.total), (size as u64, size as u64), "{side}");
+        assert_eq!(
+            (last.done, last.total),
+            (size as u64, size as u64),
+            "{side}"
+        );
         assert_eq!(last.name, "p.bin");
         assert!(last.rate() > 0.0, "{side}: rate {}", last.rate());
     }

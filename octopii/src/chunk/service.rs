@@ -16,9 +16,9 @@ use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use super::TransferError;
 use super::progress::{ProgressFn, Reporter};
 use super::protocol::{self, Accept, Destination, METHOD, SERVICE, Status, TransferRequest};
-use super::TransferError;
 use super::receiver::{self, Outcome, Sealed, Sink, TempFile};
 use crate::config::ChunkConfig;
 use crate::rpc::{self, CallStream, Code, Context, HandlerFuture, RpcError, Service, StreamFuture};
