@@ -162,6 +162,24 @@ fn an_unwritable_destination_is_refused_with_the_reason() {
 }
 
 #[test]
+fn a_destination_that_cannot_be_replaced_is_status_2_and_nothing_is_kept() {
+    let mut p = pair(1 << 20);
+    std::fs::create_dir(p.recv_dir.path().join("taken")).unwrap();
+    for resume in [false, true] {
+        let options = TransferOptions::to_file("taken").resume(resume);
+        let result = p.send(&random_bytes(70_000), options);
+        assert!(!result.success && !result.checksum_verified, "{result:?}");
+        let Some(TransferError::Receiver(reason)) = &result.error else {
+            panic!("expected status 2, got {:?}", result.error);
+        };
+        assert!(reason.contains("Is a directory"), "{reason}");
+        assert!(matches!(p.next_failure(), TransferError::Receiver(_)));
+        assert_eq!(dir_entries(p.recv_dir.path()), ["taken"], "resume {resume}");
+    }
+    p.still_serves();
+}
+
+#[test]
 fn memory_over_the_cap_is_refused_before_reading() {
     let mut p = pair(100_000);
     let result = p.send(&random_bytes(100_001), TransferOptions::to_memory("big"));

@@ -120,3 +120,33 @@ pub async fn read_status(stream: &mut CallStream) -> Result<(Status, String), Rp
         .ok_or_else(|| RpcError::new(Code::Unavailable, "stream ended before the reason"))?;
     Ok((status, String::from_utf8_lossy(&reason).into_owned()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::codec;
+
+    #[test]
+    fn request_bytes_are_as_documented() {
+        let request = TransferRequest {
+            destination: Destination::File {
+                path: "a.txt".into(),
+            },
+            size: 5,
+            resume: false,
+        };
+        let mut expected = vec![1, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0];
+        expected.extend_from_slice(b"a.txt");
+        expected.extend_from_slice(&[5, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(codec::encode(&request).unwrap(), expected);
+        assert_eq!(
+            codec::encode(&Accept { offset: 258 }).unwrap(),
+            [2, 1, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(size_header(258), [0, 0, 0, 0, 0, 0, 1, 2]);
+        for byte in 0..3 {
+            assert_eq!(Status::from_wire(byte).map(|s| s as u8), Some(byte));
+        }
+        assert_eq!(Status::from_wire(3), None);
+    }
+}

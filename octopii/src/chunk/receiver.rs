@@ -108,7 +108,12 @@ impl TempFile {
 
     /// Renames the file into place and fsyncs its directory.
     pub(crate) fn commit(mut self) -> std::io::Result<PathBuf> {
-        std::fs::rename(&self.path, &self.dest)?;
+        if let Err(e) = std::fs::rename(&self.path, &self.dest) {
+            // Verified but unplaceable: not worth resuming, removed on drop.
+            self.keep_if_interrupted = false;
+            return Err(e);
+        }
+        // Renamed: nothing is left at `path` to remove.
         self.keep_if_interrupted = true;
         if let Some(dir) = self.dest.parent() {
             File::open(dir)?.sync_all()?;
