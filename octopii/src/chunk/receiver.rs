@@ -11,6 +11,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -302,8 +303,9 @@ async fn read_data(
     stall: Duration,
     reporter: &mut Reporter,
 ) -> Result<[u8; HASH_LEN], Interrupted> {
+    let mut watchdog = Watchdog::new(stall);
     let mut header = [0u8; SIZE_LEN];
-    if !fill(stream, &mut header, stall).await? {
+    if !watchdog.fill(stream, &mut header).await? {
         return Err(Interrupted::Failed(
             "the stream ended before the size header".into(),
         ));
@@ -318,7 +320,7 @@ async fn read_data(
     let mut batch = BytesMut::with_capacity(BUFFER_SIZE);
     while got < size {
         let want = (size - got).min((BUFFER_SIZE - batch.len()) as u64) as usize;
-        let Some(chunk) = read_some(stream, want, stall).await? else {
+        let Some(chunk) = watchdog.read(stream, want).await? else {
             return Err(Interrupted::Failed(format!(
                 "the stream ended after {got} of {size} bytes"
             )));
@@ -336,15 +338,16 @@ async fn read_data(
         if !writer.push(buffer).await {
             return Err(Interrupted::WriterStopped);
         }
+        watchdog.progressed();
         reporter.update(got);
     }
     let mut hash = [0u8; HASH_LEN];
-    if !fill(stream, &mut hash, stall).await? {
+    if !watchdog.fill(stream, &mut hash).await? {
         return Err(Interrupted::Failed(format!(
             "the stream ended before the checksum (size header {size})"
         )));
     }
-    if read_some(stream, 1, stall).await?.is_some() {
+    if watchdog.read(stream, 1).await?.is_some() {
         return Err(Interrupted::Failed(format!(
             "more bytes arrived than the size header announced ({size})"
         )));
@@ -352,36 +355,57 @@ async fn read_data(
     Ok(hash)
 }
 
-/// Reads up to `max` bytes; `None` at a clean end of the sender's side.
-async fn read_some(
-    stream: &mut CallStream,
-    max: usize,
+/// Breaks a transfer whose sender sends nothing for the stall timeout.
+/// One timer, re-armed per 64 KiB buffer rather than per read: reads
+/// return a packet's worth of bytes, and a timer each would cost more
+/// than the read.
+struct Watchdog {
     stall: Duration,
-) -> Result<Option<Bytes>, Interrupted> {
-    match tokio::time::timeout(stall, stream.read_raw(max)).await {
-        Ok(Ok(chunk)) => Ok(chunk),
-        Ok(Err(e)) => Err(broken(e)),
-        Err(_) => Err(Interrupted::Broken(format!(
-            "the sender sent nothing for {stall:?}"
-        ))),
-    }
+    timer: Pin<Box<tokio::time::Sleep>>,
 }
 
-/// Fills `buf`; `false` if the sender's side ended first.
-async fn fill(
-    stream: &mut CallStream,
-    buf: &mut [u8],
-    stall: Duration,
-) -> Result<bool, Interrupted> {
-    let mut at = 0;
-    while at < buf.len() {
-        let Some(chunk) = read_some(stream, buf.len() - at, stall).await? else {
-            return Ok(false);
-        };
-        buf[at..at + chunk.len()].copy_from_slice(&chunk);
-        at += chunk.len();
+impl Watchdog {
+    fn new(stall: Duration) -> Self {
+        Watchdog {
+            stall,
+            timer: Box::pin(tokio::time::sleep(stall)),
+        }
     }
-    Ok(true)
+
+    fn progressed(&mut self) {
+        let deadline = tokio::time::Instant::now() + self.stall;
+        self.timer.as_mut().reset(deadline);
+    }
+
+    /// Reads up to `max` bytes; `None` at a clean end of the sender's side.
+    async fn read(
+        &mut self,
+        stream: &mut CallStream,
+        max: usize,
+    ) -> Result<Option<Bytes>, Interrupted> {
+        tokio::select! {
+            biased;
+            read = stream.read_raw(max) => read.map_err(broken),
+            () = &mut self.timer => Err(Interrupted::Broken(format!(
+                "the sender sent nothing for {:?}",
+                self.stall
+            ))),
+        }
+    }
+
+    /// Fills `buf`; `false` if the sender's side ended first.
+    async fn fill(&mut self, stream: &mut CallStream, buf: &mut [u8]) -> Result<bool, Interrupted> {
+        let mut at = 0;
+        while at < buf.len() {
+            let Some(chunk) = self.read(stream, buf.len() - at).await? else {
+                return Ok(false);
+            };
+            buf[at..at + chunk.len()].copy_from_slice(&chunk);
+            at += chunk.len();
+        }
+        self.progressed();
+        Ok(true)
+    }
 }
 
 fn broken(e: RpcError) -> Interrupted {

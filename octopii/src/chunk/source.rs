@@ -121,15 +121,22 @@ impl OpenSource {
                 let mut left = self.size;
                 while left > 0 {
                     let want = left.min(BUFFER_SIZE as u64) as usize;
-                    let mut buffer = vec![0u8; want];
-                    file.read_exact(&mut buffer).map_err(|e| {
-                        format!(
-                            "{}: {e} (after {} of {} bytes; did the file shrink?)",
+                    // `read_to_end` fills spare capacity without zeroing it first.
+                    let mut buffer = Vec::with_capacity(want);
+                    let read = (&mut file).take(want as u64).read_to_end(&mut buffer);
+                    let failure = match read {
+                        Ok(n) if n == want => None,
+                        Ok(_) => Some("the file shrank while being read".to_owned()),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    if let Some(failure) = failure {
+                        return Err(format!(
+                            "{}: {failure} (after {} of {} bytes)",
                             path.display(),
                             self.size - left,
                             self.size
-                        )
-                    })?;
+                        ));
+                    }
                     hasher.update(&buffer);
                     if out.blocking_send(Piece::Data(Bytes::from(buffer))).is_err() {
                         return Ok(None);

@@ -38,6 +38,9 @@ pub struct TransferBenchArgs {
     /// Directory for the source and received files (default: a temporary one).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Rounds of every case; each case reports its fastest round.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Worker threads of each node's runtime.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -284,9 +287,34 @@ fn failed_transfer(result: &octopii::chunk::TransferResult) -> OctopiiError {
     ))
 }
 
-/// The figures of one run.
+/// Sends `source` to every receiver at once; each one's seconds.
+async fn timed_transfer(
+    sender: &OctopiiNode,
+    source: &Path,
+    receivers: &[Receiver],
+) -> Result<Vec<f64>> {
+    let peers: Vec<SocketAddr> = receivers.iter().map(|r| r.addr).collect();
+    let results = sender
+        .transfer_chunk_to_peers(
+            ChunkSource::File(source.to_owned()),
+            &peers,
+            TransferOptions::to_file("bench.bin"),
+        )
+        .await;
+    for receiver in receivers {
+        receiver.remove("bench.bin");
+    }
+    if let Some(bad) = results.iter().find(|r| !r.success) {
+        return Err(failed_transfer(bad));
+    }
+    Ok(results.iter().map(|r| r.duration.as_secs_f64()).collect())
+}
+
+/// The best figures over the rounds of a run.
 struct Figures {
     size: u64,
+    rounds: usize,
+    load: String,
     raw_secs: f64,
     verified_secs: f64,
     fan_out_secs: Vec<f64>,
@@ -320,8 +348,10 @@ impl Figures {
     fn text(&self, threads: usize) -> String {
         let peers = self.fan_out_secs.len();
         let mut out = format!(
-            "octopii bench transfer: {} MiB file, loopback, {threads} worker threads per node, receivers in child processes\n",
-            self.size as f64 / MIB
+            "octopii bench transfer: {} MiB file, loopback, {threads} worker threads per node, receivers in child processes, best of {} rounds, load average {}\n",
+            self.size as f64 / MIB,
+            self.rounds,
+            self.load
         );
         out.push_str(&format!(
             "{:<34} {:>12} {:>12} {:>7} {:>8}\n",
@@ -370,8 +400,10 @@ impl Figures {
             .map(|&k| k as f64 / 1024.0)
             .collect();
         format!(
-            "{{\"bench\":\"transfer\",\"size_bytes\":{},\"raw_mib_per_sec\":{:.1},\"verified_mib_per_sec\":{:.1},\"verified_ratio\":{:.3},\"fan_out_mib_per_sec\":[{}],\"fan_out_ratio\":{:.3},\"sender_peak_rss_mib\":{:.1},\"receiver_peak_rss_mib\":[{}]}}",
+            "{{\"bench\":\"transfer\",\"size_bytes\":{},\"rounds\":{},\"load_average\":{:?},\"raw_mib_per_sec\":{:.1},\"verified_mib_per_sec\":{:.1},\"verified_ratio\":{:.3},\"fan_out_mib_per_sec\":[{}],\"fan_out_ratio\":{:.3},\"sender_peak_rss_mib\":{:.1},\"receiver_peak_rss_mib\":[{}]}}",
             self.size,
+            self.rounds,
+            self.load,
             self.rate(self.raw_secs),
             self.rate(self.verified_secs),
             self.verified_ratio(),
@@ -385,9 +417,9 @@ impl Figures {
 
 /// Runs the transfer benchmark.
 pub fn run(args: TransferBenchArgs) -> Result<()> {
-    if args.size == 0 || args.peers == 0 || args.threads == 0 {
+    if args.size == 0 || args.peers == 0 || args.threads == 0 || args.rounds == 0 {
         return Err(OctopiiError::Config {
-            field: "--size/--peers/--threads",
+            field: "--size/--peers/--threads/--rounds",
             message: "must all be above 0".into(),
         });
     }
@@ -401,8 +433,9 @@ pub fn run(args: TransferBenchArgs) -> Result<()> {
             (temp.path().to_path_buf(), Some(temp))
         }
     };
-    let certs = dir.join("certs");
-    std::fs::create_dir_all(&certs).map_err(|e| OctopiiError::file(&certs, e))?;
+    // Fresh certificates each run (write_pem never overwrites).
+    let certs_dir = tempfile::Builder::new().prefix("certs-").tempdir_in(&dir)?;
+    let certs = certs_dir.path();
     let ca = ClusterCa::generate()?;
     write_pem(&certs.join("ca.pem"), ca.cert_pem(), false)?;
     let mut receivers = Vec::with_capacity(args.peers);
@@ -416,7 +449,7 @@ pub fn run(args: TransferBenchArgs) -> Result<()> {
             true,
         )?;
         let recv_dir = dir.join(&name);
-        receivers.push(Receiver::spawn(&certs, &name, recv_dir, args.threads)?);
+        receivers.push(Receiver::spawn(certs, &name, recv_dir, args.threads)?);
     }
     let source = dir.join("source.bin");
     write_source(&source, args.size)?;
@@ -430,43 +463,26 @@ pub fn run(args: TransferBenchArgs) -> Result<()> {
     let sender = OctopiiNode::new(config, &runtime)?;
     let peers: Vec<SocketAddr> = receivers.iter().map(|r| r.addr).collect();
 
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let (raw, verified, fan_out) = runtime.block_on(async {
         for &peer in &peers {
             sender.connect(peer).await?;
         }
-        let raw = raw_copy(&sender, peers[0], args.size).await?;
-
-        let started = Instant::now();
-        let single = sender
-            .transfer_chunk_to_peers(
-                ChunkSource::File(source.clone()),
-                &peers[..1],
-                TransferOptions::to_file("single.bin"),
-            )
-            .await;
-        let verified = started.elapsed();
-        if let Some(bad) = single.iter().find(|r| !r.success) {
-            return Err(failed_transfer(bad));
+        // Each case keeps its fastest round: interference on a shared
+        // machine only ever slows a round down.
+        let (mut raw, mut verified, mut fan_out) = (f64::MAX, f64::MAX, vec![f64::MAX]);
+        for _ in 0..args.rounds {
+            raw = raw.min(raw_copy(&sender, peers[0], args.size).await?.as_secs_f64());
+            verified = verified.min(timed_transfer(&sender, &source, &receivers[..1]).await?[0]);
+            let fanned = timed_transfer(&sender, &source, &receivers).await?;
+            let slowest = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+            if slowest(&fanned) < slowest(&fan_out) {
+                fan_out = fanned;
+            }
         }
-        receivers[0].remove("single.bin");
-
-        let fanned = sender
-            .transfer_chunk_to_peers(
-                ChunkSource::File(source.clone()),
-                &peers,
-                TransferOptions::to_file("fan.bin"),
-            )
-            .await;
-        if let Some(bad) = fanned.iter().find(|r| !r.success) {
-            return Err(failed_transfer(bad));
-        }
-        let fan_out: Vec<f64> = fanned.iter().map(|r| r.duration.as_secs_f64()).collect();
         sender.shutdown().await;
         Ok::<_, OctopiiError>((raw, verified, fan_out))
     })?;
-    for receiver in &receivers {
-        receiver.remove("fan.bin");
-    }
     let _ = std::fs::remove_file(&source);
     let mut receiver_rss_kib = Vec::with_capacity(receivers.len());
     for receiver in receivers {
@@ -474,8 +490,14 @@ pub fn run(args: TransferBenchArgs) -> Result<()> {
     }
     let figures = Figures {
         size: args.size,
-        raw_secs: raw.as_secs_f64(),
-        verified_secs: verified.as_secs_f64(),
+        rounds: args.rounds,
+        load: load
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        raw_secs: raw,
+        verified_secs: verified,
         fan_out_secs: fan_out,
         sender_rss_kib: peak_rss_kib().unwrap_or(0),
         receiver_rss_kib,
