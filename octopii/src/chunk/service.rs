@@ -1,7 +1,7 @@
 //! [`ChunkService`]: the receiving end, routed like any other service.
 //!
 //! It answers the streaming method `Chunk.transfer` (see
-//! [`protocol`](super::protocol)); unary calls to it are `Unimplemented`.
+//! [`protocol`]); unary calls to it are `Unimplemented`.
 //! What it receives is announced to the application through the
 //! [`ChunkInbox`] returned with it: files once they are in place, and
 //! in-memory transfers as [`Bytes`].
