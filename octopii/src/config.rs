@@ -216,6 +216,65 @@ impl Default for RpcConfig {
     }
 }
 
+/// Limits of the chunk (bulk transfer) service.
+///
+/// ```toml
+/// [chunk]
+/// recv_dir = "received"          # files land here; unset refuses files
+/// max_memory_bytes = 67108864    # in-memory transfers in flight, together
+/// stall_timeout_ms = 30000
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChunkConfig {
+    /// Directory received files are written into (created when served);
+    /// peers can write nowhere else. `None` refuses transfers to files.
+    pub recv_dir: Option<PathBuf>,
+    /// Most bytes received into memory at once, all in-memory transfers
+    /// together; a larger offer is refused before any byte is read.
+    pub max_memory_bytes: u64,
+    /// A transfer whose peer sends nothing for this long fails, in
+    /// milliseconds.
+    pub stall_timeout_ms: u64,
+}
+
+impl Default for ChunkConfig {
+    fn default() -> Self {
+        ChunkConfig {
+            recv_dir: None,
+            max_memory_bytes: 64 * 1024 * 1024,
+            stall_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl ChunkConfig {
+    /// The stall timeout.
+    pub fn stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.stall_timeout_ms)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |field: &'static str, message: &str| {
+            Err(OctopiiError::Config {
+                field,
+                message: message.into(),
+            })
+        };
+        if self
+            .recv_dir
+            .as_ref()
+            .is_some_and(|dir| dir.as_os_str().is_empty())
+        {
+            return bad("chunk.recv_dir", "must not be empty");
+        }
+        if self.stall_timeout_ms == 0 {
+            return bad("chunk.stall_timeout_ms", "must not be 0");
+        }
+        Ok(())
+    }
+}
+
 /// A node's configuration.
 ///
 /// ```
@@ -257,6 +316,9 @@ pub struct Config {
     /// RPC limits.
     #[serde(default)]
     pub rpc: RpcConfig,
+    /// Bulk transfer: receive directory and limits.
+    #[serde(default)]
+    pub chunk: ChunkConfig,
 }
 
 fn default_node_id() -> u64 {
@@ -287,6 +349,7 @@ impl Default for Config {
             tls: None,
             transport: TransportConfig::default(),
             rpc: RpcConfig::default(),
+            chunk: ChunkConfig::default(),
         }
     }
 }
@@ -310,7 +373,7 @@ impl Config {
     }
 
     /// Reads, parses and validates a TOML file. Relative certificate paths
-    /// are taken relative to the file's directory.
+    /// and `chunk.recv_dir` are taken relative to the file's directory.
     pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| OctopiiError::file(path, e))?;
@@ -324,6 +387,11 @@ impl Config {
                 if file.is_relative() {
                     *file = base.join(&*file);
                 }
+            }
+        }
+        if let Some(dir) = &mut config.chunk.recv_dir {
+            if dir.is_relative() {
+                *dir = base.join(&*dir);
             }
         }
         Ok(config)
@@ -361,6 +429,7 @@ impl Config {
         if self.rpc.max_concurrent_calls == 0 {
             return bad("rpc.max_concurrent_calls", "must be at least 1");
         }
+        self.chunk.validate()?;
         self.transport.validate()
     }
 }
@@ -416,6 +485,12 @@ impl ConfigBuilder {
     /// Sets the transport limits.
     pub fn transport(mut self, transport: TransportConfig) -> Self {
         self.config.transport = transport;
+        self
+    }
+
+    /// Sets the bulk-transfer limits and receive directory.
+    pub fn chunk(mut self, chunk: ChunkConfig) -> Self {
+        self.config.chunk = chunk;
         self
     }
 
@@ -489,6 +564,23 @@ mod tests {
         assert!(err.to_string().contains("bind_addr"), "{err}");
         let err = Config::from_toml_str("no_such_field = 1\n").unwrap_err();
         assert!(err.to_string().contains("no_such_field"), "{err}");
+    }
+
+    #[test]
+    fn chunk_section_is_parsed_and_checked() {
+        let base = "[tls]\nca_cert = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n";
+        let config = Config::from_toml_str(&format!(
+            "{base}[chunk]\nrecv_dir = \"in\"\nmax_memory_bytes = 1024\n"
+        ))
+        .unwrap();
+        assert_eq!(config.chunk.recv_dir, Some(PathBuf::from("in")));
+        assert_eq!(config.chunk.max_memory_bytes, 1024);
+        assert_eq!(config.chunk.stall_timeout_ms, 30_000);
+        let err =
+            Config::from_toml_str(&format!("{base}[chunk]\nstall_timeout_ms = 0\n")).unwrap_err();
+        assert_eq!(field_of(err), "chunk.stall_timeout_ms");
+        let err = Config::from_toml_str(&format!("{base}[chunk]\nrecv_dir = \"\"\n")).unwrap_err();
+        assert_eq!(field_of(err), "chunk.recv_dir");
     }
 
     #[test]

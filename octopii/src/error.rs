@@ -73,6 +73,10 @@ pub enum OctopiiError {
     #[error("RPC failed: {0}")]
     Rpc(#[from] crate::rpc::RpcError),
 
+    /// A bulk transfer did not deliver.
+    #[error("chunk transfer failed: {0}")]
+    Chunk(#[from] crate::chunk::TransferError),
+
     /// The runtime or node has been shut down.
     #[error("shut down: {0}")]
     Shutdown(String),

@@ -14,6 +14,7 @@
 //! * [`transport`]: one QUIC endpoint per node, mutual TLS, a connection pool.
 //! * [`rpc`]: typed calls over pooled QUIC streams (`#[octopii::service]`).
 //! * [`wal`]: the node's write-ahead log.
+//! * [`chunk`]: verified bulk transfer of files and buffers to many peers.
 //! * [`node`]: [`OctopiiNode`] ties the layers together.
 //! * [`config`]: [`Config`], loaded from TOML or built in code.
 
@@ -23,6 +24,7 @@
 extern crate self as octopii;
 
 pub mod bench;
+pub mod chunk;
 pub mod config;
 pub mod error;
 pub mod node;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
+use crate::chunk::{self, ChunkInbox, ChunkService, ChunkSource, TransferOptions, TransferResult};
 use crate::rpc::{Channels, Connect, Router, Service};
 use crate::transport::{InboundHandler, PeerConnection, Transport, TransportStats};
 use crate::{Config, OctopiiError, OctopiiRuntime, Result};
@@ -117,6 +118,88 @@ impl OctopiiNode {
             )
         })?;
         router.add(Arc::new(service))
+    }
+
+    /// Serves the built-in [`ChunkService`] under the node's
+    /// [`chunk`](crate::config::ChunkConfig) configuration (files land in
+    /// `chunk.recv_dir`, created if missing) and returns the inbox where
+    /// received transfers are announced. Nodes do not receive transfers
+    /// until this is called; to watch progress, build the service with
+    /// [`ChunkService::new`] and [`serve`](Self::serve) it instead.
+    pub fn serve_chunks(&self) -> Result<ChunkInbox> {
+        let (service, inbox) = ChunkService::new(&self.inner.config.chunk, None)?;
+        self.serve(service)?;
+        Ok(inbox)
+    }
+
+    /// Sends `source` to every peer in `peers` at once, reading it once,
+    /// and returns one [`TransferResult`] per peer, in the same order. A
+    /// peer that fails, is unreachable or stalls (see
+    /// [`TransferOptions::stall_timeout`]) fails alone.
+    ///
+    /// ```no_run
+    /// # async fn send(node: octopii::OctopiiNode, peers: Vec<std::net::SocketAddr>) {
+    /// use octopii::chunk::{ChunkSource, TransferOptions};
+    /// let results = node
+    ///     .transfer_chunk_to_peers(
+    ///         ChunkSource::File("backup.tar".into()),
+    ///         &peers,
+    ///         TransferOptions::to_file("backup.tar"),
+    ///     )
+    ///     .await;
+    /// for r in results {
+    ///     println!("{}: {}", r.peer, if r.success { "ok" } else { "failed" });
+    /// }
+    /// # }
+    /// ```
+    pub async fn transfer_chunk_to_peers(
+        &self,
+        source: ChunkSource,
+        peers: &[SocketAddr],
+        options: TransferOptions,
+    ) -> Vec<TransferResult> {
+        let channels = self.inner.channels.clone();
+        let targets = peers.to_vec();
+        let run = self
+            .inner
+            .handle
+            .spawn(async move { chunk::transfer(channels, source, &targets, options).await });
+        match run.await {
+            Ok(results) => results,
+            Err(e) => peers
+                .iter()
+                .map(|&peer| TransferResult {
+                    peer,
+                    success: false,
+                    bytes_transferred: 0,
+                    resumed_from: 0,
+                    checksum_verified: false,
+                    duration: Duration::ZERO,
+                    error: Some(chunk::TransferError::Connection(format!(
+                        "transfer task failed: {e}"
+                    ))),
+                })
+                .collect(),
+        }
+    }
+
+    /// Sends `source` to one peer; an error unless it was delivered and
+    /// verified.
+    pub async fn transfer_chunk(
+        &self,
+        source: ChunkSource,
+        peer: SocketAddr,
+        options: TransferOptions,
+    ) -> Result<TransferResult> {
+        let result = self
+            .transfer_chunk_to_peers(source, &[peer], options)
+            .await
+            .pop()
+            .ok_or_else(|| OctopiiError::Transport("no result for the peer".into()))?;
+        match &result.error {
+            Some(error) => Err(error.clone().into()),
+            None => Ok(result),
+        }
     }
 
     /// This node's id.

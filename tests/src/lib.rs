@@ -77,3 +77,41 @@ impl InboundHandler for Echo {
         })
     }
 }
+
+/// Starts a node named `name` that serves chunk transfers under `chunk`
+/// and returns it with its inbox.
+pub fn chunk_node(
+    ca: &ClusterCa,
+    name: &str,
+    runtime: &OctopiiRuntime,
+    chunk: octopii::config::ChunkConfig,
+) -> (OctopiiNode, octopii::chunk::ChunkInbox) {
+    let mut config = config(ca.issue_node(name).expect("issue node certificate"));
+    config.chunk = chunk;
+    let node = OctopiiNode::new(config, runtime).expect("start node");
+    let inbox = node.serve_chunks().expect("serve chunks");
+    (node, inbox)
+}
+
+/// `len` random bytes.
+pub fn random_bytes(len: usize) -> Vec<u8> {
+    use rand::RngCore;
+    let mut data = vec![0u8; len];
+    rand::thread_rng().fill_bytes(&mut data);
+    data
+}
+
+/// The names in `dir`, sorted (hidden temporary files included).
+pub fn dir_entries(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}

@@ -1,9 +1,13 @@
 //! The `octopii` command line.
 
 mod bench_rpc;
+mod bench_transfer;
 mod bench_wal;
 mod certs;
+mod node_args;
 mod report;
+mod send;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +27,10 @@ enum Command {
     /// Run a benchmark and print its figures beside a same-run baseline.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Receive chunk transfers into a directory until interrupted.
+    Serve(serve::ServeArgs),
+    /// Send a file to one or many peers, verified end to end.
+    Send(send::SendArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -31,6 +39,11 @@ enum BenchCommand {
     Rpc(bench_rpc::RpcBenchArgs),
     /// Write-ahead log appends per second and latency, beside write+fdatasync.
     Wal(bench_wal::WalBenchArgs),
+    /// Verified file transfer throughput and peak RSS, beside a raw stream copy.
+    Transfer(bench_transfer::TransferBenchArgs),
+    /// The receiving process of `bench transfer` (started by it).
+    #[command(hide = true)]
+    TransferReceiver(bench_transfer::ReceiverArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +52,10 @@ fn main() -> std::process::ExitCode {
         Command::Certs(command) => certs::run(command),
         Command::Bench(BenchCommand::Rpc(args)) => bench_rpc::run(args),
         Command::Bench(BenchCommand::Wal(args)) => bench_wal::run(args),
+        Command::Bench(BenchCommand::Transfer(args)) => bench_transfer::run(args),
+        Command::Bench(BenchCommand::TransferReceiver(args)) => bench_transfer::run_receiver(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Send(args) => send::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

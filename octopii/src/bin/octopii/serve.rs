@@ -1,0 +1,67 @@
+//! `octopii serve`: a node that receives chunk transfers into a directory
+//! and reports each one, until interrupted.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use octopii::chunk::ReceivedData;
+use octopii::{OctopiiNode, OctopiiRuntime, Result};
+
+use crate::node_args::TlsArgs;
+
+/// Arguments of `octopii serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Directory received files are written into (created if missing).
+    #[arg(long)]
+    pub recv_dir: PathBuf,
+    /// Most bytes received into memory at once.
+    #[arg(long)]
+    pub max_memory_bytes: Option<u64>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// Runs the node until Ctrl-C.
+pub fn run(args: ServeArgs) -> Result<()> {
+    let mut config = args.tls.base_config()?;
+    config.bind_addr = args.listen;
+    config.chunk.recv_dir = Some(args.recv_dir.clone());
+    if let Some(max) = args.max_memory_bytes {
+        config.chunk.max_memory_bytes = max;
+    }
+    config.validate()?;
+    let runtime = OctopiiRuntime::new(config.worker_threads)?;
+    let node = OctopiiNode::new(config, &runtime)?;
+    let mut inbox = node.serve_chunks()?;
+    println!(
+        "listening on {}, receiving into {}",
+        node.local_addr(),
+        args.recv_dir.display()
+    );
+    runtime.block_on(async {
+        loop {
+            tokio::select! {
+                received = inbox.recv() => {
+                    let Some(received) = received else { break };
+                    let from = format!("{} ({})", received.peer.identity, received.peer.addr);
+                    match received.outcome {
+                        Ok(ReceivedData::File(path)) => {
+                            println!("received {} from {from}: verified", path.display());
+                        }
+                        Ok(ReceivedData::Memory(bytes)) => {
+                            println!("received {} bytes {:?} from {from}: verified", bytes.len(), received.name);
+                        }
+                        Err(e) => println!("transfer {:?} from {from} failed: {e}", received.name),
+                    }
+                }
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+        node.shutdown().await;
+    });
+    Ok(())
+}

@@ -1,0 +1,404 @@
+//! The sending side: one source, read once, to any number of peers at once.
+//!
+//! ```text
+//! reader thread ──► distributor ──► lane (bounded) ──► peer task ──► QUIC stream
+//!  (read + hash)     (clones Bytes) ─► lane ──────────► peer task ──► …
+//! ```
+//!
+//! Memory stays bounded: the reader waits while the distributor is behind,
+//! and the distributor waits while a lane is full, at most the stall timeout
+//! per lane: a peer that takes nothing for that long loses its lane and
+//! fails with [`TransferError::Stalled`], and the others go on. A peer that
+//! fails for any other reason drops its lane at once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::TransferError;
+use super::progress::{ProgressFn, Reporter};
+use super::protocol::{self, Accept, Destination, METHOD, SERVICE, Status, TransferRequest};
+use super::source::{ChunkSource, Piece};
+use crate::rpc::{CallStream, Channels, Client, Connect, codec, frame};
+
+/// Buffers (of 64 KiB) queued per peer: what one slow peer may lag behind.
+const LANE_BUFFERS: usize = 32;
+/// Buffers queued between the reader thread and the distributor.
+const READ_AHEAD: usize = 4;
+/// Application error code of a stream the sender abandons.
+const ABANDONED: u32 = 3;
+/// Default of [`TransferOptions::stall_timeout`].
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a transfer is made.
+///
+/// ```
+/// use octopii::chunk::TransferOptions;
+/// use std::time::Duration;
+///
+/// let options = TransferOptions::to_file("backups/today.tar")
+///     .resume(true)
+///     .stall_timeout(Duration::from_secs(10));
+/// # let _ = options;
+/// ```
+#[derive(Clone)]
+pub struct TransferOptions {
+    /// Where the receiver puts the bytes.
+    pub destination: Destination,
+    /// Resume from a partial file the receiver kept, and have it keep this
+    /// transfer's partial file if it is interrupted.
+    pub resume: bool,
+    /// A peer that takes no data (or gives no answer) for this long fails.
+    pub stall_timeout: Duration,
+    /// Called as each peer's transfer progresses.
+    pub progress: Option<ProgressFn>,
+    /// Fault injection for tests of the receiver's checks.
+    #[doc(hidden)]
+    pub fault: Option<Fault>,
+}
+
+/// Faults a test can make the sender commit on the wire.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Flip the data byte at this offset after hashing it.
+    FlipByte(u64),
+    /// Announce `size + delta` in the size header, send `size` bytes.
+    SizeDelta(i64),
+}
+
+impl std::fmt::Debug for TransferOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransferOptions")
+            .field("destination", &self.destination)
+            .field("resume", &self.resume)
+            .field("stall_timeout", &self.stall_timeout)
+            .field("progress", &self.progress.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TransferOptions {
+    /// Options for a transfer to `destination`, with the defaults.
+    pub fn new(destination: Destination) -> Self {
+        TransferOptions {
+            destination,
+            resume: false,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+            progress: None,
+            fault: None,
+        }
+    }
+
+    /// Into the file `path` below the receiver's receive directory.
+    pub fn to_file(path: impl Into<String>) -> Self {
+        Self::new(Destination::File { path: path.into() })
+    }
+
+    /// Into the receiver's memory, handed to its application as `name`.
+    pub fn to_memory(name: impl Into<String>) -> Self {
+        Self::new(Destination::Memory { name: name.into() })
+    }
+
+    /// Sets [`resume`](Self::resume).
+    pub fn resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
+
+    /// Sets [`stall_timeout`](Self::stall_timeout).
+    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
+        self.stall_timeout = timeout;
+        self
+    }
+
+    /// Sets the [`progress`](Self::progress) callback.
+    pub fn progress(mut self, callback: ProgressFn) -> Self {
+        self.progress = Some(callback);
+        self
+    }
+}
+
+/// The outcome of a transfer to one peer.
+#[derive(Debug, Clone)]
+pub struct TransferResult {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The receiver acknowledged the data with status `0`: it is in place.
+    pub success: bool,
+    /// Data bytes this attempt sent (a resumed offset excluded).
+    pub bytes_transferred: u64,
+    /// Bytes the receiver already held when this attempt started.
+    pub resumed_from: u64,
+    /// The receiver found the SHA-256 of the whole data correct.
+    pub checksum_verified: bool,
+    /// Time from the start of the transfer to this peer's verdict.
+    pub duration: Duration,
+    /// Why it failed; `None` on success.
+    pub error: Option<TransferError>,
+}
+
+/// Lets the chunk layer make [`Client`]s from a node's shared channels.
+struct Via(Arc<Channels>);
+
+impl Connect for Via {
+    fn channels(&self) -> Arc<Channels> {
+        self.0.clone()
+    }
+}
+
+/// Sends `source` to every peer at once; one result per peer, in order.
+pub(crate) async fn transfer(
+    channels: Arc<Channels>,
+    source: ChunkSource,
+    peers: &[SocketAddr],
+    options: TransferOptions,
+) -> Vec<TransferResult> {
+    let started = Instant::now();
+    let source = match source.open() {
+        Ok(source) => source,
+        Err(e) => {
+            return peers
+                .iter()
+                .map(|&peer| failed(peer, e.clone(), started.elapsed()))
+                .collect();
+        }
+    };
+    let request = TransferRequest {
+        destination: options.destination.clone(),
+        size: source.size(),
+        resume: options.resume,
+    };
+    let via = Via(channels);
+    let mut lanes = Vec::with_capacity(peers.len());
+    let mut tasks = Vec::with_capacity(peers.len());
+    for &peer in peers {
+        let (lane, pieces) = mpsc::channel(LANE_BUFFERS);
+        lanes.push(lane);
+        let client = Client::new(&via, peer);
+        let task = send_to_peer(client, request.clone(), pieces, options.clone(), started);
+        tasks.push((peer, tokio::spawn(task)));
+    }
+    let (read, read_out) = mpsc::channel(READ_AHEAD);
+    source.spawn_reader(read);
+    tokio::spawn(distribute(read_out, lanes, options.stall_timeout));
+    let mut results = Vec::with_capacity(tasks.len());
+    for (peer, task) in tasks {
+        results.push(task.await.unwrap_or_else(|e| {
+            failed(
+                peer,
+                TransferError::Connection(format!("transfer task failed: {e}")),
+                started.elapsed(),
+            )
+        }));
+    }
+    results
+}
+
+fn failed(peer: SocketAddr, error: TransferError, duration: Duration) -> TransferResult {
+    TransferResult {
+        peer,
+        success: false,
+        bytes_transferred: 0,
+        resumed_from: 0,
+        checksum_verified: false,
+        duration,
+        error: Some(error),
+    }
+}
+
+/// Hands each piece to every live lane; a lane full for longer than
+/// `stall` is dropped (its peer then fails as stalled).
+async fn distribute(
+    mut pieces: mpsc::Receiver<Piece>,
+    mut lanes: Vec<mpsc::Sender<Piece>>,
+    stall: Duration,
+) {
+    while let Some(piece) = pieces.recv().await {
+        let mut live = Vec::with_capacity(lanes.len());
+        for lane in lanes {
+            if let Ok(Ok(())) = tokio::time::timeout(stall, lane.send(piece.clone())).await {
+                live.push(lane);
+            }
+        }
+        lanes = live;
+        if lanes.is_empty() {
+            // Dropping `pieces` stops the reader thread.
+            return;
+        }
+    }
+}
+
+/// What one peer's attempt got through, kept when it fails half-way.
+#[derive(Default)]
+struct Sent {
+    bytes: u64,
+    offset: u64,
+}
+
+async fn send_to_peer(
+    client: Client,
+    request: TransferRequest,
+    pieces: mpsc::Receiver<Piece>,
+    options: TransferOptions,
+    started: Instant,
+) -> TransferResult {
+    let peer = client.peer();
+    let mut sent = Sent::default();
+    // Connecting is bounded by the transport's handshake timeout.
+    let outcome = match client.open_stream(SERVICE, METHOD, &request).await {
+        Ok(mut stream) => {
+            let outcome = exchange(&mut stream, &request, pieces, &options, &mut sent).await;
+            if outcome.is_err() {
+                stream.reset(ABANDONED);
+            }
+            outcome
+        }
+        Err(e) => Err(e.into()),
+    };
+    TransferResult {
+        peer,
+        success: outcome.is_ok(),
+        bytes_transferred: sent.bytes,
+        resumed_from: sent.offset,
+        checksum_verified: outcome.is_ok(),
+        duration: started.elapsed(),
+        error: outcome.err(),
+    }
+}
+
+/// Runs `op`, failing as stalled after `stall`.
+async fn within<T>(
+    stall: Duration,
+    op: impl std::future::Future<Output = T>,
+) -> Result<T, TransferError> {
+    tokio::time::timeout(stall, op)
+        .await
+        .map_err(|_| TransferError::Stalled(stall))
+}
+
+/// The protocol of one peer, from the accept to the verdict.
+async fn exchange(
+    stream: &mut CallStream,
+    request: &TransferRequest,
+    mut pieces: mpsc::Receiver<Piece>,
+    options: &TransferOptions,
+    sent: &mut Sent,
+) -> Result<(), TransferError> {
+    let stall = options.stall_timeout;
+    let size = request.size;
+    let offset = read_accept(stream, stall, size).await?;
+    sent.offset = offset;
+    let mut reporter = Reporter::new(
+        options.progress.clone(),
+        stream.peer().addr,
+        request.destination.name(),
+        size,
+    );
+    reporter.resume_from(offset);
+
+    let announced = match options.fault {
+        Some(Fault::SizeDelta(delta)) => size.saturating_add_signed(delta),
+        _ => size,
+    };
+    let header = protocol::size_header(announced);
+    if let Err(e) = within(stall, stream.write_raw(&header)).await? {
+        return Err(verdict_after_write_error(stream, stall, e.into()).await);
+    }
+    let mut position = 0u64;
+    let hash = loop {
+        let Some(piece) = pieces.recv().await else {
+            return Err(TransferError::Stalled(stall));
+        };
+        let buffer = match piece {
+            Piece::Data(buffer) => buffer,
+            Piece::End(hash) => break hash,
+            Piece::Failed(reason) => return Err(TransferError::Source(reason)),
+        };
+        let start = position;
+        position += buffer.len() as u64;
+        if position <= offset {
+            continue;
+        }
+        let buffer = if start < offset {
+            buffer.slice((offset - start) as usize..)
+        } else {
+            buffer
+        };
+        let buffer = inject(options.fault, buffer, position);
+        let len = buffer.len() as u64;
+        if let Err(e) = within(stall, stream.write_bytes(buffer)).await? {
+            return Err(verdict_after_write_error(stream, stall, e.into()).await);
+        }
+        sent.bytes += len;
+        reporter.update(position);
+    };
+    if let Err(e) = within(stall, stream.write_raw(&hash)).await? {
+        return Err(verdict_after_write_error(stream, stall, e.into()).await);
+    }
+    stream.finish();
+    let (status, reason) = within(stall, protocol::read_status(stream)).await??;
+    verdict(status, reason)
+}
+
+/// Reads the receiver's first answer: the offset to send from, or why not.
+async fn read_accept(
+    stream: &mut CallStream,
+    stall: Duration,
+    size: u64,
+) -> Result<u64, TransferError> {
+    let answer = within(stall, stream.read_frame()).await??.ok_or_else(|| {
+        TransferError::Connection("the receiver closed the stream before answering".into())
+    })?;
+    let value = frame::parse_response(answer).map_err(|e| TransferError::Refused {
+        code: e.code(),
+        reason: e.message().to_owned(),
+    })?;
+    let accept: Accept = codec::decode(&value)
+        .map_err(|e| TransferError::Protocol(format!("accept frame does not decode: {e}")))?;
+    if accept.offset > size {
+        return Err(TransferError::Protocol(format!(
+            "the receiver claims {} bytes of a {size}-byte transfer",
+            accept.offset
+        )));
+    }
+    Ok(accept.offset)
+}
+
+/// A receiver that fails stops reading and answers its status: prefer
+/// that status to the bare write error.
+async fn verdict_after_write_error(
+    stream: &mut CallStream,
+    stall: Duration,
+    write_error: TransferError,
+) -> TransferError {
+    match within(stall, protocol::read_status(stream)).await {
+        Ok(Ok((status, reason))) => verdict(status, reason).err().unwrap_or(write_error),
+        _ => write_error,
+    }
+}
+
+fn verdict(status: Status, reason: String) -> Result<(), TransferError> {
+    match status {
+        Status::Ok => Ok(()),
+        Status::ChecksumMismatch => Err(TransferError::ChecksumMismatch),
+        Status::Error => Err(TransferError::Receiver(reason)),
+    }
+}
+
+/// Applies a test fault to the buffer that ends at `end`.
+fn inject(fault: Option<Fault>, buffer: Bytes, end: u64) -> Bytes {
+    let Some(Fault::FlipByte(at)) = fault else {
+        return buffer;
+    };
+    let start = end - buffer.len() as u64;
+    if !(start..end).contains(&at) {
+        return buffer;
+    }
+    let mut copy = buffer.to_vec();
+    copy[(at - start) as usize] ^= 0xFF;
+    Bytes::from(copy)
+}

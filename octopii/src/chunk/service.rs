@@ -1,0 +1,392 @@
+//! [`ChunkService`]: the receiving end, routed like any other service.
+//!
+//! It answers the streaming method `Chunk.transfer` (see
+//! [`protocol`]); unary calls to it are `Unimplemented`.
+//! What it receives is announced to the application through the
+//! [`ChunkInbox`] returned with it: files once they are in place, and
+//! in-memory transfers as [`Bytes`].
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::TransferError;
+use super::progress::{ProgressFn, Reporter};
+use super::protocol::{self, Accept, Destination, METHOD, SERVICE, Status, TransferRequest};
+use super::receiver::{self, Outcome, Sealed, Sink, TempFile};
+use crate::config::ChunkConfig;
+use crate::rpc::{self, CallStream, Code, Context, HandlerFuture, RpcError, Service, StreamFuture};
+use crate::transport::PeerInfo;
+use crate::{OctopiiError, Result};
+
+/// Received transfers queued for the application before senders wait.
+const INBOX_CAPACITY: usize = 64;
+
+/// A transfer that ended on this node: delivered, or why not.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The node that sent it.
+    pub peer: PeerInfo,
+    /// The destination name (memory) or path (file) the sender gave.
+    pub name: String,
+    /// The verified data, or why the transfer failed (nothing was kept,
+    /// except a resumable partial file after a broken connection).
+    pub outcome: std::result::Result<ReceivedData, TransferError>,
+}
+
+/// Where a received transfer's bytes are.
+#[derive(Debug, Clone)]
+pub enum ReceivedData {
+    /// An in-memory transfer's bytes.
+    Memory(Bytes),
+    /// The file they were written to, inside the receive directory.
+    File(PathBuf),
+}
+
+/// Where the application learns of transfers that ended on this node.
+///
+/// In-memory transfers are acknowledged to their sender only once the
+/// inbox took them: an application that stops reading makes in-memory
+/// senders fail (status 2) after their stall timeout. File arrivals and
+/// failures are announced when there is room and dropped otherwise: a
+/// file is in place either way.
+pub type ChunkInbox = mpsc::Receiver<Received>;
+
+/// The built-in bulk-transfer service; serve it with
+/// [`OctopiiNode::serve`](crate::OctopiiNode::serve) or
+/// [`OctopiiNode::serve_chunks`](crate::OctopiiNode::serve_chunks).
+///
+/// ```
+/// use octopii::chunk::ChunkService;
+/// use octopii::config::ChunkConfig;
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let config = ChunkConfig { recv_dir: Some(dir.path().into()), ..ChunkConfig::default() };
+/// let (service, inbox) = ChunkService::new(&config, None).unwrap();
+/// # let _ = (service, inbox);
+/// ```
+#[derive(Clone)]
+pub struct ChunkService {
+    state: Arc<State>,
+}
+
+impl std::fmt::Debug for ChunkService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkService")
+            .field("recv_dir", &self.state.recv_dir)
+            .field("max_memory_bytes", &self.state.max_memory)
+            .finish_non_exhaustive()
+    }
+}
+
+struct State {
+    /// Canonical; `None` refuses transfers to files.
+    recv_dir: Option<PathBuf>,
+    max_memory: u64,
+    memory_in_use: AtomicU64,
+    stall: Duration,
+    /// Destinations with a transfer running, so two never share one.
+    in_flight: Mutex<HashSet<PathBuf>>,
+    inbox: mpsc::Sender<Received>,
+    progress: Option<ProgressFn>,
+}
+
+impl ChunkService {
+    /// A service receiving under `config` (its receive directory is
+    /// created if missing), calling `progress` as data arrives.
+    pub fn new(config: &ChunkConfig, progress: Option<ProgressFn>) -> Result<(Self, ChunkInbox)> {
+        let recv_dir = match &config.recv_dir {
+            None => None,
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| OctopiiError::file(dir, e))?;
+                Some(dir.canonicalize().map_err(|e| OctopiiError::file(dir, e))?)
+            }
+        };
+        let (inbox, taken) = mpsc::channel(INBOX_CAPACITY);
+        let state = State {
+            recv_dir,
+            max_memory: config.max_memory_bytes,
+            memory_in_use: AtomicU64::new(0),
+            stall: config.stall_timeout(),
+            in_flight: Mutex::new(HashSet::new()),
+            inbox,
+            progress,
+        };
+        Ok((
+            ChunkService {
+                state: Arc::new(state),
+            },
+            taken,
+        ))
+    }
+}
+
+impl Service for ChunkService {
+    fn name(&self) -> &'static str {
+        SERVICE
+    }
+
+    fn methods(&self) -> &'static [&'static str] {
+        &[METHOD]
+    }
+
+    fn call(&self, method: &str, _ctx: Context, _args: Bytes) -> HandlerFuture {
+        rpc::unimplemented(SERVICE, method)
+    }
+
+    fn serve_stream(
+        &self,
+        method: &str,
+        ctx: Context,
+        args: Bytes,
+        stream: CallStream,
+    ) -> StreamFuture {
+        if method != METHOD {
+            let error = RpcError::new(
+                Code::Unimplemented,
+                format!("service `{SERVICE}` has no method `{method}`"),
+            );
+            return Box::pin(stream.fail(error));
+        }
+        Box::pin(self.state.clone().serve(ctx, args, stream))
+    }
+}
+
+/// What a transfer holds while it runs; released when it ends.
+enum Claim {
+    Memory { state: Arc<State>, bytes: u64 },
+    File { state: Arc<State>, dest: PathBuf },
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        match self {
+            Claim::Memory { state, bytes } => {
+                state.memory_in_use.fetch_sub(*bytes, Ordering::AcqRel);
+            }
+            Claim::File { state, dest } => {
+                state.in_flight().remove(dest);
+            }
+        }
+    }
+}
+
+/// A transfer accepted: where its bytes go and what is already there.
+struct Landing {
+    sink: Sink,
+    held: u64,
+    hasher: Sha256,
+    _claim: Claim,
+}
+
+impl State {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn serve(self: Arc<Self>, ctx: Context, args: Bytes, mut stream: CallStream) {
+        let request: TransferRequest = match rpc::decode_args(&args) {
+            Ok(request) => request,
+            Err(e) => return stream.fail(e).await,
+        };
+        let landing = match self.clone().prepare(&request).await {
+            Ok(landing) => landing,
+            Err(e) => {
+                tracing::debug!(peer = %ctx.peer().addr, "chunk transfer refused: {e}");
+                return stream.fail(e).await;
+            }
+        };
+        let accept = Accept {
+            offset: landing.held,
+        };
+        if stream.respond(&rpc::encode_output(&accept)).await.is_err() {
+            return;
+        }
+        let mut reporter = Reporter::new(
+            self.progress.clone(),
+            ctx.peer().addr,
+            request.destination.name(),
+            request.size,
+        );
+        reporter.resume_from(landing.held);
+        let Landing {
+            sink,
+            held,
+            hasher,
+            _claim: claim,
+        } = landing;
+        let outcome = receiver::receive_data(
+            &mut stream,
+            request.size,
+            held,
+            (sink, hasher),
+            self.stall,
+            &mut reporter,
+        )
+        .await;
+        let (status, reason) = match outcome {
+            Outcome::Verified(sealed) => match self.deliver(ctx.peer(), &request, sealed).await {
+                Ok(()) => (Status::Ok, String::new()),
+                Err(reason) => (Status::Error, reason),
+            },
+            Outcome::Mismatch => (
+                Status::ChecksumMismatch,
+                "the data does not match its SHA-256".to_owned(),
+            ),
+            Outcome::Failed(reason) => (Status::Error, reason),
+            Outcome::Broken(reason) => {
+                tracing::debug!(peer = %ctx.peer().addr, "chunk transfer broken: {reason}");
+                drop(claim);
+                self.announce_failure(ctx.peer(), &request, TransferError::Connection(reason));
+                return;
+            }
+        };
+        match status {
+            Status::Ok => {}
+            Status::ChecksumMismatch => {
+                self.announce_failure(ctx.peer(), &request, TransferError::ChecksumMismatch);
+            }
+            Status::Error => {
+                tracing::debug!(peer = %ctx.peer().addr, "chunk transfer failed: {reason}");
+                let error = TransferError::Receiver(reason.clone());
+                self.announce_failure(ctx.peer(), &request, error);
+            }
+        }
+        // Free the destination before the sender hears the verdict, so
+        // its next transfer to the same name is not refused as running.
+        drop(claim);
+        let _ = protocol::write_status(&mut stream, status, &reason).await;
+        stream.finish();
+    }
+
+    /// Checks the request and makes room for its bytes, before any is read.
+    async fn prepare(self: Arc<Self>, request: &TransferRequest) -> Result<Landing, RpcError> {
+        match &request.destination {
+            Destination::Memory { .. } => self.prepare_memory(request.size),
+            Destination::File { path } => {
+                let Some(root) = self.recv_dir.clone() else {
+                    return Err(RpcError::new(
+                        Code::Unavailable,
+                        "this node has no receive directory for files",
+                    ));
+                };
+                let dest = receiver::resolve(&root, path)
+                    .map_err(|reason| RpcError::new(Code::InvalidArgument, reason))?;
+                if !self.in_flight().insert(dest.clone()) {
+                    return Err(RpcError::new(
+                        Code::Unavailable,
+                        format!("a transfer to {path:?} is already running"),
+                    ));
+                }
+                let claim = Claim::File {
+                    state: self.clone(),
+                    dest: dest.clone(),
+                };
+                let (size, resume) = (request.size, request.resume);
+                let created =
+                    tokio::task::spawn_blocking(move || TempFile::create(&dest, size, resume))
+                        .await
+                        .map_err(|e| RpcError::new(Code::Internal, e.to_string()))?;
+                let (temp, held, hasher) = created.map_err(|e| {
+                    RpcError::new(
+                        Code::Internal,
+                        format!("cannot write into the directory of {path:?}: {e}"),
+                    )
+                })?;
+                Ok(Landing {
+                    sink: Sink::File(temp),
+                    held,
+                    hasher,
+                    _claim: claim,
+                })
+            }
+        }
+    }
+
+    fn prepare_memory(self: Arc<Self>, size: u64) -> Result<Landing, RpcError> {
+        let over = || {
+            RpcError::new(
+                Code::ResourceExhausted,
+                format!(
+                    "{size} bytes exceed the memory cap of {} bytes for received data",
+                    self.max_memory
+                ),
+            )
+        };
+        let reserved =
+            self.memory_in_use
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                    used.checked_add(size)
+                        .filter(|&total| total <= self.max_memory)
+                });
+        if reserved.is_err() {
+            return Err(over());
+        }
+        let claim = Claim::Memory {
+            state: self.clone(),
+            bytes: size,
+        };
+        let capacity = usize::try_from(size).map_err(|_| over())?;
+        Ok(Landing {
+            sink: Sink::Memory(BytesMut::with_capacity(capacity)),
+            held: 0,
+            hasher: Sha256::new(),
+            _claim: claim,
+        })
+    }
+
+    fn announce_failure(&self, peer: &PeerInfo, request: &TransferRequest, error: TransferError) {
+        let _ = self.inbox.try_send(Received {
+            peer: peer.clone(),
+            name: request.destination.name().to_owned(),
+            outcome: Err(error),
+        });
+    }
+
+    /// Puts verified bytes in place and tells the application.
+    async fn deliver(
+        &self,
+        peer: &PeerInfo,
+        request: &TransferRequest,
+        sealed: Sealed,
+    ) -> std::result::Result<(), String> {
+        let name = request.destination.name().to_owned();
+        match sealed.sink {
+            Sink::Memory(buffer) => {
+                let received = Received {
+                    peer: peer.clone(),
+                    name,
+                    outcome: Ok(ReceivedData::Memory(buffer.freeze())),
+                };
+                match tokio::time::timeout(self.stall, self.inbox.send(received)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err("the receiving application takes no data".into()),
+                    Err(_) => Err(format!(
+                        "the receiving application took no data for {:?}",
+                        self.stall
+                    )),
+                }
+            }
+            Sink::File(temp) => {
+                let path = tokio::task::spawn_blocking(move || temp.commit())
+                    .await
+                    .map_err(|e| format!("commit task failed: {e}"))?
+                    .map_err(|e| format!("putting the file in place: {e}"))?;
+                let _ = self.inbox.try_send(Received {
+                    peer: peer.clone(),
+                    name,
+                    outcome: Ok(ReceivedData::File(path)),
+                });
+                Ok(())
+            }
+        }
+    }
+}

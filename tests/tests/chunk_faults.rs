@@ -1,0 +1,264 @@
+//! Bad input and faults: every failed transfer is reported with its
+//! reason, leaves nothing at the destination, and the node keeps serving.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use octopii::chunk::sender::Fault;
+use octopii::chunk::{ChunkInbox, ChunkSource, TransferError, TransferOptions, TransferResult};
+use octopii::config::ChunkConfig;
+use octopii::rpc::Code;
+use octopii::transport::tls::ClusterCa;
+use octopii::{OctopiiNode, OctopiiRuntime};
+use octopii_tests::{chunk_node, config, dir_entries, random_bytes};
+
+struct Pair {
+    rt: OctopiiRuntime,
+    receiver: OctopiiNode,
+    inbox: ChunkInbox,
+    sender: OctopiiNode,
+    recv_dir: tempfile::TempDir,
+}
+
+fn pair(max_memory_bytes: u64) -> Pair {
+    let rt = OctopiiRuntime::new(2).unwrap();
+    let ca = ClusterCa::generate().unwrap();
+    let recv_dir = tempfile::tempdir().unwrap();
+    let chunk = ChunkConfig {
+        recv_dir: Some(recv_dir.path().to_owned()),
+        max_memory_bytes,
+        stall_timeout_ms: 5_000,
+    };
+    let (receiver, inbox) = chunk_node(&ca, "receiver", &rt, chunk);
+    let sender = OctopiiNode::new(config(ca.issue_node("sender").unwrap()), &rt).unwrap();
+    Pair {
+        rt,
+        receiver,
+        inbox,
+        sender,
+        recv_dir,
+    }
+}
+
+impl Pair {
+    fn send(&self, data: &[u8], options: TransferOptions) -> TransferResult {
+        let source = ChunkSource::Memory(data.to_vec().into());
+        let to = [self.receiver.local_addr()];
+        let mut results = self
+            .rt
+            .block_on(self.sender.transfer_chunk_to_peers(source, &to, options));
+        results.pop().unwrap()
+    }
+
+    /// The receiver still takes a good transfer afterwards.
+    fn still_serves(&self) {
+        let data = random_bytes(70_000);
+        let result = self.send(&data, TransferOptions::to_file("after.bin"));
+        assert!(result.success, "{result:?}");
+        assert_eq!(
+            std::fs::read(self.recv_dir.path().join("after.bin")).unwrap(),
+            data
+        );
+        std::fs::remove_file(self.recv_dir.path().join("after.bin")).unwrap();
+    }
+
+    fn next_failure(&mut self) -> TransferError {
+        let inbox = &mut self.inbox;
+        let received = self
+            .rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), inbox.recv()).await })
+            .expect("the receiver announces the failure")
+            .unwrap();
+        received.outcome.expect_err("a failure")
+    }
+}
+
+fn refused(result: &TransferResult) -> (Code, String) {
+    assert!(!result.success && !result.checksum_verified, "{result:?}");
+    assert_eq!(result.bytes_transferred, 0, "refused before any data");
+    match &result.error {
+        Some(TransferError::Refused { code, reason }) => (*code, reason.clone()),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_byte_flipped_in_flight_is_a_checksum_mismatch_and_nothing_is_kept() {
+    let mut p = pair(1 << 20);
+    for size in [1usize, 65_536, 3 * 65_536 + 1] {
+        let mut options = TransferOptions::to_file("flipped.bin");
+        options.fault = Some(Fault::FlipByte(size as u64 / 2));
+        let result = p.send(&random_bytes(size), options);
+        assert!(!result.success && !result.checksum_verified, "{result:?}");
+        assert_eq!(result.error, Some(TransferError::ChecksumMismatch));
+        assert_eq!(p.next_failure(), TransferError::ChecksumMismatch);
+        assert!(dir_entries(p.recv_dir.path()).is_empty(), "size {size}");
+    }
+    // The same to memory: nothing reaches the application.
+    let mut options = TransferOptions::to_memory("flipped");
+    options.fault = Some(Fault::FlipByte(0));
+    let result = p.send(&random_bytes(100), options);
+    assert_eq!(result.error, Some(TransferError::ChecksumMismatch));
+    assert_eq!(p.next_failure(), TransferError::ChecksumMismatch);
+    p.still_serves();
+}
+
+#[test]
+fn a_size_header_that_differs_from_the_bytes_sent_is_status_2() {
+    let mut p = pair(1 << 20);
+    for delta in [1i64, 1000, -1, -1000] {
+        let mut options = TransferOptions::to_file("sized.bin");
+        options.fault = Some(Fault::SizeDelta(delta));
+        let result = p.send(&random_bytes(200_000), options);
+        assert!(!result.success && !result.checksum_verified, "{result:?}");
+        let Some(TransferError::Receiver(reason)) = &result.error else {
+            panic!("delta {delta}: expected status 2, got {:?}", result.error);
+        };
+        assert!(reason.contains("size header"), "delta {delta}: {reason}");
+        assert!(matches!(p.next_failure(), TransferError::Receiver(_)));
+        assert!(dir_entries(p.recv_dir.path()).is_empty(), "delta {delta}");
+    }
+    p.still_serves();
+}
+
+#[test]
+fn names_leading_out_of_the_receive_directory_are_refused() {
+    let p = pair(1 << 20);
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), p.recv_dir.path().join("escape")).unwrap();
+    let names = [
+        "../evil.bin".to_owned(),
+        "a/../../evil.bin".to_owned(),
+        "./evil.bin".to_owned(),
+        outside.path().join("evil.bin").display().to_string(),
+        "escape/evil.bin".to_owned(),
+        String::new(),
+    ];
+    for name in &names {
+        let result = p.send(b"payload", TransferOptions::to_file(name));
+        let (code, reason) = refused(&result);
+        assert_eq!(code, Code::InvalidArgument, "{name:?}: {reason}");
+    }
+    assert!(dir_entries(outside.path()).is_empty());
+    assert_eq!(dir_entries(p.recv_dir.path()), ["escape"]);
+    p.still_serves();
+}
+
+#[test]
+fn an_unwritable_destination_is_refused_with_the_reason() {
+    let p = pair(1 << 20);
+    // A directory that is a regular file stops root as well.
+    std::fs::write(p.recv_dir.path().join("blocker"), b"").unwrap();
+    let result = p.send(b"payload", TransferOptions::to_file("blocker/file.bin"));
+    let (code, reason) = refused(&result);
+    assert_eq!(code, Code::Internal);
+    assert!(reason.contains("Not a directory"), "{reason}");
+    // A missing directory likewise.
+    let result = p.send(b"payload", TransferOptions::to_file("missing/file.bin"));
+    let (_, reason) = refused(&result);
+    assert!(reason.contains("No such file"), "{reason}");
+    assert_eq!(dir_entries(p.recv_dir.path()), ["blocker"]);
+    p.still_serves();
+}
+
+#[test]
+fn a_destination_that_cannot_be_replaced_is_status_2_and_nothing_is_kept() {
+    let mut p = pair(1 << 20);
+    std::fs::create_dir(p.recv_dir.path().join("taken")).unwrap();
+    for resume in [false, true] {
+        let options = TransferOptions::to_file("taken").resume(resume);
+        let result = p.send(&random_bytes(70_000), options);
+        assert!(!result.success && !result.checksum_verified, "{result:?}");
+        let Some(TransferError::Receiver(reason)) = &result.error else {
+            panic!("expected status 2, got {:?}", result.error);
+        };
+        assert!(reason.contains("Is a directory"), "{reason}");
+        assert!(matches!(p.next_failure(), TransferError::Receiver(_)));
+        assert_eq!(dir_entries(p.recv_dir.path()), ["taken"], "resume {resume}");
+    }
+    p.still_serves();
+}
+
+#[test]
+fn memory_over_the_cap_is_refused_before_reading() {
+    let mut p = pair(100_000);
+    let result = p.send(&random_bytes(100_001), TransferOptions::to_memory("big"));
+    let (code, reason) = refused(&result);
+    assert_eq!(code, Code::ResourceExhausted);
+    assert!(reason.contains("memory cap"), "{reason}");
+    // Up to the cap is fine.
+    let result = p.send(&random_bytes(100_000), TransferOptions::to_memory("fits"));
+    assert!(result.success, "{result:?}");
+    let received = p.rt.block_on(p.inbox.recv()).unwrap();
+    assert_eq!(received.name, "fits");
+}
+
+#[test]
+fn files_are_refused_by_a_node_without_a_receive_directory() {
+    let rt = OctopiiRuntime::new(2).unwrap();
+    let ca = ClusterCa::generate().unwrap();
+    let (receiver, _inbox) = chunk_node(&ca, "receiver", &rt, ChunkConfig::default());
+    let sender = OctopiiNode::new(config(ca.issue_node("sender").unwrap()), &rt).unwrap();
+    let result = rt.block_on(sender.transfer_chunk_to_peers(
+        ChunkSource::Memory(bytes::Bytes::from_static(b"x")),
+        &[receiver.local_addr()],
+        TransferOptions::to_file("x"),
+    ));
+    let (code, _) = refused(&result[0]);
+    assert_eq!(code, Code::Unavailable);
+}
+
+#[test]
+fn a_missing_source_file_fails_every_peer_with_the_reason() {
+    let p = pair(1 << 20);
+    let results = p.rt.block_on(p.sender.transfer_chunk_to_peers(
+        ChunkSource::File("no/such/file".into()),
+        &[p.receiver.local_addr(), p.receiver.local_addr()],
+        TransferOptions::to_file("x"),
+    ));
+    assert_eq!(results.len(), 2);
+    for result in results {
+        assert!(
+            matches!(result.error, Some(TransferError::Source(_))),
+            "{result:?}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_peer_fails_alone() {
+    let rt = OctopiiRuntime::new(2).unwrap();
+    let ca = ClusterCa::generate().unwrap();
+    let recv_dir = tempfile::tempdir().unwrap();
+    let chunk = ChunkConfig {
+        recv_dir: Some(recv_dir.path().to_owned()),
+        ..ChunkConfig::default()
+    };
+    let (receiver, _inbox) = chunk_node(&ca, "receiver", &rt, chunk);
+    let mut sender_config = config(ca.issue_node("sender").unwrap());
+    sender_config.transport.handshake_timeout_ms = 500;
+    let sender = OctopiiNode::new(sender_config, &rt).unwrap();
+    // A port nobody listens on.
+    let nobody: SocketAddr = {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap()
+    };
+    let data = random_bytes(300_000);
+    let results = rt.block_on(sender.transfer_chunk_to_peers(
+        ChunkSource::Memory(data.clone().into()),
+        &[nobody, receiver.local_addr()],
+        TransferOptions::to_file("fanned.bin"),
+    ));
+    assert_eq!(results[0].peer, nobody);
+    assert!(!results[0].success);
+    assert!(
+        matches!(results[0].error, Some(TransferError::Connection(_))),
+        "{:?}",
+        results[0].error
+    );
+    assert!(results[1].success, "{:?}", results[1]);
+    assert_eq!(
+        std::fs::read(recv_dir.path().join("fanned.bin")).unwrap(),
+        data
+    );
+}
