@@ -1,0 +1,494 @@
+//! Streaming calls on the wire: item frames, and the client and server
+//! entry points that `#[octopii::service]` generates calls to.
+//!
+//! A streaming call owns its QUIC stream (see [`CallStream`]). After the
+//! request, each direction that streams carries item frames
+//! `[u32 length][u8 tag][body]`: tag `0` an item, tag `255` the clean end,
+//! any other tag an error status that ends the stream. A server that
+//! streams first answers a head: a response frame whose value is `()` (or
+//! `Result<(), E>` for a method returning `Result<Streaming<T>, E>`). The
+//! byte layout is in `docs/PROTOCOL.md`, section "Streaming calls".
+//!
+//! Each side writes the items of a [`Streaming`] as fast as QUIC accepts
+//! them and reads the peer's items only when asked for the next one, so
+//! memory stays bounded by the flow-control windows. A side that goes away
+//! resets or stops the stream, which ends the other side's producer.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes};
+use futures::{FutureExt, StreamExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::client::CANCELLED;
+use super::frame::{self, FrameReader};
+use super::{CallStream, Client, Code, HandlerFuture, RpcError, StreamFuture, Streaming, codec};
+
+/// Tag of an item frame.
+pub const ITEM: u8 = 0;
+/// Tag of the frame that ends a stream cleanly.
+pub const END: u8 = 0xFF;
+
+/// Items are gathered into writes of about this many bytes while the
+/// producer has them ready, so small items do not cost one write each.
+const BATCH: usize = 64 * 1024;
+
+/// The sending half of a streaming call's stream. Dropped before it has
+/// sent its end, it resets the stream, so the peer never mistakes a
+/// cancelled call for a complete one.
+#[derive(Debug)]
+pub struct ItemSink {
+    send: quinn::SendStream,
+    max_frame_size: u32,
+    done: bool,
+}
+
+impl Drop for ItemSink {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.send.reset(CANCELLED);
+        }
+    }
+}
+
+impl ItemSink {
+    fn new(send: quinn::SendStream, max_frame_size: u32) -> Self {
+        ItemSink {
+            send,
+            max_frame_size,
+            done: false,
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), RpcError> {
+        self.send.write_all(bytes).await.map_err(|e| {
+            RpcError::new(Code::Cancelled, format!("the peer stopped the stream: {e}"))
+        })
+    }
+
+    fn finish(&mut self) {
+        self.done = true;
+        let _ = self.send.finish();
+    }
+
+    /// Writes `head` (a response frame), if any, then the items of `items`
+    /// and the end frame, or the error status the items ended with. An
+    /// error means the peer went away; the producer is dropped at once.
+    async fn send_items<T: Serialize>(
+        &mut self,
+        head: Option<Vec<u8>>,
+        mut items: Streaming<T>,
+    ) -> Result<(), RpcError> {
+        let mut out = Vec::with_capacity(BATCH + 1024);
+        if let Some(head) = head {
+            out.extend_from_slice(&frame::response(&Ok(head)));
+        }
+        loop {
+            // Take what the producer has ready; wait only with nothing
+            // unwritten, watching for the peer going away meanwhile.
+            let next = match items.next().now_or_never() {
+                Some(next) => next,
+                None => {
+                    if !out.is_empty() {
+                        self.write(&out).await?;
+                        out.clear();
+                    }
+                    tokio::select! {
+                        next = items.next() => next,
+                        stop = self.send.stopped() => {
+                            return Err(RpcError::new(
+                                Code::Cancelled,
+                                format!("the peer stopped the stream: {stop:?}"),
+                            ));
+                        }
+                    }
+                }
+            };
+            match next {
+                Some(Ok(item)) => {
+                    if let Err(e) = put_item(&mut out, &item, self.max_frame_size) {
+                        out.extend_from_slice(&frame::response(&Err(e)));
+                        break;
+                    }
+                    if out.len() >= BATCH {
+                        self.write(&out).await?;
+                        out.clear();
+                    }
+                }
+                Some(Err(e)) => {
+                    out.extend_from_slice(&frame::response(&Err(e)));
+                    break;
+                }
+                None => {
+                    out.put_u32(1);
+                    out.put_u8(END);
+                    break;
+                }
+            }
+        }
+        self.write(&out).await?;
+        self.finish();
+        Ok(())
+    }
+
+    /// Answers the call with one response frame and ends this side: the
+    /// result of a method that takes a stream and returns a value.
+    pub async fn respond(mut self, result: Result<Vec<u8>, RpcError>) {
+        let result = result.and_then(|value| self.fits(value));
+        if self.write(&frame::response(&result)).await.is_ok() {
+            self.finish();
+        }
+    }
+
+    /// Answers a method that returns a stream: `opened` is the handler's
+    /// head value (encoded) and its items, or `None` items when it answered
+    /// an application error instead, or the status it failed with. Returns
+    /// when the items are sent or the peer went away.
+    pub async fn answer<T: Serialize>(
+        mut self,
+        opened: Result<(Vec<u8>, Option<Streaming<T>>), RpcError>,
+    ) {
+        let opened = opened.and_then(|(head, items)| Ok((self.fits(head)?, items)));
+        match opened {
+            Ok((head, Some(items))) => {
+                // An error here is the peer going away: nobody to tell.
+                let _ = self.send_items(Some(head), items).await;
+            }
+            Ok((head, None)) => self.respond(Ok(head)).await,
+            Err(e) => self.respond(Err(e)).await,
+        }
+    }
+
+    fn fits(&self, value: Vec<u8>) -> Result<Vec<u8>, RpcError> {
+        if value.len() >= self.max_frame_size as usize {
+            return Err(too_large("reply", value.len(), self.max_frame_size));
+        }
+        Ok(value)
+    }
+}
+
+fn too_large(what: &str, len: usize, max: u32) -> RpcError {
+    RpcError::new(
+        Code::ResourceExhausted,
+        format!("{what} of {len} bytes exceeds the maximum frame of {max}"),
+    )
+}
+
+/// Appends the item frame of `item` to `out`; on failure `out` is as it was.
+fn put_item<T: Serialize>(out: &mut Vec<u8>, item: &T, max: u32) -> Result<(), RpcError> {
+    let start = out.len();
+    out.put_u32(0);
+    out.put_u8(ITEM);
+    if let Err(e) = codec::encode_into(item, out) {
+        out.truncate(start);
+        return Err(RpcError::new(
+            Code::Internal,
+            format!("stream item does not encode: {e}"),
+        ));
+    }
+    let len = out.len() - start - frame::PREFIX;
+    if len > max as usize {
+        out.truncate(start);
+        return Err(too_large("stream item", len, max));
+    }
+    out[start..start + frame::PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
+}
+
+/// Aborts a spawned task when dropped.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The receiving half of a streaming call's stream. Dropped before the
+/// peer's end, it stops the stream, which ends the peer's producer.
+#[derive(Debug)]
+struct ItemSource {
+    recv: quinn::RecvStream,
+    reader: FrameReader,
+    max_frame_size: u32,
+    deadline: Option<Instant>,
+    done: bool,
+    /// The task sending this call's items the other way, if any: it goes
+    /// when the receiving side goes.
+    _pump: Option<AbortOnDrop>,
+}
+
+impl Drop for ItemSource {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.recv.stop(CANCELLED);
+        }
+    }
+}
+
+impl ItemSource {
+    fn new(
+        recv: quinn::RecvStream,
+        reader: FrameReader,
+        max_frame_size: u32,
+        deadline: Option<Instant>,
+    ) -> Self {
+        ItemSource {
+            recv,
+            reader,
+            max_frame_size,
+            deadline,
+            done: false,
+            _pump: None,
+        }
+    }
+
+    async fn frame(&mut self) -> Result<Option<Bytes>, RpcError> {
+        let read = self.reader.next(&mut self.recv, self.max_frame_size);
+        let frame = match self.deadline {
+            None => read.await,
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), read)
+                .await
+                .map_err(|_| deadline_exceeded())?,
+        };
+        Ok(frame?)
+    }
+
+    /// The response frame that heads the peer's answer.
+    async fn head(&mut self) -> Result<Bytes, RpcError> {
+        let frame = self.frame().await?.ok_or_else(|| {
+            RpcError::new(Code::Unavailable, "the stream ended before its answer")
+        })?;
+        frame::parse_response(frame)
+    }
+
+    /// The next item; `None` after the end frame.
+    async fn item<T: DeserializeOwned>(&mut self) -> Option<Result<T, RpcError>> {
+        let frame = match self.frame().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                return Some(Err(RpcError::new(
+                    Code::Unavailable,
+                    "the stream ended without its end frame",
+                )));
+            }
+            Err(e) => return Some(Err(e)),
+        };
+        match frame.first() {
+            Some(&ITEM) => Some(codec::decode(&frame[1..]).map_err(|e| {
+                RpcError::new(
+                    Code::InvalidArgument,
+                    format!("stream item does not decode: {e}"),
+                )
+            })),
+            Some(&END) => {
+                self.done = true;
+                None
+            }
+            Some(&code) => Some(Err(RpcError::new(
+                Code::from_wire(code),
+                String::from_utf8_lossy(&frame[1..]).into_owned(),
+            ))),
+            None => Some(Err(RpcError::new(
+                Code::InvalidArgument,
+                "empty frame in a stream",
+            ))),
+        }
+    }
+
+    /// The items still to come, as a [`Streaming`].
+    fn into_streaming<T: DeserializeOwned + Send + 'static>(self) -> Streaming<T> {
+        Streaming::from_results(futures::stream::unfold(Some(self), |source| async {
+            let mut source = source?;
+            match source.item().await? {
+                Ok(item) => Some((Ok(item), Some(source))),
+                // The source drops here: an error ends the stream.
+                Err(e) => Some((Err(e), None)),
+            }
+        }))
+    }
+}
+
+fn deadline_exceeded() -> RpcError {
+    RpcError::new(
+        Code::DeadlineExceeded,
+        "the streaming call did not finish within its deadline",
+    )
+}
+
+/// Runs `call` to its deadline, if it has one.
+async fn bounded<R>(
+    deadline: Option<Instant>,
+    call: impl Future<Output = Result<R, RpcError>>,
+) -> Result<R, RpcError> {
+    match deadline {
+        None => call.await,
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), call)
+            .await
+            .map_err(|_| deadline_exceeded())?,
+    }
+}
+
+fn deadline_of(client: &Client) -> Option<Instant> {
+    client.deadline().map(|d: Duration| Instant::now() + d)
+}
+
+/// Client side of a method that returns a stream and takes none: the
+/// head's bytes (decode them with [`decode_head`]) and the items.
+#[doc(hidden)]
+pub async fn server_streaming<A, Out>(
+    client: &Client,
+    service: &'static str,
+    method: &'static str,
+    args: &A,
+) -> Result<(Bytes, Streaming<Out>), RpcError>
+where
+    A: Serialize + ?Sized,
+    Out: DeserializeOwned + Send + 'static,
+{
+    let deadline = deadline_of(client);
+    bounded(deadline, async {
+        let (mut send, recv, reader, max) = client
+            .open_stream(service, method, args)
+            .await?
+            .into_parts();
+        // Nothing streams this way: the request is all the client sends.
+        let _ = send.finish();
+        let mut source = ItemSource::new(recv, reader, max, deadline);
+        let head = source.head().await?;
+        Ok((head, source.into_streaming()))
+    })
+    .await
+}
+
+/// Client side of a method that takes a stream and returns one: `input`
+/// is sent by a task of its own while the caller reads the reply items.
+#[doc(hidden)]
+pub async fn bidi_streaming<A, In, Out>(
+    client: &Client,
+    service: &'static str,
+    method: &'static str,
+    args: &A,
+    input: Streaming<In>,
+) -> Result<(Bytes, Streaming<Out>), RpcError>
+where
+    A: Serialize + ?Sized,
+    In: Serialize + Send + 'static,
+    Out: DeserializeOwned + Send + 'static,
+{
+    let deadline = deadline_of(client);
+    bounded(deadline, async {
+        let (send, recv, reader, max) = client
+            .open_stream(service, method, args)
+            .await?
+            .into_parts();
+        let mut sink = ItemSink::new(send, max);
+        let pump = tokio::spawn(async move {
+            let _ = sink.send_items(None, input).await;
+        });
+        let mut source = ItemSource::new(recv, reader, max, deadline);
+        source._pump = Some(AbortOnDrop(pump));
+        let head = source.head().await?;
+        Ok((head, source.into_streaming()))
+    })
+    .await
+}
+
+/// Client side of a method that takes a stream and returns a value.
+#[doc(hidden)]
+pub async fn client_streaming<A, In, R>(
+    client: &Client,
+    service: &'static str,
+    method: &'static str,
+    args: &A,
+    input: Streaming<In>,
+) -> Result<R, RpcError>
+where
+    A: Serialize + ?Sized,
+    In: Serialize + Send + 'static,
+    R: DeserializeOwned,
+{
+    let deadline = deadline_of(client);
+    let reply = bounded(deadline, async {
+        let (send, recv, reader, max) = client
+            .open_stream(service, method, args)
+            .await?
+            .into_parts();
+        let mut sink = ItemSink::new(send, max);
+        let mut source = ItemSource::new(recv, reader, max, deadline);
+        let pump = sink.send_items(None, input);
+        let reply = source.head();
+        tokio::pin!(pump, reply);
+        // The server may answer before it has read every item (an error,
+        // or it needs no more): then the rest is not sent.
+        tokio::select! {
+            biased;
+            reply = &mut reply => reply,
+            _ = &mut pump => reply.await,
+        }
+    })
+    .await?;
+    codec::decode(&reply).map_err(|e| {
+        RpcError::new(
+            Code::Internal,
+            format!("{service}.{method} reply does not decode: {e}"),
+        )
+    })
+}
+
+/// Decodes the head of a streamed reply: `()`, or `Result<(), E>` for a
+/// method returning `Result<Streaming<T>, E>`.
+#[doc(hidden)]
+pub fn decode_head<H: DeserializeOwned>(head: &[u8]) -> Result<H, RpcError> {
+    codec::decode(head).map_err(|e| {
+        RpcError::new(
+            Code::Internal,
+            format!("the head of a streamed reply does not decode: {e}"),
+        )
+    })
+}
+
+/// Server side of a method that takes a stream: the sending half, and the
+/// client's items.
+#[doc(hidden)]
+pub fn split<In>(stream: CallStream) -> (ItemSink, Streaming<In>)
+where
+    In: DeserializeOwned + Send + 'static,
+{
+    let (send, recv, reader, max) = stream.into_parts();
+    // The call's deadline is the router's to enforce on this side.
+    let source = ItemSource::new(recv, reader, max, None);
+    (ItemSink::new(send, max), source.into_streaming())
+}
+
+/// Server side of a method that takes no stream: the sending half.
+#[doc(hidden)]
+pub fn sink(stream: CallStream) -> ItemSink {
+    let (send, _recv, _reader, max) = stream.into_parts();
+    ItemSink::new(send, max)
+}
+
+/// The reply to a unary request for a streaming method.
+#[doc(hidden)]
+pub fn streaming_only(service: &str, method: &str) -> HandlerFuture {
+    let message =
+        format!("`{service}.{method}` is a streaming method: call it on a stream of its own");
+    Box::pin(std::future::ready(Err(RpcError::new(
+        Code::Unimplemented,
+        message,
+    ))))
+}
+
+/// The reply to a streaming request for a method the service does not
+/// stream.
+#[doc(hidden)]
+pub fn no_streaming_method(service: &str, method: &str, stream: CallStream) -> StreamFuture {
+    let error = RpcError::new(
+        Code::Unimplemented,
+        format!("service `{service}` has no streaming method `{method}`"),
+    );
+    Box::pin(stream.fail(error))
+}
