@@ -45,6 +45,9 @@ pub trait Logs {
     /// Numbers of `size` bytes each for as long as they are read, one per
     /// `pause_ms` (none: as fast as they are taken).
     async fn forever(&self, size: u64, pause_ms: u64) -> Streaming<Vec<u8>>;
+    /// Client streaming: takes `n` items, one per `pause_ms`, then answers
+    /// how many it got, leaving the rest unread.
+    async fn take(&self, n: u64, pause_ms: u64, items: Streaming<Vec<u8>>) -> u64;
     /// A unary method beside the streaming ones.
     async fn ping(&self) -> u64;
 }
@@ -77,6 +80,11 @@ impl Probes {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Items produced so far.
+    pub fn produced(&self) -> u64 {
+        self.produced.load(Ordering::SeqCst)
     }
 
     /// Waits (up to 5 s) until a `forever` producer has been dropped.
@@ -161,32 +169,52 @@ impl Logs for LogStore {
     }
 
     async fn forever(&self, size: u64, pause_ms: u64) -> Streaming<Vec<u8>> {
-        let probes = self.probes.clone();
-        probes.producer_dropped.store(false, Ordering::SeqCst);
-        let flag = DropFlag(probes.clone());
-        let items = futures::stream::unfold(0u64, move |n| {
-            let probes = probes.clone();
-            async move {
-                if pause_ms > 0 {
-                    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
-                }
-                probes.produced.fetch_add(1, Ordering::SeqCst);
-                let mut item = vec![0u8; size as usize];
-                item[..8.min(size as usize)]
-                    .copy_from_slice(&n.to_le_bytes()[..8.min(size as usize)]);
-                Some((item, n + 1))
+        endless(size as usize, pause_ms, self.probes.clone())
+    }
+
+    async fn take(&self, n: u64, pause_ms: u64, mut items: Streaming<Vec<u8>>) -> u64 {
+        let mut taken = 0;
+        while taken < n {
+            match items.next().await {
+                Some(Ok(_)) => taken += 1,
+                _ => break,
             }
-        });
-        // The flag lives as long as the producer.
-        Streaming::from_stream(items.map(move |item| {
-            let _alive = &flag;
-            item
-        }))
+            if pause_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+            }
+        }
+        taken
     }
 
     async fn ping(&self) -> u64 {
         7
     }
+}
+
+/// Items of `size` bytes (the first 8 count up) for as long as they are
+/// taken, one per `pause_ms` (0: as fast as they are taken), counted in
+/// `probes.produced`; `probes.producer_dropped` is set when it is dropped.
+pub fn endless(size: usize, pause_ms: u64, probes: Arc<Probes>) -> Streaming<Vec<u8>> {
+    probes.producer_dropped.store(false, Ordering::SeqCst);
+    let flag = DropFlag(probes.clone());
+    let items = futures::stream::unfold(0u64, move |n| {
+        let probes = probes.clone();
+        async move {
+            if pause_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+            }
+            probes.produced.fetch_add(1, Ordering::SeqCst);
+            let mut item = vec![0u8; size];
+            let counter = size.min(8);
+            item[..counter].copy_from_slice(&n.to_le_bytes()[..counter]);
+            Some((item, n + 1))
+        }
+    });
+    // The flag lives as long as the producer.
+    Streaming::from_stream(items.map(move |item| {
+        let _alive = &flag;
+        item
+    }))
 }
 
 /// A runtime, a node serving `Logs` (with the returned probes), and a

@@ -247,14 +247,13 @@ impl ItemSource {
     }
 
     async fn frame(&mut self) -> Result<Option<Bytes>, RpcError> {
-        let read = self.reader.next(&mut self.recv, self.max_frame_size);
-        let frame = match self.deadline {
-            None => read.await,
-            Some(deadline) => tokio::time::timeout_at(deadline.into(), read)
-                .await
-                .map_err(|_| deadline_exceeded())?,
+        let read = async {
+            Ok(self
+                .reader
+                .next(&mut self.recv, self.max_frame_size)
+                .await?)
         };
-        Ok(frame?)
+        bounded(self.deadline, read).await
     }
 
     /// The response frame that heads the peer's answer.
@@ -319,16 +318,20 @@ fn deadline_exceeded() -> RpcError {
     )
 }
 
-/// Runs `call` to its deadline, if it has one.
+/// Runs `call` to its deadline, if it has one. A failure once the deadline
+/// has passed is the deadline's doing: the server resets the stream when
+/// its own copy of the deadline passes, which may be seen first.
 async fn bounded<R>(
     deadline: Option<Instant>,
     call: impl Future<Output = Result<R, RpcError>>,
 ) -> Result<R, RpcError> {
-    match deadline {
-        None => call.await,
-        Some(deadline) => tokio::time::timeout_at(deadline.into(), call)
-            .await
-            .map_err(|_| deadline_exceeded())?,
+    let Some(deadline) = deadline else {
+        return call.await;
+    };
+    match tokio::time::timeout_at(deadline.into(), call).await {
+        Ok(Err(_)) if Instant::now() >= deadline => Err(deadline_exceeded()),
+        Ok(result) => result,
+        Err(_) => Err(deadline_exceeded()),
     }
 }
 
