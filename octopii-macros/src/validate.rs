@@ -282,10 +282,11 @@ fn check_stream_item(item: &Type, errors: &mut Errors) {
     }
 }
 
-/// Reports a `Streaming` that is not a whole type where one is allowed.
+/// Reports a `Streaming` in a place that cannot stream, or one without its
+/// item type.
 fn check_no_streaming(ty: &Type, errors: &mut Errors) {
     if let Some(found) = find_streaming(ty) {
-        if std::ptr::eq(found, ty) {
+        if streaming_item(found).is_none() {
             errors.at(found, "write `Streaming<T>`, with the type of its items");
         } else {
             errors.at(found, STREAMING_PLACES);
@@ -627,6 +628,53 @@ mod tests {
             errors[4].contains("use `Vec<u8>` instead of `&[u8]`"),
             "{}",
             errors[4]
+        );
+    }
+
+    #[test]
+    fn streaming_patterns_pass() {
+        let item: Item = syn::parse_quote! {
+            pub trait Logs {
+                async fn tail(&self, from: u64) -> Streaming<Line>;
+                async fn upload(&self, ctx: &Context, name: String, lines: octopii::Streaming<Line>) -> u64;
+                async fn chat(&self, msgs: Streaming<Msg>) -> Streaming<Msg>;
+                async fn open(&self) -> Result<Streaming<u8>, E>;
+            }
+        };
+        assert_eq!(errors_of(item), Vec::<String>::new());
+    }
+
+    #[test]
+    fn misplaced_streaming_is_reported() {
+        let item: Item = syn::parse_quote! {
+            trait Bad {
+                async fn two(&self, a: Streaming<u8>, b: Streaming<u8>);
+                async fn first(&self, a: Streaming<u8>, b: u8);
+                async fn nested(&self) -> Streaming<Option<Streaming<u8>>>;
+                async fn inside(&self, a: Vec<Streaming<u8>>);
+                async fn bare(&self, a: Streaming);
+                async fn error(&self) -> Result<Streaming<u8>, Streaming<u8>>;
+            }
+        };
+        let errors = errors_of(item);
+        assert_eq!(errors.len(), 6, "{errors:#?}");
+        assert!(errors[0].contains("only one `Streaming`"), "{}", errors[0]);
+        assert!(
+            errors[1].contains("must be the last argument"),
+            "{}",
+            errors[1]
+        );
+        assert!(errors[2].contains("cannot be nested"), "{}", errors[2]);
+        assert!(
+            errors[3].contains("not part of another type"),
+            "{}",
+            errors[3]
+        );
+        assert!(errors[4].contains("write `Streaming<T>`"), "{}", errors[4]);
+        assert!(
+            errors[5].contains("not part of another type"),
+            "{}",
+            errors[5]
         );
     }
 }
