@@ -37,6 +37,16 @@ mod validate;
 /// travel as one tuple, in order; the result travels as the declared type,
 /// so a method returning `Result<T, E>` delivers its error as `Ok(Err(e))`.
 ///
+/// Streaming: a method may take `Streaming<T>` (any path ending in
+/// `Streaming`) as its last argument, and may return `Streaming<T>` or
+/// `Result<Streaming<T>, E>`. Such a method is a streaming call on a QUIC
+/// stream of its own: the client method takes `impl Into<Streaming<T>>`
+/// (a `Streaming`, or a `Vec<T>`) for the streaming argument and returns
+/// `Result<Streaming<T>, RpcError>` (or `Result<Result<Streaming<T>, E>,
+/// RpcError>`) for a streamed result. A second `Streaming` argument, one
+/// that is not last, a nested `Streaming` and a `Streaming` inside another
+/// type are rejected.
+///
 /// Rejected, each with an error at the offending token: a method that is
 /// not `async`, does not take `&self`, is generic, has a default body or a
 /// `#[cfg]`; argument patterns; borrowed or `impl Trait` types; argument or

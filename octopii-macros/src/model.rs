@@ -62,10 +62,10 @@ pub enum Reply {
     /// One value in a response frame.
     Value,
     /// `Streaming<T>`: items after an empty head.
-    Stream { item: Type },
+    Stream { item: Box<Type> },
     /// `Result<Streaming<T>, E>`: a head of `Result<(), E>`, then items if
     /// it is `Ok`.
-    FallibleStream { item: Type, error: Type },
+    FallibleStream { item: Box<Type>, error: Box<Type> },
 }
 
 impl Method {
@@ -87,7 +87,7 @@ impl Method {
         match &self.reply {
             Reply::Value => types.push(&self.output),
             Reply::Stream { item } => types.push(item),
-            Reply::FallibleStream { item, error } => types.extend([item, error]),
+            Reply::FallibleStream { item, error } => types.extend([&**item, &**error]),
         }
         types
     }

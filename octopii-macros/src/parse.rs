@@ -71,11 +71,13 @@ fn method_of(method: &syn::TraitItemFn) -> Option<Method> {
         }
     };
     let reply = if let Some(item) = streaming_item(&output) {
-        Reply::Stream { item: item.clone() }
+        Reply::Stream {
+            item: Box::new(item.clone()),
+        }
     } else if let Some((item, error)) = fallible_stream(&output) {
         Reply::FallibleStream {
-            item: item.clone(),
-            error: error.clone(),
+            item: Box::new(item.clone()),
+            error: Box::new(error.clone()),
         }
     } else {
         Reply::Value

@@ -121,7 +121,11 @@ impl StreamingBench {
         send.write_all(&self.request).await.map_err(|e| io(&e))?;
         let _ = send.finish();
         let mut frames = FrameCounter::default();
-        while let Some(chunk) = recv.read_chunk(usize::MAX, true).await.map_err(|e| io(&e))? {
+        while let Some(chunk) = recv
+            .read_chunk(usize::MAX, true)
+            .await
+            .map_err(|e| io(&e))?
+        {
             frames.feed(&chunk.bytes);
         }
         // The head and the end frame are frames too.

@@ -495,3 +495,26 @@ pub fn no_streaming_method(service: &str, method: &str, stream: CallStream) -> S
     );
     Box::pin(stream.fail(error))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_end_and_error_frames_are_as_documented() {
+        let mut out = Vec::new();
+        put_item(&mut out, &7u64, 1024).unwrap();
+        assert_eq!(out, [0, 0, 0, 9, ITEM, 7, 0, 0, 0, 0, 0, 0, 0]);
+        let error = frame::response(&Err(RpcError::new(Code::Internal, "disk gone")));
+        assert_eq!(error[..5], [0, 0, 0, 10, 13]);
+        assert_eq!(&error[5..], b"disk gone");
+    }
+
+    #[test]
+    fn an_item_too_large_for_a_frame_is_refused_and_leaves_the_buffer_alone() {
+        let mut out = vec![1, 2, 3];
+        let err = put_item(&mut out, &vec![0u8; 100], 64).unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted);
+        assert_eq!(out, [1, 2, 3]);
+    }
+}

@@ -27,7 +27,13 @@ pub fn run(args: RpcBenchArgs) -> Result<()> {
     };
     let (raw_items, rpc_items) = (items_per_sec(&raw), items_per_sec(&rpc));
     let mut table = Table::new("rpc --streaming", setup);
-    table.compare("server stream".into(), "streams", duration.as_secs_f64(), raw, rpc);
+    table.compare(
+        "server stream".into(),
+        "streams",
+        duration.as_secs_f64(),
+        raw,
+        rpc,
+    );
     table.print(args.json);
     if !args.json {
         println!(
