@@ -456,7 +456,7 @@ fn serve_stream(service: &Service, s: &Ident) -> TokenStream {
                 Reply::Value => (
                     quote!(::std::vec::Vec<u8>),
                     value_reply(method, invoke),
-                    quote!(__sink.respond(__result).await;),
+                    quote!(respond),
                 ),
                 Reply::Stream { item } => (
                     quote!((::std::vec::Vec<u8>, ::core::option::Option<::octopii::Streaming<#item>>)),
@@ -467,7 +467,7 @@ fn serve_stream(service: &Service, s: &Ident) -> TokenStream {
                             ::core::option::Option::Some(__items),
                         ))
                     },
-                    quote!(__sink.answer(__result).await;),
+                    quote!(answer),
                 ),
                 Reply::FallibleStream { item, error } => (
                     quote!((::std::vec::Vec<u8>, ::core::option::Option<::octopii::Streaming<#item>>)),
@@ -487,7 +487,7 @@ fn serve_stream(service: &Service, s: &Ident) -> TokenStream {
                             )),
                         }
                     },
-                    quote!(__sink.answer(__result).await;),
+                    quote!(answer),
                 ),
             };
             quote! {
@@ -495,13 +495,16 @@ fn serve_stream(service: &Service, s: &Ident) -> TokenStream {
                     let __service = ::std::sync::Arc::clone(&self.service);
                     ::std::boxed::Box::pin(async move {
                         #accept
-                        let __result: ::core::result::Result<#result_type, ::octopii::RpcError> =
-                            async {
-                                #decode
-                                #reply
-                            }
-                            .await;
-                        #send
+                        let __handler = async {
+                            let __result: ::core::result::Result<#result_type, ::octopii::RpcError> =
+                                async {
+                                    #decode
+                                    #reply
+                                }
+                                .await;
+                            __result
+                        };
+                        __sink.#send(__handler).await;
                     })
                 }
             }

@@ -59,6 +59,8 @@ pub struct Probes {
     pub produced: AtomicU64,
     /// Set when a `forever` producer is dropped (its call ended).
     pub producer_dropped: AtomicBool,
+    /// Set when a `take` handler ends, returned or dropped.
+    pub take_ended: AtomicBool,
     /// Lines `upload` received, in order.
     pub uploaded: Mutex<Vec<LogLine>>,
     /// The error `upload`'s stream ended with, if any.
@@ -112,6 +114,15 @@ struct DropFlag(Arc<Probes>);
 impl Drop for DropFlag {
     fn drop(&mut self) {
         self.0.producer_dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Sets `take_ended` when dropped: tells that a `take` handler ended.
+struct EndFlag(Arc<Probes>);
+
+impl Drop for EndFlag {
+    fn drop(&mut self) {
+        self.0.take_ended.store(true, Ordering::SeqCst);
     }
 }
 
@@ -173,6 +184,8 @@ impl Logs for LogStore {
     }
 
     async fn take(&self, n: u64, pause_ms: u64, mut items: Streaming<Vec<u8>>) -> u64 {
+        self.probes.take_ended.store(false, Ordering::SeqCst);
+        let _ended = EndFlag(self.probes.clone());
         let mut taken = 0;
         while taken < n {
             match items.next().await {

@@ -2,6 +2,7 @@
 //! whole call.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -67,6 +68,33 @@ fn a_server_that_stops_reading_stops_the_clients_producer() {
             "the client's producer lives on"
         );
         assert!(production_stopped(&mine).await);
+    });
+}
+
+#[test]
+fn a_client_giving_up_on_a_client_stream_drops_the_servers_handler() {
+    let (rt, server, client, probes) = logs_cluster(|_| {});
+    rt.block_on(async {
+        let logs = LogsClient::new(&client, server.local_addr());
+        let mine = Arc::new(Probes::default());
+        // The handler takes one item, then pauses for a minute.
+        let call = logs.take(2, 60_000, endless(8, 0, mine.clone()));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), call)
+                .await
+                .is_err()
+        );
+        let mut ended = false;
+        for _ in 0..500 {
+            ended = probes.take_ended.load(Ordering::SeqCst);
+            if ended {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(ended, "the handler runs on after the client left");
+        assert!(mine.producer_stopped().await);
+        assert_eq!(logs.ping().await.unwrap(), 7);
     });
 }
 

@@ -133,31 +133,52 @@ impl ItemSink {
         Ok(())
     }
 
-    /// Answers the call with one response frame and ends this side: the
-    /// result of a method that takes a stream and returns a value.
-    pub async fn respond(mut self, result: Result<Vec<u8>, RpcError>) {
-        let result = result.and_then(|value| self.fits(value));
-        if self.write(&frame::response(&result)).await.is_ok() {
-            self.finish();
+    /// Answers the call with the one response frame `handler` resolves to,
+    /// and ends this side: the reply of a method that takes a stream and
+    /// returns a value. If the client goes away first, the handler is
+    /// dropped.
+    pub async fn respond(mut self, handler: impl Future<Output = Result<Vec<u8>, RpcError>>) {
+        let Some(result) = self.unless_stopped(handler).await else {
+            return;
+        };
+        self.write_response(result).await;
+    }
+
+    /// Answers a method that returns a stream. `handler` resolves to the
+    /// encoded head value and the items, or to the head alone when it is
+    /// an application error (no items follow), or to a status. Returns when
+    /// the items are sent or the client went away; either way the handler
+    /// and its producer are dropped.
+    pub async fn answer<T: Serialize>(
+        mut self,
+        handler: impl Future<Output = Result<(Vec<u8>, Option<Streaming<T>>), RpcError>>,
+    ) {
+        let Some(opened) = self.unless_stopped(handler).await else {
+            return;
+        };
+        match opened.and_then(|(head, items)| Ok((self.fits(head)?, items))) {
+            Ok((head, Some(items))) => {
+                // An error here is the client going away: nobody to tell.
+                let _ = self.send_items(Some(head), items).await;
+            }
+            Ok((head, None)) => self.write_response(Ok(head)).await,
+            Err(e) => self.write_response(Err(e)).await,
         }
     }
 
-    /// Answers a method that returns a stream: `opened` is the handler's
-    /// head value (encoded) and its items, or `None` items when it answered
-    /// an application error instead, or the status it failed with. Returns
-    /// when the items are sent or the peer went away.
-    pub async fn answer<T: Serialize>(
-        mut self,
-        opened: Result<(Vec<u8>, Option<Streaming<T>>), RpcError>,
-    ) {
-        let opened = opened.and_then(|(head, items)| Ok((self.fits(head)?, items)));
-        match opened {
-            Ok((head, Some(items))) => {
-                // An error here is the peer going away: nobody to tell.
-                let _ = self.send_items(Some(head), items).await;
-            }
-            Ok((head, None)) => self.respond(Ok(head)).await,
-            Err(e) => self.respond(Err(e)).await,
+    /// `handler`'s output, or `None` if the peer stops the stream first.
+    async fn unless_stopped<R>(&mut self, handler: impl Future<Output = R>) -> Option<R> {
+        tokio::select! {
+            biased;
+            output = handler => Some(output),
+            _ = self.send.stopped() => None,
+        }
+    }
+
+    async fn write_response(&mut self, result: Result<Vec<u8>, RpcError>) {
+        let result = result.and_then(|value| self.fits(value));
+        if self.write(&frame::response(&result)).await.is_ok() {
+            self.finish();
         }
     }
 
