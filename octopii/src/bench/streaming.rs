@@ -1,4 +1,4 @@
-//! A server stream of small items: an Octopii `Streaming<Vec<u8>>` call
+//! A server stream of small items: an Octopii `Streaming<T>` call
 //! beside a raw quinn stream carrying exactly the bytes that call carries
 //! (request, head, item frames, end frame). The raw server writes them
 //! pre-built; the raw client walks the frame prefixes to count the items
@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes};
 use futures::StreamExt;
+use serde::{Deserialize, Serialize};
 
 use crate::rpc::streaming_call::{END, ITEM};
 use crate::rpc::{codec, frame};
@@ -19,20 +20,65 @@ use crate::transport::tls::ClusterCa;
 use crate::transport::{InboundHandler, PeerConnection};
 use crate::{Config, OctopiiError, OctopiiNode, OctopiiRuntime, Result, Streaming};
 
+/// A small item, as a metrics or log stream carries: 16 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tick {
+    /// Its position in the stream.
+    pub seq: u64,
+    /// A value.
+    pub value: u64,
+}
+
+impl Tick {
+    fn at(seq: u64) -> Tick {
+        Tick {
+            seq,
+            value: seq.wrapping_mul(3),
+        }
+    }
+}
+
+/// A log line: a sequence number and a text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    /// Its position in the log.
+    pub seq: u64,
+    /// Its text.
+    pub text: String,
+}
+
 /// The measured service.
 #[crate::service]
 pub trait StreamBench {
-    /// `count` copies of a `size`-byte item.
-    async fn items(&self, count: u64, size: u64) -> Streaming<Vec<u8>>;
+    /// `count` ticks.
+    async fn ticks(&self, count: u64) -> Streaming<Tick>;
+    /// `count` lines of `size`-byte texts.
+    async fn lines(&self, count: u64, size: u64) -> Streaming<Line>;
 }
 
-struct Items;
+struct Producer;
 
-impl StreamBench for Items {
-    async fn items(&self, count: u64, size: u64) -> Streaming<Vec<u8>> {
-        let item = vec![7u8; size as usize];
-        Streaming::from_stream(futures::stream::repeat(item).take(count as usize))
+impl StreamBench for Producer {
+    async fn ticks(&self, count: u64) -> Streaming<Tick> {
+        Streaming::from_stream(futures::stream::iter(0..count).map(Tick::at))
     }
+
+    async fn lines(&self, count: u64, size: u64) -> Streaming<Line> {
+        let text = "x".repeat(size as usize);
+        Streaming::from_stream(futures::stream::iter(0..count).map(move |seq| Line {
+            seq,
+            text: text.clone(),
+        }))
+    }
+}
+
+/// What each measured stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// [`Tick`]s.
+    Ticks,
+    /// [`Line`]s whose texts have this many bytes.
+    Lines(u64),
 }
 
 /// The baseline server: reads a request of a known size, writes the
@@ -74,14 +120,14 @@ pub struct StreamingBench {
     raw_server: OctopiiNode,
     rpc_server: OctopiiNode,
     items: u64,
-    size: u64,
+    payload: Payload,
     request: Vec<u8>,
 }
 
 impl StreamingBench {
     /// Starts the three nodes on `runtime`; each stream carries `items`
-    /// items of `size` bytes.
-    pub fn start(runtime: &OctopiiRuntime, items: u64, size: u64) -> Result<Self> {
+    /// items of `payload`.
+    pub fn start(runtime: &OctopiiRuntime, items: u64, payload: Payload) -> Result<Self> {
         let ca = ClusterCa::generate()?;
         let config = |name: &str| -> Result<Config> {
             Config::builder()
@@ -89,21 +135,21 @@ impl StreamingBench {
                 .credentials(ca.issue_node(name)?)
                 .build()
         };
-        let (request, reply) = wire_bytes(items, size)?;
+        let (request, reply) = wire_bytes(items, payload)?;
         let raw = RawItems {
             request: request.len(),
             reply,
         };
         let raw_server = OctopiiNode::with_handler(config("raw-server")?, runtime, Arc::new(raw))?;
         let rpc_server = OctopiiNode::new(config("rpc-server")?, runtime)?;
-        rpc_server.serve(StreamBenchServer::new(Items))?;
+        rpc_server.serve(StreamBenchServer::new(Producer))?;
         let client = OctopiiNode::new(config("client")?, runtime)?;
         Ok(StreamingBench {
             client,
             raw_server,
             rpc_server,
             items,
-            size,
+            payload,
             request,
         })
     }
@@ -132,15 +178,13 @@ impl StreamingBench {
         self.check(frames.complete().saturating_sub(2))
     }
 
-    /// One Octopii stream: calls `items`, decodes every item.
+    /// One Octopii stream: decodes every item.
     pub async fn rpc_stream(&self) -> Result<()> {
         let client = StreamBenchClient::new(&self.client, self.rpc_server.local_addr());
-        let mut items = client.items(self.items, self.size).await?;
-        let mut count = 0;
-        while let Some(item) = items.next().await {
-            item?;
-            count += 1;
-        }
+        let count = match self.payload {
+            Payload::Ticks => count(client.ticks(self.items).await?).await?,
+            Payload::Lines(size) => count(client.lines(self.items, size).await?).await?,
+        };
         self.check(count)
     }
 
@@ -162,23 +206,45 @@ impl StreamingBench {
     }
 }
 
-/// The request and the reply of one `items` call, as Octopii sends them.
-fn wire_bytes(items: u64, size: u64) -> Result<(Vec<u8>, Bytes)> {
+/// Counts the items of a stream, failing on an error item.
+async fn count<T>(mut items: Streaming<T>) -> Result<u64> {
+    let mut count = 0;
+    while let Some(item) = items.next().await {
+        item?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// The request and the reply of one call, as Octopii sends them.
+fn wire_bytes(items: u64, payload: Payload) -> Result<(Vec<u8>, Bytes)> {
+    let method = match payload {
+        Payload::Ticks => "ticks",
+        Payload::Lines(_) => "lines",
+    };
     let header = frame::RequestHeader {
         service: StreamBenchClient::SERVICE_NAME.into(),
-        method: "items".into(),
+        method: method.into(),
         timeout_micros: None,
         metadata: Vec::new().into(),
         owns_stream: true,
     };
     let mut request = Vec::new();
     frame::put_encoded(&mut request, &header)?;
-    frame::put_encoded(&mut request, &(items, size))?;
+    match payload {
+        Payload::Ticks => frame::put_encoded(&mut request, &(items,))?,
+        Payload::Lines(size) => frame::put_encoded(&mut request, &(items, size))?,
+    }
 
-    let item = codec::encode(&vec![7u8; size as usize])?;
     let mut reply = frame::response(&Ok(Vec::new()));
-    reply.reserve(items as usize * (frame::PREFIX + 1 + item.len()) + 5);
-    for _ in 0..items {
+    for seq in 0..items {
+        let item = match payload {
+            Payload::Ticks => codec::encode(&Tick::at(seq))?,
+            Payload::Lines(size) => codec::encode(&Line {
+                seq,
+                text: "x".repeat(size as usize),
+            })?,
+        };
         reply.put_u32(1 + item.len() as u32);
         reply.put_u8(ITEM);
         reply.extend_from_slice(&item);
@@ -235,7 +301,7 @@ mod tests {
 
     #[test]
     fn frames_are_counted_across_chunk_boundaries() {
-        let (_, reply) = wire_bytes(3, 5).unwrap();
+        let (_, reply) = wire_bytes(3, Payload::Lines(5)).unwrap();
         for split in 1..reply.len() {
             let mut counter = FrameCounter::default();
             for chunk in reply.chunks(split) {

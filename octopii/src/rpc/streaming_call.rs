@@ -15,10 +15,13 @@
 //! resets or stops the stream, which ends the other side's producer.
 
 use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes};
-use futures::{FutureExt, StreamExt};
+use futures::{Stream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -63,9 +66,19 @@ impl ItemSink {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), RpcError> {
-        self.send.write_all(bytes).await.map_err(|e| {
-            RpcError::new(Code::Cancelled, format!("the peer stopped the stream: {e}"))
-        })
+        self.send.write_all(bytes).await.map_err(stopped)
+    }
+
+    /// Writes and empties `out`: a large batch is handed over as it is,
+    /// a small one copied so that its buffer is reused.
+    async fn write_batch(&mut self, out: &mut Vec<u8>) -> Result<(), RpcError> {
+        if out.len() < BATCH / 4 {
+            self.write(out).await?;
+            out.clear();
+            return Ok(());
+        }
+        let batch = std::mem::replace(out, Vec::with_capacity(BATCH + 1024));
+        self.send.write_chunk(batch.into()).await.map_err(stopped)
     }
 
     fn finish(&mut self) {
@@ -86,14 +99,16 @@ impl ItemSink {
             out.extend_from_slice(&frame::response(&Ok(head)));
         }
         loop {
-            // Take what the producer has ready; wait only with nothing
-            // unwritten, watching for the peer going away meanwhile.
-            let next = match items.next().now_or_never() {
-                Some(next) => next,
-                None => {
+            // Take what the producer has ready: a waker that does nothing
+            // asks without waiting (`items.next()` below registers the real
+            // one). Wait only with nothing unwritten, watching for the peer
+            // going away meanwhile.
+            let ready_now = items.poll_next_unpin(&mut TaskContext::from_waker(Waker::noop()));
+            let next = match ready_now {
+                Poll::Ready(next) => next,
+                Poll::Pending => {
                     if !out.is_empty() {
-                        self.write(&out).await?;
-                        out.clear();
+                        self.write_batch(&mut out).await?;
                     }
                     tokio::select! {
                         next = items.next() => next,
@@ -113,8 +128,7 @@ impl ItemSink {
                         break;
                     }
                     if out.len() >= BATCH {
-                        self.write(&out).await?;
-                        out.clear();
+                        self.write_batch(&mut out).await?;
                     }
                 }
                 Some(Err(e)) => {
@@ -128,7 +142,7 @@ impl ItemSink {
                 }
             }
         }
-        self.write(&out).await?;
+        self.write_batch(&mut out).await?;
         self.finish();
         Ok(())
     }
@@ -188,6 +202,10 @@ impl ItemSink {
         }
         Ok(value)
     }
+}
+
+fn stopped(e: quinn::WriteError) -> RpcError {
+    RpcError::new(Code::Cancelled, format!("the peer stopped the stream: {e}"))
 }
 
 fn too_large(what: &str, len: usize, max: u32) -> RpcError {
@@ -285,50 +303,113 @@ impl ItemSource {
         frame::parse_response(frame)
     }
 
-    /// The next item; `None` after the end frame.
-    async fn item<T: DeserializeOwned>(&mut self) -> Option<Result<T, RpcError>> {
-        let frame = match self.frame().await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => {
-                return Some(Err(RpcError::new(
-                    Code::Unavailable,
-                    "the stream ended without its end frame",
-                )));
-            }
-            Err(e) => return Some(Err(e)),
-        };
-        match frame.first() {
-            Some(&ITEM) => Some(codec::decode(&frame[1..]).map_err(|e| {
-                RpcError::new(
-                    Code::InvalidArgument,
-                    format!("stream item does not decode: {e}"),
-                )
-            })),
-            Some(&END) => {
+    /// The next item if its frame is already buffered (`Some(None)` after
+    /// the end frame), or `None` when more bytes must be read first.
+    fn buffered_item<T: DeserializeOwned>(&mut self) -> Option<Option<Result<T, RpcError>>> {
+        match self.reader.next_buffered(self.max_frame_size, parse_item) {
+            Ok(Some(None)) => {
                 self.done = true;
-                None
+                Some(None)
             }
-            Some(&code) => Some(Err(RpcError::new(
-                Code::from_wire(code),
-                String::from_utf8_lossy(&frame[1..]).into_owned(),
-            ))),
-            None => Some(Err(RpcError::new(
-                Code::InvalidArgument,
-                "empty frame in a stream",
-            ))),
+            Ok(Some(item)) => Some(item),
+            Ok(None) => None,
+            Err(e) => Some(Some(Err(e.into()))),
         }
     }
 
+    /// Reads more bytes of the stream; its end here is an error, as the
+    /// end frame has not come.
+    async fn fill(&mut self) -> Result<(), RpcError> {
+        let read = async {
+            if self.reader.fill(&mut self.recv).await? {
+                Ok(())
+            } else {
+                Err(RpcError::new(
+                    Code::Unavailable,
+                    "the stream ended without its end frame",
+                ))
+            }
+        };
+        bounded(self.deadline, read).await
+    }
+}
+
+/// An item frame's payload: `Some(item)`, or `None` for the end frame.
+fn parse_item<T: DeserializeOwned>(payload: &[u8]) -> Option<Result<T, RpcError>> {
+    match payload.first() {
+        Some(&ITEM) => Some(codec::decode(&payload[1..]).map_err(|e| {
+            RpcError::new(
+                Code::InvalidArgument,
+                format!("stream item does not decode: {e}"),
+            )
+        })),
+        Some(&END) => None,
+        Some(&code) => Some(Err(RpcError::new(
+            Code::from_wire(code),
+            String::from_utf8_lossy(&payload[1..]).into_owned(),
+        ))),
+        None => Some(Err(RpcError::new(
+            Code::InvalidArgument,
+            "empty frame in a stream",
+        ))),
+    }
+}
+
+type Filling = Pin<Box<dyn Future<Output = (ItemSource, Result<(), RpcError>)> + Send>>;
+
+/// The items still to come from an [`ItemSource`]. Items already buffered
+/// are decoded in place without a future; only reading more bytes waits.
+struct Items<T> {
+    source: Option<ItemSource>,
+    filling: Option<Filling>,
+    _item: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> Stream for Items<T> {
+    type Item = Result<T, RpcError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(filling) = &mut self.filling {
+                let (source, filled) = ready!(filling.as_mut().poll(cx));
+                self.filling = None;
+                if let Err(e) = filled {
+                    // The source drops here: an error ends the stream.
+                    return Poll::Ready(Some(Err(e)));
+                }
+                self.source = Some(source);
+            }
+            let Some(source) = &mut self.source else {
+                return Poll::Ready(None);
+            };
+            match source.buffered_item() {
+                Some(Some(Ok(item))) => return Poll::Ready(Some(Ok(item))),
+                Some(end_or_error) => {
+                    self.source = None;
+                    return Poll::Ready(end_or_error);
+                }
+                None => {
+                    let Some(mut source) = self.source.take() else {
+                        return Poll::Ready(None);
+                    };
+                    self.filling = Some(Box::pin(async move {
+                        let filled = source.fill().await;
+                        (source, filled)
+                    }));
+                }
+            }
+        }
+    }
+}
+
+impl ItemSource {
     /// The items still to come, as a [`Streaming`].
     fn into_streaming<T: DeserializeOwned + Send + 'static>(self) -> Streaming<T> {
-        Streaming::from_results(futures::stream::unfold(Some(self), |source| async {
-            let mut source = source?;
-            match source.item().await? {
-                Ok(item) => Some((Ok(item), Some(source))),
-                // The source drops here: an error ends the stream.
-                Err(e) => Some((Err(e), None)),
-            }
-        }))
+        Streaming::from_results(Items {
+            source: Some(self),
+            filling: None,
+            _item: PhantomData,
+        })
     }
 }
 

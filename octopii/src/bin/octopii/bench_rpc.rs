@@ -25,8 +25,8 @@ pub struct RpcBenchArgs {
     /// Worker threads of the runtime that runs both ends.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Measure server streams of small items instead of unary calls (the
-    /// item size is `--payload`).
+    /// Measure server streams of small items instead of unary calls: 16-byte
+    /// structs, and log lines whose texts have `--payload` bytes.
     #[arg(long)]
     pub streaming: bool,
     /// Items per stream, with `--streaming`.

@@ -5,43 +5,50 @@
 
 use std::time::Duration;
 
-use octopii::bench::streaming::StreamingBench;
+use octopii::bench::streaming::{Payload, StreamingBench};
 use octopii::{OctopiiRuntime, Result};
 
 use crate::bench_rpc::RpcBenchArgs;
 use crate::report::{Latencies, Table, Window, duration_arg};
 
-/// Runs the streaming benchmark.
+/// Runs the streaming benchmark: a row of 16-byte struct items, and a
+/// row of log lines with `--payload`-byte texts.
 pub fn run(args: RpcBenchArgs) -> Result<()> {
     let duration = duration_arg(args.duration_secs)?;
     let runtime = OctopiiRuntime::new(args.threads)?;
-    let bench = StreamingBench::start(&runtime, args.items, args.payload as u64)?;
     let setup = format!(
-        "streams of {} items of {} bytes, one at a time over one connection, {} worker threads, loopback",
-        args.items, args.payload, args.threads
+        "streams of {} items, one at a time over one connection, {} worker threads, loopback",
+        args.items, args.threads
     );
-    let raw = runtime.block_on(streams(duration, || bench.raw_stream()))?;
-    let rpc = runtime.block_on(streams(duration, || bench.rpc_stream()))?;
-    let items_per_sec = |streams: &Latencies| {
-        streams.count() as f64 * bench.items() as f64 / duration.as_secs_f64()
-    };
-    let (raw_items, rpc_items) = (items_per_sec(&raw), items_per_sec(&rpc));
     let mut table = Table::new("rpc --streaming", setup);
-    table.compare(
-        "server stream".into(),
-        "streams",
-        duration.as_secs_f64(),
-        raw,
-        rpc,
-    );
+    let mut items_per_sec = Vec::new();
+    let cases = [
+        ("16-byte struct".to_string(), Payload::Ticks),
+        (
+            format!("{}-byte line", args.payload),
+            Payload::Lines(args.payload as u64),
+        ),
+    ];
+    for (case, payload) in cases {
+        let bench = StreamingBench::start(&runtime, args.items, payload)?;
+        let raw = runtime.block_on(streams(duration, || bench.raw_stream()))?;
+        let rpc = runtime.block_on(streams(duration, || bench.rpc_stream()))?;
+        let rate = |streams: &Latencies| {
+            streams.count() as f64 * args.items as f64 / duration.as_secs_f64()
+        };
+        items_per_sec.push((case.clone(), rate(&raw), rate(&rpc)));
+        table.compare(case, "streams", duration.as_secs_f64(), raw, rpc);
+        runtime.block_on(bench.shutdown());
+    }
     table.print(args.json);
     if !args.json {
-        println!(
-            "items per second: baseline {raw_items:.0}, octopii {rpc_items:.0}, ratio {:.2}",
-            rpc_items / raw_items.max(1.0)
-        );
+        for (case, raw, rpc) in items_per_sec {
+            println!(
+                "{case}: items per second: baseline {raw:.0}, octopii {rpc:.0}, ratio {:.2}",
+                rpc / raw.max(1.0)
+            );
+        }
     }
-    runtime.block_on(bench.shutdown());
     Ok(())
 }
 
