@@ -151,10 +151,13 @@ impl<T> StreamSender<T> {
     /// Sends `item`, waiting while the channel is full. Gives `item` back
     /// when the receiving side is gone (the peer cancelled the call).
     pub async fn send(&self, item: T) -> Result<(), T> {
-        self.tx.send(Ok(item)).await.map_err(|e| match e.0 {
-            Ok(item) => item,
-            Err(_) => unreachable!("an item was sent"),
-        })
+        match self.tx.reserve().await {
+            Ok(permit) => {
+                permit.send(Ok(item));
+                Ok(())
+            }
+            Err(_) => Err(item),
+        }
     }
 
     /// Ends the stream with `error` after the items already sent.

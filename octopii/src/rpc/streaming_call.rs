@@ -112,11 +112,8 @@ impl ItemSink {
                     }
                     tokio::select! {
                         next = items.next() => next,
-                        stop = self.send.stopped() => {
-                            return Err(RpcError::new(
-                                Code::Cancelled,
-                                format!("the peer stopped the stream: {stop:?}"),
-                            ));
+                        _ = self.send.stopped() => {
+                            return Err(RpcError::new(Code::Cancelled, "the peer stopped the stream"));
                         }
                     }
                 }
