@@ -164,3 +164,43 @@ fn unary_and_streaming_calls_share_one_connection_and_stay_apart() {
     });
     assert_eq!(client.stats().pool.handshakes, 1);
 }
+
+#[test]
+fn a_refused_stream_call_fails_at_the_call_not_in_the_stream() {
+    let (rt, server, client, probes) = logs_cluster(|config| config.rpc.max_concurrent_calls = 1);
+    rt.block_on(async {
+        let logs = LogsClient::new(&client, server.local_addr());
+        // A streaming call holds its place under the call limit while it
+        // streams…
+        let mut first = logs.forever(8, 0).await.unwrap();
+        assert!(first.next().await.unwrap().is_ok());
+        let err = logs.tail(0, 1).await.unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+        // …and gives it back when it ends.
+        drop(first);
+        assert!(probes.producer_stopped().await);
+        let mut served = false;
+        for _ in 0..100 {
+            if let Ok(tail) = logs.tail(0, 2).await {
+                assert_eq!(tail.collect::<Vec<_>>().await.len(), 2);
+                served = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(served, "the call limit was not given back");
+    });
+
+    // A node that does not serve `Logs` at all.
+    let (rt, _, client, _) = logs_cluster(|_| {});
+    let elsewhere = client.local_addr();
+    rt.block_on(async {
+        let logs = LogsClient::new(&client, elsewhere);
+        let err = logs.tail(0, 1).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unimplemented, "{err}");
+        let err = logs.upload("p".into(), vec![line(1)]).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unimplemented, "{err}");
+        let err = logs.chat("".into(), Vec::new()).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unimplemented, "{err}");
+    });
+}
