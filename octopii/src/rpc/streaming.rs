@@ -175,3 +175,36 @@ impl<T> StreamSender<T> {
         self.tx.is_closed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::Code;
+
+    #[test]
+    fn nothing_comes_after_an_error() {
+        futures::executor::block_on(async {
+            let failure = RpcError::new(Code::Internal, "broken");
+            let mut items = Streaming::from_results(futures::stream::iter([
+                Ok(1),
+                Err(failure.clone()),
+                Ok(2),
+            ]));
+            assert_eq!(items.next().await, Some(Ok(1)));
+            assert_eq!(items.next().await, Some(Err(failure)));
+            assert_eq!(items.next().await, None);
+            assert_eq!(items.next().await, None);
+        });
+    }
+
+    #[test]
+    fn a_sender_learns_that_the_receiver_is_gone() {
+        futures::executor::block_on(async {
+            let (sender, items) = Streaming::<u8>::channel(1);
+            assert!(!sender.is_closed());
+            drop(items);
+            assert!(sender.is_closed());
+            assert_eq!(sender.send(7).await, Err(7));
+        });
+    }
+}
