@@ -452,43 +452,35 @@ fn serve_stream(service: &Service, s: &Ident) -> TokenStream {
                 }
                 None => quote!(let __sink = #calls::sink(__stream);),
             };
-            let (result_type, reply, send) = match &method.reply {
-                Reply::Value => (
-                    quote!(::std::vec::Vec<u8>),
-                    value_reply(method, invoke),
-                    quote!(respond),
-                ),
-                Reply::Stream { item } => (
-                    quote!((::std::vec::Vec<u8>, ::core::option::Option<::octopii::Streaming<#item>>)),
+            // The handler's result type, for `?` in the async block.
+            let ok = quote!(::core::result::Result::<_, ::octopii::RpcError>::Ok);
+            let (reply, send) = match &method.reply {
+                Reply::Value => (value_reply(method, invoke), quote!(respond)),
+                Reply::Stream { .. } => (
                     quote! {
                         let __items = #invoke;
-                        ::core::result::Result::Ok((
-                            ::octopii::rpc::encode_output(&())?,
-                            ::core::option::Option::Some(__items),
-                        ))
+                        #ok((::octopii::rpc::encode_output(&())?, ::core::option::Option::Some(__items)))
                     },
                     quote!(answer),
                 ),
-                Reply::FallibleStream { item, error } => (
-                    quote!((::std::vec::Vec<u8>, ::core::option::Option<::octopii::Streaming<#item>>)),
-                    quote! {
-                        match #invoke {
-                            ::core::result::Result::Ok(__items) => ::core::result::Result::Ok((
-                                ::octopii::rpc::encode_output::<::core::result::Result<(), #error>>(
-                                    &::core::result::Result::Ok(()),
-                                )?,
-                                ::core::option::Option::Some(__items),
-                            )),
-                            ::core::result::Result::Err(__error) => ::core::result::Result::Ok((
-                                ::octopii::rpc::encode_output::<::core::result::Result<(), #error>>(
-                                    &::core::result::Result::Err(__error),
-                                )?,
-                                ::core::option::Option::None,
-                            )),
-                        }
-                    },
-                    quote!(answer),
-                ),
+                Reply::FallibleStream { error, .. } => {
+                    let head = quote!(::octopii::rpc::encode_output::<::core::result::Result<(), #error>>);
+                    (
+                        quote! {
+                            match #invoke {
+                                ::core::result::Result::Ok(__items) => #ok((
+                                    #head(&::core::result::Result::Ok(()))?,
+                                    ::core::option::Option::Some(__items),
+                                )),
+                                ::core::result::Result::Err(__error) => #ok((
+                                    #head(&::core::result::Result::Err(__error))?,
+                                    ::core::option::Option::None,
+                                )),
+                            }
+                        },
+                        quote!(answer),
+                    )
+                }
             };
             quote! {
                 #method_name => {
@@ -496,13 +488,8 @@ fn serve_stream(service: &Service, s: &Ident) -> TokenStream {
                     ::std::boxed::Box::pin(async move {
                         #accept
                         let __handler = async {
-                            let __result: ::core::result::Result<#result_type, ::octopii::RpcError> =
-                                async {
-                                    #decode
-                                    #reply
-                                }
-                                .await;
-                            __result
+                            #decode
+                            #reply
                         };
                         __sink.#send(__handler).await;
                     })
