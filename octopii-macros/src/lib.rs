@@ -128,6 +128,43 @@ mod tests {
     }
 
     #[test]
+    fn streaming_methods_are_served_on_their_own_stream() {
+        let input = quote! {
+            pub trait Logs {
+                async fn tail(&self, from: u64) -> Streaming<Line>;
+                async fn ping(&self) -> u64;
+            }
+        };
+        let expanded = super::expand(proc_macro2::TokenStream::new(), input).to_string();
+        syn::parse_str::<syn::File>(&expanded).expect("the expansion parses");
+        // Only the streaming method is routed through `serve_stream`, and
+        // its unary route refuses it.
+        assert!(expanded.contains("fn serve_stream"), "{expanded}");
+        assert!(
+            expanded.contains("streaming_call :: server_streaming"),
+            "{expanded}"
+        );
+        assert!(expanded.contains("streaming_only"), "{expanded}");
+        // `Streaming<Line>` is not checked as a wire type; `Line` is.
+        assert!(expanded.contains("assert_wire :: < Line >"), "{expanded}");
+        assert!(
+            !expanded.contains("assert_wire :: < Streaming"),
+            "{expanded}"
+        );
+    }
+
+    #[test]
+    fn a_service_without_streaming_methods_keeps_the_default_serve_stream() {
+        let input = quote! {
+            pub trait Plain {
+                async fn ping(&self) -> u64;
+            }
+        };
+        let expanded = super::expand(proc_macro2::TokenStream::new(), input).to_string();
+        assert!(!expanded.contains("fn serve_stream"), "{expanded}");
+    }
+
+    #[test]
     fn an_invalid_service_keeps_its_input_and_reports() {
         let input = quote! {
             pub trait Bad {
