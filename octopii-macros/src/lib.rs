@@ -43,7 +43,9 @@ mod validate;
 /// stream of its own: the client method takes `impl Into<Streaming<T>>`
 /// (a `Streaming`, or a `Vec<T>`) for the streaming argument and returns
 /// `Result<Streaming<T>, RpcError>` (or `Result<Result<Streaming<T>, E>,
-/// RpcError>`) for a streamed result. A second `Streaming` argument, one
+/// RpcError>`) for a streamed result, once the server's handler has
+/// returned its stream (so a bidirectional handler should return it without
+/// first waiting for the client's items). A second `Streaming` argument, one
 /// that is not last, a nested `Streaming` and a `Streaming` inside another
 /// type are rejected.
 ///
