@@ -8,7 +8,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, Type};
 
-use crate::model::{Method, Service};
+use crate::model::{Method, Reply, Service};
 
 /// The whole expansion.
 pub fn service(service: &Service) -> TokenStream {
@@ -88,10 +88,14 @@ fn service_trait(service: &Service) -> TokenStream {
             let (attrs, ident, ty) = (&arg.attrs, &arg.ident, &arg.ty);
             quote!(#(#attrs)* #ident: #ty)
         });
-        let args = method.args.iter().map(|arg| {
-            let (attrs, ident, ty) = (&arg.attrs, &arg.ident, &arg.ty);
-            quote!(#(#attrs)* #ident: #ty)
-        });
+        let args = method
+            .args
+            .iter()
+            .chain(method.input_stream.iter().map(|stream| &stream.arg))
+            .map(|arg| {
+                let (attrs, ident, ty) = (&arg.attrs, &arg.ident, &arg.ty);
+                quote!(#(#attrs)* #ident: #ty)
+            });
         quote! {
             #(#attrs)*
             #[allow(clippy::too_many_arguments)]
@@ -145,7 +149,6 @@ fn client(service: &Service) -> TokenStream {
             docs,
             deprecated,
             ident: method_ident,
-            name: method_name,
             output,
             ..
         } = method;
@@ -153,18 +156,22 @@ fn client(service: &Service) -> TokenStream {
         let separator = (!docs.is_empty()).then(|| doc(String::new()));
         let idents: Vec<&Ident> = method.args.iter().map(|arg| &arg.ident).collect();
         let types: Vec<&Type> = method.args.iter().map(|arg| &arg.ty).collect();
+        let stream_param = method.input_stream.as_ref().map(|stream| {
+            let (ident, ty) = (&stream.arg.ident, &stream.arg.ty);
+            quote!(, #ident: impl ::core::convert::Into<#ty>)
+        });
+        let body = client_body(method);
         quote! {
             #(#docs)*
             #separator
             #call_doc
             #(#deprecated)*
             #[allow(clippy::too_many_arguments)]
-            #vis async fn #method_ident(&self #(, #idents: #types)*)
+            #vis async fn #method_ident(&self #(, #idents: #types)* #stream_param)
                 -> ::core::result::Result<#output, ::octopii::RpcError>
             {
-                self.client
-                    .call::<(#(#types,)*), #output>(Self::SERVICE_NAME, #method_name, &(#(#idents,)*))
-                    .await
+                let __args = (#(#idents,)*);
+                #body
             }
         }
     });
@@ -226,6 +233,59 @@ fn client(service: &Service) -> TokenStream {
     }
 }
 
+/// The body of a client method, with the request's arguments in `__args`.
+fn client_body(method: &Method) -> TokenStream {
+    let Method { name, output, .. } = method;
+    let types = method.args.iter().map(|arg| &arg.ty);
+    let args = quote!((#(#types,)*));
+    let calls = quote!(::octopii::rpc::streaming_call);
+    let input = method.input_stream.as_ref().map(|stream| {
+        let (ident, item) = (&stream.arg.ident, &stream.item);
+        (quote!(::core::convert::Into::into(#ident)), item)
+    });
+    let opened = |item: &Type| match &input {
+        None => quote! {
+            #calls::server_streaming::<#args, #item>(&self.client, Self::SERVICE_NAME, #name, &__args)
+                .await?
+        },
+        Some((input, input_item)) => quote! {
+            #calls::bidi_streaming::<#args, #input_item, #item>(
+                &self.client, Self::SERVICE_NAME, #name, &__args, #input,
+            )
+            .await?
+        },
+    };
+    match (&method.reply, &input) {
+        (Reply::Value, None) => quote! {
+            self.client
+                .call::<#args, #output>(Self::SERVICE_NAME, #name, &__args)
+                .await
+        },
+        (Reply::Value, Some((input, input_item))) => quote! {
+            #calls::client_streaming::<#args, #input_item, #output>(
+                &self.client, Self::SERVICE_NAME, #name, &__args, #input,
+            )
+            .await
+        },
+        (Reply::Stream { item }, _) => {
+            let opened = opened(item);
+            quote! {
+                let (__head, __items) = #opened;
+                #calls::decode_head::<()>(&__head)?;
+                ::core::result::Result::Ok(__items)
+            }
+        }
+        (Reply::FallibleStream { item, error }, _) => {
+            let opened = opened(item);
+            quote! {
+                let (__head, __items) = #opened;
+                let __head = #calls::decode_head::<::core::result::Result<(), #error>>(&__head)?;
+                ::core::result::Result::Ok(__head.map(|()| __items))
+            }
+        }
+    }
+}
+
 /// `XServer<S>`: implements `octopii::rpc::Service` for any `S: X`.
 fn server(service: &Service) -> TokenStream {
     let Service {
@@ -244,31 +304,14 @@ fn server(service: &Service) -> TokenStream {
     let names = service.methods.iter().map(|method| &method.name);
 
     let arms = service.methods.iter().map(|method| {
-        let Method {
-            ident: method_ident,
-            name: method_name,
-            output,
-            ..
-        } = method;
-        let values: Vec<Ident> = (0..method.args.len())
-            .map(|i| Ident::new(&format!("__arg{i}"), Span::mixed_site()))
-            .collect();
-        let types = method.args.iter().map(|arg| &arg.ty);
-        let context = method.takes_context().then(|| quote!(&__ctx,));
-        let decode = if method.args.is_empty() {
-            quote!(::octopii::rpc::decode_args::<()>(&__args)?;)
-        } else {
-            quote!(let (#(#values,)*): (#(#types,)*) = ::octopii::rpc::decode_args(&__args)?;)
-        };
-        let invoke = quote!(<#s as #ident>::#method_ident(&__service, #context #(#values),*).await);
-        let reply = if method.output_is_unit {
-            quote! {
-                #invoke;
-                ::octopii::rpc::encode_output(&())
-            }
-        } else {
-            quote!(::octopii::rpc::encode_output::<#output>(&#invoke))
-        };
+        let method_name = &method.name;
+        if method.is_streaming() {
+            return quote! {
+                #method_name => ::octopii::rpc::streaming_call::streaming_only(#name, __method),
+            };
+        }
+        let (decode, invoke) = decode_and_invoke(service, method, &s);
+        let reply = value_reply(method, invoke);
         quote! {
             #method_name => {
                 let __service = ::std::sync::Arc::clone(&self.service);
@@ -289,6 +332,7 @@ fn server(service: &Service) -> TokenStream {
             }
         }
     };
+    let serve_stream = serve_stream(service, &s);
     let wire = wire_bounds(service_types(service));
 
     quote! {
@@ -349,6 +393,125 @@ fn server(service: &Service) -> TokenStream {
             ) -> ::octopii::rpc::HandlerFuture {
                 #dispatch
             }
+
+            #serve_stream
+        }
+    }
+}
+
+/// The statement decoding a method's request arguments from `__args`, and
+/// the expression calling the handler with them (and `__ctx`, `__input`).
+fn decode_and_invoke(service: &Service, method: &Method, s: &Ident) -> (TokenStream, TokenStream) {
+    let ident = &service.ident;
+    let method_ident = &method.ident;
+    let values: Vec<Ident> = (0..method.args.len())
+        .map(|i| Ident::new(&format!("__arg{i}"), Span::mixed_site()))
+        .collect();
+    let types = method.args.iter().map(|arg| &arg.ty);
+    let context = method.takes_context().then(|| quote!(&__ctx,));
+    let input = method.input_stream.as_ref().map(|_| quote!(__input));
+    let decode = if method.args.is_empty() {
+        quote!(::octopii::rpc::decode_args::<()>(&__args)?;)
+    } else {
+        quote!(let (#(#values,)*): (#(#types,)*) = ::octopii::rpc::decode_args(&__args)?;)
+    };
+    let invoke = quote! {
+        <#s as #ident>::#method_ident(&__service, #context #(#values,)* #input).await
+    };
+    (decode, invoke)
+}
+
+/// The encoded value a method answers, as a `Result<Vec<u8>, RpcError>`.
+fn value_reply(method: &Method, invoke: TokenStream) -> TokenStream {
+    let output = &method.output;
+    if method.output_is_unit {
+        quote! {
+            #invoke;
+            ::octopii::rpc::encode_output(&())
+        }
+    } else {
+        quote!(::octopii::rpc::encode_output::<#output>(&#invoke))
+    }
+}
+
+/// `Service::serve_stream` for the methods that stream, if there are any.
+fn serve_stream(service: &Service, s: &Ident) -> TokenStream {
+    let name = &service.name;
+    let calls = quote!(::octopii::rpc::streaming_call);
+    let arms: Vec<TokenStream> = service
+        .methods
+        .iter()
+        .filter(|method| method.is_streaming())
+        .map(|method| {
+            let method_name = &method.name;
+            let (decode, invoke) = decode_and_invoke(service, method, s);
+            let accept = match &method.input_stream {
+                Some(stream) => {
+                    let item = &stream.item;
+                    quote!(let (__sink, __input) = #calls::split::<#item>(__stream);)
+                }
+                None => quote!(let __sink = #calls::sink(__stream);),
+            };
+            // The handler's result type, for `?` in the async block.
+            let ok = quote!(::core::result::Result::<_, ::octopii::RpcError>::Ok);
+            let (reply, send) = match &method.reply {
+                Reply::Value => (value_reply(method, invoke), quote!(respond)),
+                Reply::Stream { .. } => (
+                    quote! {
+                        let __items = #invoke;
+                        #ok((::octopii::rpc::encode_output(&())?, ::core::option::Option::Some(__items)))
+                    },
+                    quote!(answer),
+                ),
+                Reply::FallibleStream { error, .. } => {
+                    let head = quote!(::octopii::rpc::encode_output::<::core::result::Result<(), #error>>);
+                    (
+                        quote! {
+                            match #invoke {
+                                ::core::result::Result::Ok(__items) => #ok((
+                                    #head(&::core::result::Result::Ok(()))?,
+                                    ::core::option::Option::Some(__items),
+                                )),
+                                ::core::result::Result::Err(__error) => #ok((
+                                    #head(&::core::result::Result::Err(__error))?,
+                                    ::core::option::Option::None,
+                                )),
+                            }
+                        },
+                        quote!(answer),
+                    )
+                }
+            };
+            quote! {
+                #method_name => {
+                    let __service = ::std::sync::Arc::clone(&self.service);
+                    ::std::boxed::Box::pin(async move {
+                        #accept
+                        let __handler = async {
+                            #decode
+                            #reply
+                        };
+                        __sink.#send(__handler).await;
+                    })
+                }
+            }
+        })
+        .collect();
+    if arms.is_empty() {
+        return TokenStream::new();
+    }
+    quote! {
+        fn serve_stream(
+            &self,
+            __method: &str,
+            __ctx: ::octopii::rpc::Context,
+            __args: ::octopii::bytes::Bytes,
+            __stream: ::octopii::rpc::CallStream,
+        ) -> ::octopii::rpc::StreamFuture {
+            match __method {
+                #(#arms)*
+                _ => #calls::no_streaming_method(#name, __method, __stream),
+            }
         }
     }
 }
@@ -365,28 +528,16 @@ fn server_param(service: &Service) -> Ident {
         })
     }
     let ident = &service.ident;
-    let types = service.methods.iter().flat_map(|method| {
-        method
-            .args
-            .iter()
-            .map(|arg| &arg.ty)
-            .chain([&method.output])
-    });
+    let types = service.methods.iter().flat_map(Method::written_types);
     let mut tokens = quote!(#ident);
     tokens.extend(types.map(|ty| quote!(#ty)));
     let name = if mentions(tokens, "S") { "__S" } else { "S" };
     Ident::new(name, Span::call_site())
 }
 
-/// Every argument and return type of the service's methods, in order.
+/// Every type whose values cross the wire, over all methods, in order.
 fn service_types(service: &Service) -> impl Iterator<Item = &Type> {
-    service.methods.iter().flat_map(|method| {
-        method
-            .args
-            .iter()
-            .map(|arg| &arg.ty)
-            .chain([&method.output])
-    })
+    service.methods.iter().flat_map(Method::wire_types)
 }
 
 /// The distinct types that cross the wire, in order of appearance.

@@ -37,6 +37,18 @@ mod validate;
 /// travel as one tuple, in order; the result travels as the declared type,
 /// so a method returning `Result<T, E>` delivers its error as `Ok(Err(e))`.
 ///
+/// Streaming: a method may take `Streaming<T>` (any path ending in
+/// `Streaming`) as its last argument, and may return `Streaming<T>` or
+/// `Result<Streaming<T>, E>`. Such a method is a streaming call on a QUIC
+/// stream of its own: the client method takes `impl Into<Streaming<T>>`
+/// (a `Streaming`, or a `Vec<T>`) for the streaming argument and returns
+/// `Result<Streaming<T>, RpcError>` (or `Result<Result<Streaming<T>, E>,
+/// RpcError>`) for a streamed result, once the server's handler has
+/// returned its stream (so a bidirectional handler should return it without
+/// first waiting for the client's items). A second `Streaming` argument, one
+/// that is not last, a nested `Streaming` and a `Streaming` inside another
+/// type are rejected.
+///
 /// Rejected, each with an error at the offending token: a method that is
 /// not `async`, does not take `&self`, is generic, has a default body or a
 /// `#[cfg]`; argument patterns; borrowed or `impl Trait` types; argument or
@@ -115,6 +127,43 @@ mod tests {
         if std::env::var_os("OCTOPII_PRINT_EXPANSION").is_some() {
             println!("{}", quote!(#file));
         }
+    }
+
+    #[test]
+    fn streaming_methods_are_served_on_their_own_stream() {
+        let input = quote! {
+            pub trait Logs {
+                async fn tail(&self, from: u64) -> Streaming<Line>;
+                async fn ping(&self) -> u64;
+            }
+        };
+        let expanded = super::expand(proc_macro2::TokenStream::new(), input).to_string();
+        syn::parse_str::<syn::File>(&expanded).expect("the expansion parses");
+        // Only the streaming method is routed through `serve_stream`, and
+        // its unary route refuses it.
+        assert!(expanded.contains("fn serve_stream"), "{expanded}");
+        assert!(
+            expanded.contains("streaming_call :: server_streaming"),
+            "{expanded}"
+        );
+        assert!(expanded.contains("streaming_only"), "{expanded}");
+        // `Streaming<Line>` is not checked as a wire type; `Line` is.
+        assert!(expanded.contains("assert_wire :: < Line >"), "{expanded}");
+        assert!(
+            !expanded.contains("assert_wire :: < Streaming"),
+            "{expanded}"
+        );
+    }
+
+    #[test]
+    fn a_service_without_streaming_methods_keeps_the_default_serve_stream() {
+        let input = quote! {
+            pub trait Plain {
+                async fn ping(&self) -> u64;
+            }
+        };
+        let expanded = super::expand(proc_macro2::TokenStream::new(), input).to_string();
+        assert!(!expanded.contains("fn serve_stream"), "{expanded}");
     }
 
     #[test]

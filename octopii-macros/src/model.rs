@@ -38,18 +38,67 @@ pub struct Method {
     pub receiver: syn::Receiver,
     /// The `ctx: &Context` argument, if the method takes one.
     pub context: Option<Arg>,
-    /// The arguments that travel, in order.
+    /// The arguments that travel in the request, in order.
     pub args: Vec<Arg>,
+    /// The `Streaming<T>` argument (always the last one), if any.
+    pub input_stream: Option<StreamArg>,
     /// The declared return type (`()` when there is no `->`).
     pub output: Type,
     /// Whether the return type is `()`.
     pub output_is_unit: bool,
+    /// How the result travels.
+    pub reply: Reply,
+}
+
+/// The `Streaming<T>` argument of a method that takes a stream.
+pub struct StreamArg {
+    pub arg: Arg,
+    /// `T`.
+    pub item: Type,
+}
+
+/// How a method's result travels.
+pub enum Reply {
+    /// One value in a response frame.
+    Value,
+    /// `Streaming<T>`: items after an empty head.
+    Stream { item: Box<Type> },
+    /// `Result<Streaming<T>, E>`: a head of `Result<(), E>`, then items if
+    /// it is `Ok`.
+    FallibleStream { item: Box<Type>, error: Box<Type> },
 }
 
 impl Method {
     /// Whether the server passes the call's context to this method.
     pub fn takes_context(&self) -> bool {
         self.context.is_some()
+    }
+
+    /// Whether the call owns a stream: it takes or returns a `Streaming`.
+    pub fn is_streaming(&self) -> bool {
+        self.input_stream.is_some() || !matches!(self.reply, Reply::Value)
+    }
+
+    /// Every type whose values cross the wire, in order: the arguments,
+    /// the streamed items, the result (or its error).
+    pub fn wire_types(&self) -> Vec<&Type> {
+        let mut types: Vec<&Type> = self.args.iter().map(|arg| &arg.ty).collect();
+        types.extend(self.input_stream.iter().map(|stream| &stream.item));
+        match &self.reply {
+            Reply::Value => types.push(&self.output),
+            Reply::Stream { item } => types.push(item),
+            Reply::FallibleStream { item, error } => types.extend([&**item, &**error]),
+        }
+        types
+    }
+
+    /// Every type as written in the signature, the context's excepted.
+    pub fn written_types(&self) -> impl Iterator<Item = &Type> {
+        self.args
+            .iter()
+            .map(|arg| &arg.ty)
+            .chain(self.input_stream.iter().map(|stream| &stream.arg.ty))
+            .chain([&self.output])
     }
 }
 

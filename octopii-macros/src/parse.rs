@@ -3,7 +3,7 @@
 use syn::ext::IdentExt;
 use syn::{Attribute, FnArg, ItemTrait, Pat, ReturnType, TraitItem, Type, TypeReference};
 
-use crate::model::{Arg, Method, Service};
+use crate::model::{Arg, Method, Reply, Service, StreamArg};
 
 /// The service a trait declares. The trait has passed
 /// [`validate::check`](crate::validate::check), so what it rejects is
@@ -41,6 +41,7 @@ fn method_of(method: &syn::TraitItemFn) -> Option<Method> {
     };
     let mut context = None;
     let mut args = Vec::new();
+    let mut input_stream = None;
     for input in inputs {
         let FnArg::Typed(typed) = input else {
             return None;
@@ -55,6 +56,9 @@ fn method_of(method: &syn::TraitItemFn) -> Option<Method> {
         };
         if context_type(&typed.ty).is_some() {
             context = Some(arg);
+        } else if let Some(item) = streaming_item(&typed.ty) {
+            let item = item.clone();
+            input_stream = Some(StreamArg { arg, item });
         } else {
             args.push(arg);
         }
@@ -65,6 +69,18 @@ fn method_of(method: &syn::TraitItemFn) -> Option<Method> {
             let unit = matches!(ungroup(ty), Type::Tuple(tuple) if tuple.elems.is_empty());
             ((**ty).clone(), unit)
         }
+    };
+    let reply = if let Some(item) = streaming_item(&output) {
+        Reply::Stream {
+            item: Box::new(item.clone()),
+        }
+    } else if let Some((item, error)) = fallible_stream(&output) {
+        Reply::FallibleStream {
+            item: Box::new(item.clone()),
+            error: Box::new(error.clone()),
+        }
+    } else {
+        Reply::Value
     };
     Some(Method {
         attrs: method.attrs.clone(),
@@ -77,8 +93,10 @@ fn method_of(method: &syn::TraitItemFn) -> Option<Method> {
         receiver: receiver.clone(),
         context,
         args,
+        input_stream,
         output,
         output_is_unit,
+        reply,
     })
 }
 
@@ -110,4 +128,53 @@ pub fn context_type(ty: &Type) -> Option<&TypeReference> {
     let last = path.path.segments.last()?;
     (path.qself.is_none() && last.ident == "Context" && last.arguments.is_none())
         .then_some(reference)
+}
+
+/// The last segment of `ty` and its type arguments, if `ty` is a plain path.
+fn path_end(ty: &Type) -> Option<(&syn::Ident, Vec<&Type>)> {
+    let Type::Path(path) = ungroup(ty) else {
+        return None;
+    };
+    if path.qself.is_some() {
+        return None;
+    }
+    let last = path.path.segments.last()?;
+    let types = match &last.arguments {
+        syn::PathArguments::None => Vec::new(),
+        syn::PathArguments::AngleBracketed(args) => args
+            .args
+            .iter()
+            .filter_map(|arg| match arg {
+                syn::GenericArgument::Type(ty) => Some(ty),
+                _ => None,
+            })
+            .collect(),
+        syn::PathArguments::Parenthesized(_) => return None,
+    };
+    Some((&last.ident, types))
+}
+
+/// `T`, if `ty` is `Streaming<T>` through any path (`octopii::Streaming<T>`,
+/// `Streaming<T>`) whose last segment is `Streaming`.
+pub fn streaming_item(ty: &Type) -> Option<&Type> {
+    match path_end(ty)? {
+        (ident, types) if ident == "Streaming" && types.len() == 1 => Some(types[0]),
+        _ => None,
+    }
+}
+
+/// Whether `ty` is a path whose last segment is `Streaming`, well-formed
+/// or not.
+pub fn names_streaming(ty: &Type) -> bool {
+    path_end(ty).is_some_and(|(ident, _)| ident == "Streaming")
+}
+
+/// `(T, E)`, if `ty` is `Result<Streaming<T>, E>`.
+pub fn fallible_stream(ty: &Type) -> Option<(&Type, &Type)> {
+    match path_end(ty)? {
+        (ident, types) if ident == "Result" && types.len() == 2 => {
+            Some((streaming_item(types[0])?, types[1]))
+        }
+        _ => None,
+    }
 }

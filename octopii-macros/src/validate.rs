@@ -15,7 +15,7 @@ use syn::{
     TraitItemFn, Type,
 };
 
-use crate::parse::{context_type, ungroup};
+use crate::parse::{context_type, fallible_stream, names_streaming, streaming_item, ungroup};
 
 /// Methods of the generated client; a service method may not take their names.
 pub const CLIENT_METHODS: &[&str] = &["new", "from_client", "with_deadline", "with_metadata"];
@@ -238,7 +238,70 @@ fn check_method(item: &ItemTrait, method: &TraitItemFn, errors: &mut Errors) {
     check_inputs(sig, errors);
     match &sig.output {
         ReturnType::Default => {}
-        ReturnType::Type(_, ty) => check_type(ty, Position::Return, errors),
+        ReturnType::Type(_, ty) => {
+            check_type(ty, Position::Return, errors);
+            check_streaming_return(ty, errors);
+        }
+    }
+}
+
+/// The first `Streaming` type inside `ty`, `ty` itself included.
+fn find_streaming(ty: &Type) -> Option<&Type> {
+    if names_streaming(ty) {
+        return Some(ty);
+    }
+    match ungroup(ty) {
+        Type::Path(path) => path.path.segments.iter().find_map(|segment| {
+            let PathArguments::AngleBracketed(args) = &segment.arguments else {
+                return None;
+            };
+            args.args.iter().find_map(|arg| match arg {
+                GenericArgument::Type(ty) => find_streaming(ty),
+                _ => None,
+            })
+        }),
+        Type::Tuple(tuple) => tuple.elems.iter().find_map(find_streaming),
+        Type::Array(array) => find_streaming(&array.elem),
+        Type::Slice(slice) => find_streaming(&slice.elem),
+        Type::Paren(paren) => find_streaming(&paren.elem),
+        Type::Reference(reference) => find_streaming(&reference.elem),
+        _ => None,
+    }
+}
+
+const STREAMING_PLACES: &str = "`Streaming` can only be a method's last argument or its return type \
+     (alone or as `Result<Streaming<T>, E>`), not part of another type";
+
+/// Reports a `Streaming` inside the items of a stream.
+fn check_stream_item(item: &Type, errors: &mut Errors) {
+    if let Some(nested) = find_streaming(item) {
+        errors.at(
+            nested,
+            "`Streaming` cannot be nested: the items of a stream are plain values",
+        );
+    }
+}
+
+/// Reports a `Streaming` in a place that cannot stream, or one without its
+/// item type.
+fn check_no_streaming(ty: &Type, errors: &mut Errors) {
+    if let Some(found) = find_streaming(ty) {
+        if streaming_item(found).is_none() {
+            errors.at(found, "write `Streaming<T>`, with the type of its items");
+        } else {
+            errors.at(found, STREAMING_PLACES);
+        }
+    }
+}
+
+fn check_streaming_return(ty: &Type, errors: &mut Errors) {
+    if let Some(item) = streaming_item(ty) {
+        check_stream_item(item, errors);
+    } else if let Some((item, error)) = fallible_stream(ty) {
+        check_stream_item(item, errors);
+        check_no_streaming(error, errors);
+    } else {
+        check_no_streaming(ty, errors);
     }
 }
 
@@ -285,7 +348,17 @@ fn check_inputs(sig: &Signature, errors: &mut Errors) {
         }
     }
 
-    for (position, input) in inputs.enumerate() {
+    let inputs: Vec<&FnArg> = inputs.collect();
+    // Where each argument that travels is, and whether it streams.
+    let streams: Vec<bool> = inputs
+        .iter()
+        .map(|input| match input {
+            FnArg::Typed(arg) => streaming_item(&arg.ty).is_some(),
+            FnArg::Receiver(_) => false,
+        })
+        .collect();
+    let mut streaming_seen = false;
+    for (position, input) in inputs.iter().enumerate() {
         let FnArg::Typed(arg) = input else {
             // A second receiver is a syntax error rustc reports itself.
             continue;
@@ -320,6 +393,25 @@ fn check_inputs(sig: &Signature, errors: &mut Errors) {
             continue;
         }
         check_type(&arg.ty, Position::Arg, errors);
+        if let Some(item) = streaming_item(&arg.ty) {
+            if streaming_seen {
+                errors.at(
+                    &arg.ty,
+                    "a service method can take only one `Streaming` argument: send the items \
+                     of both in one stream, of an enum or a struct",
+                );
+            } else if streams[position + 1..].iter().any(|streams| !streams) {
+                errors.at(
+                    &arg.ty,
+                    "a `Streaming` argument must be the last argument: its items follow the \
+                     others on the wire",
+                );
+            }
+            streaming_seen = true;
+            check_stream_item(item, errors);
+        } else {
+            check_no_streaming(&arg.ty, errors);
+        }
     }
 }
 
@@ -536,6 +628,53 @@ mod tests {
             errors[4].contains("use `Vec<u8>` instead of `&[u8]`"),
             "{}",
             errors[4]
+        );
+    }
+
+    #[test]
+    fn streaming_patterns_pass() {
+        let item: Item = syn::parse_quote! {
+            pub trait Logs {
+                async fn tail(&self, from: u64) -> Streaming<Line>;
+                async fn upload(&self, ctx: &Context, name: String, lines: octopii::Streaming<Line>) -> u64;
+                async fn chat(&self, msgs: Streaming<Msg>) -> Streaming<Msg>;
+                async fn open(&self) -> Result<Streaming<u8>, E>;
+            }
+        };
+        assert_eq!(errors_of(item), Vec::<String>::new());
+    }
+
+    #[test]
+    fn misplaced_streaming_is_reported() {
+        let item: Item = syn::parse_quote! {
+            trait Bad {
+                async fn two(&self, a: Streaming<u8>, b: Streaming<u8>);
+                async fn first(&self, a: Streaming<u8>, b: u8);
+                async fn nested(&self) -> Streaming<Option<Streaming<u8>>>;
+                async fn inside(&self, a: Vec<Streaming<u8>>);
+                async fn bare(&self, a: Streaming);
+                async fn error(&self) -> Result<Streaming<u8>, Streaming<u8>>;
+            }
+        };
+        let errors = errors_of(item);
+        assert_eq!(errors.len(), 6, "{errors:#?}");
+        assert!(errors[0].contains("only one `Streaming`"), "{}", errors[0]);
+        assert!(
+            errors[1].contains("must be the last argument"),
+            "{}",
+            errors[1]
+        );
+        assert!(errors[2].contains("cannot be nested"), "{}", errors[2]);
+        assert!(
+            errors[3].contains("not part of another type"),
+            "{}",
+            errors[3]
+        );
+        assert!(errors[4].contains("write `Streaming<T>`"), "{}", errors[4]);
+        assert!(
+            errors[5].contains("not part of another type"),
+            "{}",
+            errors[5]
         );
     }
 }

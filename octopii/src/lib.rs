@@ -36,7 +36,7 @@ pub mod wal;
 pub use config::Config;
 pub use error::{OctopiiError, Result};
 pub use node::OctopiiNode;
-pub use rpc::{Context, RpcError};
+pub use rpc::{Context, RpcError, StreamSender, Streaming};
 pub use runtime::OctopiiRuntime;
 
 /// Turns a trait into a typed RPC service: see [`rpc`].

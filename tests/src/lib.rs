@@ -115,3 +115,5 @@ pub fn dir_entries(dir: &std::path::Path) -> Vec<String> {
     names.sort();
     names
 }
+
+pub mod logs;

@@ -6,3 +6,4 @@
 //! in the same run much less.
 
 pub mod rpc;
+pub mod streaming;

@@ -187,6 +187,11 @@ impl Client {
         self.peer
     }
 
+    /// How long each call may take, if it is bounded.
+    pub fn deadline(&self) -> Option<Duration> {
+        self.deadline
+    }
+
     /// A copy whose calls give up after `deadline`; the server is told and
     /// stops the handler when it passes.
     pub fn with_deadline(&self, deadline: Duration) -> Self {

@@ -28,8 +28,20 @@ pub fn encode_into<T: Serialize + ?Sized>(
     value: &T,
     out: &mut Vec<u8>,
 ) -> Result<(), OctopiiError> {
-    bincode::serde::encode_into_std_write(value, out, config())?;
+    bincode::serde::encode_into_writer(value, Append(out), config())?;
     Ok(())
+}
+
+/// Appends to a `Vec` directly: cheaper than through `std::io::Write`
+/// for the many small writes of a value's fields.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl bincode::enc::write::Writer for Append<'_> {
+    #[inline(always)]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
 }
 
 /// Decodes a `T` that must fill `bytes` exactly.

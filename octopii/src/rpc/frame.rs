@@ -100,26 +100,61 @@ impl FrameReader {
         max: u32,
     ) -> Result<Option<Bytes>, FrameError> {
         loop {
-            if self.buf.len() >= PREFIX {
-                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-                if len > max {
-                    return Err(FrameError::TooLarge { len, max });
-                }
-                let end = PREFIX + len as usize;
-                if self.buf.len() >= end {
-                    self.buf.advance(PREFIX);
-                    return Ok(Some(self.buf.split_to(len as usize).freeze()));
-                }
-                // The length is within the limit: now it may be reserved.
-                self.buf.reserve(end - self.buf.len());
+            if let Some(len) = self.buffered_len(max)? {
+                self.buf.advance(PREFIX);
+                return Ok(Some(self.buf.split_to(len).freeze()));
             }
-            match recv.read_chunk(usize::MAX, true).await {
-                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
-                Ok(None) if self.buf.is_empty() => return Ok(None),
-                Ok(None) => return Err(FrameError::Truncated),
-                Err(e) => return Err(FrameError::Stream(e)),
+            if !self.fill(recv).await? {
+                return Ok(None);
             }
         }
+    }
+
+    /// Hands the payload of the next frame to `f`, if the whole frame is
+    /// already buffered, without waiting and without copying it.
+    pub fn next_buffered<R>(
+        &mut self,
+        max: u32,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, FrameError> {
+        let Some(len) = self.buffered_len(max)? else {
+            return Ok(None);
+        };
+        let out = f(&self.buf[PREFIX..PREFIX + len]);
+        self.buf.advance(PREFIX + len);
+        Ok(Some(out))
+    }
+
+    /// Reads one more chunk into the buffer. `Ok(false)`: the stream ended
+    /// cleanly with nothing buffered.
+    pub async fn fill(&mut self, recv: &mut RecvStream) -> Result<bool, FrameError> {
+        match recv.read_chunk(usize::MAX, true).await {
+            Ok(Some(chunk)) => {
+                self.buf.extend_from_slice(&chunk.bytes);
+                Ok(true)
+            }
+            Ok(None) if self.buf.is_empty() => Ok(false),
+            Ok(None) => Err(FrameError::Truncated),
+            Err(e) => Err(FrameError::Stream(e)),
+        }
+    }
+
+    /// The payload length of the next frame, if it is wholly buffered.
+    fn buffered_len(&mut self, max: u32) -> Result<Option<usize>, FrameError> {
+        if self.buf.len() < PREFIX {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+        if len > max {
+            return Err(FrameError::TooLarge { len, max });
+        }
+        let end = PREFIX + len as usize;
+        if self.buf.len() >= end {
+            return Ok(Some(len as usize));
+        }
+        // The length is within the limit: now it may be reserved.
+        self.buf.reserve(end - self.buf.len());
+        Ok(None)
     }
 }
 

@@ -10,6 +10,8 @@
 //! * [`server`]: the [`Router`] that serves inbound streams.
 //! * [`status`]: [`Code`] and [`RpcError`].
 //! * [`stream`]: the [`CallStream`] of a call that owns its stream.
+//! * [`streaming`]: [`Streaming`], the items of a streaming call.
+//! * [`streaming_call`]: how streaming calls use their stream.
 //!
 //! The wire format is specified in `docs/PROTOCOL.md`.
 
@@ -21,6 +23,8 @@ pub mod server;
 mod service;
 mod status;
 pub mod stream;
+pub mod streaming;
+pub mod streaming_call;
 
 pub use client::{Channels, Client, Connect};
 pub use context::{Context, Metadata};
@@ -30,3 +34,4 @@ pub use service::{
 };
 pub use status::{Code, RpcError};
 pub use stream::CallStream;
+pub use streaming::{StreamSender, Streaming};

@@ -44,6 +44,11 @@ impl CallStream {
         }
     }
 
+    /// The stream's parts, for the streaming-call machinery.
+    pub(crate) fn into_parts(self) -> (quinn::SendStream, quinn::RecvStream, FrameReader, u32) {
+        (self.send, self.recv, self.reader, self.max_frame_size)
+    }
+
     /// The node at the other end.
     pub fn peer(&self) -> &PeerInfo {
         &self.peer

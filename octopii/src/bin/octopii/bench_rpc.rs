@@ -1,6 +1,7 @@
 //! `octopii bench rpc`: small unary calls per second and their latency over
 //! one connection, beside a raw quinn echo of the same bytes on reused
-//! streams, measured in the same run.
+//! streams, measured in the same run. With `--streaming`: server streams of
+//! small items, beside a raw quinn stream of the same framed bytes.
 
 use std::time::Duration;
 
@@ -24,6 +25,13 @@ pub struct RpcBenchArgs {
     /// Worker threads of the runtime that runs both ends.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Measure server streams of small items instead of unary calls: 16-byte
+    /// structs, and log lines whose texts have `--payload` bytes.
+    #[arg(long)]
+    pub streaming: bool,
+    /// Items per stream, with `--streaming`.
+    #[arg(long, default_value_t = 100_000)]
+    pub items: u64,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -31,6 +39,9 @@ pub struct RpcBenchArgs {
 
 /// Runs the RPC benchmark.
 pub fn run(args: RpcBenchArgs) -> Result<()> {
+    if args.streaming {
+        return crate::bench_streaming::run(args);
+    }
     let duration = duration_arg(args.duration_secs)?;
     let runtime = OctopiiRuntime::new(args.threads)?;
     let most = args.concurrency.iter().copied().max().unwrap_or(1);

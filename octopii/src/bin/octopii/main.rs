@@ -1,6 +1,7 @@
 //! The `octopii` command line.
 
 mod bench_rpc;
+mod bench_streaming;
 mod bench_transfer;
 mod bench_wal;
 mod certs;
@@ -35,7 +36,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
-    /// Unary calls per second and latency, beside a raw quinn stream echo.
+    /// Unary calls per second and latency, beside a raw quinn stream echo;
+    /// with `--streaming`, streamed items per second beside raw quinn.
     Rpc(bench_rpc::RpcBenchArgs),
     /// Write-ahead log appends per second and latency, beside write+fdatasync.
     Wal(bench_wal::WalBenchArgs),

@@ -1,0 +1,10 @@
+use octopii::Streaming;
+
+struct NotSerde;
+
+#[octopii::service]
+trait Items {
+    async fn items(&self) -> Streaming<NotSerde>;
+}
+
+fn main() {}
