@@ -185,3 +185,22 @@ fn a_dropped_transfer_is_abandoned_and_the_receiver_keeps_nothing() {
     s.receiver_error();
     assert!(dir_entries(s.recv_dir.path()).is_empty());
 }
+
+#[test]
+fn a_complete_transfer_removes_a_stale_partial_file() {
+    let mut s = setup();
+    let data = random_bytes(SIZE);
+    s.send_and_cut(&data, true);
+    s.receiver_error();
+    assert!(s.partial().exists());
+    // A later transfer without resume replaces the destination whole.
+    let result =
+        s.rt.block_on(s.sender.transfer_chunk(
+            s.source(&data),
+            s.receiver.local_addr(),
+            TransferOptions::to_file("big.bin"),
+        ))
+        .unwrap();
+    assert_eq!(result.resumed_from, 0);
+    assert_eq!(dir_entries(s.recv_dir.path()), ["big.bin"]);
+}
