@@ -160,26 +160,28 @@ impl OctopiiNode {
     ) -> Vec<TransferResult> {
         let channels = self.inner.channels.clone();
         let targets = peers.to_vec();
-        let run = self
-            .inner
-            .handle
-            .spawn(async move { chunk::transfer(channels, source, &targets, options).await });
-        match run.await {
-            Ok(results) => results,
-            Err(e) => peers
-                .iter()
-                .map(|&peer| TransferResult {
-                    peer,
-                    success: false,
-                    bytes_transferred: 0,
-                    resumed_from: 0,
-                    checksum_verified: false,
-                    duration: Duration::ZERO,
-                    error: Some(chunk::TransferError::Connection(format!(
-                        "transfer task failed: {e}"
-                    ))),
-                })
-                .collect(),
+        // Runs on the node's runtime; dropping this future abandons it
+        // (a JoinSet aborts its task when dropped).
+        let mut run = tokio::task::JoinSet::new();
+        run.spawn_on(
+            async move { chunk::transfer(channels, source, &targets, options).await },
+            &self.inner.handle,
+        );
+        match run.join_next().await {
+            Some(Ok(results)) => results,
+            other => {
+                let reason = match other {
+                    Some(Err(e)) => format!("transfer task failed: {e}"),
+                    _ => "transfer task vanished".to_owned(),
+                };
+                peers
+                    .iter()
+                    .map(|&peer| {
+                        let error = chunk::TransferError::Connection(reason.clone());
+                        TransferResult::failed(peer, error, Duration::ZERO)
+                    })
+                    .collect()
+            }
         }
     }
 

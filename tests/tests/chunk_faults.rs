@@ -262,3 +262,22 @@ fn an_unknown_peer_fails_alone() {
         data
     );
 }
+
+#[test]
+fn a_node_that_does_not_serve_chunks_refuses_as_unimplemented() {
+    let rt = OctopiiRuntime::new(2).unwrap();
+    let ca = ClusterCa::generate().unwrap();
+    let plain = OctopiiNode::new(config(ca.issue_node("plain").unwrap()), &rt).unwrap();
+    let sender = OctopiiNode::new(config(ca.issue_node("sender").unwrap()), &rt).unwrap();
+    let result = rt.block_on(sender.transfer_chunk(
+        ChunkSource::Memory(bytes::Bytes::from_static(b"x")),
+        plain.local_addr(),
+        TransferOptions::to_memory("x"),
+    ));
+    match result {
+        Err(octopii::OctopiiError::Chunk(TransferError::Refused { code, .. })) => {
+            assert_eq!(code, Code::Unimplemented);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}

@@ -158,3 +158,49 @@ fn a_resume_against_a_changed_source_fails_the_whole_file_hash() {
     assert_eq!(result.error, Some(TransferError::ChecksumMismatch));
     assert!(dir_entries(s.recv_dir.path()).is_empty());
 }
+
+#[test]
+fn a_dropped_transfer_is_abandoned_and_the_receiver_keeps_nothing() {
+    let mut s = setup();
+    let data = random_bytes(SIZE);
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = done.clone();
+    let options = TransferOptions::to_file("big.bin").progress(Arc::new(move |p: &Progress| {
+        seen.store(p.done, std::sync::atomic::Ordering::Relaxed);
+    }));
+    let source = s.source(&data);
+    let to = [s.receiver.local_addr()];
+    s.rt.block_on(async {
+        let transfer = s.sender.transfer_chunk_to_peers(source, &to, options);
+        tokio::select! {
+            _ = transfer => panic!("the transfer finished before it was dropped"),
+            () = async {
+                while done.load(std::sync::atomic::Ordering::Relaxed) < 1024 * 1024 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            } => {}
+        }
+    });
+    // The receiver sees the stream end early or reset: a failure, no file.
+    s.receiver_error();
+    assert!(dir_entries(s.recv_dir.path()).is_empty());
+}
+
+#[test]
+fn a_complete_transfer_removes_a_stale_partial_file() {
+    let mut s = setup();
+    let data = random_bytes(SIZE);
+    s.send_and_cut(&data, true);
+    s.receiver_error();
+    assert!(s.partial().exists());
+    // A later transfer without resume replaces the destination whole.
+    let result =
+        s.rt.block_on(s.sender.transfer_chunk(
+            s.source(&data),
+            s.receiver.local_addr(),
+            TransferOptions::to_file("big.bin"),
+        ))
+        .unwrap();
+    assert_eq!(result.resumed_from, 0);
+    assert_eq!(dir_entries(s.recv_dir.path()), ["big.bin"]);
+}

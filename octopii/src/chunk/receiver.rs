@@ -116,6 +116,11 @@ impl TempFile {
         }
         // Renamed: nothing is left at `path` to remove.
         self.keep_if_interrupted = true;
+        // A partial file of an older interrupted attempt is stale now.
+        let partial = resume::partial_path(&self.dest);
+        if partial != self.path {
+            let _ = std::fs::remove_file(partial);
+        }
         if let Some(dir) = self.dest.parent() {
             File::open(dir)?.sync_all()?;
         }

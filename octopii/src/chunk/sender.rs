@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use super::TransferError;
 use super::progress::{ProgressFn, Reporter};
@@ -151,6 +152,8 @@ impl Connect for Via {
 }
 
 /// Sends `source` to every peer at once; one result per peer, in order.
+/// Dropping the future abandons every peer's transfer (their streams are
+/// reset or end early, so receivers keep nothing).
 pub(crate) async fn transfer(
     channels: Arc<Channels>,
     source: ChunkSource,
@@ -158,12 +161,15 @@ pub(crate) async fn transfer(
     options: TransferOptions,
 ) -> Vec<TransferResult> {
     let started = Instant::now();
-    let source = match source.open() {
+    let opened = tokio::task::spawn_blocking(move || source.open())
+        .await
+        .unwrap_or_else(|e| Err(TransferError::Source(format!("open task failed: {e}"))));
+    let source = match opened {
         Ok(source) => source,
         Err(e) => {
             return peers
                 .iter()
-                .map(|&peer| failed(peer, e.clone(), started.elapsed()))
+                .map(|&peer| TransferResult::failed(peer, e.clone(), started.elapsed()))
                 .collect();
         }
     };
@@ -174,39 +180,50 @@ pub(crate) async fn transfer(
     };
     let via = Via(channels);
     let mut lanes = Vec::with_capacity(peers.len());
-    let mut tasks = Vec::with_capacity(peers.len());
-    for &peer in peers {
+    // A JoinSet aborts its tasks when dropped.
+    let mut tasks = JoinSet::new();
+    for (index, &peer) in peers.iter().enumerate() {
         let (lane, pieces) = mpsc::channel(LANE_BUFFERS);
         lanes.push(lane);
         let client = Client::new(&via, peer);
         let task = send_to_peer(client, request.clone(), pieces, options.clone(), started);
-        tasks.push((peer, tokio::spawn(task)));
+        tasks.spawn(async move { (index, task.await) });
     }
     let (read, read_out) = mpsc::channel(READ_AHEAD);
     source.spawn_reader(read);
-    tokio::spawn(distribute(read_out, lanes, options.stall_timeout));
-    let mut results = Vec::with_capacity(tasks.len());
-    for (peer, task) in tasks {
-        results.push(task.await.unwrap_or_else(|e| {
-            failed(
-                peer,
-                TransferError::Connection(format!("transfer task failed: {e}")),
-                started.elapsed(),
-            )
-        }));
+    let mut distributor = JoinSet::new();
+    distributor.spawn(distribute(read_out, lanes, options.stall_timeout));
+
+    let mut results: Vec<Option<TransferResult>> = vec![None; peers.len()];
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((index, result)) = joined {
+            results[index] = Some(result);
+        }
     }
     results
+        .into_iter()
+        .zip(peers)
+        .map(|(result, &peer)| {
+            result.unwrap_or_else(|| {
+                let error = TransferError::Connection("the transfer task failed".into());
+                TransferResult::failed(peer, error, started.elapsed())
+            })
+        })
+        .collect()
 }
 
-fn failed(peer: SocketAddr, error: TransferError, duration: Duration) -> TransferResult {
-    TransferResult {
-        peer,
-        success: false,
-        bytes_transferred: 0,
-        resumed_from: 0,
-        checksum_verified: false,
-        duration,
-        error: Some(error),
+impl TransferResult {
+    /// The result of a peer that failed with `error` after `duration`.
+    pub(crate) fn failed(peer: SocketAddr, error: TransferError, duration: Duration) -> Self {
+        TransferResult {
+            peer,
+            success: false,
+            bytes_transferred: 0,
+            resumed_from: 0,
+            checksum_verified: false,
+            duration,
+            error: Some(error),
+        }
     }
 }
 

@@ -40,6 +40,10 @@ impl TlsArgs {
             ));
         }
         if self.insecure_accept_any_certificate {
+            eprintln!(
+                "warning: peer certificates are NOT verified \
+                 (--insecure-accept-any-certificate): anyone can connect"
+            );
             let tls = config.tls.get_or_insert(TlsConfig {
                 ca_cert: None,
                 cert: None,
