@@ -1,0 +1,107 @@
+//! `octopii serve` receives what `octopii send` sends, verified, over
+//! certificates made by `octopii certs`; a failed peer makes `send` fail.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+fn octopii() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_octopii"))
+}
+
+fn run(args: &[&str]) -> Output {
+    let out = octopii()
+        .args(args)
+        .output()
+        .expect("run the octopii binary");
+    assert!(
+        out.status.success(),
+        "octopii {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Kills the server when the test ends, whatever its outcome.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `octopii serve` on an ephemeral port; returns it and its address.
+fn serve(certs: &str, recv_dir: &Path) -> (Server, String) {
+    let recv = recv_dir.to_str().unwrap();
+    let mut child = octopii()
+        .args(["serve", "--listen", "127.0.0.1:0", "--recv-dir", recv])
+        .args(["--certs", certs, "--name", "server"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start octopii serve");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let server = Server(child);
+    let mut stdout = BufReader::new(stdout);
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    // Keep reading what it prints, so that it never writes to a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    // "listening on ADDR, receiving into DIR"
+    let addr = line
+        .strip_prefix("listening on ")
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    (server, addr)
+}
+
+#[test]
+fn send_delivers_a_verified_file_and_fails_when_a_peer_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let certs = certs.to_str().unwrap();
+    run(&["certs", "init", certs]);
+    for name in ["server", "client"] {
+        run(&["certs", "node", certs, "--name", name]);
+    }
+    let recv_dir = dir.path().join("inbox");
+    std::fs::create_dir(&recv_dir).unwrap();
+    let (_server, addr) = serve(certs, &recv_dir);
+
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let file = dir.path().join("data.bin");
+    std::fs::write(&file, &data).unwrap();
+    let file = file.to_str().unwrap();
+    let client = ["--certs", certs, "--name", "client"];
+
+    let sent = octopii()
+        .args(["send", file, "--to", &addr])
+        .args(client)
+        .output()
+        .unwrap();
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert_eq!(std::fs::read(recv_dir.join("data.bin")).unwrap(), data);
+
+    // One live peer and one that is not there: the live one receives, the
+    // command reports the failure with a non-zero exit.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead = dead.local_addr().unwrap().to_string();
+    let to = format!("{addr},{dead}");
+    let failed = octopii()
+        .args(["send", file, "--to", &to, "--as", "again.bin"])
+        .args(["--stall-timeout-secs", "3"])
+        .args(client)
+        .output()
+        .unwrap();
+    assert!(
+        !failed.status.success(),
+        "a failed peer must fail the command"
+    );
+    assert_eq!(std::fs::read(recv_dir.join("again.bin")).unwrap(), data);
+}
