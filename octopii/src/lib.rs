@@ -14,6 +14,7 @@
 //! * [`transport`]: one QUIC endpoint per node, mutual TLS, a connection pool.
 //! * [`rpc`]: typed calls over pooled QUIC streams (`#[octopii::service]`).
 //! * [`wal`]: the node's write-ahead log.
+//! * [`raft`]: a replicated state machine over raft-rs, durable in the WAL.
 //! * [`node`]: [`OctopiiNode`] ties the layers together.
 //! * [`config`]: [`Config`], loaded from TOML or built in code.
 
@@ -26,6 +27,7 @@ pub mod bench;
 pub mod config;
 pub mod error;
 pub mod node;
+pub mod raft;
 pub mod rpc;
 pub mod runtime;
 pub mod transport;
