@@ -66,3 +66,5 @@ impl InboundHandler for Echo {
         })
     }
 }
+
+pub mod raft;
