@@ -203,6 +203,11 @@ impl Cluster {
         &self.running.get(&id).expect("node is running").1
     }
 
+    /// The Octopii node under running node `id`.
+    pub fn octopii(&self, id: u64) -> &OctopiiNode {
+        &self.running.get(&id).expect("node is running").0
+    }
+
     /// Ids of the running nodes.
     pub fn running(&self) -> Vec<u64> {
         self.running.keys().copied().collect()
