@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use octopii::raft::{RaftConfig, RaftNode, RaftRole, StateMachine};
@@ -26,6 +28,8 @@ pub enum KvCommand {
 #[derive(Debug, Default)]
 pub struct KvMachine {
     map: HashMap<String, String>,
+    /// Counts calls of `restore` (snapshots installed).
+    pub restores: Arc<AtomicUsize>,
 }
 
 impl StateMachine for KvMachine {
@@ -56,6 +60,7 @@ impl StateMachine for KvMachine {
 
     fn restore(&mut self, snapshot: &[u8]) -> octopii::Result<()> {
         self.map = codec::decode(snapshot)?;
+        self.restores.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 }
@@ -130,6 +135,7 @@ pub struct Cluster {
     /// Address of every node ever started.
     pub addrs: BTreeMap<u64, SocketAddr>,
     running: BTreeMap<u64, (OctopiiNode, RaftNode)>,
+    restores: BTreeMap<u64, Arc<AtomicUsize>>,
 }
 
 impl Cluster {
@@ -142,6 +148,7 @@ impl Cluster {
             config,
             addrs: BTreeMap::new(),
             running: BTreeMap::new(),
+            restores: BTreeMap::new(),
         };
         let nodes: Vec<(u64, OctopiiNode)> = (1..=n)
             .map(|id| (id, cluster.octopii_node(id, "127.0.0.1:0".parse().unwrap())))
@@ -193,7 +200,9 @@ impl Cluster {
             bootstrap,
             ..self.config.clone()
         };
-        let raft = RaftNode::start(&node, config, KvMachine::default())?;
+        let machine = KvMachine::default();
+        self.restores.insert(id, machine.restores.clone());
+        let raft = RaftNode::start(&node, config, machine)?;
         self.running.insert(id, (node, raft));
         Ok(())
     }
@@ -206,6 +215,11 @@ impl Cluster {
     /// The Octopii node under running node `id`.
     pub fn octopii(&self, id: u64) -> &OctopiiNode {
         &self.running.get(&id).expect("node is running").0
+    }
+
+    /// How many snapshots node `id` has restored since it last started.
+    pub fn restores(&self, id: u64) -> usize {
+        self.restores[&id].load(Ordering::SeqCst)
     }
 
     /// Ids of the running nodes.

@@ -170,6 +170,12 @@ impl Driver {
                     running = false;
                 }
             }
+            if running {
+                if let Err(e) = self.maybe_snapshot().await {
+                    tracing::error!(node = self.id, "raft node stops: {e}");
+                    running = false;
+                }
+            }
             self.publish_status(running);
         }
         self.fail_all(RaftError::Stopped);
@@ -301,7 +307,7 @@ impl Driver {
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
         self.serve_reads();
-        self.maybe_snapshot().await
+        Ok(())
     }
 
     fn send(&mut self, messages: Vec<Message>) {
@@ -421,7 +427,8 @@ impl Driver {
 
     async fn maybe_snapshot(&mut self) -> Result<()> {
         let since = self.raw.store().snapshot_metadata().index;
-        if self.applied < since + self.config.snapshot_interval {
+        let wanted = self.raw.store().take_snapshot_request() && self.applied > since;
+        if !wanted && self.applied < since + self.config.snapshot_interval {
             return Ok(());
         }
         let envelope = SnapshotEnvelope {
@@ -437,7 +444,9 @@ impl Driver {
 
     fn publish_status(&self, running: bool) {
         let raft = &self.raw.raft;
-        let conf = raft.prs().conf().to_conf_state();
+        let mut conf = raft.prs().conf().to_conf_state();
+        conf.voters.sort_unstable();
+        conf.learners.sort_unstable();
         let role = match raft.state {
             _ if !running => RaftRole::Stopped,
             StateRole::Follower => RaftRole::Follower,
@@ -475,6 +484,15 @@ impl Driver {
             let _ = reply.send(Err(error.clone()));
         }
     }
+}
+
+/// Snapshot data of a founding member's initial state (no addresses: each
+/// member has its own from its configuration).
+pub(crate) fn bootstrap_snapshot(machine: &dyn StateMachine) -> Result<Vec<u8>> {
+    codec::encode(&SnapshotEnvelope {
+        peers: Vec::new(),
+        state: machine.snapshot(),
+    })
 }
 
 /// Restores the state machine and address book from snapshot data.

@@ -8,12 +8,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::driver::{Command, Driver, peer_call_deadline};
+use super::driver::{Command, Driver, bootstrap_snapshot, peer_call_deadline};
 use super::faults::NetworkFaults;
 use super::machine::{RaftRole, RaftStatus, StateMachine};
 use super::peers::{AddressBook, Peers, address_of};
 use super::service::{Proposal, RaftHandler, RaftServiceClient, RaftServiceServer};
-use super::storage::RaftStorage;
+use super::storage::{Bootstrap, RaftStorage};
 use super::{RaftConfig, RaftError};
 use crate::{OctopiiError, OctopiiNode, Result};
 
@@ -92,15 +92,20 @@ impl RaftNode {
     ) -> Result<Self> {
         config.validate()?;
         let id = node.id();
-        let mut voters: Vec<u64> = config.peers.keys().copied().collect();
-        if config.bootstrap {
+        let bootstrap = if config.bootstrap {
+            let mut voters: Vec<u64> = config.peers.keys().copied().collect();
             if !voters.contains(&id) {
                 voters.push(id);
             }
+            let snapshot_data = bootstrap_snapshot(&machine)?;
+            Some(Bootstrap {
+                voters,
+                snapshot_data,
+            })
         } else {
-            voters.clear();
-        }
-        let storage = RaftStorage::open(&dir.into(), config.wal.clone(), &voters)?;
+            None
+        };
+        let storage = RaftStorage::open(&dir.into(), config.wal.clone(), bootstrap.as_ref())?;
         let raft_config = raft::Config {
             id,
             election_tick: config.election_ticks,

@@ -48,6 +48,7 @@
 //! [`snapshot_interval`](super::RaftConfig::snapshot_interval) applied
 //! entries) bounds that memory.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fs;
 use std::io::Write;
@@ -101,6 +102,8 @@ pub struct RaftStorage {
     saved: StateRecord,
     /// Entries `snapshot.index + 1 ..`, all durable.
     entries: VecDeque<Entry>,
+    /// Set when raft asked for a snapshot the stored one cannot serve.
+    snapshot_wanted: Cell<bool>,
 }
 
 impl std::fmt::Debug for RaftStorage {
@@ -131,13 +134,22 @@ fn pb_decode<M: protobuf::Message>(bytes: &[u8], what: &str, path: &Path) -> Res
 
 impl RaftStorage {
     /// Opens (or creates) the raft state in `dir`, recovering it exactly
-    /// as last persisted. On a fresh directory the configuration is
-    /// `initial_voters` (empty for a node that joins later).
+    /// as last persisted.
+    ///
+    /// A fresh directory starts empty (a node that joins a running
+    /// cluster), or, with `bootstrap`, from a snapshot at index 1, term 1
+    /// holding the first configuration and the initial state. Every
+    /// founding member starts from that same snapshot, so a node added
+    /// later learns the founding configuration from it.
     ///
     /// Refuses, with an error naming the file, a WAL that fails to open
     /// (corruption), a damaged state or snapshot file, or a log that does
     /// not match the state file. Blocks while it reads.
-    pub fn open(dir: &Path, wal_options: WalOptions, initial_voters: &[u64]) -> Result<Self> {
+    pub fn open(
+        dir: &Path,
+        wal_options: WalOptions,
+        bootstrap: Option<&Bootstrap>,
+    ) -> Result<Self> {
         fs::create_dir_all(dir).map_err(|e| OctopiiError::file(dir, e))?;
         let wal = Wal::open(dir.join("wal"), wal_options).map_err(|e| {
             storage_error(format!(
@@ -152,21 +164,15 @@ impl RaftStorage {
                 storage_error(format!("{}: does not decode: {e}", state_path.display()))
             })?
         } else {
-            let conf_state = ConfState {
-                voters: initial_voters.to_vec(),
-                ..ConfState::default()
-            };
-            let fresh = StateRecord {
-                term: 0,
-                vote: 0,
-                commit: 0,
-                conf_state: pb_encode(&conf_state)?,
-                snapshot_index: 0,
-                snapshot_term: 0,
-                snapshot_conf_state: pb_encode(&ConfState::default())?,
-                wal_base: wal.last_index() + 1,
-                raft_base: 1,
-            };
+            let fresh = fresh_state(&wal, bootstrap)?;
+            if let Some(bootstrap) = bootstrap {
+                write_framed(
+                    dir,
+                    &snapshot_file_name(fresh.snapshot_index, fresh.snapshot_term),
+                    SNAPSHOT_MAGIC,
+                    &bootstrap.snapshot_data,
+                )?;
+            }
             write_framed(dir, STATE_FILE, STATE_MAGIC, &codec::encode(&fresh)?)?;
             fresh
         };
@@ -206,6 +212,7 @@ impl RaftStorage {
             snapshot_data,
             saved,
             entries: VecDeque::new(),
+            snapshot_wanted: Cell::new(false),
         };
         storage.load_entries()?;
         let (commit, first, last) = (
@@ -279,6 +286,12 @@ impl RaftStorage {
     /// The configuration last persisted.
     pub fn conf_state(&self) -> &ConfState {
         &self.conf_state
+    }
+
+    /// Whether raft asked for a newer snapshot than the stored one (the
+    /// request is cleared by asking).
+    pub fn take_snapshot_request(&self) -> bool {
+        self.snapshot_wanted.replace(false)
     }
 
     /// Appends `entries` durably, first dropping any conflicting suffix
@@ -428,6 +441,51 @@ impl RaftStorage {
     }
 }
 
+/// How founding members of a cluster start (see [`RaftStorage::open`]).
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    /// The founding voters.
+    pub voters: Vec<u64>,
+    /// Snapshot data of the initial state (the same on every founder).
+    pub snapshot_data: Vec<u8>,
+}
+
+/// The state of a fresh directory.
+fn fresh_state(wal: &Wal, bootstrap: Option<&Bootstrap>) -> Result<StateRecord> {
+    let empty = pb_encode(&ConfState::default())?;
+    let wal_base = wal.last_index() + 1;
+    Ok(match bootstrap {
+        None => StateRecord {
+            term: 0,
+            vote: 0,
+            commit: 0,
+            conf_state: empty.clone(),
+            snapshot_index: 0,
+            snapshot_term: 0,
+            snapshot_conf_state: empty,
+            wal_base,
+            raft_base: 1,
+        },
+        Some(bootstrap) => {
+            let conf_state = pb_encode(&ConfState {
+                voters: bootstrap.voters.clone(),
+                ..ConfState::default()
+            })?;
+            StateRecord {
+                term: 1,
+                vote: 0,
+                commit: 1,
+                conf_state: conf_state.clone(),
+                snapshot_index: 1,
+                snapshot_term: 1,
+                snapshot_conf_state: conf_state,
+                wal_base,
+                raft_base: 2,
+            }
+        }
+    })
+}
+
 fn snapshot_file_name(index: u64, term: u64) -> String {
     format!("snapshot-{index:016x}-{term:016x}")
 }
@@ -526,8 +584,20 @@ impl Storage for RaftStorage {
         Ok(self.last())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        if self.snapshot.index < request_index {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let conf = self.snapshot.get_conf_state();
+        let includes_peer = [
+            &conf.voters,
+            &conf.learners,
+            &conf.voters_outgoing,
+            &conf.learners_next,
+        ]
+        .iter()
+        .any(|ids| ids.contains(&to));
+        // raft-rs refuses a snapshot whose configuration does not hold the
+        // receiver (a node added since it was taken): ask for a fresh one.
+        if self.snapshot.index < request_index || !includes_peer {
+            self.snapshot_wanted.set(true);
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
@@ -578,7 +648,7 @@ mod tests {
     fn restart_recovers_entries_hard_state_and_conf_state() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = RaftStorage::open(dir.path(), options(), &[1, 2, 3]).unwrap();
+            let mut s = RaftStorage::open(dir.path(), options(), None).unwrap();
             block_on(s.append(&(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>())).unwrap();
             // A conflicting suffix from a new leader replaces 4 and 5.
             block_on(s.append(&[entry(4, 2), entry(5, 2), entry(6, 2)])).unwrap();
@@ -596,7 +666,7 @@ mod tests {
             })
             .unwrap();
         }
-        let s = RaftStorage::open(dir.path(), options(), &[9]).unwrap();
+        let s = RaftStorage::open(dir.path(), options(), None).unwrap();
         let state = s.initial_state().unwrap();
         assert_eq!((state.hard_state.term, state.hard_state.vote), (2, 3));
         assert_eq!(state.hard_state.commit, 4);
@@ -618,7 +688,7 @@ mod tests {
     fn compaction_and_installed_snapshots_survive_restart() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut s = RaftStorage::open(dir.path(), options(), &[1]).unwrap();
+            let mut s = RaftStorage::open(dir.path(), options(), None).unwrap();
             let entries: Vec<Entry> = (1..=100).map(|i| entry(i, 1)).collect();
             block_on(s.append(&entries)).unwrap();
             s.set_commit(100);
@@ -631,7 +701,7 @@ mod tests {
             ));
         }
         {
-            let mut s = RaftStorage::open(dir.path(), options(), &[1]).unwrap();
+            let mut s = RaftStorage::open(dir.path(), options(), None).unwrap();
             assert_eq!(s.snapshot_data().as_ref(), b"state at 60");
             assert_eq!(
                 (s.first_index().unwrap(), s.last_index().unwrap()),
@@ -649,7 +719,7 @@ mod tests {
             block_on(s.apply_snapshot(snap)).unwrap();
             block_on(s.append(&[entry(501, 7), entry(502, 7)])).unwrap();
         }
-        let s = RaftStorage::open(dir.path(), options(), &[1]).unwrap();
+        let s = RaftStorage::open(dir.path(), options(), None).unwrap();
         assert_eq!(s.snapshot_data().as_ref(), b"state at 500");
         assert_eq!(
             (s.first_index().unwrap(), s.last_index().unwrap()),
@@ -672,15 +742,37 @@ mod tests {
     }
 
     #[test]
+    fn founders_start_from_a_snapshot_of_the_first_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let bootstrap = Bootstrap {
+            voters: vec![1, 2, 3],
+            snapshot_data: b"initial".to_vec(),
+        };
+        for _ in 0..2 {
+            // Reopening does not bootstrap again.
+            let s = RaftStorage::open(dir.path(), options(), Some(&bootstrap)).unwrap();
+            assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (2, 1));
+            let snap = s.snapshot(0, 4).unwrap();
+            assert_eq!(
+                (snap.get_metadata().index, snap.get_metadata().term),
+                (1, 1)
+            );
+            assert_eq!(snap.get_metadata().get_conf_state().voters, vec![1, 2, 3]);
+            assert_eq!(snap.data.as_ref(), b"initial");
+            assert_eq!(s.initial_state().unwrap().conf_state.voters, vec![1, 2, 3]);
+        }
+    }
+
+    #[test]
     fn a_damaged_state_file_refuses_to_open() {
         let dir = tempfile::tempdir().unwrap();
-        drop(RaftStorage::open(dir.path(), options(), &[1]).unwrap());
+        drop(RaftStorage::open(dir.path(), options(), None).unwrap());
         let path = dir.path().join(STATE_FILE);
         let mut bytes = fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         fs::write(&path, bytes).unwrap();
-        let err = RaftStorage::open(dir.path(), options(), &[1]).unwrap_err();
+        let err = RaftStorage::open(dir.path(), options(), None).unwrap_err();
         assert!(err.to_string().contains("CRC mismatch"), "{err}");
     }
 }
