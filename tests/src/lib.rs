@@ -67,4 +67,5 @@ impl InboundHandler for Echo {
     }
 }
 
+pub mod linearizability;
 pub mod raft;

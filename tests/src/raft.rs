@@ -301,11 +301,12 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let running = std::mem::take(&mut self.running);
-        self.runtime.block_on(async {
-            for (_, (node, raft)) in running {
-                raft.shutdown().await;
-                node.shutdown().await;
-            }
-        });
+        self.runtime
+            .block_on(futures::future::join_all(running.into_values().map(
+                |(node, raft)| async move {
+                    raft.shutdown().await;
+                    node.shutdown().await;
+                },
+            )));
     }
 }
