@@ -1,5 +1,6 @@
 //! The `octopii` command line.
 
+mod bench_raft;
 mod bench_rpc;
 mod bench_wal;
 mod certs;
@@ -31,6 +32,8 @@ enum BenchCommand {
     Rpc(bench_rpc::RpcBenchArgs),
     /// Write-ahead log appends per second and latency, beside write+fdatasync.
     Wal(bench_wal::WalBenchArgs),
+    /// Committed raft proposals per second and latency, beside WAL appends.
+    Raft(bench_raft::RaftBenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +42,7 @@ fn main() -> std::process::ExitCode {
         Command::Certs(command) => certs::run(command),
         Command::Bench(BenchCommand::Rpc(args)) => bench_rpc::run(args),
         Command::Bench(BenchCommand::Wal(args)) => bench_wal::run(args),
+        Command::Bench(BenchCommand::Raft(args)) => bench_raft::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
