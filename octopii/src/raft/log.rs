@@ -13,22 +13,32 @@ impl Drain for TracingDrain {
     type Err = Never;
 
     fn log(&self, record: &Record<'_>, values: &OwnedKVList) -> Result<(), Never> {
-        let mut fields = FieldText(String::new());
-        let _ = record.kv().serialize(record, &mut fields);
-        let _ = values.serialize(record, &mut fields);
-        let message = record.msg();
-        let fields = fields.0;
+        // Formats a record only if a subscriber wants its level.
+        macro_rules! forward {
+            ($level:expr) => {
+                if tracing::enabled!(target: "octopii::raft", $level) {
+                    let text = render(record, values);
+                    tracing::event!(target: "octopii::raft", $level, "{text}");
+                }
+            };
+        }
         match record.level() {
-            Level::Critical | Level::Error => {
-                tracing::error!(target: "octopii::raft", "{message}{fields}")
-            }
-            Level::Warning => tracing::warn!(target: "octopii::raft", "{message}{fields}"),
-            Level::Info => tracing::info!(target: "octopii::raft", "{message}{fields}"),
-            Level::Debug => tracing::debug!(target: "octopii::raft", "{message}{fields}"),
-            Level::Trace => tracing::trace!(target: "octopii::raft", "{message}{fields}"),
+            Level::Critical | Level::Error => forward!(tracing::Level::ERROR),
+            Level::Warning => forward!(tracing::Level::WARN),
+            Level::Info => forward!(tracing::Level::INFO),
+            Level::Debug => forward!(tracing::Level::DEBUG),
+            Level::Trace => forward!(tracing::Level::TRACE),
         }
         Ok(())
     }
+}
+
+/// The record's message followed by its key-value pairs.
+fn render(record: &Record<'_>, values: &OwnedKVList) -> String {
+    let mut text = FieldText(record.msg().to_string());
+    let _ = record.kv().serialize(record, &mut text);
+    let _ = values.serialize(record, &mut text);
+    text.0
 }
 
 /// Collects `slog` key-value pairs as ` key=value` text.
