@@ -1,6 +1,6 @@
 //! A replicated key-value store: three nodes in three OS processes on
-//! loopback, and a client that puts and gets, then kills the leader and
-//! shows the writes survive.
+//! loopback, and a client that puts and gets, kills the leader and shows
+//! the writes survive, then adds a fourth node to the running cluster.
 //!
 //! Run with `cargo run -p octopii-examples --example raft_kv`. The example
 //! starts itself three more times with the argument `node <id> ...`; each
@@ -36,6 +36,8 @@ pub trait Kv {
     async fn get(&self, key: String) -> Result<Option<String>, String>;
     /// The leader this node knows of.
     async fn leader(&self) -> Option<u64>;
+    /// Adds node `id`, listening at `addr`, as a voter.
+    async fn add_voter(&self, id: u64, addr: SocketAddr) -> Result<(), String>;
 }
 
 /// A replicated command.
@@ -95,6 +97,10 @@ impl Kv for ReplicatedKv {
     async fn leader(&self) -> Option<u64> {
         self.0.status().leader_id
     }
+
+    async fn add_voter(&self, id: u64, addr: SocketAddr) -> Result<(), String> {
+        self.0.add_voter(id, addr).await.map_err(|e| e.to_string())
+    }
 }
 
 fn main() -> Result<(), BoxError> {
@@ -105,7 +111,8 @@ fn main() -> Result<(), BoxError> {
     }
 }
 
-/// `node <id> <dir> <addr-1> <addr-2> <addr-3>`: one raft member.
+/// `node <id> <dir> <addr-1> <addr-2> <addr-3> [<addr-4>]`: one raft
+/// member. Nodes 1 to 3 found the cluster; node 4 joins it later.
 fn run_node(args: &[String]) -> Result<(), BoxError> {
     let id: u64 = args[0].parse()?;
     let dir = PathBuf::from(&args[1]);
@@ -124,6 +131,7 @@ fn run_node(args: &[String]) -> Result<(), BoxError> {
     let node = OctopiiNode::new(config, &runtime)?;
     let raft_config = RaftConfig {
         peers,
+        bootstrap: id <= NODES,
         tick_interval: Duration::from_millis(50),
         ..RaftConfig::default()
     };
@@ -148,6 +156,18 @@ fn tls_files(dir: &Path, name: &str) -> TlsConfig {
 struct Processes(BTreeMap<u64, Child>);
 
 impl Processes {
+    /// Starts this program again as node `id`.
+    fn spawn(&mut self, id: u64, dir: &Path, addrs: &[SocketAddr]) -> Result<(), BoxError> {
+        let child = Command::new(std::env::current_exe()?)
+            .arg("node")
+            .arg(id.to_string())
+            .arg(dir)
+            .args(addrs.iter().map(SocketAddr::to_string))
+            .spawn()?;
+        self.0.insert(id, child);
+        Ok(())
+    }
+
     fn kill(&mut self, id: u64) {
         if let Some(mut child) = self.0.remove(&id) {
             let _ = child.kill();
@@ -182,20 +202,13 @@ fn run_cluster() -> Result<(), BoxError> {
         write_pem(&dir.join(format!("{name}.pem")), creds.cert_pem(), false)?;
         write_pem(&dir.join(format!("{name}.key.pem")), creds.key_pem(), true)?;
     }
-    let addrs: Vec<SocketAddr> = (0..NODES)
+    let addrs: Vec<SocketAddr> = (0..=NODES)
         .map(|_| free_loopback_addr())
         .collect::<Result<_, _>>()?;
 
-    let exe = std::env::current_exe()?;
     let mut processes = Processes(BTreeMap::new());
     for id in 1..=NODES {
-        let child = Command::new(&exe)
-            .arg("node")
-            .arg(id.to_string())
-            .arg(&dir)
-            .args(addrs.iter().map(SocketAddr::to_string))
-            .spawn()?;
-        processes.0.insert(id, child);
+        processes.spawn(id, &dir, &addrs)?;
     }
 
     let runtime = OctopiiRuntime::new(2)?;
@@ -228,11 +241,18 @@ fn run_cluster() -> Result<(), BoxError> {
         kv(survivors[0])
             .put("after".into(), "failover".into())
             .await??;
-        for id in survivors {
+        for &id in &survivors {
             let language = kv(id).get("language".into()).await??;
             let after = kv(id).get("after".into()).await??;
             println!("node {id} reads language={language:?} after={after:?}");
         }
+
+        let new = NODES + 1;
+        println!("starting node {new} and adding it to the running cluster");
+        processes.spawn(new, &dir, &addrs)?;
+        kv(survivors[0]).add_voter(new, addrs[new as usize - 1]).await??;
+        let language = kv(new).get("language".into()).await??;
+        println!("node {new} reads language={language:?}");
         Ok::<(), BoxError>(())
     });
     drop(processes);
