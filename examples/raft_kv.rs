@@ -120,7 +120,11 @@ fn run_node(args: &[String]) -> Result<(), BoxError> {
         .iter()
         .map(|a| a.parse())
         .collect::<Result<_, _>>()?;
-    let peers: BTreeMap<u64, SocketAddr> = (1..).zip(addrs.iter().copied()).collect();
+    // The founders, and this node: a founder's peers are the first voters.
+    let peers: BTreeMap<u64, SocketAddr> = (1..)
+        .zip(addrs.iter().copied())
+        .filter(|(peer, _)| *peer <= NODES || *peer == id)
+        .collect();
     let runtime = OctopiiRuntime::new(2)?;
     let config = Config::builder()
         .node_id(id)
@@ -194,7 +198,7 @@ fn run_cluster() -> Result<(), BoxError> {
     std::fs::create_dir_all(&dir)?;
     let ca = ClusterCa::generate()?;
     write_pem(&dir.join("ca.pem"), ca.cert_pem(), false)?;
-    for name in (1..=NODES)
+    for name in (1..=NODES + 1)
         .map(|id| format!("node-{id}"))
         .chain(["client".into()])
     {
@@ -250,7 +254,9 @@ fn run_cluster() -> Result<(), BoxError> {
         let new = NODES + 1;
         println!("starting node {new} and adding it to the running cluster");
         processes.spawn(new, &dir, &addrs)?;
-        kv(survivors[0]).add_voter(new, addrs[new as usize - 1]).await??;
+        kv(survivors[0])
+            .add_voter(new, addrs[new as usize - 1])
+            .await??;
         let language = kv(new).get("language".into()).await??;
         println!("node {new} reads language={language:?}");
         Ok::<(), BoxError>(())
