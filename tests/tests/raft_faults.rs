@@ -1,6 +1,7 @@
 //! Raft under faults and bad input: a partitioned minority, undecodable
 //! messages, oversized proposals, a corrupted WAL.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use octopii::raft::RaftError;
@@ -60,8 +61,37 @@ fn a_cut_off_minority_cannot_commit_while_the_majority_can() {
     assert_eq!(cluster.leader(), new);
 }
 
+/// Log lines written while this test binary runs (warnings and above).
+fn capture_logs() -> Arc<Mutex<Vec<u8>>> {
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let sink = buffer.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .with_ansi(false)
+        .with_writer(move || Sink(sink.clone()))
+        .try_init()
+        .expect("the only subscriber of this test binary");
+    buffer
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[test]
 fn undecodable_raft_messages_are_dropped_and_the_node_keeps_serving() {
+    let logs = capture_logs();
     let cluster = Cluster::start(3, test_raft_config());
     let leader = cluster.leader();
     cluster.runtime.block_on(async {
@@ -77,6 +107,11 @@ fn undecodable_raft_messages_are_dropped_and_the_node_keeps_serving() {
             .step(vec![vec![0xff; 64], b"not protobuf".to_vec(), Vec::new()])
             .await
             .expect("the call itself succeeds");
+        let logged = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+        assert!(
+            logged.contains("dropping a raft message that does not decode"),
+            "{logged}"
+        );
         let refused = client.snapshot(vec![0x0a, 0xff, 0xff]).await.unwrap();
         assert!(
             matches!(refused, Err(RaftError::ProposalDropped(_))),

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::node::ENTRY_OVERHEAD;
 use crate::wal::WalOptions;
 use crate::{OctopiiError, Result};
 
@@ -104,12 +105,11 @@ impl RaftConfig {
         if self.max_inflight_msgs == 0 {
             return bad("raft.max_inflight_msgs", "must be at least 1");
         }
-        if self.max_proposal_size == 0
-            || self.max_proposal_size as u64 >= self.wal.max_record_size as u64
-        {
+        let record_room = (self.wal.max_record_size as usize).saturating_sub(ENTRY_OVERHEAD);
+        if self.max_proposal_size == 0 || self.max_proposal_size > record_room {
             return bad(
                 "raft.max_proposal_size",
-                "must be above 0 and below the WAL's max_record_size",
+                "must be above 0 and at least 64 KiB below the WAL's max_record_size",
             );
         }
         if self.snapshot_interval == 0 {
@@ -127,5 +127,46 @@ impl RaftConfig {
     /// The time without a leader after which a follower campaigns.
     pub fn election_timeout(&self) -> Duration {
         self.tick_interval * self.election_ticks as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(config: RaftConfig) -> &'static str {
+        match config.validate() {
+            Err(OctopiiError::Config { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let base = RaftConfig::default;
+        assert!(base().validate().is_ok());
+        let mut peers = BTreeMap::new();
+        peers.insert(0, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(field_of(RaftConfig { peers, ..base() }), "raft.peers");
+        let zero_tick = RaftConfig {
+            tick_interval: Duration::ZERO,
+            ..base()
+        };
+        assert_eq!(field_of(zero_tick), "raft.tick_interval");
+        let short_election = RaftConfig {
+            election_ticks: 2,
+            ..base()
+        };
+        assert_eq!(field_of(short_election), "raft.election_ticks");
+        let huge = RaftConfig {
+            max_proposal_size: 16 * 1024 * 1024,
+            ..base()
+        };
+        assert_eq!(field_of(huge), "raft.max_proposal_size");
+        let never = RaftConfig {
+            snapshot_interval: 0,
+            ..base()
+        };
+        assert_eq!(field_of(never), "raft.snapshot_interval");
     }
 }

@@ -19,6 +19,8 @@ use crate::{OctopiiError, OctopiiNode, Result};
 
 /// Commands queued for the driver before callers wait.
 const COMMAND_QUEUE: usize = 8192;
+/// Room for an entry's and a message's own fields around a proposal.
+pub(crate) const ENTRY_OVERHEAD: usize = 64 * 1024;
 /// Attempts of a proposal that keeps meeting a stale leader hint.
 const PROPOSE_ATTEMPTS: usize = 3;
 
@@ -91,6 +93,17 @@ impl RaftNode {
         machine: impl StateMachine,
     ) -> Result<Self> {
         config.validate()?;
+        // An entry (a proposal plus its framing) must fit in one frame.
+        let frame = node.config().transport.max_frame_size as usize;
+        if config.max_proposal_size.saturating_add(ENTRY_OVERHEAD) > frame {
+            return Err(OctopiiError::Config {
+                field: "raft.max_proposal_size",
+                message: format!(
+                    "{} bytes plus {ENTRY_OVERHEAD} of framing exceeds transport.max_frame_size ({frame})",
+                    config.max_proposal_size
+                ),
+            });
+        }
         let id = node.id();
         let bootstrap = if config.bootstrap {
             let mut voters: Vec<u64> = config.peers.keys().copied().collect();
@@ -329,7 +342,8 @@ impl RaftNode {
 
     /// Stops the driver and waits for it, releasing the raft log. The
     /// [`OctopiiNode`] keeps running (its RaftService answers
-    /// [`RaftError::Stopped`]).
+    /// [`RaftError::Stopped`]); to run raft again, start a new node on the
+    /// same `data_dir`.
     pub async fn shutdown(&self) {
         let _ = self.inner.commands.send(Command::Shutdown).await;
         let driver = self

@@ -18,7 +18,8 @@ use crate::OctopiiNode;
 
 /// Messages sent in one `step` call at most.
 const MAX_BATCH_MESSAGES: usize = 256;
-/// Bytes sent in one `step` call at most (a batch always takes one message).
+/// Bytes sent in one `step` call at most (a batch always takes one
+/// message); lower if half the transport's frame limit is lower.
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// What a sending task tells the driver.
@@ -121,7 +122,16 @@ impl Peers {
             let addr = address_of(&self.addresses, to)?;
             let (tx, rx) = mpsc::channel(self.capacity);
             let client = RaftServiceClient::new(&self.node, addr).with_deadline(self.call_deadline);
-            let task = send_loop(to, client, rx, self.faults.clone(), self.feedback.clone());
+            let frame = self.node.config().transport.max_frame_size as usize;
+            let budget = MAX_BATCH_BYTES.min(frame / 2);
+            let task = send_loop(
+                to,
+                client,
+                rx,
+                budget,
+                self.faults.clone(),
+                self.feedback.clone(),
+            );
             self.node.runtime_handle().spawn(task);
             self.queues.insert(to, tx);
         }
@@ -170,6 +180,7 @@ async fn send_loop(
     to: u64,
     client: RaftServiceClient,
     mut queue: mpsc::Receiver<Message>,
+    max_batch_bytes: usize,
     faults: Arc<NetworkFaults>,
     feedback: mpsc::UnboundedSender<Feedback>,
 ) {
@@ -185,7 +196,7 @@ async fn send_loop(
                 }
                 Err(e) => tracing::error!(peer = to, "cannot encode a raft message: {e}"),
             }
-            if batch.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
+            if batch.len() < MAX_BATCH_MESSAGES && bytes < max_batch_bytes {
                 next = queue.try_recv().ok();
             }
         }
