@@ -164,7 +164,7 @@ impl Driver {
             while let Ok(feedback) = self.feedback.try_recv() {
                 self.on_feedback(feedback);
             }
-            if running && self.raw.has_ready() {
+            while running && self.raw.has_ready() {
                 if let Err(e) = self.handle_ready().await {
                     tracing::error!(node = self.id, "raft node stops: {e}");
                     running = false;
