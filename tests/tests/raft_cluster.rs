@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use octopii::raft::RaftRole;
-use octopii_tests::raft::{Cluster, get, put, test_raft_config};
+use octopii::rpc::codec;
+use octopii_tests::raft::{Cluster, KvOutput, get, put, test_raft_config};
 
 #[test]
 fn three_nodes_elect_one_leader_and_replicate() {
@@ -25,6 +26,16 @@ fn three_nodes_elect_one_leader_and_replicate() {
         assert_eq!(
             put(cluster.raft(followers[0]), "a", "2").await.unwrap(),
             Some("1".to_owned())
+        );
+        // An empty command is a command too: applied, and answered.
+        let output = cluster
+            .raft(followers[1])
+            .propose(Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            codec::decode::<KvOutput>(&output).unwrap(),
+            KvOutput::Invalid
         );
         // Linearizable reads on every node see the last write.
         for id in cluster.running() {

@@ -363,7 +363,10 @@ impl Driver {
         for entry in entries {
             self.applied = entry.index;
             let output = match entry.get_entry_type() {
-                EntryType::EntryNormal if entry.data.is_empty() => continue,
+                // The empty entry a new leader appends: nobody's proposal.
+                EntryType::EntryNormal if entry.data.is_empty() && entry.context.is_empty() => {
+                    continue;
+                }
                 EntryType::EntryNormal => Ok(self.machine.apply(&entry.data)),
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     self.apply_conf_change(&entry)?
