@@ -211,3 +211,56 @@ async fn send_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::transport::tls::ClusterCa;
+    use crate::{Config, OctopiiRuntime};
+
+    #[test]
+    fn a_peer_that_cannot_keep_up_is_refused_at_once_and_reported() {
+        let runtime = OctopiiRuntime::new(1).unwrap();
+        let ca = ClusterCa::generate().unwrap();
+        let config = Config::builder()
+            .bind_addr("127.0.0.1:0".parse().unwrap())
+            .credentials(ca.issue_node("a").unwrap())
+            .build()
+            .unwrap();
+        let node = OctopiiNode::new(config, &runtime).unwrap();
+        // A port that takes datagrams and never answers.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let book: AddressBook = Arc::new(RwLock::new(BTreeMap::from([(
+            2,
+            silent.local_addr().unwrap(),
+        )])));
+        let (feedback, mut reports) = mpsc::unbounded_channel();
+        let faults = Arc::new(NetworkFaults::default());
+        let deadline = Duration::from_millis(200);
+        let mut peers = Peers::new(node.clone(), book, 1, faults, feedback, deadline);
+        let message = |to| Message {
+            to,
+            ..Message::default()
+        };
+
+        let started = Instant::now();
+        let accepted = (0..1000).filter(|_| peers.send(message(2))).count();
+        // One batch in flight plus one queued message at most.
+        assert!(accepted <= MAX_BATCH_MESSAGES + 1, "{accepted} accepted");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "sending never waits"
+        );
+        assert!(!peers.send(message(3)), "a peer without an address");
+
+        let report = runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), reports.recv()).await });
+        assert!(
+            matches!(report, Ok(Some(Feedback::Unreachable(2)))),
+            "{report:?}"
+        );
+        runtime.block_on(node.shutdown());
+    }
+}
