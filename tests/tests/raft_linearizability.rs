@@ -14,7 +14,9 @@ use rand::{Rng, SeedableRng};
 
 const KEYS: [&str; 3] = ["x", "y", "z"];
 const CLIENTS: usize = 4;
-const OPS_PER_CLIENT: usize = 25;
+const OPS_PER_CLIENT: usize = 40;
+/// Pause between a client's operations, so the run spans the failure.
+const THINK_TIME: Duration = Duration::from_millis(15);
 
 /// The nodes clients may call, updated as nodes stop and restart.
 type Members = Arc<Mutex<BTreeMap<u64, RaftNode>>>;
@@ -69,6 +71,7 @@ async fn client(
                 None
             }
         };
+        tokio::time::sleep(THINK_TIME).await;
         let event = Event { op, call, ret };
         history
             .lock()
@@ -101,11 +104,12 @@ fn run_seed(seed: u64) {
         })
         .collect();
     // Kill the leader mid-run, then bring it back.
-    std::thread::sleep(Duration::from_millis(150));
+    std::thread::sleep(Duration::from_millis(100));
     members.lock().unwrap().remove(&leader);
     cluster.stop(leader);
-    std::thread::sleep(Duration::from_millis(400));
+    std::thread::sleep(Duration::from_millis(300));
     cluster.restart(leader).expect("restart the old leader");
+    let restarted_at = start.elapsed();
     members
         .lock()
         .unwrap()
@@ -120,6 +124,11 @@ fn run_seed(seed: u64) {
     assert!(
         answered >= CLIENTS * OPS_PER_CLIENT / 2,
         "seed {seed}: only {answered} answered"
+    );
+    let last_call = history.iter().map(|r| r.event.call).max().unwrap_or(0);
+    assert!(
+        Duration::from_nanos(last_call) > restarted_at,
+        "seed {seed}: the clients ran across the failure and the restart"
     );
     for key in KEYS {
         let events: Vec<Event> = history
