@@ -25,16 +25,15 @@ use raft::eraftpb::{
     ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, MessageType, Snapshot,
 };
 use raft::{RawNode, ReadState, StateRole};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::machine::{RaftRole, RaftStatus, StateMachine};
 use super::peers::{Feedback, Peers};
 use super::service::Proposal;
+use super::snapshot::SnapshotData;
 use super::storage::RaftStorage;
 use super::{RaftConfig, RaftError};
-use crate::rpc::codec;
-use crate::{OctopiiError, Result};
+use crate::Result;
 
 /// Commands taken per loop turn at most, before the Ready is handled.
 const MAX_COMMANDS_PER_TURN: usize = 4096;
@@ -52,13 +51,6 @@ pub(crate) enum Command {
     Read { query: Vec<u8>, reply: Reply },
     /// Stop the driver.
     Shutdown,
-}
-
-/// What a snapshot's data holds: the address book and the user's state.
-#[derive(Serialize, Deserialize)]
-struct SnapshotEnvelope {
-    peers: Vec<(u64, SocketAddr)>,
-    state: Vec<u8>,
 }
 
 /// Identifies a proposal or read: the node that made it and a number it
@@ -434,11 +426,7 @@ impl Driver {
         if !wanted && self.applied < since + self.config.snapshot_interval {
             return Ok(());
         }
-        let envelope = SnapshotEnvelope {
-            peers: self.peers.addresses(),
-            state: self.machine.snapshot(),
-        };
-        let data = codec::encode(&envelope)?;
+        let data = SnapshotData::encode(self.peers.addresses(), self.machine.snapshot())?;
         let index = self.applied;
         self.raw.mut_store().compact(index, data).await?;
         tracing::debug!(node = self.id, index, "snapshot taken, log compacted");
@@ -492,20 +480,16 @@ impl Driver {
 /// Snapshot data of a founding member's initial state (no addresses: each
 /// member has its own from its configuration).
 pub(crate) fn bootstrap_snapshot(machine: &dyn StateMachine) -> Result<Vec<u8>> {
-    codec::encode(&SnapshotEnvelope {
-        peers: Vec::new(),
-        state: machine.snapshot(),
-    })
+    SnapshotData::encode(Vec::new(), machine.snapshot())
 }
 
 /// Restores the state machine and address book from snapshot data.
 fn restore(machine: &mut Box<dyn StateMachine>, peers: &mut Peers, data: &[u8]) -> Result<()> {
-    let envelope: SnapshotEnvelope = codec::decode(data)
-        .map_err(|e| OctopiiError::Raft(RaftError::Storage(format!("snapshot data: {e}"))))?;
-    for (id, addr) in envelope.peers {
+    let snapshot = SnapshotData::decode(data)?;
+    for (id, addr) in snapshot.peers {
         peers.set_address(id, addr);
     }
-    machine.restore(&envelope.state)
+    machine.restore(&snapshot.state)
 }
 
 /// The raft-rs change for a membership proposal; the new member's address

@@ -31,6 +31,7 @@ mod machine;
 mod node;
 mod peers;
 pub mod service;
+mod snapshot;
 pub mod storage;
 
 pub use config::RaftConfig;

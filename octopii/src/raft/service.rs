@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::RaftError;
 use super::driver::Command;
 use super::faults::NetworkFaults;
+use super::snapshot::SnapshotData;
 
 /// A change proposed to the replicated state machine, carried to the
 /// leader by [`RaftService::propose`].
@@ -59,7 +60,8 @@ pub trait RaftService {
     async fn step(&self, messages: Vec<Vec<u8>>);
 
     /// Delivers one protobuf-encoded `MsgSnapshot` message (snapshot data
-    /// inside); replies once the driver has taken it.
+    /// inside); replies once the driver has taken it. Snapshot data whose
+    /// state fails its SHA-256 is refused.
     async fn snapshot(&self, message: Vec<u8>) -> Result<(), RaftError>;
 
     /// Proposes on this node, which should be the leader, and replies with
@@ -127,6 +129,16 @@ impl RaftService for RaftHandler {
                 "dropping a non-snapshot message sent as a snapshot"
             );
             return Err(RaftError::ProposalDropped("not a snapshot message".into()));
+        }
+        // Checked before raft takes it: a damaged snapshot is refused here
+        // (the leader retries) rather than installed.
+        if let Err(e) = SnapshotData::decode(&message.get_snapshot().data) {
+            tracing::warn!(
+                node = self.id,
+                from = message.from,
+                "refusing a snapshot: {e}"
+            );
+            return Err(RaftError::ProposalDropped(e.to_string()));
         }
         self.commands
             .send(Command::Step(message))
