@@ -204,3 +204,45 @@ fn a_corrupted_wal_stops_the_node_from_rejoining() {
     assert!(message.contains("refusing to start"), "{message}");
     assert!(message.contains("CRC mismatch"), "{message}");
 }
+
+#[test]
+fn a_snapshot_failing_its_digest_is_refused() {
+    use protobuf::Message as _;
+    use raft::eraftpb::{Message, MessageType};
+
+    let cluster = Cluster::start(3, test_raft_config());
+    let leader = cluster.leader();
+    let follower = cluster
+        .running()
+        .into_iter()
+        .find(|&id| id != leader)
+        .unwrap();
+    // Snapshot data as docs/PROTOCOL.md lays it out, with a wrong digest.
+    let no_peers: Vec<(u64, std::net::SocketAddr)> = Vec::new();
+    let data = octopii::rpc::codec::encode(&(no_peers, b"state".to_vec(), [0u8; 32])).unwrap();
+    let mut message = Message {
+        to: follower,
+        from: leader,
+        term: cluster.raft(leader).status().term,
+        ..Message::default()
+    };
+    message.set_msg_type(MessageType::MsgSnapshot);
+    message.mut_snapshot().data = data.into();
+    message.mut_snapshot().mut_metadata().index = 1_000;
+    message.mut_snapshot().mut_metadata().term = 1;
+    cluster.runtime.block_on(async {
+        let client = RaftServiceClient::new(cluster.octopii(leader), cluster.addrs[&follower]);
+        let refused = client
+            .snapshot(message.write_to_bytes().unwrap())
+            .await
+            .unwrap();
+        match refused {
+            Err(RaftError::ProposalDropped(why)) => assert!(why.contains("SHA-256"), "{why}"),
+            other => panic!("a damaged snapshot was taken: {other:?}"),
+        }
+        put(cluster.raft(leader), "after", "refusal").await.unwrap();
+        let value = get(cluster.raft(follower), "after").await.unwrap();
+        assert_eq!(value.as_deref(), Some("refusal"));
+    });
+    assert!(cluster.raft(follower).status().snapshot_index < 1_000);
+}
