@@ -1,10 +1,12 @@
 //! [`RaftNode`]: the handle an application uses to replicate its state.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -176,7 +178,18 @@ impl RaftNode {
             max_proposal_size: config.max_proposal_size,
             request_timeout: config.request_timeout,
         }))?;
-        let driver = node.runtime_handle().spawn(driver.run());
+        let driver = node.runtime_handle().spawn(async move {
+            // raft-rs panics on states it deems impossible; the node then
+            // stops (callers get `Stopped`) rather than taking the runtime down.
+            if let Err(panic) = AssertUnwindSafe(driver.run()).catch_unwind().await {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("unknown");
+                tracing::error!(node = id, "raft driver panicked, the node stops: {why}");
+            }
+        });
         tracing::info!(node = id, "raft node started");
         Ok(RaftNode {
             inner: Arc::new(Inner {
@@ -199,7 +212,12 @@ impl RaftNode {
 
     /// The node's current raft state.
     pub fn status(&self) -> RaftStatus {
-        self.inner.status.borrow().clone()
+        let mut status = self.inner.status.borrow().clone();
+        if self.inner.status.has_changed().is_err() {
+            // The driver is gone.
+            status.role = RaftRole::Stopped;
+        }
+        status
     }
 
     /// Waits until this node knows a leader (possibly itself) and returns
