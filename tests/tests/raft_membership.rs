@@ -180,3 +180,27 @@ fn a_node_added_late_catches_up_through_a_snapshot() {
         );
     });
 }
+
+#[test]
+fn the_log_held_in_memory_is_bounded_by_size_too() {
+    let config = RaftConfig {
+        snapshot_interval: 1_000_000,
+        snapshot_log_bytes: 2_000,
+        ..test_raft_config()
+    };
+    let cluster = Cluster::start(3, config);
+    let leader = cluster.leader();
+    let value = "v".repeat(100);
+    cluster.runtime.block_on(async {
+        for i in 0..40 {
+            put(cluster.raft(leader), &format!("k{i}"), &value)
+                .await
+                .unwrap();
+        }
+    });
+    let status = cluster.raft(leader).status();
+    assert!(
+        status.snapshot_index > 1,
+        "about 5 KB of commands were snapshotted away: {status:?}"
+    );
+}

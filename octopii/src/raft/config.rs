@@ -52,6 +52,10 @@ pub struct RaftConfig {
     /// Applied entries between two snapshots; each snapshot compacts the
     /// log prefix it covers.
     pub snapshot_interval: u64,
+    /// Bytes of commands held since the last snapshot that also trigger a
+    /// snapshot (the log since the last snapshot is kept in memory, so this
+    /// bounds its size).
+    pub snapshot_log_bytes: u64,
     /// How long [`propose`](super::RaftNode::propose) and
     /// [`read`](super::RaftNode::read) wait for an outcome.
     pub request_timeout: Duration,
@@ -74,6 +78,7 @@ impl Default for RaftConfig {
             max_inflight_msgs: 256,
             max_proposal_size: 1024 * 1024,
             snapshot_interval: 10_000,
+            snapshot_log_bytes: 64 * 1024 * 1024,
             request_timeout: Duration::from_secs(10),
             peer_queue_capacity: 4096,
             wal: WalOptions::default(),
@@ -114,6 +119,9 @@ impl RaftConfig {
         }
         if self.snapshot_interval == 0 {
             return bad("raft.snapshot_interval", "must be at least 1");
+        }
+        if self.snapshot_log_bytes == 0 {
+            return bad("raft.snapshot_log_bytes", "must be at least 1");
         }
         if self.request_timeout.is_zero() {
             return bad("raft.request_timeout", "must be longer than zero");

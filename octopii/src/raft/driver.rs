@@ -421,9 +421,12 @@ impl Driver {
     }
 
     async fn maybe_snapshot(&mut self) -> Result<()> {
-        let since = self.raw.store().snapshot_metadata().index;
-        let wanted = self.raw.store().take_snapshot_request() && self.applied > since;
-        if !wanted && self.applied < since + self.config.snapshot_interval {
+        let store = self.raw.store();
+        let since = store.snapshot_metadata().index;
+        let due = store.take_snapshot_request()
+            || self.applied >= since + self.config.snapshot_interval
+            || store.log_bytes() >= self.config.snapshot_log_bytes;
+        if !due || self.applied <= since {
             return Ok(());
         }
         let data = SnapshotData::encode(self.peers.addresses(), self.machine.snapshot())?;

@@ -44,9 +44,11 @@
 //! # Reads
 //!
 //! Entries since the latest snapshot are also kept in memory, so raft's
-//! reads (`entries`, `term`) never touch the disk; a snapshot (every
+//! reads (`entries`, `term`) never touch the disk; a snapshot, taken every
 //! [`snapshot_interval`](super::RaftConfig::snapshot_interval) applied
-//! entries) bounds that memory.
+//! entries or once they hold
+//! [`snapshot_log_bytes`](super::RaftConfig::snapshot_log_bytes), bounds
+//! that memory.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -102,6 +104,8 @@ pub struct RaftStorage {
     saved: StateRecord,
     /// Entries `snapshot.index + 1 ..`, all durable.
     entries: VecDeque<Entry>,
+    /// Bytes of data and context in `entries`.
+    entry_bytes: u64,
     /// Set when raft asked for a snapshot the stored one cannot serve.
     snapshot_wanted: Cell<bool>,
 }
@@ -212,6 +216,7 @@ impl RaftStorage {
             snapshot_data,
             saved,
             entries: VecDeque::new(),
+            entry_bytes: 0,
             snapshot_wanted: Cell::new(false),
         };
         storage.load_entries()?;
@@ -252,6 +257,7 @@ impl RaftStorage {
                     entry.index
                 )));
             }
+            self.entry_bytes += entry_size(&entry);
             self.entries.push_back(entry);
         }
         Ok(())
@@ -283,6 +289,12 @@ impl RaftStorage {
         &self.snapshot_data
     }
 
+    /// Bytes of commands (entry data and context) held since the latest
+    /// snapshot: what the in-memory copy of the log costs.
+    pub fn log_bytes(&self) -> u64 {
+        self.entry_bytes
+    }
+
     /// The configuration last persisted.
     pub fn conf_state(&self) -> &ConfState {
         &self.conf_state
@@ -311,8 +323,10 @@ impl RaftStorage {
         let wal_index = self.raft_to_wal(first_index)?;
         if first_index <= self.last() {
             self.wal.truncate_suffix(wal_index).await?;
-            self.entries
-                .truncate((first_index - self.snapshot.index - 1) as usize);
+            let kept = (first_index - self.snapshot.index - 1) as usize;
+            let dropped: u64 = self.entries.range(kept..).map(entry_size).sum();
+            self.entry_bytes -= dropped;
+            self.entries.truncate(kept);
         }
         let records = entries.iter().map(pb_encode).collect::<Result<Vec<_>>>()?;
         let range = self.wal.append_batch(&records).await?;
@@ -322,6 +336,7 @@ impl RaftStorage {
                 range.start
             )));
         }
+        self.entry_bytes += entries.iter().map(entry_size).sum::<u64>();
         self.entries.extend(entries.iter().cloned());
         Ok(())
     }
@@ -365,6 +380,7 @@ impl RaftStorage {
             self.hard_state.vote = 0;
         }
         self.entries.clear();
+        self.entry_bytes = 0;
         self.snapshot = meta;
         self.snapshot_data = snapshot.data;
         let (wal_base, raft_base) = (self.wal.last_index() + 1, self.snapshot.index + 1);
@@ -389,7 +405,8 @@ impl RaftStorage {
             &data,
         )?;
         let covered = (index - self.snapshot.index) as usize;
-        self.entries.drain(..covered);
+        let dropped: u64 = self.entries.drain(..covered).map(|e| entry_size(&e)).sum();
+        self.entry_bytes -= dropped;
         self.snapshot.index = index;
         self.snapshot.term = term;
         self.snapshot.set_conf_state(self.conf_state.clone());
@@ -488,6 +505,10 @@ fn fresh_state(wal: &Wal, bootstrap: Option<&Bootstrap>) -> Result<StateRecord> 
             }
         }
     })
+}
+
+fn entry_size(entry: &Entry) -> u64 {
+    (entry.data.len() + entry.context.len()) as u64
 }
 
 fn snapshot_file_name(index: u64, term: u64) -> String {
@@ -699,6 +720,7 @@ mod tests {
             block_on(s.compact(60, b"state at 60".to_vec())).unwrap();
             assert!(s.wal.first_index() > 1, "whole segments were compacted");
             assert_eq!(s.first_index().unwrap(), 61);
+            assert_eq!(s.log_bytes(), 40 * 100, "40 entries of 100 bytes are left");
             assert!(matches!(
                 s.entries(50, 70, None, ctx()),
                 Err(raft::Error::Store(StorageError::Compacted))
