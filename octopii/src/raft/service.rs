@@ -170,3 +170,32 @@ impl RaftService for RaftHandler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::codec;
+
+    /// The bytes `docs/PROTOCOL.md` gives for a proposal.
+    #[test]
+    fn a_proposal_encodes_as_documented() {
+        let proposal = Proposal::AddVoter {
+            id: 4,
+            addr: "127.0.0.1:7001".parse().unwrap(),
+        };
+        let bytes = codec::encode(&proposal).unwrap();
+        let expected = [
+            1, 0, 0, 0, // variant AddVoter
+            4, 0, 0, 0, 0, 0, 0, 0, // id
+            0, 0, 0, 0, // SocketAddr::V4
+            127, 0, 0, 1, // the IPv4 octets
+            0x59, 0x1b, // port 7001, little-endian
+        ];
+        assert_eq!(bytes, expected);
+        let error = RaftError::NotLeader {
+            leader_hint: Some(2),
+        };
+        let bytes = codec::encode(&error).unwrap();
+        assert_eq!(bytes, [0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0]);
+    }
+}
