@@ -77,6 +77,11 @@ pub enum OctopiiError {
     #[error("chunk transfer failed: {0}")]
     Chunk(#[from] crate::chunk::TransferError),
 
+    /// The replicated state machine refused or could not finish an
+    /// operation (not the leader, proposal too large, storage, …).
+    #[error("raft: {0}")]
+    Raft(#[from] crate::raft::RaftError),
+
     /// The runtime or node has been shut down.
     #[error("shut down: {0}")]
     Shutdown(String),

@@ -15,6 +15,8 @@
 //! * [`rpc`]: typed calls over pooled QUIC streams (`#[octopii::service]`).
 //! * [`wal`]: the node's write-ahead log.
 //! * [`chunk`]: verified bulk transfer of files and buffers to many peers.
+
+//! * [`raft`]: a replicated state machine over raft-rs, durable in the WAL.
 //! * [`node`]: [`OctopiiNode`] ties the layers together.
 //! * [`config`]: [`Config`], loaded from TOML or built in code.
 
@@ -28,6 +30,7 @@ pub mod chunk;
 pub mod config;
 pub mod error;
 pub mod node;
+pub mod raft;
 pub mod rpc;
 pub mod runtime;
 pub mod transport;

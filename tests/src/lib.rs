@@ -117,3 +117,6 @@ pub fn dir_entries(dir: &std::path::Path) -> Vec<String> {
 }
 
 pub mod logs;
+
+pub mod linearizability;
+pub mod raft;

@@ -1,5 +1,6 @@
 //! The `octopii` command line.
 
+mod bench_raft;
 mod bench_rpc;
 mod bench_streaming;
 mod bench_transfer;
@@ -46,6 +47,9 @@ enum BenchCommand {
     /// The receiving process of `bench transfer` (started by it).
     #[command(hide = true)]
     TransferReceiver(bench_transfer::ReceiverArgs),
+
+    /// Committed raft proposals per second and latency, beside WAL appends.
+    Raft(bench_raft::RaftBenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +62,8 @@ fn main() -> std::process::ExitCode {
         Command::Bench(BenchCommand::TransferReceiver(args)) => bench_transfer::run_receiver(args),
         Command::Serve(args) => serve::run(args),
         Command::Send(args) => send::run(args),
+
+        Command::Bench(BenchCommand::Raft(args)) => bench_raft::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,92 @@
+//! [`StateMachine`]: the user's replicated state, and [`RaftStatus`].
+
+use crate::Result;
+
+/// The state replicated by a [`RaftNode`](super::RaftNode).
+///
+/// Every node applies the same committed commands in the same order, so
+/// `apply` must be deterministic: the same state and command always give
+/// the same new state and output.
+///
+/// ```
+/// use octopii::raft::StateMachine;
+///
+/// /// A counter: each command adds its first byte.
+/// #[derive(Default)]
+/// struct Counter(u64);
+///
+/// impl StateMachine for Counter {
+///     fn apply(&mut self, command: &[u8]) -> Vec<u8> {
+///         self.0 += u64::from(command.first().copied().unwrap_or(0));
+///         self.0.to_le_bytes().to_vec()
+///     }
+///     fn query(&self, _query: &[u8]) -> Vec<u8> {
+///         self.0.to_le_bytes().to_vec()
+///     }
+///     fn snapshot(&self) -> Vec<u8> {
+///         self.0.to_le_bytes().to_vec()
+///     }
+///     fn restore(&mut self, snapshot: &[u8]) -> octopii::Result<()> {
+///         let bytes: [u8; 8] = snapshot.try_into().map_err(|_| {
+///             octopii::OctopiiError::Serialization("a counter snapshot is 8 bytes".into())
+///         })?;
+///         self.0 = u64::from_le_bytes(bytes);
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait StateMachine: Send + 'static {
+    /// Applies a committed command; the output is what
+    /// [`propose`](super::RaftNode::propose) returns to its caller.
+    fn apply(&mut self, command: &[u8]) -> Vec<u8>;
+
+    /// Answers a read-only query against the current state (used by
+    /// [`read`](super::RaftNode::read) once the state is up to date).
+    fn query(&self, query: &[u8]) -> Vec<u8>;
+
+    /// The whole state as bytes, for a snapshot.
+    fn snapshot(&self) -> Vec<u8>;
+
+    /// Replaces the whole state with a snapshot made by [`snapshot`](Self::snapshot).
+    fn restore(&mut self, snapshot: &[u8]) -> Result<()>;
+}
+
+/// A node's role in its raft group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaftRole {
+    /// Following a leader (or waiting for one).
+    Follower,
+    /// Probing whether an election could be won (pre-vote).
+    PreCandidate,
+    /// Campaigning.
+    Candidate,
+    /// Leading.
+    Leader,
+    /// The driver has stopped (shut down, or a storage failure).
+    Stopped,
+}
+
+/// A snapshot of a node's raft state, from [`RaftNode::status`](super::RaftNode::status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftStatus {
+    /// This node's raft id.
+    pub id: u64,
+    /// The leader this node knows of.
+    pub leader_id: Option<u64>,
+    /// The current term.
+    pub term: u64,
+    /// This node's role.
+    pub role: RaftRole,
+    /// The index of the last entry in this node's log.
+    pub last_index: u64,
+    /// The highest index known committed.
+    pub commit_index: u64,
+    /// The highest index applied to the state machine.
+    pub applied_index: u64,
+    /// The index of the latest snapshot (0 if none).
+    pub snapshot_index: u64,
+    /// Voting members.
+    pub voters: Vec<u64>,
+    /// Non-voting members.
+    pub learners: Vec<u64>,
+}

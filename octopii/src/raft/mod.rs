@@ -1,0 +1,43 @@
+//! A replicated state machine over raft-rs, durable in the node's WAL.
+//!
+//! A [`RaftNode`] runs one raft group member on an [`OctopiiNode`](crate::OctopiiNode):
+//! the user's [`StateMachine`] sees every committed command in the same
+//! order on every member. raft-rs (the `raft` crate) is the consensus
+//! engine; this module gives it storage, a transport and a driver:
+//!
+//! * [`storage`]: [`RaftStorage`], raft-rs's `Storage` over the WAL;
+//! * `driver`: the one task per node that owns the `RawNode` and handles
+//!   each `Ready` in raft-rs's documented order;
+//! * [`service`]: [`RaftService`](service::RaftService), the built-in
+//!   service that carries raft messages, snapshots and forwarded proposals;
+//! * `peers`: one bounded, ordered send queue per peer; a peer that cannot
+//!   keep up is reported unreachable rather than blocking the driver;
+//! * [`RaftNode`]: `propose` (from any member: followers forward to the
+//!   leader), `read` (linearizable through ReadIndex), membership changes.
+//!
+//! Proposals are matched to their callers by an id carried in each entry's
+//! context (the proposing node's id and a sequence number), never by
+//! position in a queue.
+//!
+//! `docs/ARCHITECTURE.md` (`## Raft`) describes the layers and file layout;
+//! `docs/PROTOCOL.md` (`## RaftService`) the bytes on the wire.
+
+mod config;
+mod driver;
+mod error;
+mod faults;
+mod log;
+mod machine;
+mod node;
+mod peers;
+pub mod service;
+mod snapshot;
+pub mod storage;
+
+pub use config::RaftConfig;
+pub use error::RaftError;
+pub use faults::NetworkFaults;
+pub use machine::{RaftRole, RaftStatus, StateMachine};
+pub use node::RaftNode;
+pub use service::Proposal;
+pub use storage::RaftStorage;

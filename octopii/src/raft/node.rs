@@ -1,0 +1,378 @@
+//! [`RaftNode`]: the handle an application uses to replicate its state.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::driver::{Command, Driver, bootstrap_snapshot, peer_call_deadline};
+use super::faults::NetworkFaults;
+use super::machine::{RaftRole, RaftStatus, StateMachine};
+use super::peers::{AddressBook, Peers, address_of};
+use super::service::{Proposal, RaftHandler, RaftServiceClient, RaftServiceServer};
+use super::storage::{Bootstrap, RaftStorage};
+use super::{RaftConfig, RaftError};
+use crate::{OctopiiError, OctopiiNode, Result};
+
+/// Commands queued for the driver before callers wait.
+const COMMAND_QUEUE: usize = 8192;
+/// Room for an entry's and a message's own fields around a proposal.
+pub(crate) const ENTRY_OVERHEAD: usize = 64 * 1024;
+/// Attempts of a proposal that keeps meeting a stale leader hint.
+const PROPOSE_ATTEMPTS: usize = 3;
+
+/// One member of a raft group, replicating a [`StateMachine`] over an
+/// [`OctopiiNode`]'s connections and durable in a WAL under the node's
+/// `data_dir` (`<data_dir>/raft`).
+///
+/// The node's [`Config::node_id`](crate::Config::node_id) is its raft id.
+/// [`propose`](Self::propose) works on any member: a follower forwards the
+/// proposal to the leader it knows over [`RaftService`](super::service::RaftService)
+/// and relays the answer; if no leader is known it fails at once with
+/// [`RaftError::NotLeader`]` { leader_hint: None }` (retry after an
+/// election timeout).
+///
+/// ```no_run
+/// # use octopii::raft::{RaftConfig, RaftNode, StateMachine};
+/// # use octopii::{OctopiiNode, Result};
+/// # async fn example(node: OctopiiNode, machine: impl StateMachine) -> Result<()> {
+/// let raft = RaftNode::start(&node, RaftConfig::default(), machine)?;
+/// raft.wait_for_leader(std::time::Duration::from_secs(5)).await?;
+/// let output = raft.propose(b"set x 1".to_vec()).await?;   // committed and applied
+/// let value = raft.read(b"get x".to_vec()).await?;          // linearizable
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RaftNode {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: u64,
+    node: OctopiiNode,
+    config: RaftConfig,
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<RaftStatus>,
+    addresses: AddressBook,
+    faults: Arc<NetworkFaults>,
+    driver: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for RaftNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftNode")
+            .field("status", &*self.inner.status.borrow())
+            .finish()
+    }
+}
+
+impl RaftNode {
+    /// Opens the raft state under `node`'s data directory, starts the
+    /// driver on the node's runtime and serves
+    /// [`RaftService`](super::service::RaftService) on the node.
+    ///
+    /// Fails, and joins nothing, if the durable state cannot be recovered
+    /// exactly (a corrupt WAL or state file): the error names the file.
+    pub fn start(
+        node: &OctopiiNode,
+        config: RaftConfig,
+        machine: impl StateMachine,
+    ) -> Result<Self> {
+        let dir = node.config().data_dir.join("raft");
+        Self::start_in(node, dir, config, machine)
+    }
+
+    /// As [`start`](Self::start), with the raft state in `dir`.
+    pub fn start_in(
+        node: &OctopiiNode,
+        dir: impl Into<PathBuf>,
+        config: RaftConfig,
+        machine: impl StateMachine,
+    ) -> Result<Self> {
+        config.validate()?;
+        // An entry (a proposal plus its framing) must fit in one frame.
+        let frame = node.config().transport.max_frame_size as usize;
+        if config.max_proposal_size.saturating_add(ENTRY_OVERHEAD) > frame {
+            return Err(OctopiiError::Config {
+                field: "raft.max_proposal_size",
+                message: format!(
+                    "{} bytes plus {ENTRY_OVERHEAD} of framing exceeds transport.max_frame_size ({frame})",
+                    config.max_proposal_size
+                ),
+            });
+        }
+        let id = node.id();
+        let bootstrap = if config.bootstrap {
+            let mut voters: Vec<u64> = config.peers.keys().copied().collect();
+            if !voters.contains(&id) {
+                voters.push(id);
+            }
+            let snapshot_data = bootstrap_snapshot(&machine)?;
+            Some(Bootstrap {
+                voters,
+                snapshot_data,
+            })
+        } else {
+            None
+        };
+        let storage = RaftStorage::open(&dir.into(), config.wal.clone(), bootstrap.as_ref())?;
+        let raft_config = raft::Config {
+            id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            applied: storage.snapshot_metadata().index,
+            max_size_per_msg: config.max_size_per_msg,
+            max_inflight_msgs: config.max_inflight_msgs,
+            check_quorum: true,
+            pre_vote: true,
+            ..raft::Config::default()
+        };
+        raft_config
+            .validate()
+            .map_err(|e| OctopiiError::Raft(RaftError::Storage(format!("raft config: {e}"))))?;
+        let raw = raft::RawNode::new(&raft_config, storage, &super::log::logger(id))
+            .map_err(|e| OctopiiError::Raft(RaftError::Storage(e.to_string())))?;
+
+        let addresses: AddressBook = Arc::new(RwLock::new(config.peers.clone()));
+        let faults = Arc::new(NetworkFaults::default());
+        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (feedback_tx, feedback_rx) = mpsc::unbounded_channel();
+        let peers = Peers::new(
+            node.clone(),
+            addresses.clone(),
+            config.peer_queue_capacity,
+            faults.clone(),
+            feedback_tx,
+            peer_call_deadline(&config),
+        );
+        let (status_tx, status_rx) = watch::channel(RaftStatus {
+            id,
+            leader_id: None,
+            term: 0,
+            role: RaftRole::Follower,
+            last_index: 0,
+            commit_index: 0,
+            applied_index: 0,
+            snapshot_index: 0,
+            voters: Vec::new(),
+            learners: Vec::new(),
+        });
+        let driver = Driver::new(
+            raw,
+            Box::new(machine),
+            peers,
+            config.clone(),
+            commands_rx,
+            feedback_rx,
+            status_tx,
+        )?;
+        node.serve(RaftServiceServer::new(RaftHandler {
+            id,
+            commands: commands_tx.clone(),
+            faults: faults.clone(),
+            max_proposal_size: config.max_proposal_size,
+            request_timeout: config.request_timeout,
+        }))?;
+        let driver = node.runtime_handle().spawn(async move {
+            // raft-rs panics on states it deems impossible; the node then
+            // stops (callers get `Stopped`) rather than taking the runtime down.
+            if let Err(panic) = AssertUnwindSafe(driver.run()).catch_unwind().await {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("unknown");
+                tracing::error!(node = id, "raft driver panicked, the node stops: {why}");
+            }
+        });
+        tracing::info!(node = id, "raft node started");
+        Ok(RaftNode {
+            inner: Arc::new(Inner {
+                id,
+                node: node.clone(),
+                config,
+                commands: commands_tx,
+                status: status_rx,
+                addresses,
+                faults,
+                driver: Mutex::new(Some(driver)),
+            }),
+        })
+    }
+
+    /// This node's raft id.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The node's current raft state.
+    pub fn status(&self) -> RaftStatus {
+        let mut status = self.inner.status.borrow().clone();
+        if self.inner.status.has_changed().is_err() {
+            // The driver is gone.
+            status.role = RaftRole::Stopped;
+        }
+        status
+    }
+
+    /// Waits until this node knows a leader (possibly itself) and returns
+    /// its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64> {
+        let mut status = self.inner.status.clone();
+        let wait = status.wait_for(|s| s.leader_id.is_some() || s.role == RaftRole::Stopped);
+        let status = tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| OctopiiError::Timeout(timeout))?
+            .map_err(|_| RaftError::Stopped)?;
+        status
+            .leader_id
+            .ok_or(OctopiiError::Raft(RaftError::Stopped))
+    }
+
+    /// The fault-injection hook of this node's raft traffic.
+    pub fn faults(&self) -> &NetworkFaults {
+        &self.inner.faults
+    }
+
+    /// Replicates `command` and returns the state machine's output once it
+    /// is committed and applied. Fails with [`RaftError::ProposalTooLarge`]
+    /// above [`RaftConfig::max_proposal_size`], with
+    /// [`RaftError::NotLeader`] if no leader is known, and with
+    /// [`RaftError::Timeout`] if there is no outcome within
+    /// [`RaftConfig::request_timeout`] (the command may still be applied).
+    pub async fn propose(&self, command: impl Into<Vec<u8>>) -> Result<Vec<u8>> {
+        let command = command.into();
+        let max = self.inner.config.max_proposal_size;
+        if command.len() > max {
+            return Err(RaftError::ProposalTooLarge {
+                size: command.len(),
+                max,
+            }
+            .into());
+        }
+        self.submit(Proposal::Command(command)).await
+    }
+
+    /// Adds node `id`, listening at `addr`, as a voter; promotes it if it
+    /// is a learner. Resolves once the change is applied here.
+    pub async fn add_voter(&self, id: u64, addr: SocketAddr) -> Result<()> {
+        self.submit(Proposal::AddVoter { id, addr }).await.map(drop)
+    }
+
+    /// Adds node `id`, listening at `addr`, as a learner: it receives the
+    /// log but does not vote until promoted with [`add_voter`](Self::add_voter).
+    pub async fn add_learner(&self, id: u64, addr: SocketAddr) -> Result<()> {
+        self.submit(Proposal::AddLearner { id, addr })
+            .await
+            .map(drop)
+    }
+
+    /// Removes node `id` from the group.
+    pub async fn remove_node(&self, id: u64) -> Result<()> {
+        self.submit(Proposal::RemoveNode { id }).await.map(drop)
+    }
+
+    /// Proposes here if this node leads, else on the leader it knows.
+    async fn submit(&self, proposal: Proposal) -> Result<Vec<u8>> {
+        let mut leader = None;
+        for _ in 0..PROPOSE_ATTEMPTS {
+            let result = match leader {
+                None => {
+                    self.ask_driver(|reply| Command::Propose {
+                        proposal: proposal.clone(),
+                        reply,
+                    })
+                    .await
+                }
+                Some(leader) => self.forward(leader, proposal.clone()).await,
+            };
+            match result {
+                Err(OctopiiError::Raft(RaftError::NotLeader {
+                    leader_hint: Some(hint),
+                })) if hint != self.inner.id && leader != Some(hint) => leader = Some(hint),
+                other => return other,
+            }
+        }
+        Err(RaftError::NotLeader {
+            leader_hint: leader,
+        }
+        .into())
+    }
+
+    /// Sends `proposal` to the leader over [`RaftService`](super::service::RaftService).
+    async fn forward(&self, leader: u64, proposal: Proposal) -> Result<Vec<u8>> {
+        let Some(addr) = address_of(&self.inner.addresses, leader) else {
+            return Err(RaftError::NotLeader {
+                leader_hint: Some(leader),
+            }
+            .into());
+        };
+        if self.inner.faults.blocks(leader) {
+            return Err(crate::RpcError::new(
+                crate::rpc::Code::Unavailable,
+                "raft traffic to the leader is blocked by fault injection",
+            )
+            .into());
+        }
+        let client = RaftServiceClient::new(&self.inner.node, addr)
+            .with_deadline(self.inner.config.request_timeout);
+        self.inner
+            .node
+            .run(async move { Ok(client.propose(proposal).await??) })
+            .await
+    }
+
+    /// Reads `query` from the state machine, linearizably: through raft's
+    /// ReadIndex, the answer reflects every write acknowledged before the
+    /// call. Works on any member (a follower asks the leader for the read
+    /// index, then answers from its own state).
+    pub async fn read(&self, query: impl Into<Vec<u8>>) -> Result<Vec<u8>> {
+        let query = query.into();
+        self.ask_driver(|reply| Command::Read { query, reply })
+            .await
+    }
+
+    async fn ask_driver(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<Vec<u8>, RaftError>>) -> Command,
+    ) -> Result<Vec<u8>> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .commands
+            .send(command(reply))
+            .await
+            .map_err(|_| RaftError::Stopped)?;
+        let timeout = self.inner.config.request_timeout;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => Ok(result?),
+            Ok(Err(_)) => Err(RaftError::Stopped.into()),
+            Err(_) => Err(RaftError::Timeout {
+                millis: timeout.as_millis() as u64,
+            }
+            .into()),
+        }
+    }
+
+    /// Stops the driver and waits for it, releasing the raft log. The
+    /// [`OctopiiNode`] keeps running (its RaftService answers
+    /// [`RaftError::Stopped`]); to run raft again, start a new node on the
+    /// same `data_dir`.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.commands.send(Command::Shutdown).await;
+        let driver = self
+            .inner
+            .driver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(driver) = driver {
+            let _ = driver.await;
+        }
+        tracing::info!(node = self.inner.id, "raft node stopped");
+    }
+}

@@ -1,0 +1,201 @@
+//! [`RaftService`]: the built-in service that carries raft traffic between
+//! nodes, and the handler that feeds it to the local driver.
+//!
+//! Raft messages travel in raft-rs's own protobuf encoding
+//! (`eraftpb::Message::write_to_bytes`), as byte strings inside the
+//! service's bincode arguments; `docs/PROTOCOL.md` (`## RaftService`) gives
+//! the bytes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::RaftError;
+use super::driver::Command;
+use super::faults::NetworkFaults;
+use super::snapshot::SnapshotData;
+
+/// A change proposed to the replicated state machine, carried to the
+/// leader by [`RaftService::propose`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Proposal {
+    /// A command for the user's [`StateMachine`](super::StateMachine).
+    Command(Vec<u8>),
+    /// Adds node `id` (reachable at `addr`) as a voter, or promotes it if it
+    /// is a learner.
+    AddVoter {
+        /// The node's raft id.
+        id: u64,
+        /// Where the node listens.
+        addr: SocketAddr,
+    },
+    /// Adds node `id` (reachable at `addr`) as a learner (it receives the
+    /// log but does not vote).
+    AddLearner {
+        /// The node's raft id.
+        id: u64,
+        /// Where the node listens.
+        addr: SocketAddr,
+    },
+    /// Removes node `id` from the cluster.
+    RemoveNode {
+        /// The node's raft id.
+        id: u64,
+    },
+}
+
+/// Raft traffic between the nodes of one cluster.
+#[crate::service]
+pub trait RaftService {
+    /// Steps raft messages, each one protobuf-encoded `eraftpb::Message`,
+    /// in order. Messages that do not decode, or are addressed to another
+    /// node, are dropped with a log line. The reply acknowledges receipt,
+    /// not durability (raft acknowledges what it persisted with messages of
+    /// its own).
+    async fn step(&self, messages: Vec<Vec<u8>>);
+
+    /// Delivers one protobuf-encoded `MsgSnapshot` message (snapshot data
+    /// inside); replies once the driver has taken it. Snapshot data whose
+    /// state fails its SHA-256 is refused.
+    async fn snapshot(&self, message: Vec<u8>) -> Result<(), RaftError>;
+
+    /// Proposes on this node, which should be the leader, and replies with
+    /// the state machine's output once the proposal is committed and
+    /// applied. A node that is not the leader answers
+    /// [`RaftError::NotLeader`] (it does not forward).
+    async fn propose(&self, proposal: Proposal) -> Result<Vec<u8>, RaftError>;
+}
+
+/// The server side: decodes and hands everything to the driver.
+pub(crate) struct RaftHandler {
+    pub(crate) id: u64,
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) faults: Arc<NetworkFaults>,
+    pub(crate) max_proposal_size: usize,
+    pub(crate) request_timeout: Duration,
+}
+
+impl RaftHandler {
+    /// Decodes one message; `None` (logged) if it is unusable here.
+    fn decode(&self, bytes: &[u8]) -> Option<Message> {
+        let message = match Message::parse_from_bytes(bytes) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(
+                    node = self.id,
+                    "dropping a raft message that does not decode: {e}"
+                );
+                return None;
+            }
+        };
+        if message.to != self.id {
+            tracing::warn!(
+                node = self.id,
+                to = message.to,
+                "dropping a raft message addressed to another node"
+            );
+            return None;
+        }
+        if self.faults.blocks(message.from) {
+            return None;
+        }
+        Some(message)
+    }
+}
+
+impl RaftService for RaftHandler {
+    async fn step(&self, messages: Vec<Vec<u8>>) {
+        for bytes in messages {
+            if let Some(message) = self.decode(&bytes) {
+                if self.commands.send(Command::Step(message)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn snapshot(&self, message: Vec<u8>) -> Result<(), RaftError> {
+        let message = self
+            .decode(&message)
+            .ok_or_else(|| RaftError::ProposalDropped("unusable snapshot message".into()))?;
+        if message.get_msg_type() != MessageType::MsgSnapshot {
+            tracing::warn!(
+                node = self.id,
+                "dropping a non-snapshot message sent as a snapshot"
+            );
+            return Err(RaftError::ProposalDropped("not a snapshot message".into()));
+        }
+        // Checked before raft takes it: a damaged snapshot is refused here
+        // (the leader retries) rather than installed.
+        if let Err(e) = SnapshotData::decode(&message.get_snapshot().data) {
+            tracing::warn!(
+                node = self.id,
+                from = message.from,
+                "refusing a snapshot: {e}"
+            );
+            return Err(RaftError::ProposalDropped(e.to_string()));
+        }
+        self.commands
+            .send(Command::Step(message))
+            .await
+            .map_err(|_| RaftError::Stopped)
+    }
+
+    async fn propose(&self, proposal: Proposal) -> Result<Vec<u8>, RaftError> {
+        if let Proposal::Command(command) = &proposal {
+            if command.len() > self.max_proposal_size {
+                return Err(RaftError::ProposalTooLarge {
+                    size: command.len(),
+                    max: self.max_proposal_size,
+                });
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Propose { proposal, reply };
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| RaftError::Stopped)?;
+        match tokio::time::timeout(self.request_timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(RaftError::Stopped),
+            Err(_) => Err(RaftError::Timeout {
+                millis: self.request_timeout.as_millis() as u64,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::codec;
+
+    /// The bytes `docs/PROTOCOL.md` gives for a proposal.
+    #[test]
+    fn a_proposal_encodes_as_documented() {
+        let proposal = Proposal::AddVoter {
+            id: 4,
+            addr: "127.0.0.1:7001".parse().unwrap(),
+        };
+        let bytes = codec::encode(&proposal).unwrap();
+        let expected = [
+            1, 0, 0, 0, // variant AddVoter
+            4, 0, 0, 0, 0, 0, 0, 0, // id
+            0, 0, 0, 0, // SocketAddr::V4
+            127, 0, 0, 1, // the IPv4 octets
+            0x59, 0x1b, // port 7001, little-endian
+        ];
+        assert_eq!(bytes, expected);
+        let error = RaftError::NotLeader {
+            leader_hint: Some(2),
+        };
+        let bytes = codec::encode(&error).unwrap();
+        assert_eq!(bytes, [0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0]);
+    }
+}

@@ -1,0 +1,813 @@
+//! [`RaftStorage`]: raft-rs's [`Storage`] backed by the node's WAL.
+//!
+//! # Layout
+//!
+//! A raft data directory holds:
+//!
+//! * `wal/`: a [`Wal`] whose records are raft log entries, one
+//!   protobuf-encoded `eraftpb::Entry` per record, in index order;
+//! * `raft-state`: the hard state (term, vote, commit), the current
+//!   configuration, the latest snapshot's metadata, and the mapping from WAL
+//!   record indexes to raft indexes;
+//! * `snapshot-<index>-<term>`: the latest snapshot's data.
+//!
+//! Both files are written atomically (temporary file, `fsync`, rename,
+//! directory `fsync`) and framed as `magic ‖ length ‖ CRC32C ‖ payload`
+//! (`docs/ARCHITECTURE.md` gives the bytes).
+//!
+//! # Why entries alone go to the WAL
+//!
+//! Raft needs three kinds of durable state that change at very different
+//! rates: entries (every proposal), term and vote (every election), and the
+//! configuration and snapshot (rarely). Entries are the hot path and get the
+//! WAL's group commit; the rest is small and rewritten whole, so recovery is
+//! "read one file, then read the entries it points to", with no replay of
+//! interleaved record kinds.
+//!
+//! WAL record `w` holds raft entry `w - wal_base + raft_base` for
+//! `w >= wal_base`. Installing a snapshot from the leader discards the whole
+//! log: it sets `raft_base` to the snapshot index + 1 and `wal_base` to the
+//! WAL's next index, in the same atomic write of `raft-state` that records
+//! the snapshot. Records below `wal_base` are then dead and compacted away;
+//! a crash at any point leaves either the old or the new state, both whole.
+//!
+//! # What is persisted when
+//!
+//! Entries are durable before [`append`](RaftStorage::append) returns.
+//! `raft-state` is rewritten, durably, whenever the term or vote changes, on
+//! every applied membership change and snapshot. The commit index is saved
+//! with it but not on every change: raft does not need it durable (a
+//! restarted node learns it again from the leader), and saving it lazily
+//! spares an `fsync` per commit. The saved commit never exceeds the last
+//! durable entry.
+//!
+//! # Reads
+//!
+//! Entries since the latest snapshot are also kept in memory, so raft's
+//! reads (`entries`, `term`) never touch the disk; a snapshot, taken every
+//! [`snapshot_interval`](super::RaftConfig::snapshot_interval) applied
+//! entries or once they hold
+//! [`snapshot_log_bytes`](super::RaftConfig::snapshot_log_bytes), bounds
+//! that memory.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, Storage, StorageError};
+use serde::{Deserialize, Serialize};
+
+use super::RaftError;
+use crate::rpc::codec;
+use crate::wal::{Wal, WalOptions};
+use crate::{OctopiiError, Result};
+
+/// Name of the hard-state file.
+const STATE_FILE: &str = "raft-state";
+/// First bytes of the hard-state file.
+const STATE_MAGIC: &[u8; 8] = b"OCTORFTS";
+/// First bytes of a snapshot file.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"OCTORFSN";
+/// Magic, length and CRC before a file's payload.
+const FILE_HEADER: usize = 16;
+
+/// The contents of `raft-state` (bincode, as [`codec`] encodes it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct StateRecord {
+    term: u64,
+    vote: u64,
+    commit: u64,
+    /// Protobuf-encoded `ConfState` of the latest applied configuration.
+    conf_state: Vec<u8>,
+    snapshot_index: u64,
+    snapshot_term: u64,
+    /// Protobuf-encoded `ConfState` at the snapshot.
+    snapshot_conf_state: Vec<u8>,
+    /// WAL index of the record that holds raft entry `raft_base`.
+    wal_base: u64,
+    raft_base: u64,
+}
+
+/// The raft log and state of one node, durable in a directory.
+pub struct RaftStorage {
+    dir: PathBuf,
+    wal: Wal,
+    hard_state: HardState,
+    conf_state: ConfState,
+    snapshot: SnapshotMetadata,
+    snapshot_data: Bytes,
+    /// What `raft-state` holds now.
+    saved: StateRecord,
+    /// Entries `snapshot.index + 1 ..`, all durable.
+    entries: VecDeque<Entry>,
+    /// Bytes of data and context in `entries`.
+    entry_bytes: u64,
+    /// Set when raft asked for a snapshot the stored one cannot serve.
+    snapshot_wanted: Cell<bool>,
+}
+
+impl std::fmt::Debug for RaftStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftStorage")
+            .field("dir", &self.dir)
+            .field("hard_state", &self.hard_state)
+            .field("snapshot_index", &self.snapshot.index)
+            .field("last_index", &self.last())
+            .finish()
+    }
+}
+
+fn storage_error(message: impl Into<String>) -> OctopiiError {
+    OctopiiError::Raft(RaftError::Storage(message.into()))
+}
+
+fn pb_encode(message: &impl protobuf::Message) -> Result<Vec<u8>> {
+    message
+        .write_to_bytes()
+        .map_err(|e| OctopiiError::Serialization(e.to_string()))
+}
+
+fn pb_decode<M: protobuf::Message>(bytes: &[u8], what: &str, path: &Path) -> Result<M> {
+    M::parse_from_bytes(bytes)
+        .map_err(|e| storage_error(format!("{}: {what} does not decode: {e}", path.display())))
+}
+
+impl RaftStorage {
+    /// Opens (or creates) the raft state in `dir`, recovering it exactly
+    /// as last persisted.
+    ///
+    /// A fresh directory starts empty (a node that joins a running
+    /// cluster), or, with `bootstrap`, from a snapshot at index 1, term 1
+    /// holding the first configuration and the initial state. Every
+    /// founding member starts from that same snapshot, so a node added
+    /// later learns the founding configuration from it.
+    ///
+    /// Refuses, with an error naming the file, a WAL that fails to open
+    /// (corruption), a damaged state or snapshot file, or a log that does
+    /// not match the state file. Blocks while it reads.
+    pub fn open(
+        dir: &Path,
+        wal_options: WalOptions,
+        bootstrap: Option<&Bootstrap>,
+    ) -> Result<Self> {
+        fs::create_dir_all(dir).map_err(|e| OctopiiError::file(dir, e))?;
+        let wal = Wal::open(dir.join("wal"), wal_options).map_err(|e| {
+            storage_error(format!(
+                "the raft log in {} cannot be opened, refusing to start rather than rejoin \
+                 with lost state: {e}",
+                dir.display()
+            ))
+        })?;
+        let state_path = dir.join(STATE_FILE);
+        let saved = if state_path.exists() {
+            codec::decode::<StateRecord>(&read_framed(&state_path, STATE_MAGIC)?).map_err(|e| {
+                storage_error(format!("{}: does not decode: {e}", state_path.display()))
+            })?
+        } else {
+            let fresh = fresh_state(&wal, bootstrap)?;
+            if let Some(bootstrap) = bootstrap {
+                write_framed(
+                    dir,
+                    &snapshot_file_name(fresh.snapshot_index, fresh.snapshot_term),
+                    SNAPSHOT_MAGIC,
+                    &bootstrap.snapshot_data,
+                )?;
+            }
+            write_framed(dir, STATE_FILE, STATE_MAGIC, &codec::encode(&fresh)?)?;
+            fresh
+        };
+
+        let conf_state: ConfState = pb_decode(&saved.conf_state, "conf state", &state_path)?;
+        let mut snapshot = SnapshotMetadata {
+            index: saved.snapshot_index,
+            term: saved.snapshot_term,
+            ..SnapshotMetadata::default()
+        };
+        snapshot.set_conf_state(pb_decode(
+            &saved.snapshot_conf_state,
+            "snapshot conf state",
+            &state_path,
+        )?);
+        let snapshot_data = if saved.snapshot_index > 0 {
+            let path = dir.join(snapshot_file_name(
+                saved.snapshot_index,
+                saved.snapshot_term,
+            ));
+            Bytes::from(read_framed(&path, SNAPSHOT_MAGIC)?)
+        } else {
+            Bytes::new()
+        };
+        let hard_state = HardState {
+            term: saved.term,
+            vote: saved.vote,
+            commit: saved.commit,
+            ..HardState::default()
+        };
+        let mut storage = RaftStorage {
+            dir: dir.to_path_buf(),
+            wal,
+            hard_state,
+            conf_state,
+            snapshot,
+            snapshot_data,
+            saved,
+            entries: VecDeque::new(),
+            entry_bytes: 0,
+            snapshot_wanted: Cell::new(false),
+        };
+        storage.load_entries()?;
+        let (commit, first, last) = (
+            storage.hard_state.commit,
+            storage.snapshot.index,
+            storage.last(),
+        );
+        if commit < first || commit > last {
+            return Err(storage_error(format!(
+                "{}: commit index {commit} is outside the log {first}..={last}",
+                state_path.display()
+            )));
+        }
+        Ok(storage)
+    }
+
+    /// Reads the entries after the snapshot back from the WAL.
+    fn load_entries(&mut self) -> Result<()> {
+        let first_raft = self.snapshot.index + 1;
+        let start = self.raft_to_wal(first_raft)?;
+        let (wal_first, wal_end) = (self.wal.first_index(), self.wal.last_index() + 1);
+        if start < wal_first || start > wal_end {
+            return Err(storage_error(format!(
+                "{}: the raft log should continue at WAL record {start}, but the WAL holds \
+                 {wal_first}..{wal_end}",
+                self.dir.display()
+            )));
+        }
+        for item in self.wal.iter_from(start) {
+            let (index, record) = item?;
+            let entry: Entry = pb_decode(&record, &format!("WAL record {index}"), &self.dir)?;
+            let expected = first_raft + self.entries.len() as u64;
+            if entry.index != expected {
+                return Err(storage_error(format!(
+                    "{}: WAL record {index} holds raft entry {}, expected {expected}",
+                    self.dir.display(),
+                    entry.index
+                )));
+            }
+            self.entry_bytes += entry_size(&entry);
+            self.entries.push_back(entry);
+        }
+        Ok(())
+    }
+
+    fn raft_to_wal(&self, raft_index: u64) -> Result<u64> {
+        raft_index
+            .checked_sub(self.saved.raft_base)
+            .map(|offset| offset + self.saved.wal_base)
+            .ok_or_else(|| {
+                storage_error(format!(
+                    "raft index {raft_index} is below the log's base {}",
+                    self.saved.raft_base
+                ))
+            })
+    }
+
+    fn last(&self) -> u64 {
+        self.snapshot.index + self.entries.len() as u64
+    }
+
+    /// The latest snapshot's metadata.
+    pub fn snapshot_metadata(&self) -> &SnapshotMetadata {
+        &self.snapshot
+    }
+
+    /// The latest snapshot's data (empty before the first snapshot).
+    pub fn snapshot_data(&self) -> &Bytes {
+        &self.snapshot_data
+    }
+
+    /// Bytes of commands (entry data and context) held since the latest
+    /// snapshot: what the in-memory copy of the log costs.
+    pub fn log_bytes(&self) -> u64 {
+        self.entry_bytes
+    }
+
+    /// The configuration last persisted.
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    /// Whether raft asked for a newer snapshot than the stored one (the
+    /// request is cleared by asking).
+    pub fn take_snapshot_request(&self) -> bool {
+        self.snapshot_wanted.replace(false)
+    }
+
+    /// Appends `entries` durably, first dropping any conflicting suffix
+    /// they replace.
+    pub async fn append(&mut self, entries: &[Entry]) -> Result<()> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let first_index = first.index;
+        if first_index <= self.snapshot.index || first_index > self.last() + 1 {
+            return Err(storage_error(format!(
+                "entries from {first_index} do not extend the log {}..={}",
+                self.snapshot.index,
+                self.last()
+            )));
+        }
+        let wal_index = self.raft_to_wal(first_index)?;
+        if first_index <= self.last() {
+            self.wal.truncate_suffix(wal_index).await?;
+            let kept = (first_index - self.snapshot.index - 1) as usize;
+            let dropped: u64 = self.entries.range(kept..).map(entry_size).sum();
+            self.entry_bytes -= dropped;
+            self.entries.truncate(kept);
+        }
+        let records = entries.iter().map(pb_encode).collect::<Result<Vec<_>>>()?;
+        let range = self.wal.append_batch(&records).await?;
+        if range.start != wal_index {
+            return Err(storage_error(format!(
+                "raft entry {first_index} landed in WAL record {}, expected {wal_index}",
+                range.start
+            )));
+        }
+        self.entry_bytes += entries.iter().map(entry_size).sum::<u64>();
+        self.entries.extend(entries.iter().cloned());
+        Ok(())
+    }
+
+    /// Records raft's hard state; persists it now if the term or vote
+    /// changed (the commit index is saved lazily, see the module docs).
+    pub fn set_hard_state(&mut self, hard_state: &HardState) -> Result<()> {
+        self.hard_state = hard_state.clone();
+        if hard_state.term != self.saved.term || hard_state.vote != self.saved.vote {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// Records a new commit index (saved lazily).
+    pub fn set_commit(&mut self, commit: u64) {
+        self.hard_state.commit = commit;
+    }
+
+    /// Persists the configuration produced by an applied membership change.
+    pub fn set_conf_state(&mut self, conf_state: ConfState) -> Result<()> {
+        self.conf_state = conf_state;
+        self.save()
+    }
+
+    /// Installs a snapshot received from the leader: its data, metadata and
+    /// configuration replace the whole log, durably.
+    pub async fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<()> {
+        let meta = snapshot.get_metadata().clone();
+        write_framed(
+            &self.dir,
+            &snapshot_file_name(meta.index, meta.term),
+            SNAPSHOT_MAGIC,
+            &snapshot.data,
+        )?;
+        self.conf_state = meta.get_conf_state().clone();
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
+        if meta.term > self.hard_state.term {
+            // A newer term than this node has saved: no vote in it yet.
+            self.hard_state.term = meta.term;
+            self.hard_state.vote = 0;
+        }
+        self.entries.clear();
+        self.entry_bytes = 0;
+        self.snapshot = meta;
+        self.snapshot_data = snapshot.data;
+        let (wal_base, raft_base) = (self.wal.last_index() + 1, self.snapshot.index + 1);
+        self.save_with_base(wal_base, raft_base)?;
+        self.remove_old_snapshots();
+        self.wal.compact_prefix(wal_base).await
+    }
+
+    /// Takes a snapshot at `index` (an applied entry) holding `data`, then
+    /// drops the entries it covers from memory and compacts the WAL.
+    pub async fn compact(&mut self, index: u64, data: Vec<u8>) -> Result<()> {
+        if index <= self.snapshot.index {
+            return Ok(());
+        }
+        let term = self
+            .term(index)
+            .map_err(|e| storage_error(format!("snapshot at {index}: {e}")))?;
+        write_framed(
+            &self.dir,
+            &snapshot_file_name(index, term),
+            SNAPSHOT_MAGIC,
+            &data,
+        )?;
+        let covered = (index - self.snapshot.index) as usize;
+        let dropped: u64 = self.entries.drain(..covered).map(|e| entry_size(&e)).sum();
+        self.entry_bytes -= dropped;
+        self.snapshot.index = index;
+        self.snapshot.term = term;
+        self.snapshot.set_conf_state(self.conf_state.clone());
+        self.snapshot_data = Bytes::from(data);
+        self.save()?;
+        self.remove_old_snapshots();
+        let upto = self.raft_to_wal(index + 1)?;
+        self.wal.compact_prefix(upto).await
+    }
+
+    fn save(&mut self) -> Result<()> {
+        self.save_with_base(self.saved.wal_base, self.saved.raft_base)
+    }
+
+    /// Writes `raft-state` from the current fields.
+    fn save_with_base(&mut self, wal_base: u64, raft_base: u64) -> Result<()> {
+        let record = StateRecord {
+            term: self.hard_state.term,
+            vote: self.hard_state.vote,
+            commit: self
+                .hard_state
+                .commit
+                .min(self.last())
+                .max(self.snapshot.index),
+            conf_state: pb_encode(&self.conf_state)?,
+            snapshot_index: self.snapshot.index,
+            snapshot_term: self.snapshot.term,
+            snapshot_conf_state: pb_encode(self.snapshot.get_conf_state())?,
+            wal_base,
+            raft_base,
+        };
+        write_framed(&self.dir, STATE_FILE, STATE_MAGIC, &codec::encode(&record)?)?;
+        self.saved = record;
+        Ok(())
+    }
+
+    /// Deletes snapshot files other than the current one (best effort:
+    /// a leftover file is harmless).
+    fn remove_old_snapshots(&self) {
+        let current = snapshot_file_name(self.snapshot.index, self.snapshot.term);
+        let Ok(listing) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for item in listing.flatten() {
+            let name = item.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("snapshot-") && name != current {
+                if let Err(e) = fs::remove_file(item.path()) {
+                    tracing::warn!(file = %item.path().display(), "cannot remove an old snapshot: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// How founding members of a cluster start (see [`RaftStorage::open`]).
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    /// The founding voters.
+    pub voters: Vec<u64>,
+    /// Snapshot data of the initial state (the same on every founder).
+    pub snapshot_data: Vec<u8>,
+}
+
+/// The state of a fresh directory.
+fn fresh_state(wal: &Wal, bootstrap: Option<&Bootstrap>) -> Result<StateRecord> {
+    let empty = pb_encode(&ConfState::default())?;
+    let wal_base = wal.last_index() + 1;
+    Ok(match bootstrap {
+        None => StateRecord {
+            term: 0,
+            vote: 0,
+            commit: 0,
+            conf_state: empty.clone(),
+            snapshot_index: 0,
+            snapshot_term: 0,
+            snapshot_conf_state: empty,
+            wal_base,
+            raft_base: 1,
+        },
+        Some(bootstrap) => {
+            let conf_state = pb_encode(&ConfState {
+                voters: bootstrap.voters.clone(),
+                ..ConfState::default()
+            })?;
+            StateRecord {
+                term: 1,
+                vote: 0,
+                commit: 1,
+                conf_state: conf_state.clone(),
+                snapshot_index: 1,
+                snapshot_term: 1,
+                snapshot_conf_state: conf_state,
+                wal_base,
+                raft_base: 2,
+            }
+        }
+    })
+}
+
+fn entry_size(entry: &Entry) -> u64 {
+    (entry.data.len() + entry.context.len()) as u64
+}
+
+fn snapshot_file_name(index: u64, term: u64) -> String {
+    format!("snapshot-{index:016x}-{term:016x}")
+}
+
+/// Writes `magic ‖ len u32 LE ‖ CRC32C u32 LE ‖ payload` to `dir/name`
+/// atomically and durably.
+fn write_framed(dir: &Path, name: &str, magic: &[u8; 8], payload: &[u8]) -> Result<()> {
+    let len = u32::try_from(payload.len())
+        .map_err(|_| storage_error(format!("{name}: {} bytes is too large", payload.len())))?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
+    let mut file = fs::File::create(&tmp).map_err(|e| OctopiiError::file(&tmp, e))?;
+    let mut header = Vec::with_capacity(FILE_HEADER);
+    header.extend_from_slice(magic);
+    header.extend_from_slice(&len.to_le_bytes());
+    header.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    file.write_all(&header)
+        .and_then(|()| file.write_all(payload))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| OctopiiError::file(&tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| OctopiiError::file(&path, e))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| OctopiiError::file(dir, e))
+}
+
+/// Reads and checks a file written by [`write_framed`].
+fn read_framed(path: &Path, magic: &[u8; 8]) -> Result<Vec<u8>> {
+    let bytes = fs::read(path).map_err(|e| OctopiiError::file(path, e))?;
+    let damaged = |why: &str| storage_error(format!("{} is damaged: {why}", path.display()));
+    if bytes.len() < FILE_HEADER || &bytes[..8] != magic {
+        return Err(damaged("bad magic or short header"));
+    }
+    let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+    let crc = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
+    let payload = &bytes[FILE_HEADER..];
+    if payload.len() != len {
+        return Err(damaged("length mismatch"));
+    }
+    if crc32c::crc32c(payload) != crc {
+        return Err(damaged("CRC mismatch"));
+    }
+    Ok(payload.to_vec())
+}
+
+fn unavailable() -> raft::Error {
+    raft::Error::Store(StorageError::Unavailable)
+}
+
+impl Storage for RaftStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.conf_state.clone(),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.snapshot.index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last() + 1 || low > high {
+            return Err(unavailable());
+        }
+        let from = (low - self.snapshot.index - 1) as usize;
+        let to = (high - self.snapshot.index - 1) as usize;
+        let mut entries: Vec<Entry> = self.entries.range(from..to).cloned().collect();
+        raft::util::limit_size(&mut entries, max_size.into());
+        Ok(entries)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.snapshot.index {
+            return Ok(self.snapshot.term);
+        }
+        if idx < self.snapshot.index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        self.entries
+            .get((idx - self.snapshot.index - 1) as usize)
+            .map(|e| e.term)
+            .ok_or_else(unavailable)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.snapshot.index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last())
+    }
+
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let conf = self.snapshot.get_conf_state();
+        let includes_peer = [
+            &conf.voters,
+            &conf.learners,
+            &conf.voters_outgoing,
+            &conf.learners_next,
+        ]
+        .iter()
+        .any(|ids| ids.contains(&to));
+        // raft-rs refuses a snapshot whose configuration does not hold the
+        // receiver (a node added since it was taken): ask for a fresh one.
+        if self.snapshot.index < request_index || !includes_peer {
+            self.snapshot_wanted.set(true);
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let mut snapshot = Snapshot {
+            data: self.snapshot_data.clone(),
+            ..Snapshot::default()
+        };
+        snapshot.set_metadata(self.snapshot.clone());
+        Ok(snapshot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::FlushPolicy;
+
+    fn options() -> WalOptions {
+        WalOptions {
+            flush_policy: FlushPolicy::NoSyncForTestsOnly,
+            segment_size: 4096,
+            ..WalOptions::default()
+        }
+    }
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            data: Bytes::from(vec![index as u8; 100]),
+            ..Entry::default()
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn ctx() -> GetEntriesContext {
+        GetEntriesContext::empty(false)
+    }
+
+    #[test]
+    fn restart_recovers_entries_hard_state_and_conf_state() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = RaftStorage::open(dir.path(), options(), None).unwrap();
+            block_on(s.append(&(1..=5).map(|i| entry(i, 1)).collect::<Vec<_>>())).unwrap();
+            // A conflicting suffix from a new leader replaces 4 and 5.
+            block_on(s.append(&[entry(4, 2), entry(5, 2), entry(6, 2)])).unwrap();
+            let hs = HardState {
+                term: 2,
+                vote: 3,
+                commit: 4,
+                ..HardState::default()
+            };
+            s.set_hard_state(&hs).unwrap();
+            s.set_conf_state(ConfState {
+                voters: vec![1, 2, 3],
+                learners: vec![4],
+                ..ConfState::default()
+            })
+            .unwrap();
+        }
+        let s = RaftStorage::open(dir.path(), options(), None).unwrap();
+        let state = s.initial_state().unwrap();
+        assert_eq!((state.hard_state.term, state.hard_state.vote), (2, 3));
+        assert_eq!(state.hard_state.commit, 4);
+        assert_eq!(state.conf_state.voters, vec![1, 2, 3]);
+        assert_eq!(state.conf_state.learners, vec![4]);
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (1, 6));
+        let terms: Vec<u64> = (1..=6).map(|i| s.term(i).unwrap()).collect();
+        assert_eq!(terms, vec![1, 1, 1, 2, 2, 2]);
+        let got = s.entries(2, 7, None, ctx()).unwrap();
+        assert_eq!(
+            got,
+            (2..=6)
+                .map(|i| entry(i, if i < 4 { 1 } else { 2 }))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn compaction_and_installed_snapshots_survive_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = RaftStorage::open(dir.path(), options(), None).unwrap();
+            let entries: Vec<Entry> = (1..=100).map(|i| entry(i, 1)).collect();
+            block_on(s.append(&entries)).unwrap();
+            s.set_commit(100);
+            block_on(s.compact(60, b"state at 60".to_vec())).unwrap();
+            assert!(s.wal.first_index() > 1, "whole segments were compacted");
+            assert_eq!(s.first_index().unwrap(), 61);
+            assert_eq!(s.log_bytes(), 40 * 100, "40 entries of 100 bytes are left");
+            assert!(matches!(
+                s.entries(50, 70, None, ctx()),
+                Err(raft::Error::Store(StorageError::Compacted))
+            ));
+        }
+        {
+            let mut s = RaftStorage::open(dir.path(), options(), None).unwrap();
+            assert_eq!(s.snapshot_data().as_ref(), b"state at 60");
+            assert_eq!(
+                (s.first_index().unwrap(), s.last_index().unwrap()),
+                (61, 100)
+            );
+            assert_eq!(s.term(60).unwrap(), 1);
+            // A leader's snapshot far ahead replaces the whole log.
+            let mut snap = Snapshot {
+                data: Bytes::from_static(b"state at 500"),
+                ..Snapshot::default()
+            };
+            snap.mut_metadata().index = 500;
+            snap.mut_metadata().term = 7;
+            snap.mut_metadata().mut_conf_state().voters = vec![1, 2];
+            block_on(s.apply_snapshot(snap)).unwrap();
+            block_on(s.append(&[entry(501, 7), entry(502, 7)])).unwrap();
+        }
+        let s = RaftStorage::open(dir.path(), options(), None).unwrap();
+        assert_eq!(s.snapshot_data().as_ref(), b"state at 500");
+        assert_eq!(
+            (s.first_index().unwrap(), s.last_index().unwrap()),
+            (501, 502)
+        );
+        assert_eq!(s.initial_state().unwrap().conf_state.voters, vec![1, 2]);
+        assert_eq!(s.initial_state().unwrap().hard_state.commit, 500);
+        assert_eq!(s.entries(501, 503, None, ctx()).unwrap()[1], entry(502, 7));
+        let snap = s.snapshot(0, 2).unwrap();
+        assert_eq!(
+            (snap.get_metadata().index, snap.get_metadata().term),
+            (500, 7)
+        );
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("snapshot-"))
+            .collect();
+        assert_eq!(names.len(), 1, "old snapshots are removed: {names:?}");
+    }
+
+    #[test]
+    fn founders_start_from_a_snapshot_of_the_first_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let bootstrap = Bootstrap {
+            voters: vec![1, 2, 3],
+            snapshot_data: b"initial".to_vec(),
+        };
+        for _ in 0..2 {
+            // Reopening does not bootstrap again.
+            let s = RaftStorage::open(dir.path(), options(), Some(&bootstrap)).unwrap();
+            assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (2, 1));
+            // Node 4 is not in it: raft-rs would refuse it, so ask for a fresh one.
+            assert!(matches!(
+                s.snapshot(0, 4),
+                Err(raft::Error::Store(
+                    StorageError::SnapshotTemporarilyUnavailable
+                ))
+            ));
+            assert!(s.take_snapshot_request());
+            assert!(!s.take_snapshot_request());
+            let snap = s.snapshot(0, 2).unwrap();
+            assert_eq!(
+                (snap.get_metadata().index, snap.get_metadata().term),
+                (1, 1)
+            );
+            assert_eq!(snap.get_metadata().get_conf_state().voters, vec![1, 2, 3]);
+            assert_eq!(snap.data.as_ref(), b"initial");
+            assert_eq!(s.initial_state().unwrap().conf_state.voters, vec![1, 2, 3]);
+        }
+    }
+
+    #[test]
+    fn a_damaged_state_file_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(RaftStorage::open(dir.path(), options(), None).unwrap());
+        let path = dir.path().join(STATE_FILE);
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&path, bytes).unwrap();
+        let err = RaftStorage::open(dir.path(), options(), None).unwrap_err();
+        assert!(err.to_string().contains("CRC mismatch"), "{err}");
+    }
+}

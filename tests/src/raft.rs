@@ -1,0 +1,310 @@
+//! Raft test helpers: a small key-value state machine and a cluster of
+//! nodes on loopback that can be stopped, restarted and grown.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use octopii::raft::{RaftConfig, RaftNode, RaftRole, StateMachine};
+use octopii::rpc::codec;
+use octopii::transport::tls::ClusterCa;
+use octopii::wal::{FlushPolicy, WalOptions};
+use octopii::{Config, OctopiiNode, OctopiiRuntime};
+use serde::{Deserialize, Serialize};
+
+/// A key-value command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvCommand {
+    /// Sets `key`; the output is the previous value.
+    Put(String, String),
+    /// Sets `key` to `new` if it holds `expected`; the output is whether it did.
+    Cas(String, Option<String>, String),
+}
+
+/// A key-value map replicated by raft.
+#[derive(Debug, Default)]
+pub struct KvMachine {
+    map: HashMap<String, String>,
+    /// Counts calls of `restore` (snapshots installed).
+    pub restores: Arc<AtomicUsize>,
+}
+
+impl StateMachine for KvMachine {
+    fn apply(&mut self, command: &[u8]) -> Vec<u8> {
+        let output = match codec::decode::<KvCommand>(command) {
+            Ok(KvCommand::Put(key, value)) => KvOutput::Previous(self.map.insert(key, value)),
+            Ok(KvCommand::Cas(key, expected, new)) => {
+                let ok = self.map.get(&key) == expected.as_ref();
+                if ok {
+                    self.map.insert(key, new);
+                }
+                KvOutput::Swapped(ok)
+            }
+            Err(_) => KvOutput::Invalid,
+        };
+        codec::encode(&output).unwrap_or_default()
+    }
+
+    fn query(&self, key: &[u8]) -> Vec<u8> {
+        let key = String::from_utf8_lossy(key);
+        codec::encode(&self.map.get(key.as_ref())).unwrap_or_default()
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let sorted: BTreeMap<&String, &String> = self.map.iter().collect();
+        codec::encode(&sorted).unwrap_or_default()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> octopii::Result<()> {
+        self.map = codec::decode(snapshot)?;
+        self.restores.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// What a [`KvCommand`] returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvOutput {
+    /// The value a put replaced.
+    Previous(Option<String>),
+    /// Whether a compare-and-set swapped.
+    Swapped(bool),
+    /// The command did not decode.
+    Invalid,
+}
+
+/// Puts `key = value` through `raft`; returns the previous value.
+pub async fn put(raft: &RaftNode, key: &str, value: &str) -> octopii::Result<Option<String>> {
+    let command = codec::encode(&KvCommand::Put(key.into(), value.into()))?;
+    match codec::decode(&raft.propose(command).await?)? {
+        KvOutput::Previous(previous) => Ok(previous),
+        other => panic!("a put answered {other:?}"),
+    }
+}
+
+/// Compare-and-set through `raft`; returns whether it swapped.
+pub async fn cas(
+    raft: &RaftNode,
+    key: &str,
+    expected: Option<&str>,
+    new: &str,
+) -> octopii::Result<bool> {
+    let command = codec::encode(&KvCommand::Cas(
+        key.into(),
+        expected.map(str::to_owned),
+        new.into(),
+    ))?;
+    match codec::decode(&raft.propose(command).await?)? {
+        KvOutput::Swapped(swapped) => Ok(swapped),
+        other => panic!("a cas answered {other:?}"),
+    }
+}
+
+/// Reads `key` linearizably through `raft`.
+pub async fn get(raft: &RaftNode, key: &str) -> octopii::Result<Option<String>> {
+    codec::decode(&raft.read(key.as_bytes().to_vec()).await?)
+}
+
+/// Raft settings for tests: 20 ms ticks, no fsync, short timeouts.
+pub fn test_raft_config() -> RaftConfig {
+    RaftConfig {
+        tick_interval: Duration::from_millis(20),
+        election_ticks: 10,
+        heartbeat_ticks: 2,
+        request_timeout: Duration::from_secs(3),
+        wal: WalOptions {
+            flush_policy: FlushPolicy::NoSyncForTestsOnly,
+            segment_size: 64 * 1024,
+            ..WalOptions::default()
+        },
+        ..RaftConfig::default()
+    }
+}
+
+/// A raft cluster of nodes on loopback in one process.
+pub struct Cluster {
+    /// The runtime every node runs on.
+    pub runtime: OctopiiRuntime,
+    ca: ClusterCa,
+    dir: tempfile::TempDir,
+    /// Raft settings used for every node (peers filled in per node).
+    pub config: RaftConfig,
+    /// Address of every node ever started.
+    pub addrs: BTreeMap<u64, SocketAddr>,
+    running: BTreeMap<u64, (OctopiiNode, RaftNode)>,
+    restores: BTreeMap<u64, Arc<AtomicUsize>>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes (ids 1..=n) that bootstrap one cluster.
+    pub fn start(n: u64, config: RaftConfig) -> Self {
+        let mut cluster = Cluster {
+            runtime: OctopiiRuntime::new(4).expect("runtime"),
+            ca: ClusterCa::generate().expect("CA"),
+            dir: tempfile::tempdir().expect("temp dir"),
+            config,
+            addrs: BTreeMap::new(),
+            running: BTreeMap::new(),
+            restores: BTreeMap::new(),
+        };
+        let nodes: Vec<(u64, OctopiiNode)> = (1..=n)
+            .map(|id| (id, cluster.octopii_node(id, "127.0.0.1:0".parse().unwrap())))
+            .collect();
+        for (id, node) in &nodes {
+            cluster.addrs.insert(*id, node.local_addr());
+        }
+        for (id, node) in nodes {
+            cluster.start_raft(id, node, true).expect("start raft");
+        }
+        cluster
+    }
+
+    /// Where node `id` keeps its data.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node-{id}"))
+    }
+
+    fn octopii_node(&self, id: u64, addr: SocketAddr) -> OctopiiNode {
+        let creds = self
+            .ca
+            .issue_node(&format!("node-{id}"))
+            .expect("certificate");
+        let config = Config::builder()
+            .node_id(id)
+            .bind_addr(addr)
+            .data_dir(self.data_dir(id))
+            .worker_threads(2)
+            .credentials(creds)
+            .build()
+            .expect("config");
+        // A restarted node may find its port still held for a moment.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match OctopiiNode::new(config.clone(), &self.runtime) {
+                Ok(node) => return node,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("cannot start node {id}: {e}"),
+            }
+        }
+    }
+
+    fn start_raft(&mut self, id: u64, node: OctopiiNode, bootstrap: bool) -> octopii::Result<()> {
+        let config = RaftConfig {
+            peers: self.addrs.clone(),
+            bootstrap,
+            ..self.config.clone()
+        };
+        let machine = KvMachine::default();
+        self.restores.insert(id, machine.restores.clone());
+        let raft = RaftNode::start(&node, config, machine)?;
+        self.running.insert(id, (node, raft));
+        Ok(())
+    }
+
+    /// The raft handle of running node `id`.
+    pub fn raft(&self, id: u64) -> &RaftNode {
+        &self.running.get(&id).expect("node is running").1
+    }
+
+    /// The Octopii node under running node `id`.
+    pub fn octopii(&self, id: u64) -> &OctopiiNode {
+        &self.running.get(&id).expect("node is running").0
+    }
+
+    /// How many snapshots node `id` has restored since it last started.
+    pub fn restores(&self, id: u64) -> usize {
+        self.restores[&id].load(Ordering::SeqCst)
+    }
+
+    /// Ids of the running nodes.
+    pub fn running(&self) -> Vec<u64> {
+        self.running.keys().copied().collect()
+    }
+
+    /// Stops node `id` (raft driver and QUIC endpoint).
+    pub fn stop(&mut self, id: u64) {
+        let (node, raft) = self.running.remove(&id).expect("node is running");
+        self.runtime.block_on(async {
+            raft.shutdown().await;
+            node.shutdown().await;
+        });
+    }
+
+    /// Restarts node `id` on its old address from its data directory.
+    pub fn restart(&mut self, id: u64) -> octopii::Result<()> {
+        let node = self.octopii_node(id, self.addrs[&id]);
+        let result = self.start_raft(id, node.clone(), true);
+        if result.is_err() {
+            self.runtime.block_on(node.shutdown());
+        }
+        result
+    }
+
+    /// Starts node `id` that is not yet a member (to be added).
+    pub fn start_joining(&mut self, id: u64) -> SocketAddr {
+        let node = self.octopii_node(id, "127.0.0.1:0".parse().unwrap());
+        let addr = node.local_addr();
+        self.addrs.insert(id, addr);
+        self.start_raft(id, node, false).expect("start raft");
+        addr
+    }
+
+    /// Waits until the running voters among `among` agree on one leader
+    /// that is among them, and returns it.
+    pub fn leader_among(&self, among: &[u64], timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let statuses: Vec<_> = among.iter().map(|id| self.raft(*id).status()).collect();
+            let leaders: Vec<u64> = statuses
+                .iter()
+                .filter(|s| s.role == RaftRole::Leader)
+                .map(|s| s.id)
+                .collect();
+            if let [leader] = leaders[..] {
+                if statuses.iter().all(|s| s.leader_id == Some(leader)) {
+                    return leader;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no single leader among {among:?}: {statuses:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The leader all running nodes agree on.
+    pub fn leader(&self) -> u64 {
+        self.leader_among(&self.running(), Duration::from_secs(10))
+    }
+
+    /// Waits until node `id` has applied at least `index`.
+    pub fn wait_applied(&self, id: u64, index: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.raft(id).status().applied_index < index {
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not apply {index}: {:?}",
+                self.raft(id).status()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Stop the drivers (releasing the logs); the endpoints go with the
+        // runtime, without waiting for peers to acknowledge closes.
+        let running = std::mem::take(&mut self.running);
+        self.runtime.block_on(futures::future::join_all(
+            running.values().map(|(_, raft)| raft.shutdown()),
+        ));
+    }
+}

@@ -1,0 +1,249 @@
+//! Raft under faults and bad input: a partitioned minority, undecodable
+//! messages, oversized proposals, a corrupted WAL.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use octopii::raft::service::RaftServiceClient;
+use octopii::raft::{RaftError, RaftRole};
+use octopii::{OctopiiError, OctopiiNode};
+use octopii_tests::raft::{Cluster, get, put, test_raft_config};
+
+/// Cuts all raft traffic between `a` and `b`, both ways.
+fn cut(cluster: &Cluster, a: u64, b: u64) {
+    cluster.raft(a).faults().block(b);
+    cluster.raft(b).faults().block(a);
+}
+
+#[test]
+fn a_cut_off_minority_cannot_commit_while_the_majority_can() {
+    let cluster = Cluster::start(3, test_raft_config());
+    let old = cluster.leader();
+    let majority: Vec<u64> = cluster
+        .running()
+        .into_iter()
+        .filter(|&id| id != old)
+        .collect();
+    for &id in &majority {
+        cut(&cluster, old, id);
+    }
+    cluster.runtime.block_on(async {
+        // The isolated old leader cannot commit.
+        let err = put(cluster.raft(old), "minority", "lost")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                OctopiiError::Raft(RaftError::Timeout { .. } | RaftError::NotLeader { .. })
+            ),
+            "{err}"
+        );
+    });
+    // The majority elects a leader of its own and commits.
+    let new = cluster.leader_among(&majority, Duration::from_secs(10));
+    assert_ne!(new, old);
+    cluster.runtime.block_on(async {
+        put(cluster.raft(majority[0]), "majority", "kept")
+            .await
+            .unwrap();
+        assert_eq!(get(cluster.raft(new), "minority").await.unwrap(), None);
+    });
+    // Healed, the old leader follows and its uncommitted write is gone.
+    for id in cluster.running() {
+        cluster.raft(id).faults().heal();
+    }
+    cluster.runtime.block_on(async {
+        let kept = get(cluster.raft(old), "majority").await.unwrap();
+        assert_eq!(kept.as_deref(), Some("kept"));
+        assert_eq!(get(cluster.raft(old), "minority").await.unwrap(), None);
+    });
+    // All three agree on one leader again.
+    cluster.leader();
+}
+
+/// Log lines written while this test binary runs (warnings and above).
+fn capture_logs() -> Arc<Mutex<Vec<u8>>> {
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let sink = buffer.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .with_ansi(false)
+        .with_writer(move || Sink(sink.clone()))
+        .try_init()
+        .expect("the only subscriber of this test binary");
+    buffer
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn undecodable_raft_messages_are_dropped_and_the_node_keeps_serving() {
+    let logs = capture_logs();
+    let cluster = Cluster::start(3, test_raft_config());
+    let leader = cluster.leader();
+    cluster.runtime.block_on(async {
+        // Any node's client can reach the service; use a follower's node.
+        let follower = cluster
+            .running()
+            .into_iter()
+            .find(|&id| id != leader)
+            .unwrap();
+        let node: &OctopiiNode = cluster.octopii(follower);
+        let client = RaftServiceClient::new(node, cluster.addrs[&leader]);
+        client
+            .step(vec![vec![0xff; 64], b"not protobuf".to_vec(), Vec::new()])
+            .await
+            .expect("the call itself succeeds");
+        let logged = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+        assert!(
+            logged.contains("dropping a raft message that does not decode"),
+            "{logged}"
+        );
+        let refused = client.snapshot(vec![0x0a, 0xff, 0xff]).await.unwrap();
+        assert!(
+            matches!(refused, Err(RaftError::ProposalDropped(_))),
+            "{refused:?}"
+        );
+        // The leader is unharmed and still serves.
+        put(cluster.raft(leader), "still", "serving").await.unwrap();
+        let value = get(cluster.raft(follower), "still").await.unwrap();
+        assert_eq!(value.as_deref(), Some("serving"));
+    });
+    assert_ne!(cluster.raft(leader).status().role, RaftRole::Stopped);
+}
+
+#[test]
+fn an_oversized_proposal_is_refused_with_a_clear_error() {
+    let config = octopii::raft::RaftConfig {
+        max_proposal_size: 1024,
+        ..test_raft_config()
+    };
+    let cluster = Cluster::start(3, config);
+    let leader = cluster.leader();
+    let follower = cluster
+        .running()
+        .into_iter()
+        .find(|&id| id != leader)
+        .unwrap();
+    cluster.runtime.block_on(async {
+        for id in [leader, follower] {
+            let err = cluster.raft(id).propose(vec![7; 1025]).await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    OctopiiError::Raft(RaftError::ProposalTooLarge {
+                        size: 1025,
+                        max: 1024
+                    })
+                ),
+                "{err}"
+            );
+        }
+        // Sent straight to the leader's service, it is refused there too.
+        let node = cluster.octopii(follower);
+        let client = RaftServiceClient::new(node, cluster.addrs[&leader]);
+        let proposal = octopii::raft::Proposal::Command(vec![7; 4096]);
+        let refused = client.propose(proposal).await.unwrap();
+        assert_eq!(
+            refused,
+            Err(RaftError::ProposalTooLarge {
+                size: 4096,
+                max: 1024
+            })
+        );
+        // A proposal at the limit is fine.
+        cluster.raft(follower).propose(vec![7; 1024]).await.unwrap();
+    });
+}
+
+#[test]
+fn a_corrupted_wal_stops_the_node_from_rejoining() {
+    let mut cluster = Cluster::start(3, test_raft_config());
+    let leader = cluster.leader();
+    let follower = cluster
+        .running()
+        .into_iter()
+        .find(|&id| id != leader)
+        .unwrap();
+    cluster.runtime.block_on(async {
+        for i in 0..10 {
+            put(cluster.raft(leader), &format!("k{i}"), "v")
+                .await
+                .unwrap();
+        }
+    });
+    let applied = cluster.raft(leader).status().applied_index;
+    cluster.wait_applied(follower, applied, Duration::from_secs(5));
+    cluster.stop(follower);
+    let wal_dir = cluster.data_dir(follower).join("raft").join("wal");
+    let segment = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "wal"))
+        .expect("a WAL segment");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    // Flip a byte inside the first record (segment header: 40 bytes,
+    // record header: 8), which has valid records after it.
+    bytes[40 + 8 + 2] ^= 0x55;
+    std::fs::write(&segment, bytes).unwrap();
+    let err = cluster.restart(follower).unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("refusing to start"), "{message}");
+    assert!(message.contains("CRC mismatch"), "{message}");
+}
+
+#[test]
+fn a_snapshot_failing_its_digest_is_refused() {
+    use protobuf::Message as _;
+    use raft::eraftpb::{Message, MessageType};
+
+    let cluster = Cluster::start(3, test_raft_config());
+    let leader = cluster.leader();
+    let follower = cluster
+        .running()
+        .into_iter()
+        .find(|&id| id != leader)
+        .unwrap();
+    // Snapshot data as docs/PROTOCOL.md lays it out, with a wrong digest.
+    let no_peers: Vec<(u64, std::net::SocketAddr)> = Vec::new();
+    let data = octopii::rpc::codec::encode(&(no_peers, b"state".to_vec(), [0u8; 32])).unwrap();
+    let mut message = Message {
+        to: follower,
+        from: leader,
+        term: cluster.raft(leader).status().term,
+        ..Message::default()
+    };
+    message.set_msg_type(MessageType::MsgSnapshot);
+    message.mut_snapshot().data = data.into();
+    message.mut_snapshot().mut_metadata().index = 1_000;
+    message.mut_snapshot().mut_metadata().term = 1;
+    cluster.runtime.block_on(async {
+        let client = RaftServiceClient::new(cluster.octopii(leader), cluster.addrs[&follower]);
+        let refused = client
+            .snapshot(message.write_to_bytes().unwrap())
+            .await
+            .unwrap();
+        match refused {
+            Err(RaftError::ProposalDropped(why)) => assert!(why.contains("SHA-256"), "{why}"),
+            other => panic!("a damaged snapshot was taken: {other:?}"),
+        }
+        put(cluster.raft(leader), "after", "refusal").await.unwrap();
+        let value = get(cluster.raft(follower), "after").await.unwrap();
+        assert_eq!(value.as_deref(), Some("refusal"));
+    });
+    assert!(cluster.raft(follower).status().snapshot_index < 1_000);
+}

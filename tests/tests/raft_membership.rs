@@ -1,0 +1,206 @@
+//! Membership changes and snapshots: adding a voter, adding a learner and
+//! promoting it, removing a node; lagging and late nodes catching up
+//! through a snapshot.
+
+use std::time::Duration;
+
+use octopii::raft::RaftConfig;
+use octopii_tests::raft::{Cluster, get, put, test_raft_config};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn wait_until(cluster: &Cluster, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !done() {
+        if std::time::Instant::now() >= deadline {
+            let statuses: Vec<_> = cluster
+                .running()
+                .iter()
+                .map(|&id| cluster.raft(id).status())
+                .collect();
+            panic!("timed out waiting for {what}: {statuses:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_fourth_node_joins_a_running_cluster_as_a_voter() {
+    let mut cluster = Cluster::start(3, test_raft_config());
+    let leader = cluster.leader();
+    cluster.runtime.block_on(async {
+        put(cluster.raft(leader), "before", "join").await.unwrap();
+    });
+    let addr = cluster.start_joining(4);
+    cluster.runtime.block_on(async {
+        cluster.raft(leader).add_voter(4, addr).await.unwrap();
+    });
+    wait_until(&cluster, "every node to count 4 voters", || {
+        cluster
+            .running()
+            .iter()
+            .all(|&id| cluster.raft(id).status().voters == vec![1, 2, 3, 4])
+    });
+    cluster.runtime.block_on(async {
+        let value = get(cluster.raft(4), "before").await.unwrap();
+        assert_eq!(value.as_deref(), Some("join"));
+        // The new voter's proposals commit too.
+        put(cluster.raft(4), "from", "four").await.unwrap();
+    });
+    // With four voters, one lost node still leaves a quorum.
+    let other = cluster
+        .running()
+        .into_iter()
+        .find(|&id| id != leader && id != 4)
+        .unwrap();
+    cluster.stop(other);
+    cluster.runtime.block_on(async {
+        put(cluster.raft(4), "quorum", "of three").await.unwrap();
+    });
+}
+
+#[test]
+fn a_learner_is_added_then_promoted_and_a_node_is_removed() {
+    let mut cluster = Cluster::start(3, test_raft_config());
+    let leader = cluster.leader();
+    let addr = cluster.start_joining(4);
+    cluster.runtime.block_on(async {
+        put(cluster.raft(leader), "k", "v").await.unwrap();
+        // Membership changes can be asked of any member.
+        let follower = cluster
+            .running()
+            .into_iter()
+            .find(|&id| id != leader && id != 4)
+            .unwrap();
+        cluster.raft(follower).add_learner(4, addr).await.unwrap();
+    });
+    wait_until(&cluster, "node 4 to be a learner", || {
+        let status = cluster.raft(leader).status();
+        status.learners == vec![4] && status.voters == vec![1, 2, 3]
+    });
+    cluster.runtime.block_on(async {
+        let value = get(cluster.raft(4), "k").await.unwrap();
+        assert_eq!(value.as_deref(), Some("v"), "the learner receives the log");
+        cluster.raft(leader).add_voter(4, addr).await.unwrap();
+    });
+    wait_until(&cluster, "node 4 to be promoted", || {
+        let status = cluster.raft(leader).status();
+        status.learners.is_empty() && status.voters == vec![1, 2, 3, 4]
+    });
+    let removed = cluster
+        .running()
+        .into_iter()
+        .find(|&id| id != leader && id != 4)
+        .unwrap();
+    cluster.runtime.block_on(async {
+        cluster.raft(leader).remove_node(removed).await.unwrap();
+    });
+    wait_until(&cluster, "the node to be removed", || {
+        !cluster.raft(leader).status().voters.contains(&removed)
+    });
+    cluster.stop(removed);
+    cluster.runtime.block_on(async {
+        put(cluster.raft(4), "after", "removal").await.unwrap();
+    });
+}
+
+fn snapshot_config() -> RaftConfig {
+    RaftConfig {
+        snapshot_interval: 20,
+        ..test_raft_config()
+    }
+}
+
+#[test]
+fn a_lagging_follower_catches_up_through_a_snapshot() {
+    let mut cluster = Cluster::start(3, snapshot_config());
+    let leader = cluster.leader();
+    let follower = cluster
+        .running()
+        .into_iter()
+        .find(|&id| id != leader)
+        .unwrap();
+    cluster.stop(follower);
+    cluster.runtime.block_on(async {
+        for i in 0..60 {
+            put(cluster.raft(leader), &format!("k{i}"), &i.to_string())
+                .await
+                .unwrap();
+        }
+    });
+    let status = cluster.raft(leader).status();
+    assert!(
+        status.snapshot_index >= 40,
+        "the leader compacted its log: {status:?}"
+    );
+    cluster.restart(follower).unwrap();
+    let restored_at_start = cluster.restores(follower);
+    cluster.wait_applied(follower, status.applied_index, WAIT);
+    assert!(
+        cluster.restores(follower) > restored_at_start,
+        "the follower installed the leader's snapshot"
+    );
+    cluster.runtime.block_on(async {
+        for i in [0, 30, 59] {
+            let value = get(cluster.raft(follower), &format!("k{i}")).await.unwrap();
+            assert_eq!(value, Some(i.to_string()));
+        }
+    });
+}
+
+#[test]
+fn a_node_added_late_catches_up_through_a_snapshot() {
+    let mut cluster = Cluster::start(3, snapshot_config());
+    let leader = cluster.leader();
+    cluster.runtime.block_on(async {
+        for i in 0..50 {
+            put(cluster.raft(leader), &format!("k{i}"), "old")
+                .await
+                .unwrap();
+        }
+    });
+    assert!(cluster.raft(leader).status().snapshot_index > 0);
+    let addr = cluster.start_joining(4);
+    cluster.runtime.block_on(async {
+        cluster.raft(leader).add_voter(4, addr).await.unwrap();
+        let value = get(cluster.raft(4), "k0").await.unwrap();
+        assert_eq!(value.as_deref(), Some("old"));
+    });
+    assert!(cluster.restores(4) >= 1, "node 4 started from a snapshot");
+    // Restarted, it recovers from its own snapshot and log.
+    cluster.stop(4);
+    cluster.restart(4).unwrap();
+    cluster.runtime.block_on(async {
+        put(cluster.raft(leader), "later", "x").await.unwrap();
+        let value = get(cluster.raft(4), "later").await.unwrap();
+        assert_eq!(value.as_deref(), Some("x"));
+        assert_eq!(
+            get(cluster.raft(4), "k49").await.unwrap().as_deref(),
+            Some("old")
+        );
+    });
+}
+
+#[test]
+fn the_log_held_in_memory_is_bounded_by_size_too() {
+    let config = RaftConfig {
+        snapshot_interval: 1_000_000,
+        snapshot_log_bytes: 2_000,
+        ..test_raft_config()
+    };
+    let cluster = Cluster::start(3, config);
+    let leader = cluster.leader();
+    let value = "v".repeat(100);
+    cluster.runtime.block_on(async {
+        for i in 0..40 {
+            put(cluster.raft(leader), &format!("k{i}"), &value)
+                .await
+                .unwrap();
+        }
+    });
+    let status = cluster.raft(leader).status();
+    assert!(
+        status.snapshot_index > 1,
+        "about 5 KB of commands were snapshotted away: {status:?}"
+    );
+}
