@@ -111,3 +111,27 @@ pub(crate) async fn send(node: &OctopiiNode, addr: SocketAddr, message: Message)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::protocol::{Destination, TransferRequest};
+    use crate::rpc::codec;
+
+    /// The arguments frame `docs/PROTOCOL.md` gives for a snapshot transfer.
+    #[test]
+    fn the_transfer_request_encodes_as_documented() {
+        let request = TransferRequest {
+            destination: Destination::Memory {
+                name: SNAPSHOT_DESTINATION.into(),
+            },
+            size: 0x0102,
+            resume: false,
+        };
+        let mut expected = vec![0, 0, 0, 0, 13, 0, 0, 0, 0, 0, 0, 0];
+        expected.extend_from_slice(b"raft-snapshot");
+        expected.extend_from_slice(&[2, 1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(codec::encode(&request).unwrap(), expected);
+        assert_eq!(SNAPSHOT_SERVICE, "RaftSnapshot");
+    }
+}
