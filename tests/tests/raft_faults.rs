@@ -256,3 +256,42 @@ fn a_snapshot_failing_its_digest_is_refused() {
     });
     assert!(cluster.raft(follower).status().snapshot_index < 1_000);
 }
+
+#[test]
+fn a_snapshot_above_the_size_cap_is_refused_before_its_data() {
+    let config = octopii::raft::RaftConfig {
+        max_snapshot_size: 4096,
+        ..test_raft_config()
+    };
+    let cluster = Cluster::start(3, config);
+    let leader = cluster.leader();
+    let follower = cluster
+        .running()
+        .into_iter()
+        .find(|&id| id != leader)
+        .unwrap();
+    cluster.runtime.block_on(async {
+        let options = TransferOptions::to_memory(SNAPSHOT_DESTINATION).service(SNAPSHOT_SERVICE);
+        let source = ChunkSource::Memory(Bytes::from(vec![0u8; 4097]));
+        let result = cluster
+            .octopii(leader)
+            .transfer_chunk_to_peers(source, &[cluster.addrs[&follower]], options)
+            .await
+            .remove(0);
+        assert!(
+            matches!(
+                result.error,
+                Some(TransferError::Refused {
+                    code: octopii::rpc::Code::ResourceExhausted,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+        assert_eq!(result.bytes_transferred, 0, "refused before any data");
+        // The follower keeps replicating.
+        put(cluster.raft(leader), "after", "refusal").await.unwrap();
+        let value = get(cluster.raft(follower), "after").await.unwrap();
+        assert_eq!(value.as_deref(), Some("refusal"));
+    });
+}

@@ -185,5 +185,10 @@ mod tests {
             ..base()
         };
         assert_eq!(field_of(never), "raft.snapshot_interval");
+        let no_snapshots = RaftConfig {
+            max_snapshot_size: 0,
+            ..base()
+        };
+        assert_eq!(field_of(no_snapshots), "raft.max_snapshot_size");
     }
 }
