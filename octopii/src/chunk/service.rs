@@ -4,7 +4,8 @@
 //! [`protocol`]); unary calls to it are `Unimplemented`.
 //! What it receives is announced to the application through the
 //! [`ChunkInbox`] returned with it: files once they are in place, and
-//! in-memory transfers as [`Bytes`].
+//! in-memory transfers as [`Bytes`], unless a [`MemoryHandler`] takes
+//! those (see [`ChunkService::with_memory_handler`]).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
