@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use octopii::config::TransportConfig;
 use octopii::raft::{RaftConfig, RaftNode, RaftRole, StateMachine};
 use octopii::rpc::codec;
 use octopii::transport::tls::ClusterCa;
@@ -132,6 +133,8 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     /// Raft settings used for every node (peers filled in per node).
     pub config: RaftConfig,
+    /// Transport settings of every node.
+    transport: TransportConfig,
     /// Address of every node ever started.
     pub addrs: BTreeMap<u64, SocketAddr>,
     running: BTreeMap<u64, (OctopiiNode, RaftNode)>,
@@ -141,11 +144,18 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` nodes (ids 1..=n) that bootstrap one cluster.
     pub fn start(n: u64, config: RaftConfig) -> Self {
+        Self::start_with_transport(n, config, TransportConfig::default())
+    }
+
+    /// As [`start`](Self::start), every node (also those started later)
+    /// with `transport` settings.
+    pub fn start_with_transport(n: u64, config: RaftConfig, transport: TransportConfig) -> Self {
         let mut cluster = Cluster {
             runtime: OctopiiRuntime::new(4).expect("runtime"),
             ca: ClusterCa::generate().expect("CA"),
             dir: tempfile::tempdir().expect("temp dir"),
             config,
+            transport,
             addrs: BTreeMap::new(),
             running: BTreeMap::new(),
             restores: BTreeMap::new(),
@@ -178,6 +188,7 @@ impl Cluster {
             .data_dir(self.data_dir(id))
             .worker_threads(2)
             .credentials(creds)
+            .transport(self.transport.clone())
             .build()
             .expect("config");
         // A restarted node may find its port still held for a moment.

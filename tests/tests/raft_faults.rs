@@ -4,8 +4,10 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
+use octopii::chunk::{ChunkSource, TransferError, TransferOptions};
 use octopii::raft::service::RaftServiceClient;
-use octopii::raft::{RaftError, RaftRole};
+use octopii::raft::{RaftError, RaftRole, SNAPSHOT_DESTINATION, SNAPSHOT_SERVICE};
 use octopii::{OctopiiError, OctopiiNode};
 use octopii_tests::raft::{Cluster, get, put, test_raft_config};
 
@@ -13,6 +15,22 @@ use octopii_tests::raft::{Cluster, get, put, test_raft_config};
 fn cut(cluster: &Cluster, a: u64, b: u64) {
     cluster.raft(a).faults().block(b);
     cluster.raft(b).faults().block(a);
+}
+
+/// Sends `bytes` from `from` to `to`'s snapshot receiver as a leader's
+/// snapshot would travel; the receiver's reason if it refused them.
+async fn send_as_snapshot(cluster: &Cluster, from: u64, to: u64, bytes: Vec<u8>) -> String {
+    let options = TransferOptions::to_memory(SNAPSHOT_DESTINATION).service(SNAPSHOT_SERVICE);
+    let source = ChunkSource::Memory(Bytes::from(bytes));
+    let result = cluster
+        .octopii(from)
+        .transfer_chunk(source, cluster.addrs[&to], options)
+        .await;
+    match result {
+        // The chunk protocol delivered the bytes intact; raft refused them.
+        Err(OctopiiError::Chunk(TransferError::Receiver(reason))) => reason,
+        other => panic!("the snapshot receiver took unusable data: {other:?}"),
+    }
 }
 
 #[test]
@@ -113,11 +131,8 @@ fn undecodable_raft_messages_are_dropped_and_the_node_keeps_serving() {
             logged.contains("dropping a raft message that does not decode"),
             "{logged}"
         );
-        let refused = client.snapshot(vec![0x0a, 0xff, 0xff]).await.unwrap();
-        assert!(
-            matches!(refused, Err(RaftError::ProposalDropped(_))),
-            "{refused:?}"
-        );
+        let refused = send_as_snapshot(&cluster, follower, leader, vec![0x0a, 0xff, 0xff]).await;
+        assert!(refused.contains("unusable snapshot message"), "{refused}");
         // The leader is unharmed and still serves.
         put(cluster.raft(leader), "still", "serving").await.unwrap();
         let value = get(cluster.raft(follower), "still").await.unwrap();
@@ -232,18 +247,51 @@ fn a_snapshot_failing_its_digest_is_refused() {
     message.mut_snapshot().mut_metadata().index = 1_000;
     message.mut_snapshot().mut_metadata().term = 1;
     cluster.runtime.block_on(async {
-        let client = RaftServiceClient::new(cluster.octopii(leader), cluster.addrs[&follower]);
-        let refused = client
-            .snapshot(message.write_to_bytes().unwrap())
-            .await
-            .unwrap();
-        match refused {
-            Err(RaftError::ProposalDropped(why)) => assert!(why.contains("SHA-256"), "{why}"),
-            other => panic!("a damaged snapshot was taken: {other:?}"),
-        }
+        let bytes = message.write_to_bytes().unwrap();
+        let refused = send_as_snapshot(&cluster, leader, follower, bytes).await;
+        assert!(refused.contains("SHA-256"), "{refused}");
         put(cluster.raft(leader), "after", "refusal").await.unwrap();
         let value = get(cluster.raft(follower), "after").await.unwrap();
         assert_eq!(value.as_deref(), Some("refusal"));
     });
     assert!(cluster.raft(follower).status().snapshot_index < 1_000);
+}
+
+#[test]
+fn a_snapshot_above_the_size_cap_is_refused_before_its_data() {
+    let config = octopii::raft::RaftConfig {
+        max_snapshot_size: 4096,
+        ..test_raft_config()
+    };
+    let cluster = Cluster::start(3, config);
+    let leader = cluster.leader();
+    let follower = cluster
+        .running()
+        .into_iter()
+        .find(|&id| id != leader)
+        .unwrap();
+    cluster.runtime.block_on(async {
+        let options = TransferOptions::to_memory(SNAPSHOT_DESTINATION).service(SNAPSHOT_SERVICE);
+        let source = ChunkSource::Memory(Bytes::from(vec![0u8; 4097]));
+        let result = cluster
+            .octopii(leader)
+            .transfer_chunk_to_peers(source, &[cluster.addrs[&follower]], options)
+            .await
+            .remove(0);
+        assert!(
+            matches!(
+                result.error,
+                Some(TransferError::Refused {
+                    code: octopii::rpc::Code::ResourceExhausted,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+        assert_eq!(result.bytes_transferred, 0, "refused before any data");
+        // The follower keeps replicating.
+        put(cluster.raft(leader), "after", "refusal").await.unwrap();
+        let value = get(cluster.raft(follower), "after").await.unwrap();
+        assert_eq!(value.as_deref(), Some("refusal"));
+    });
 }

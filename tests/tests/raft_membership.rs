@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use octopii::config::TransportConfig;
 use octopii::raft::RaftConfig;
 use octopii_tests::raft::{Cluster, get, put, test_raft_config};
 
@@ -179,6 +180,60 @@ fn a_node_added_late_catches_up_through_a_snapshot() {
             Some("old")
         );
     });
+}
+
+/// The size of the newest snapshot file in node `id`'s raft directory.
+fn snapshot_file_size(cluster: &Cluster, id: u64) -> u64 {
+    std::fs::read_dir(cluster.data_dir(id).join("raft"))
+        .unwrap()
+        .map(|entry| entry.unwrap())
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("snapshot-"))
+        .map(|entry| entry.metadata().unwrap().len())
+        .max()
+        .expect("a snapshot file")
+}
+
+#[test]
+fn a_snapshot_larger_than_a_frame_reaches_a_new_node_in_chunks() {
+    const FRAME: u32 = 128 * 1024;
+    let transport = TransportConfig {
+        max_frame_size: FRAME,
+        ..TransportConfig::default()
+    };
+    let config = RaftConfig {
+        max_proposal_size: 16 * 1024,
+        max_size_per_msg: 32 * 1024,
+        ..snapshot_config()
+    };
+    let mut cluster = Cluster::start_with_transport(3, config, transport);
+    let leader = cluster.leader();
+    let value = "v".repeat(8 * 1024);
+    cluster.runtime.block_on(async {
+        for i in 0..60 {
+            put(cluster.raft(leader), &format!("k{i}"), &value)
+                .await
+                .unwrap();
+        }
+    });
+    // About 480 KiB of state: no single frame could carry the snapshot.
+    let snapshot = snapshot_file_size(&cluster, leader);
+    assert!(
+        snapshot > 2 * u64::from(FRAME),
+        "the snapshot holds {snapshot} bytes"
+    );
+    let addr = cluster.start_joining(4);
+    cluster.runtime.block_on(async {
+        cluster.raft(leader).add_voter(4, addr).await.unwrap();
+        for key in ["k0", "k30", "k59"] {
+            let got = get(cluster.raft(4), key).await.unwrap();
+            assert_eq!(got.as_deref(), Some(value.as_str()), "{key}");
+        }
+    });
+    assert!(cluster.restores(4) >= 1, "node 4 installed the snapshot");
+    assert!(
+        snapshot_file_size(&cluster, 4) > 2 * u64::from(FRAME),
+        "node 4 holds the large snapshot itself"
+    );
 }
 
 #[test]

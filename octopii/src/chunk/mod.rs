@@ -31,5 +31,5 @@ pub use progress::{Progress, ProgressFn};
 pub use protocol::Destination;
 pub(crate) use sender::transfer;
 pub use sender::{TransferOptions, TransferResult};
-pub use service::{ChunkInbox, ChunkService, Received, ReceivedData};
+pub use service::{ChunkInbox, ChunkService, MemoryHandler, Received, ReceivedData};
 pub use source::ChunkSource;

@@ -49,6 +49,10 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct TransferOptions {
     /// Where the receiver puts the bytes.
     pub destination: Destination,
+    /// The service name the receiver serves its `ChunkService` under:
+    /// `Chunk` unless it was built with
+    /// [`ChunkService::with_memory_handler`](super::ChunkService::with_memory_handler).
+    pub service: &'static str,
     /// Resume from a partial file the receiver kept, and have it keep this
     /// transfer's partial file if it is interrupted.
     pub resume: bool,
@@ -75,6 +79,7 @@ impl std::fmt::Debug for TransferOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TransferOptions")
             .field("destination", &self.destination)
+            .field("service", &self.service)
             .field("resume", &self.resume)
             .field("stall_timeout", &self.stall_timeout)
             .field("progress", &self.progress.is_some())
@@ -87,6 +92,7 @@ impl TransferOptions {
     pub fn new(destination: Destination) -> Self {
         TransferOptions {
             destination,
+            service: SERVICE,
             resume: false,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             progress: None,
@@ -102,6 +108,12 @@ impl TransferOptions {
     /// Into the receiver's memory, handed to its application as `name`.
     pub fn to_memory(name: impl Into<String>) -> Self {
         Self::new(Destination::Memory { name: name.into() })
+    }
+
+    /// Sets [`service`](Self::service).
+    pub fn service(mut self, name: &'static str) -> Self {
+        self.service = name;
+        self
     }
 
     /// Sets [`resume`](Self::resume).
@@ -266,7 +278,7 @@ async fn send_to_peer(
     let peer = client.peer();
     let mut sent = Sent::default();
     // Connecting is bounded by the transport's handshake timeout.
-    let outcome = match client.open_stream(SERVICE, METHOD, &request).await {
+    let outcome = match client.open_stream(options.service, METHOD, &request).await {
         Ok(mut stream) => {
             let outcome = exchange(&mut stream, &request, pieces, &options, &mut sent).await;
             if outcome.is_err() {

@@ -4,7 +4,8 @@
 //! [`protocol`]); unary calls to it are `Unimplemented`.
 //! What it receives is announced to the application through the
 //! [`ChunkInbox`] returned with it: files once they are in place, and
-//! in-memory transfers as [`Bytes`].
+//! in-memory transfers as [`Bytes`], unless a [`MemoryHandler`] takes
+//! those (see [`ChunkService::with_memory_handler`]).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -58,6 +60,17 @@ pub enum ReceivedData {
 /// file is in place either way.
 pub type ChunkInbox = mpsc::Receiver<Received>;
 
+/// Takes verified in-memory data in place of the [`ChunkInbox`]: called
+/// with the sender, the destination name and the bytes, its answer is the
+/// transfer's verdict (`Ok` is status 0, `Err(reason)` status 2 with that
+/// reason), so the sender learns whether the application accepted the
+/// data, not only whether it arrived intact.
+pub type MemoryHandler = Arc<
+    dyn Fn(PeerInfo, String, Bytes) -> BoxFuture<'static, std::result::Result<(), String>>
+        + Send
+        + Sync,
+>;
+
 /// The built-in bulk-transfer service; serve it with
 /// [`OctopiiNode::serve`](crate::OctopiiNode::serve) or
 /// [`OctopiiNode::serve_chunks`](crate::OctopiiNode::serve_chunks).
@@ -79,6 +92,7 @@ pub struct ChunkService {
 impl std::fmt::Debug for ChunkService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChunkService")
+            .field("name", &self.state.name)
             .field("recv_dir", &self.state.recv_dir)
             .field("max_memory_bytes", &self.state.max_memory)
             .finish_non_exhaustive()
@@ -86,6 +100,8 @@ impl std::fmt::Debug for ChunkService {
 }
 
 struct State {
+    /// The service name peers address.
+    name: &'static str,
     /// Canonical; `None` refuses transfers to files.
     recv_dir: Option<PathBuf>,
     max_memory: u64,
@@ -95,12 +111,52 @@ struct State {
     in_flight: Mutex<HashSet<PathBuf>>,
     inbox: mpsc::Sender<Received>,
     progress: Option<ProgressFn>,
+    memory_handler: Option<MemoryHandler>,
 }
 
 impl ChunkService {
     /// A service receiving under `config` (its receive directory is
     /// created if missing), calling `progress` as data arrives.
     pub fn new(config: &ChunkConfig, progress: Option<ProgressFn>) -> Result<(Self, ChunkInbox)> {
+        Self::build(SERVICE, config, progress, None)
+    }
+
+    /// A service addressed as `name` instead of `Chunk` (a sender reaches
+    /// it with [`TransferOptions::service`](super::TransferOptions::service)),
+    /// whose in-memory transfers go to `handler` rather than to the inbox.
+    /// The inbox still announces files and failures. Lets a layer such as
+    /// raft receive its own bulk data next to the node's `Chunk` service.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use futures::FutureExt;
+    /// use octopii::chunk::{ChunkService, MemoryHandler};
+    /// use octopii::config::ChunkConfig;
+    ///
+    /// let handler: MemoryHandler = Arc::new(|_peer, _name, data: bytes::Bytes| {
+    ///     async move {
+    ///         if data.starts_with(b"ok") { Ok(()) } else { Err("unexpected data".to_owned()) }
+    ///     }
+    ///     .boxed()
+    /// });
+    /// let (service, _inbox) =
+    ///     ChunkService::with_memory_handler("Blobs", &ChunkConfig::default(), handler).unwrap();
+    /// # let _ = service;
+    /// ```
+    pub fn with_memory_handler(
+        name: &'static str,
+        config: &ChunkConfig,
+        handler: MemoryHandler,
+    ) -> Result<(Self, ChunkInbox)> {
+        Self::build(name, config, None, Some(handler))
+    }
+
+    fn build(
+        name: &'static str,
+        config: &ChunkConfig,
+        progress: Option<ProgressFn>,
+        memory_handler: Option<MemoryHandler>,
+    ) -> Result<(Self, ChunkInbox)> {
         let recv_dir = match &config.recv_dir {
             None => None,
             Some(dir) => {
@@ -110,6 +166,7 @@ impl ChunkService {
         };
         let (inbox, taken) = mpsc::channel(INBOX_CAPACITY);
         let state = State {
+            name,
             recv_dir,
             max_memory: config.max_memory_bytes,
             memory_in_use: AtomicU64::new(0),
@@ -117,6 +174,7 @@ impl ChunkService {
             in_flight: Mutex::new(HashSet::new()),
             inbox,
             progress,
+            memory_handler,
         };
         Ok((
             ChunkService {
@@ -129,7 +187,7 @@ impl ChunkService {
 
 impl Service for ChunkService {
     fn name(&self) -> &'static str {
-        SERVICE
+        self.state.name
     }
 
     fn methods(&self) -> &'static [&'static str] {
@@ -137,7 +195,7 @@ impl Service for ChunkService {
     }
 
     fn call(&self, method: &str, _ctx: Context, _args: Bytes) -> HandlerFuture {
-        rpc::unimplemented(SERVICE, method)
+        rpc::unimplemented(self.state.name, method)
     }
 
     fn serve_stream(
@@ -150,7 +208,7 @@ impl Service for ChunkService {
         if method != METHOD {
             let error = RpcError::new(
                 Code::Unimplemented,
-                format!("service `{SERVICE}` has no method `{method}`"),
+                format!("service `{}` has no method `{method}`", self.state.name),
             );
             return Box::pin(stream.fail(error));
         }
@@ -361,6 +419,16 @@ impl State {
         let name = request.destination.name().to_owned();
         match sealed.sink {
             Sink::Memory(buffer) => {
+                if let Some(handler) = &self.memory_handler {
+                    let handled = handler(peer.clone(), name, buffer.freeze());
+                    return match tokio::time::timeout(self.stall, handled).await {
+                        Ok(verdict) => verdict,
+                        Err(_) => Err(format!(
+                            "the receiving application took no decision for {:?}",
+                            self.stall
+                        )),
+                    };
+                }
                 let received = Received {
                     peer: peer.clone(),
                     name,

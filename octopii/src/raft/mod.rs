@@ -9,7 +9,10 @@
 //! * `driver`: the one task per node that owns the `RawNode` and handles
 //!   each `Ready` in raft-rs's documented order;
 //! * [`service`]: [`RaftService`](service::RaftService), the built-in
-//!   service that carries raft messages, snapshots and forwarded proposals;
+//!   service that carries raft messages and forwarded proposals;
+//! * `snapshot_transfer`: snapshots, sent as ChunkService transfers to
+//!   each node's own `RaftSnapshot` chunk receiver, so their size is not
+//!   bound by the frame limit;
 //! * `peers`: one bounded, ordered send queue per peer; a peer that cannot
 //!   keep up is reported unreachable rather than blocking the driver;
 //! * [`RaftNode`]: `propose` (from any member: followers forward to the
@@ -32,6 +35,7 @@ mod node;
 mod peers;
 pub mod service;
 mod snapshot;
+mod snapshot_transfer;
 pub mod storage;
 
 pub use config::RaftConfig;
@@ -40,4 +44,5 @@ pub use faults::NetworkFaults;
 pub use machine::{RaftRole, RaftStatus, StateMachine};
 pub use node::RaftNode;
 pub use service::Proposal;
+pub use snapshot_transfer::{SNAPSHOT_DESTINATION, SNAPSHOT_SERVICE};
 pub use storage::RaftStorage;

@@ -15,6 +15,7 @@ use super::faults::NetworkFaults;
 use super::machine::{RaftRole, RaftStatus, StateMachine};
 use super::peers::{AddressBook, Peers, address_of};
 use super::service::{Proposal, RaftHandler, RaftServiceClient, RaftServiceServer};
+use super::snapshot_transfer;
 use super::storage::{Bootstrap, RaftStorage};
 use super::{RaftConfig, RaftError};
 use crate::{OctopiiError, OctopiiNode, Result};
@@ -74,7 +75,8 @@ impl std::fmt::Debug for RaftNode {
 impl RaftNode {
     /// Opens the raft state under `node`'s data directory, starts the
     /// driver on the node's runtime and serves
-    /// [`RaftService`](super::service::RaftService) on the node.
+    /// [`RaftService`](super::service::RaftService) on the node, and the
+    /// `ChunkService` named `RaftSnapshot` that receives snapshots.
     ///
     /// Fails, and joins nothing, if the durable state cannot be recovered
     /// exactly (a corrupt WAL or state file): the error names the file.
@@ -178,6 +180,13 @@ impl RaftNode {
             max_proposal_size: config.max_proposal_size,
             request_timeout: config.request_timeout,
         }))?;
+        node.serve(snapshot_transfer::receiver(
+            node,
+            id,
+            config.max_snapshot_size,
+            commands_tx.clone(),
+            faults.clone(),
+        )?)?;
         let driver = node.runtime_handle().spawn(async move {
             // raft-rs panics on states it deems impossible; the node then
             // stops (callers get `Stopped`) rather than taking the runtime down.

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use super::faults::NetworkFaults;
 use super::service::RaftServiceClient;
+use super::snapshot_transfer;
 use crate::OctopiiNode;
 
 /// Messages sent in one `step` call at most.
@@ -138,9 +139,9 @@ impl Peers {
         self.queues.get(&to)
     }
 
-    /// Sends a `MsgSnapshot` (snapshot data inside) on its own, reporting
-    /// the outcome as [`Feedback::Snapshot`]. The one place that moves
-    /// snapshot data, so a bulk-transfer path can replace it.
+    /// Sends a `MsgSnapshot` (snapshot data inside) on its own, as a
+    /// ChunkService transfer, reporting the outcome as
+    /// [`Feedback::Snapshot`]. The one place that moves snapshot data.
     pub(crate) fn send_snapshot(&mut self, message: Message) {
         let to = message.to;
         let Some(addr) = address_of(&self.addresses, to) else {
@@ -149,26 +150,13 @@ impl Peers {
                 .send(Feedback::Snapshot(to, SnapshotStatus::Failure));
             return;
         };
-        let client = RaftServiceClient::new(&self.node, addr);
+        let node = self.node.clone();
         let (faults, feedback) = (self.faults.clone(), self.feedback.clone());
         self.node.runtime_handle().spawn(async move {
-            let status = match message.write_to_bytes() {
-                Ok(bytes) if !faults.blocks(to) => match client.snapshot(bytes).await {
-                    Ok(Ok(())) => SnapshotStatus::Finish,
-                    Ok(Err(e)) => {
-                        tracing::warn!(peer = to, "snapshot refused: {e}");
-                        SnapshotStatus::Failure
-                    }
-                    Err(e) => {
-                        tracing::warn!(peer = to, "sending a snapshot failed: {e}");
-                        SnapshotStatus::Failure
-                    }
-                },
-                Ok(_) => SnapshotStatus::Failure,
-                Err(e) => {
-                    tracing::error!(peer = to, "cannot encode a snapshot message: {e}");
-                    SnapshotStatus::Failure
-                }
+            let status = if faults.blocks(to) {
+                SnapshotStatus::Failure
+            } else {
+                snapshot_transfer::send(&node, addr, message).await
             };
             let _ = feedback.send(Feedback::Snapshot(to, status));
         });

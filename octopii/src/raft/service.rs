@@ -4,21 +4,21 @@
 //! Raft messages travel in raft-rs's own protobuf encoding
 //! (`eraftpb::Message::write_to_bytes`), as byte strings inside the
 //! service's bincode arguments; `docs/PROTOCOL.md` (`## RaftService`) gives
-//! the bytes.
+//! the bytes. Snapshots, which may exceed a frame, travel as ChunkService
+//! transfers instead (`snapshot_transfer`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use protobuf::Message as _;
-use raft::eraftpb::{Message, MessageType};
+use raft::eraftpb::Message;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::RaftError;
 use super::driver::Command;
 use super::faults::NetworkFaults;
-use super::snapshot::SnapshotData;
 
 /// A change proposed to the replicated state machine, carried to the
 /// leader by [`RaftService::propose`].
@@ -59,11 +59,6 @@ pub trait RaftService {
     /// its own).
     async fn step(&self, messages: Vec<Vec<u8>>);
 
-    /// Delivers one protobuf-encoded `MsgSnapshot` message (snapshot data
-    /// inside); replies once the driver has taken it. Snapshot data whose
-    /// state fails its SHA-256 is refused.
-    async fn snapshot(&self, message: Vec<u8>) -> Result<(), RaftError>;
-
     /// Proposes on this node, which should be the leader, and replies with
     /// the state machine's output once the proposal is committed and
     /// applied. A node that is not the leader answers
@@ -80,70 +75,42 @@ pub(crate) struct RaftHandler {
     pub(crate) request_timeout: Duration,
 }
 
-impl RaftHandler {
-    /// Decodes one message; `None` (logged) if it is unusable here.
-    fn decode(&self, bytes: &[u8]) -> Option<Message> {
-        let message = match Message::parse_from_bytes(bytes) {
-            Ok(message) => message,
-            Err(e) => {
-                tracing::warn!(
-                    node = self.id,
-                    "dropping a raft message that does not decode: {e}"
-                );
-                return None;
-            }
-        };
-        if message.to != self.id {
+/// Decodes one message for node `id`; `None` (logged) if it does not
+/// decode, is addressed to another node or comes from a blocked peer.
+pub(crate) fn decode_message(id: u64, faults: &NetworkFaults, bytes: &[u8]) -> Option<Message> {
+    let message = match Message::parse_from_bytes(bytes) {
+        Ok(message) => message,
+        Err(e) => {
             tracing::warn!(
-                node = self.id,
-                to = message.to,
-                "dropping a raft message addressed to another node"
+                node = id,
+                "dropping a raft message that does not decode: {e}"
             );
             return None;
         }
-        if self.faults.blocks(message.from) {
-            return None;
-        }
-        Some(message)
+    };
+    if message.to != id {
+        tracing::warn!(
+            node = id,
+            to = message.to,
+            "dropping a raft message addressed to another node"
+        );
+        return None;
     }
+    if faults.blocks(message.from) {
+        return None;
+    }
+    Some(message)
 }
 
 impl RaftService for RaftHandler {
     async fn step(&self, messages: Vec<Vec<u8>>) {
         for bytes in messages {
-            if let Some(message) = self.decode(&bytes) {
+            if let Some(message) = decode_message(self.id, &self.faults, &bytes) {
                 if self.commands.send(Command::Step(message)).await.is_err() {
                     return;
                 }
             }
         }
-    }
-
-    async fn snapshot(&self, message: Vec<u8>) -> Result<(), RaftError> {
-        let message = self
-            .decode(&message)
-            .ok_or_else(|| RaftError::ProposalDropped("unusable snapshot message".into()))?;
-        if message.get_msg_type() != MessageType::MsgSnapshot {
-            tracing::warn!(
-                node = self.id,
-                "dropping a non-snapshot message sent as a snapshot"
-            );
-            return Err(RaftError::ProposalDropped("not a snapshot message".into()));
-        }
-        // Checked before raft takes it: a damaged snapshot is refused here
-        // (the leader retries) rather than installed.
-        if let Err(e) = SnapshotData::decode(&message.get_snapshot().data) {
-            tracing::warn!(
-                node = self.id,
-                from = message.from,
-                "refusing a snapshot: {e}"
-            );
-            return Err(RaftError::ProposalDropped(e.to_string()));
-        }
-        self.commands
-            .send(Command::Step(message))
-            .await
-            .map_err(|_| RaftError::Stopped)
     }
 
     async fn propose(&self, proposal: Proposal) -> Result<Vec<u8>, RaftError> {
