@@ -3,10 +3,10 @@
 //!
 //! The attribute works in three passes, each in its own module:
 //!
-//! * [`validate`] checks the trait for what a service cannot express and
+//! * `validate` checks the trait for what a service cannot express and
 //!   reports every problem at once, each pointing at the offending token;
-//! * [`parse`] turns the checked trait into the [`model`];
-//! * [`generate`] writes the trait back, the client and the server.
+//! * `parse` turns the checked trait into the `model`;
+//! * `generate` writes the trait back, the client and the server.
 
 use proc_macro::TokenStream;
 

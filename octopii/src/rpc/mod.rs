@@ -8,7 +8,7 @@
 //! * [`codec`]: bincode with fixed-width integers and size-limited decoding.
 //! * [`client`]: the call path over pooled bidirectional streams.
 //! * [`server`]: the [`Router`] that serves inbound streams.
-//! * [`status`]: [`Code`] and [`RpcError`].
+//! * [`Code`] and [`RpcError`]: the status of a call.
 //! * [`stream`]: the [`CallStream`] of a call that owns its stream.
 //! * [`streaming`]: [`Streaming`], the items of a streaming call.
 //! * [`streaming_call`]: how streaming calls use their stream.
