@@ -1,5 +1,6 @@
 //! `octopii serve` receives what `octopii send` sends, verified, over
-//! certificates made by `octopii certs`; a failed peer makes `send` fail.
+//! certificates made by `octopii certs`; a failed peer makes `send` fail;
+//! SIGTERM stops `serve` cleanly.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -58,7 +59,7 @@ fn serve(certs: &str, recv_dir: &Path) -> (Server, String) {
 }
 
 #[test]
-fn send_delivers_a_verified_file_and_fails_when_a_peer_does() {
+fn serve_receives_what_send_sends_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     let certs = certs.to_str().unwrap();
@@ -68,7 +69,7 @@ fn send_delivers_a_verified_file_and_fails_when_a_peer_does() {
     }
     let recv_dir = dir.path().join("inbox");
     std::fs::create_dir(&recv_dir).unwrap();
-    let (_server, addr) = serve(certs, &recv_dir);
+    let (mut server, addr) = serve(certs, &recv_dir);
 
     let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
     let file = dir.path().join("data.bin");
@@ -104,4 +105,11 @@ fn send_delivers_a_verified_file_and_fails_when_a_peer_does() {
         "a failed peer must fail the command"
     );
     assert_eq!(std::fs::read(recv_dir.join("again.bin")).unwrap(), data);
+
+    // SIGTERM shuts the server down cleanly.
+    let pid = server.0.id().to_string();
+    let term = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(term.success());
+    let status = server.0.wait().unwrap();
+    assert!(status.success(), "serve exits cleanly on SIGTERM: {status}");
 }

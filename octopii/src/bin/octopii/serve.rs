@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use octopii::chunk::ReceivedData;
 use octopii::{OctopiiNode, OctopiiRuntime, Result};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::node_args::TlsArgs;
 
@@ -25,7 +26,7 @@ pub struct ServeArgs {
     pub tls: TlsArgs,
 }
 
-/// Runs the node until Ctrl-C.
+/// Runs the node until Ctrl-C or SIGTERM, then shuts it down cleanly.
 pub fn run(args: ServeArgs) -> Result<()> {
     let mut config = args.tls.base_config()?;
     config.bind_addr = args.listen;
@@ -37,12 +38,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let runtime = OctopiiRuntime::new(config.worker_threads)?;
     let node = OctopiiNode::new(config, &runtime)?;
     let mut inbox = node.serve_chunks()?;
-    println!(
+    say(format_args!(
         "listening on {}, receiving into {}",
         node.local_addr(),
         args.recv_dir.display()
-    );
+    ));
     runtime.block_on(async {
+        let mut terminate = signal(SignalKind::terminate())?;
         loop {
             tokio::select! {
                 received = inbox.recv() => {
@@ -50,18 +52,26 @@ pub fn run(args: ServeArgs) -> Result<()> {
                     let from = format!("{} ({})", received.peer.identity, received.peer.addr);
                     match received.outcome {
                         Ok(ReceivedData::File(path)) => {
-                            println!("received {} from {from}: verified", path.display());
+                            say(format_args!("received {} from {from}: verified", path.display()));
                         }
                         Ok(ReceivedData::Memory(bytes)) => {
-                            println!("received {} bytes {:?} from {from}: verified", bytes.len(), received.name);
+                            say(format_args!("received {} bytes {:?} from {from}: verified", bytes.len(), received.name));
                         }
-                        Err(e) => println!("transfer {:?} from {from} failed: {e}", received.name),
+                        Err(e) => say(format_args!("transfer {:?} from {from} failed: {e}", received.name)),
                     }
                 }
                 _ = tokio::signal::ctrl_c() => break,
+                _ = terminate.recv() => break,
             }
         }
         node.shutdown().await;
-    });
-    Ok(())
+        Ok(())
+    })
+}
+
+/// Prints one line; a closed stdout must not stop the node, so write
+/// errors are ignored.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
