@@ -295,6 +295,14 @@ impl Cluster {
         self.leader_among(&self.running(), Duration::from_secs(10))
     }
 
+    /// A running node that is not `leader`.
+    pub fn follower_of(&self, leader: u64) -> u64 {
+        self.running()
+            .into_iter()
+            .find(|&id| id != leader)
+            .expect("a running follower")
+    }
+
     /// Waits until node `id` has applied at least `index`.
     pub fn wait_applied(&self, id: u64, index: u64, timeout: Duration) {
         let deadline = Instant::now() + timeout;

@@ -85,11 +85,7 @@ fn a_new_leader_takes_over_and_no_acknowledged_write_is_lost() {
 fn a_stopped_follower_restarts_from_its_wal_and_catches_up() {
     let mut cluster = Cluster::start(3, test_raft_config());
     let leader = cluster.leader();
-    let follower = cluster
-        .running()
-        .into_iter()
-        .find(|&id| id != leader)
-        .unwrap();
+    let follower = cluster.follower_of(leader);
     cluster.runtime.block_on(async {
         for i in 0..10 {
             put(cluster.raft(leader), &format!("before{i}"), "1")

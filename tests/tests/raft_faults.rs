@@ -115,11 +115,7 @@ fn undecodable_raft_messages_are_dropped_and_the_node_keeps_serving() {
     let leader = cluster.leader();
     cluster.runtime.block_on(async {
         // Any node's client can reach the service; use a follower's node.
-        let follower = cluster
-            .running()
-            .into_iter()
-            .find(|&id| id != leader)
-            .unwrap();
+        let follower = cluster.follower_of(leader);
         let node: &OctopiiNode = cluster.octopii(follower);
         let client = RaftServiceClient::new(node, cluster.addrs[&leader]);
         client
@@ -149,11 +145,7 @@ fn an_oversized_proposal_is_refused_with_a_clear_error() {
     };
     let cluster = Cluster::start(3, config);
     let leader = cluster.leader();
-    let follower = cluster
-        .running()
-        .into_iter()
-        .find(|&id| id != leader)
-        .unwrap();
+    let follower = cluster.follower_of(leader);
     cluster.runtime.block_on(async {
         for id in [leader, follower] {
             let err = cluster.raft(id).propose(vec![7; 1025]).await.unwrap_err();
@@ -189,11 +181,7 @@ fn an_oversized_proposal_is_refused_with_a_clear_error() {
 fn a_corrupted_wal_stops_the_node_from_rejoining() {
     let mut cluster = Cluster::start(3, test_raft_config());
     let leader = cluster.leader();
-    let follower = cluster
-        .running()
-        .into_iter()
-        .find(|&id| id != leader)
-        .unwrap();
+    let follower = cluster.follower_of(leader);
     cluster.runtime.block_on(async {
         for i in 0..10 {
             put(cluster.raft(leader), &format!("k{i}"), "v")
@@ -228,11 +216,7 @@ fn a_snapshot_failing_its_digest_is_refused() {
 
     let cluster = Cluster::start(3, test_raft_config());
     let leader = cluster.leader();
-    let follower = cluster
-        .running()
-        .into_iter()
-        .find(|&id| id != leader)
-        .unwrap();
+    let follower = cluster.follower_of(leader);
     // Snapshot data as docs/PROTOCOL.md lays it out, with a wrong digest.
     let no_peers: Vec<(u64, std::net::SocketAddr)> = Vec::new();
     let data = octopii::rpc::codec::encode(&(no_peers, b"state".to_vec(), [0u8; 32])).unwrap();
@@ -265,11 +249,7 @@ fn a_snapshot_above_the_size_cap_is_refused_before_its_data() {
     };
     let cluster = Cluster::start(3, config);
     let leader = cluster.leader();
-    let follower = cluster
-        .running()
-        .into_iter()
-        .find(|&id| id != leader)
-        .unwrap();
+    let follower = cluster.follower_of(leader);
     cluster.runtime.block_on(async {
         let options = TransferOptions::to_memory(SNAPSHOT_DESTINATION).service(SNAPSHOT_SERVICE);
         let source = ChunkSource::Memory(Bytes::from(vec![0u8; 4097]));

@@ -116,11 +116,7 @@ fn snapshot_config() -> RaftConfig {
 fn a_lagging_follower_catches_up_through_a_snapshot() {
     let mut cluster = Cluster::start(3, snapshot_config());
     let leader = cluster.leader();
-    let follower = cluster
-        .running()
-        .into_iter()
-        .find(|&id| id != leader)
-        .unwrap();
+    let follower = cluster.follower_of(leader);
     cluster.stop(follower);
     cluster.runtime.block_on(async {
         for i in 0..60 {
