@@ -66,7 +66,7 @@ impl Pair {
         let inbox = &mut self.inbox;
         let received = self
             .rt
-            .block_on(async { tokio::time::timeout(Duration::from_secs(5), inbox.recv()).await })
+            .block_on(async { tokio::time::timeout(Duration::from_secs(20), inbox.recv()).await })
             .expect("the receiver announces the failure")
             .unwrap();
         received.outcome.expect_err("a failure")
