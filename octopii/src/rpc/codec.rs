@@ -24,6 +24,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, OctopiiError>
 }
 
 /// Appends the encoding of `value` to `out`.
+#[inline]
 pub fn encode_into<T: Serialize + ?Sized>(
     value: &T,
     out: &mut Vec<u8>,
@@ -45,6 +46,7 @@ impl bincode::enc::write::Writer for Append<'_> {
 }
 
 /// Decodes a `T` that must fill `bytes` exactly.
+#[inline]
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, OctopiiError> {
     macro_rules! with_limit {
         ($($limit:expr),*) => {{

@@ -114,6 +114,8 @@ impl ItemSource {
 }
 
 /// An item frame's payload: `Some(item)`, or `None` for the end frame.
+// Inlined, as are the codec's functions: it runs once per stream item.
+#[inline]
 fn parse_item<T: DeserializeOwned>(payload: &[u8]) -> Option<Result<T, RpcError>> {
     match payload.first() {
         Some(&ITEM) => Some(codec::decode(&payload[1..]).map_err(|e| {
