@@ -10,9 +10,10 @@
 //!
 //! Memory stays bounded end to end: the sending side pulls the next item
 //! only once the previous ones are handed to QUIC, which stops taking bytes
-//! when the peer's flow-control window is full; the receiving side reads a
-//! frame only when it is asked for the next item. How the items travel is
-//! specified in `docs/PROTOCOL.md`, section "Streaming calls".
+//! when the peer's flow-control window is full; the receiving side reads
+//! more bytes only when it is asked for an item and has none decoded. How
+//! the items travel is specified in `docs/PROTOCOL.md`, section "Streaming
+//! calls".
 
 use std::fmt;
 use std::pin::Pin;

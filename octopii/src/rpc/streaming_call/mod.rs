@@ -10,9 +10,10 @@
 //! byte layout is in `docs/PROTOCOL.md`, section "Streaming calls".
 //!
 //! Each side writes the items of a [`Streaming`] as fast as QUIC accepts
-//! them and reads the peer's items only when asked for the next one, so
-//! memory stays bounded by the flow-control windows. A side that goes away
-//! resets or stops the stream, which ends the other side's producer.
+//! them and reads the peer's bytes only when asked for an item it has not
+//! decoded yet, so memory stays bounded by the flow-control windows. A
+//! side that goes away resets or stops the stream, which ends the other
+//! side's producer.
 //!
 //! `sink.rs` writes a side's items ([`ItemSink`]), `source.rs` reads the
 //! peer's; this file holds the entry points the generated code calls.

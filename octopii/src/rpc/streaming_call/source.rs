@@ -1,8 +1,9 @@
-//! The receiving half of a streaming call: item frames read only when the
-//! next item is asked for, and decoded in place.
+//! The receiving half of a streaming call: bytes read only when an item is
+//! asked for and none is left, and the item frames among them decoded in
+//! place, together.
 
+use std::collections::VecDeque;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll, ready};
 use std::time::Instant;
@@ -82,17 +83,24 @@ impl ItemSource {
         frame::parse_response(frame)
     }
 
-    /// The next item if its frame is already buffered (`Some(None)` after
-    /// the end frame), or `None` when more bytes must be read first.
-    fn buffered_item<T: DeserializeOwned>(&mut self) -> Option<Option<Result<T, RpcError>>> {
-        match self.reader.next_buffered(self.max_frame_size, parse_item) {
-            Ok(Some(None)) => {
-                self.done = true;
-                Some(None)
+    /// Decodes into `items` every item whose frame is already buffered.
+    /// Returns how the stream ends if its last frame was among them: at
+    /// the end frame (`Some(None)`) or with an error (`Some(Some(e))`).
+    fn decode_buffered<T: DeserializeOwned>(
+        &mut self,
+        items: &mut VecDeque<T>,
+    ) -> Option<Option<RpcError>> {
+        loop {
+            match self.reader.next_buffered(self.max_frame_size, parse_item) {
+                Ok(Some(Some(Ok(item)))) => items.push_back(item),
+                Ok(Some(Some(Err(e)))) => return Some(Some(e)),
+                Ok(Some(None)) => {
+                    self.done = true;
+                    return Some(None);
+                }
+                Ok(None) => return None,
+                Err(e) => return Some(Some(e.into())),
             }
-            Ok(Some(item)) => Some(item),
-            Ok(None) => None,
-            Err(e) => Some(Some(Err(e.into()))),
         }
     }
 
@@ -138,46 +146,59 @@ fn parse_item<T: DeserializeOwned>(payload: &[u8]) -> Option<Result<T, RpcError>
 
 type Filling = Pin<Box<dyn Future<Output = (ItemSource, Result<(), RpcError>)> + Send>>;
 
-/// The items still to come from an [`ItemSource`]. Items already buffered
-/// are decoded in place without a future; only reading more bytes waits.
+/// The items still to come from an [`ItemSource`]. The items of the bytes
+/// already read are decoded together, in one tight loop, and handed out
+/// one by one; only reading more bytes waits.
 struct Items<T> {
     source: Option<ItemSource>,
     filling: Option<Filling>,
-    _item: PhantomData<fn() -> T>,
+    /// Items decoded from bytes already read, in order. At most one read's
+    /// worth, as they are decoded only once the previous ones are taken.
+    decoded: VecDeque<T>,
+    /// How the stream ends once `decoded` is empty: at its end frame
+    /// (`None`) or with an error.
+    end: Option<Option<RpcError>>,
 }
+
+// Nothing in `Items` is pinned: items are moved out by value.
+impl<T> Unpin for Items<T> {}
 
 impl<T: DeserializeOwned> Stream for Items<T> {
     type Item = Result<T, RpcError>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
         loop {
-            if let Some(filling) = &mut self.filling {
+            if let Some(item) = this.decoded.pop_front() {
+                return Poll::Ready(Some(Ok(item)));
+            }
+            if let Some(end) = this.end.take() {
+                return Poll::Ready(end.map(Err));
+            }
+            if let Some(filling) = &mut this.filling {
                 let (source, filled) = ready!(filling.as_mut().poll(cx));
-                self.filling = None;
+                this.filling = None;
                 if let Err(e) = filled {
                     // The source drops here: an error ends the stream.
                     return Poll::Ready(Some(Err(e)));
                 }
-                self.source = Some(source);
+                this.source = Some(source);
             }
-            let Some(source) = &mut self.source else {
+            let Some(source) = &mut this.source else {
                 return Poll::Ready(None);
             };
-            match source.buffered_item() {
-                Some(Some(Ok(item))) => return Poll::Ready(Some(Ok(item))),
-                Some(end_or_error) => {
-                    self.source = None;
-                    return Poll::Ready(end_or_error);
-                }
-                None => {
-                    let Some(mut source) = self.source.take() else {
-                        return Poll::Ready(None);
-                    };
-                    self.filling = Some(Box::pin(async move {
-                        let filled = source.fill().await;
-                        (source, filled)
-                    }));
-                }
+            if let Some(end) = source.decode_buffered(&mut this.decoded) {
+                // The source drops here; its last items are still handed out.
+                this.source = None;
+                this.end = Some(end);
+            } else if this.decoded.is_empty() {
+                let Some(mut source) = this.source.take() else {
+                    return Poll::Ready(None);
+                };
+                this.filling = Some(Box::pin(async move {
+                    let filled = source.fill().await;
+                    (source, filled)
+                }));
             }
         }
     }
@@ -189,7 +210,8 @@ impl ItemSource {
         Streaming::from_results(Items {
             source: Some(self),
             filling: None,
-            _item: PhantomData,
+            decoded: VecDeque::new(),
+            end: None,
         })
     }
 }
