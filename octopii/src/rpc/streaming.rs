@@ -23,6 +23,7 @@ use futures::stream::{BoxStream, Stream, StreamExt};
 use tokio::sync::mpsc;
 
 use super::RpcError;
+use super::streaming_call::RemoteItems;
 
 /// A stream of `T`s in a streaming RPC: a [`Stream`] of
 /// `Result<T, RpcError>` whose first `Err` is also its last item.
@@ -40,8 +41,18 @@ use super::RpcError;
 /// ```
 #[must_use = "a stream does nothing unless polled"]
 pub struct Streaming<T> {
-    /// `None` once the stream has ended: the source is released at once.
-    items: Option<BoxStream<'static, Result<T, RpcError>>>,
+    source: Source<T>,
+}
+
+/// Where a [`Streaming`]'s items come from.
+enum Source<T> {
+    /// Any stream of the application's.
+    Local(BoxStream<'static, Result<T, RpcError>>),
+    /// The peer's items off a call's stream, polled without a dynamic call
+    /// per item.
+    Remote(RemoteItems<T>),
+    /// The stream has ended; its source is released at once.
+    Ended,
 }
 
 impl<T: Send + 'static> Streaming<T> {
@@ -69,7 +80,7 @@ impl<T: Send + 'static> Streaming<T> {
     /// ```
     pub fn from_results(items: impl Stream<Item = Result<T, RpcError>> + Send + 'static) -> Self {
         Streaming {
-            items: Some(items.boxed()),
+            source: Source::Local(items.boxed()),
         }
     }
 
@@ -103,17 +114,27 @@ impl<T: Send + 'static> Streaming<T> {
     }
 }
 
+impl<T> Streaming<T> {
+    /// The peer's items, as a streaming call receives them.
+    pub(crate) fn remote(items: RemoteItems<T>) -> Self {
+        Streaming {
+            source: Source::Remote(items),
+        }
+    }
+}
+
 impl<T> Stream for Streaming<T> {
     type Item = Result<T, RpcError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let Some(items) = &mut self.items else {
-            return Poll::Ready(None);
+        let next = match &mut self.source {
+            Source::Local(items) => items.poll_next_unpin(cx),
+            Source::Remote(items) => items.poll_next_unpin(cx),
+            Source::Ended => return Poll::Ready(None),
         };
-        let next = items.poll_next_unpin(cx);
         if let Poll::Ready(None | Some(Err(_))) = &next {
             // Nothing comes after an error.
-            self.items = None;
+            self.source = Source::Ended;
         }
         next
     }
@@ -128,7 +149,7 @@ impl<T: Send + 'static> From<Vec<T>> for Streaming<T> {
 impl<T> fmt::Debug for Streaming<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Streaming")
-            .field("ended", &self.items.is_none())
+            .field("ended", &matches!(self.source, Source::Ended))
             .finish_non_exhaustive()
     }
 }

@@ -28,6 +28,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use sink::ItemSink;
+pub(crate) use source::RemoteItems;
 use source::{AbortOnDrop, ItemSource};
 
 use super::{CallStream, Client, Code, HandlerFuture, RpcError, StreamFuture, Streaming, codec};

@@ -83,15 +83,17 @@ impl ItemSource {
         frame::parse_response(frame)
     }
 
-    /// Decodes into `items` every item whose frame is already buffered.
+    /// Decodes with `parse` into `items` every item whose frame is already
+    /// buffered.
     /// Returns how the stream ends if its last frame was among them: at
     /// the end frame (`Some(None)`) or with an error (`Some(Some(e))`).
-    fn decode_buffered<T: DeserializeOwned>(
+    fn decode_buffered<T>(
         &mut self,
+        parse: fn(&[u8]) -> Option<Result<T, RpcError>>,
         items: &mut VecDeque<T>,
     ) -> Option<Option<RpcError>> {
         loop {
-            match self.reader.next_buffered(self.max_frame_size, parse_item) {
+            match self.reader.next_buffered(self.max_frame_size, parse) {
                 Ok(Some(Some(Ok(item)))) => items.push_back(item),
                 Ok(Some(Some(Err(e)))) => return Some(Some(e)),
                 Ok(Some(None)) => {
@@ -149,9 +151,12 @@ type Filling = Pin<Box<dyn Future<Output = (ItemSource, Result<(), RpcError>)> +
 /// The items still to come from an [`ItemSource`]. The items of the bytes
 /// already read are decoded together, in one tight loop, and handed out
 /// one by one; only reading more bytes waits.
-struct Items<T> {
+pub(crate) struct RemoteItems<T> {
     source: Option<ItemSource>,
     filling: Option<Filling>,
+    /// Decodes one item frame; chosen where `T: DeserializeOwned` is known,
+    /// so that polling needs no bound on `T`.
+    parse: fn(&[u8]) -> Option<Result<T, RpcError>>,
     /// Items decoded from bytes already read, in order. At most one read's
     /// worth, as they are decoded only once the previous ones are taken.
     decoded: VecDeque<T>,
@@ -161,9 +166,9 @@ struct Items<T> {
 }
 
 // Nothing in `Items` is pinned: items are moved out by value.
-impl<T> Unpin for Items<T> {}
+impl<T> Unpin for RemoteItems<T> {}
 
-impl<T: DeserializeOwned> Stream for Items<T> {
+impl<T> Stream for RemoteItems<T> {
     type Item = Result<T, RpcError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
@@ -187,7 +192,7 @@ impl<T: DeserializeOwned> Stream for Items<T> {
             let Some(source) = &mut this.source else {
                 return Poll::Ready(None);
             };
-            if let Some(end) = source.decode_buffered(&mut this.decoded) {
+            if let Some(end) = source.decode_buffered(this.parse, &mut this.decoded) {
                 // The source drops here; its last items are still handed out.
                 this.source = None;
                 this.end = Some(end);
@@ -207,9 +212,10 @@ impl<T: DeserializeOwned> Stream for Items<T> {
 impl ItemSource {
     /// The items still to come, as a [`Streaming`].
     pub(super) fn into_streaming<T: DeserializeOwned + Send + 'static>(self) -> Streaming<T> {
-        Streaming::from_results(Items {
+        Streaming::remote(RemoteItems {
             source: Some(self),
             filling: None,
+            parse: parse_item::<T>,
             decoded: VecDeque::new(),
             end: None,
         })
