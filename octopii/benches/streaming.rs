@@ -3,6 +3,7 @@
 //! `server-stream-16B` group report items per second; their ratio is the
 //! figure that matters (`octopii bench rpc --streaming` prints it).
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -10,6 +11,24 @@ use octopii::OctopiiRuntime;
 use octopii::bench::streaming::{Payload, StreamingBench};
 
 const ITEMS: u64 = 10_000;
+
+/// How long `streams` streams take, one after another.
+fn time_streams<F>(
+    runtime: &OctopiiRuntime,
+    streams: u64,
+    stream: impl Fn() -> F + Sync,
+) -> Duration
+where
+    F: Future<Output = octopii::Result<()>> + Send,
+{
+    runtime.block_on(async {
+        let start = Instant::now();
+        for _ in 0..streams {
+            stream().await.expect("stream");
+        }
+        start.elapsed()
+    })
+}
 
 fn server_stream(c: &mut Criterion) {
     let runtime = OctopiiRuntime::new(2).expect("runtime");
@@ -19,26 +38,10 @@ fn server_stream(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     group.throughput(Throughput::Elements(ITEMS));
     group.bench_function("raw-quinn-stream", |b| {
-        b.iter_custom(|streams| {
-            runtime.block_on(async {
-                let start = Instant::now();
-                for _ in 0..streams {
-                    bench.raw_stream().await.expect("raw stream");
-                }
-                start.elapsed()
-            })
-        })
+        b.iter_custom(|streams| time_streams(&runtime, streams, || bench.raw_stream()))
     });
     group.bench_function("octopii-stream", |b| {
-        b.iter_custom(|streams| {
-            runtime.block_on(async {
-                let start = Instant::now();
-                for _ in 0..streams {
-                    bench.rpc_stream().await.expect("octopii stream");
-                }
-                start.elapsed()
-            })
-        })
+        b.iter_custom(|streams| time_streams(&runtime, streams, || bench.rpc_stream()))
     });
     group.finish();
     runtime.block_on(bench.shutdown());
