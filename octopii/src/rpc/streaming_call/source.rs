@@ -84,9 +84,9 @@ impl ItemSource {
     }
 
     /// Decodes with `parse` into `items` every item whose frame is already
-    /// buffered.
-    /// Returns how the stream ends if its last frame was among them: at
-    /// the end frame (`Some(None)`) or with an error (`Some(Some(e))`).
+    /// buffered. Returns how the stream ends if its last frame was among
+    /// them: at the end frame (`Some(None)`) or with an error
+    /// (`Some(Some(e))`).
     fn decode_buffered<T>(
         &mut self,
         parse: fn(&[u8]) -> Option<Result<T, RpcError>>,
@@ -165,7 +165,7 @@ pub(crate) struct RemoteItems<T> {
     end: Option<Option<RpcError>>,
 }
 
-// Nothing in `Items` is pinned: items are moved out by value.
+// Nothing in `RemoteItems` is pinned: items are moved out by value.
 impl<T> Unpin for RemoteItems<T> {}
 
 impl<T> Stream for RemoteItems<T> {
