@@ -22,6 +22,8 @@ use octopii::rpc::{
 use octopii::transport::tls::{ClusterCa, write_pem};
 use octopii::{Config, OctopiiError, OctopiiNode, OctopiiRuntime, Result};
 
+use crate::report::work_dir;
+
 /// Bytes of each write of the raw copy (the chunk protocol's buffer size).
 const RAW_BUFFER: usize = octopii::chunk::protocol::BUFFER_SIZE;
 const MIB: f64 = 1024.0 * 1024.0;
@@ -423,16 +425,7 @@ pub fn run(args: TransferBenchArgs) -> Result<()> {
             message: "must all be above 0".into(),
         });
     }
-    let (dir, _temp) = match &args.dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| OctopiiError::file(dir, e))?;
-            (dir.clone(), None)
-        }
-        None => {
-            let temp = tempfile::tempdir()?;
-            (temp.path().to_path_buf(), Some(temp))
-        }
-    };
+    let (dir, _temp) = work_dir(args.dir.as_deref())?;
     // Fresh certificates each run (write_pem never overwrites).
     let certs_dir = tempfile::Builder::new().prefix("certs-").tempdir_in(&dir)?;
     let certs = certs_dir.path();

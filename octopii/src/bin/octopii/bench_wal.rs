@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use octopii::wal::{Wal, WalOptions};
 use octopii::{OctopiiError, Result};
 
+use crate::report::work_dir;
+
 /// Arguments of `octopii bench wal`.
 #[derive(Debug, clap::Args)]
 pub struct WalBenchArgs {
@@ -124,16 +126,7 @@ pub fn run(args: WalBenchArgs) -> Result<()> {
         });
     }
     let duration = Duration::from_secs_f64(args.duration_secs);
-    let (dir, _temp) = match &args.dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| OctopiiError::file(dir, e))?;
-            (dir.clone(), None)
-        }
-        None => {
-            let temp = tempfile::tempdir()?;
-            (temp.path().to_path_buf(), Some(temp))
-        }
-    };
+    let (dir, _temp) = work_dir(args.dir.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().build()?;
 
     let mut rows = Vec::new();

@@ -2,6 +2,7 @@
 //! same run, side by side, with the ratio; as a table or one JSON object.
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use octopii::{OctopiiError, Result};
@@ -15,6 +16,21 @@ pub fn duration_arg(secs: f64) -> Result<Duration> {
             field: "--duration-secs",
             message: "must be a positive number of seconds".into(),
         })
+    }
+}
+
+/// The `--dir` to work in, made if missing, or else a temporary directory
+/// (removed when the returned guard drops).
+pub fn work_dir(dir: Option<&Path>) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| OctopiiError::file(dir, e))?;
+            Ok((dir.to_path_buf(), None))
+        }
+        None => {
+            let temp = tempfile::tempdir()?;
+            Ok((temp.path().to_path_buf(), Some(temp)))
+        }
     }
 }
 
