@@ -93,6 +93,20 @@ pub fn chunk_node(
     (node, inbox)
 }
 
+/// The next transfer the receiver announces, waiting up to 20 s (a
+/// generous bound: a cut connection may only be noticed at a keep-alive).
+pub fn next_received(
+    runtime: &OctopiiRuntime,
+    inbox: &mut octopii::chunk::ChunkInbox,
+) -> octopii::chunk::Received {
+    runtime
+        .block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(20), inbox.recv()).await
+        })
+        .expect("the receiver announces the transfer within 20 s")
+        .expect("the inbox is open")
+}
+
 /// `len` random bytes.
 pub fn random_bytes(len: usize) -> Vec<u8> {
     use rand::RngCore;

@@ -2,7 +2,6 @@
 //! reason, leaves nothing at the destination, and the node keeps serving.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use octopii::chunk::sender::Fault;
 use octopii::chunk::{ChunkInbox, ChunkSource, TransferError, TransferOptions, TransferResult};
@@ -10,7 +9,7 @@ use octopii::config::ChunkConfig;
 use octopii::rpc::Code;
 use octopii::transport::tls::ClusterCa;
 use octopii::{OctopiiNode, OctopiiRuntime};
-use octopii_tests::{chunk_node, config, dir_entries, random_bytes};
+use octopii_tests::{chunk_node, config, dir_entries, next_received, random_bytes};
 
 struct Pair {
     rt: OctopiiRuntime,
@@ -63,13 +62,9 @@ impl Pair {
     }
 
     fn next_failure(&mut self) -> TransferError {
-        let inbox = &mut self.inbox;
-        let received = self
-            .rt
-            .block_on(async { tokio::time::timeout(Duration::from_secs(20), inbox.recv()).await })
-            .expect("the receiver announces the failure")
-            .unwrap();
-        received.outcome.expect_err("a failure")
+        next_received(&self.rt, &mut self.inbox)
+            .outcome
+            .expect_err("a failure")
     }
 }
 

@@ -8,7 +8,7 @@ use octopii::chunk::{ChunkInbox, ChunkSource, Progress, TransferError, TransferO
 use octopii::config::ChunkConfig;
 use octopii::transport::tls::ClusterCa;
 use octopii::{OctopiiNode, OctopiiRuntime};
-use octopii_tests::{config, dir_entries, random_bytes};
+use octopii_tests::{config, dir_entries, next_received, random_bytes};
 
 const SIZE: usize = 16 * 1024 * 1024;
 /// Cut when the sender has written this much: flow control (an 8 MiB
@@ -90,12 +90,7 @@ impl Setup {
 
     /// The receiver's report of the broken transfer.
     fn receiver_error(&mut self) -> TransferError {
-        let inbox = &mut self.inbox;
-        let received = self
-            .rt
-            .block_on(async { tokio::time::timeout(Duration::from_secs(20), inbox.recv()).await })
-            .expect("the receiver reports the broken transfer")
-            .unwrap();
+        let received = next_received(&self.rt, &mut self.inbox);
         assert_eq!(received.name, "big.bin");
         received.outcome.unwrap_err()
     }
