@@ -17,9 +17,10 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use futures::stream::{BoxStream, Stream, StreamExt};
+use pin_project_lite::pin_project;
 use tokio::sync::mpsc;
 
 use super::RpcError;
@@ -44,15 +45,16 @@ pub struct Streaming<T> {
     source: Source<T>,
 }
 
-/// Where a [`Streaming`]'s items come from.
+/// Where a [`Streaming`]'s items come from. Each source ends itself after
+/// an error and releases what it holds at its end, so that polling a
+/// `Streaming` passes the item straight through: holding it to look at it
+/// would cost a copy per item.
 enum Source<T> {
     /// Any stream of the application's.
     Local(BoxStream<'static, Result<T, RpcError>>),
     /// The peer's items off a call's stream, polled without a dynamic call
     /// per item.
     Remote(RemoteItems<T>),
-    /// The stream has ended; its source is released at once.
-    Ended,
 }
 
 impl<T: Send + 'static> Streaming<T> {
@@ -79,6 +81,7 @@ impl<T: Send + 'static> Streaming<T> {
     /// ]));
     /// ```
     pub fn from_results(items: impl Stream<Item = Result<T, RpcError>> + Send + 'static) -> Self {
+        let items = UntilError { items: Some(items) };
         Streaming {
             source: Source::Local(items.boxed()),
         }
@@ -127,16 +130,35 @@ impl<T> Stream for Streaming<T> {
     type Item = Result<T, RpcError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let next = match &mut self.source {
+        match &mut self.source {
             Source::Local(items) => items.poll_next_unpin(cx),
             Source::Remote(items) => items.poll_next_unpin(cx),
-            Source::Ended => return Poll::Ready(None),
-        };
-        if let Poll::Ready(None | Some(Err(_))) = &next {
-            // Nothing comes after an error.
-            self.source = Source::Ended;
         }
-        next
+    }
+}
+
+pin_project! {
+    /// A stream that ends after its first error, dropping its source at
+    /// its end.
+    struct UntilError<S> {
+        #[pin]
+        items: Option<S>,
+    }
+}
+
+impl<T, S: Stream<Item = Result<T, RpcError>>> Stream for UntilError<S> {
+    type Item = Result<T, RpcError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut items = self.project().items;
+        let Some(source) = items.as_mut().as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        let next = ready!(source.poll_next(cx));
+        if !matches!(next, Some(Ok(_))) {
+            items.set(None);
+        }
+        Poll::Ready(next)
     }
 }
 
@@ -149,7 +171,13 @@ impl<T: Send + 'static> From<Vec<T>> for Streaming<T> {
 impl<T> fmt::Debug for Streaming<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Streaming")
-            .field("ended", &matches!(self.source, Source::Ended))
+            .field(
+                "from",
+                &match self.source {
+                    Source::Local(_) => "local",
+                    Source::Remote(_) => "remote",
+                },
+            )
             .finish_non_exhaustive()
     }
 }

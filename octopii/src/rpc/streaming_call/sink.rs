@@ -81,41 +81,28 @@ impl ItemSink {
             // Take what the producer has ready: a waker that does nothing
             // asks without waiting (`items.next()` below registers the real
             // one). Wait only with nothing unwritten, watching for the peer
-            // going away meanwhile.
+            // going away meanwhile. Each item is framed where it is polled:
+            // moving it first would cost a copy per item.
             let ready_now = items.poll_next_unpin(&mut TaskContext::from_waker(Waker::noop()));
-            let next = match ready_now {
-                Poll::Ready(next) => next,
+            let ended = match ready_now {
+                Poll::Ready(next) => put_next(&mut out, next, self.max_frame_size),
                 Poll::Pending => {
                     if !out.is_empty() {
                         self.write_batch(&mut out).await?;
                     }
                     tokio::select! {
-                        next = items.next() => next,
+                        next = items.next() => put_next(&mut out, next, self.max_frame_size),
                         _ = self.send.stopped() => {
                             return Err(RpcError::new(Code::Cancelled, "the peer stopped the stream"));
                         }
                     }
                 }
             };
-            match next {
-                Some(Ok(item)) => {
-                    if let Err(e) = put_item(&mut out, &item, self.max_frame_size) {
-                        out.extend_from_slice(&frame::response(&Err(e)));
-                        break;
-                    }
-                    if out.len() >= BATCH {
-                        self.write_batch(&mut out).await?;
-                    }
-                }
-                Some(Err(e)) => {
-                    out.extend_from_slice(&frame::response(&Err(e)));
-                    break;
-                }
-                None => {
-                    out.put_u32(1);
-                    out.put_u8(END);
-                    break;
-                }
+            if ended {
+                break;
+            }
+            if out.len() >= BATCH {
+                self.write_batch(&mut out).await?;
             }
         }
         self.write_batch(&mut out).await?;
@@ -191,9 +178,30 @@ fn too_large(what: &str, len: usize, max: u32) -> RpcError {
     )
 }
 
+/// Appends the frame of what a producer yielded to `out`: an item, or the
+/// frame that ends the stream (the end frame, or the error status).
+/// Returns whether the stream has ended.
+#[inline(always)]
+fn put_next<T: Serialize>(out: &mut Vec<u8>, next: Option<Result<T, RpcError>>, max: u32) -> bool {
+    let error = match next {
+        Some(Ok(item)) => match put_item(out, &item, max) {
+            Ok(()) => return false,
+            Err(e) => e,
+        },
+        Some(Err(e)) => e,
+        None => {
+            out.put_u32(1);
+            out.put_u8(END);
+            return true;
+        }
+    };
+    out.extend_from_slice(&frame::response(&Err(error)));
+    true
+}
+
 /// Appends the item frame of `item` to `out`; on failure `out` is as it was.
 // Inlined, as are the codec's functions: it runs once per stream item.
-#[inline]
+#[inline(always)]
 fn put_item<T: Serialize>(out: &mut Vec<u8>, item: &T, max: u32) -> Result<(), RpcError> {
     let start = out.len();
     out.put_u32(0);
