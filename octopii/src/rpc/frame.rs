@@ -125,12 +125,18 @@ impl FrameReader {
         Ok(Some(out))
     }
 
-    /// Reads one more chunk into the buffer. `Ok(false)`: the stream ended
-    /// cleanly with nothing buffered.
+    /// Reads what quinn has ready into the buffer, waiting for at least one
+    /// chunk. `Ok(false)`: the stream ended cleanly with nothing buffered.
     pub async fn fill(&mut self, recv: &mut RecvStream) -> Result<bool, FrameError> {
-        match recv.read_chunk(usize::MAX, true).await {
-            Ok(Some(chunk)) => {
-                self.buf.extend_from_slice(&chunk.bytes);
+        // Up to this many chunks (one per packet received) in one call,
+        // which takes the connection's lock once: a stream of small
+        // frames would otherwise take it once per packet.
+        let mut chunks: [Bytes; 32] = Default::default();
+        match recv.read_chunks(&mut chunks).await {
+            Ok(Some(n)) => {
+                for chunk in &chunks[..n] {
+                    self.buf.extend_from_slice(chunk);
+                }
                 Ok(true)
             }
             Ok(None) if self.buf.is_empty() => Ok(false),
