@@ -129,6 +129,7 @@ impl<T> Streaming<T> {
 impl<T> Stream for Streaming<T> {
     type Item = Result<T, RpcError>;
 
+    #[inline]
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match &mut self.source {
             Source::Local(items) => items.poll_next_unpin(cx),
