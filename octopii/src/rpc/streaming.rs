@@ -249,6 +249,19 @@ mod tests {
     }
 
     #[test]
+    fn a_local_source_is_released_at_its_error() {
+        futures::executor::block_on(async {
+            let (sender, mut items) = Streaming::<u8>::channel(1);
+            let watcher = sender.clone();
+            let failure = RpcError::new(Code::Internal, "broken");
+            sender.fail(failure.clone()).await;
+            assert_eq!(items.next().await, Some(Err(failure)));
+            // `items` is still alive, but the channel behind it is gone.
+            assert!(watcher.is_closed());
+        });
+    }
+
+    #[test]
     fn a_sender_learns_that_the_receiver_is_gone() {
         futures::executor::block_on(async {
             let (sender, items) = Streaming::<u8>::channel(1);
