@@ -27,6 +27,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The receiving half of a streaming call's stream. Dropped before the
 /// peer's end, it stops the stream, which ends the peer's producer.
 #[derive(Debug)]
 pub(super) struct ItemSource {
@@ -124,8 +125,7 @@ impl ItemSource {
 }
 
 /// An item frame's payload: `Some(item)`, or `None` for the end frame.
-// Inlined, as are the codec's functions: it runs once per stream item.
-#[inline]
+/// Reached through [`RemoteItems::parse`], once per stream item.
 fn parse_item<T: DeserializeOwned>(payload: &[u8]) -> Option<Result<T, RpcError>> {
     match payload.first() {
         Some(&ITEM) => Some(codec::decode(&payload[1..]).map_err(|e| {
