@@ -69,6 +69,19 @@ pub enum OctopiiError {
     #[error("WAL error: {0}")]
     Wal(String),
 
+    /// Data read back from disk failed a check (a checksum, a magic
+    /// number, a value out of range): the file is damaged. Nothing was
+    /// repaired or discarded.
+    #[error("corrupt {path} at byte offset {offset}: {reason}")]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// Byte offset in the file of the first bad byte or field.
+        offset: u64,
+        /// What is wrong there.
+        reason: String,
+    },
+
     /// A remote call ended without a value.
     #[error("RPC failed: {0}")]
     Rpc(#[from] crate::rpc::RpcError),
@@ -93,6 +106,17 @@ impl OctopiiError {
         OctopiiError::File {
             path: path.into(),
             source,
+        }
+    }
+}
+
+impl OctopiiError {
+    /// A [`Corrupt`](OctopiiError::Corrupt) error on `path` at `offset`.
+    pub fn corrupt(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
+        OctopiiError::Corrupt {
+            path: path.into(),
+            offset,
+            reason: reason.into(),
         }
     }
 }

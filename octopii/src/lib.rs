@@ -29,6 +29,8 @@ pub mod bench;
 pub mod chunk;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod node;
 pub mod raft;
 pub mod rpc;

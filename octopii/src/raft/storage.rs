@@ -52,9 +52,9 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::fs;
-use std::io::Write;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
@@ -63,7 +63,8 @@ use serde::{Deserialize, Serialize};
 
 use super::RaftError;
 use crate::rpc::codec;
-use crate::wal::{Wal, WalOptions};
+use crate::wal::fs::{read_whole, write_atomic};
+use crate::wal::{StdFs, Wal, WalFs, WalOptions, create_dir_durable};
 use crate::{OctopiiError, Result};
 
 /// Name of the hard-state file.
@@ -71,13 +72,17 @@ const STATE_FILE: &str = "raft-state";
 /// First bytes of the hard-state file.
 const STATE_MAGIC: &[u8; 8] = b"OCTORFTS";
 /// First bytes of a snapshot file.
-const SNAPSHOT_MAGIC: &[u8; 8] = b"OCTORFSN";
+pub(crate) const SNAPSHOT_MAGIC: &[u8; 8] = b"OCTORFSN";
 /// Magic, length and CRC before a file's payload.
 const FILE_HEADER: usize = 16;
+/// Largest index or term a `raft-state` file or an installed snapshot may
+/// hold: every index derived from one (`+ 1`, `+ entries`) then stays far
+/// from `u64::MAX`.
+const MAX_INDEX: u64 = i64::MAX as u64;
 
 /// The contents of `raft-state` (bincode, as [`codec`] encodes it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct StateRecord {
+pub(crate) struct StateRecord {
     term: u64,
     vote: u64,
     commit: u64,
@@ -95,6 +100,7 @@ struct StateRecord {
 /// The raft log and state of one node, durable in a directory.
 pub struct RaftStorage {
     dir: PathBuf,
+    fs: Arc<dyn WalFs>,
     wal: Wal,
     hard_state: HardState,
     conf_state: ConfState,
@@ -148,38 +154,75 @@ impl RaftStorage {
     ///
     /// Refuses, with an error naming the file, a WAL that fails to open
     /// (corruption), a damaged state or snapshot file, or a log that does
-    /// not match the state file. Blocks while it reads.
+    /// not match the state file. A missing `raft-state` beside a WAL that
+    /// holds records, or beside a snapshot, is refused too: starting blank
+    /// would forget the term and vote and drop acknowledged entries.
+    /// Blocks while it reads.
     pub fn open(
         dir: &Path,
         wal_options: WalOptions,
         bootstrap: Option<&Bootstrap>,
     ) -> Result<Self> {
-        fs::create_dir_all(dir).map_err(|e| OctopiiError::file(dir, e))?;
-        let wal = Wal::open(dir.join("wal"), wal_options).map_err(|e| {
-            storage_error(format!(
-                "the raft log in {} cannot be opened, refusing to start rather than rejoin \
+        Self::open_with_fs(dir, wal_options, bootstrap, Arc::new(StdFs))
+    }
+
+    /// Like [`open`](Self::open), with every file operation (the WAL's,
+    /// `raft-state`'s, the snapshot files' and the directories') going
+    /// through `fs`, for tests that inject failures or crashes.
+    pub fn open_with_fs(
+        dir: &Path,
+        wal_options: WalOptions,
+        bootstrap: Option<&Bootstrap>,
+        fs: Arc<dyn WalFs>,
+    ) -> Result<Self> {
+        create_dir_durable(fs.as_ref(), dir).map_err(|e| OctopiiError::file(dir, e))?;
+        let wal =
+            Wal::open_with_fs(dir.join("wal"), wal_options, Arc::clone(&fs)).map_err(|e| {
+                storage_error(format!(
+                    "the raft log in {} cannot be opened, refusing to start rather than rejoin \
                  with lost state: {e}",
-                dir.display()
-            ))
-        })?;
+                    dir.display()
+                ))
+            })?;
         let state_path = dir.join(STATE_FILE);
-        let saved = if state_path.exists() {
-            codec::decode::<StateRecord>(&read_framed(&state_path, STATE_MAGIC)?).map_err(|e| {
-                storage_error(format!("{}: does not decode: {e}", state_path.display()))
-            })?
-        } else {
-            let fresh = fresh_state(&wal, bootstrap)?;
-            if let Some(bootstrap) = bootstrap {
+        let mut saved = match read_whole(fs.as_ref(), &state_path) {
+            Ok(bytes) => decode_state(&state_path, &bytes)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                refuse_unless_blank(fs.as_ref(), dir, &wal)?;
+                // Written before any bootstrap snapshot: from here on a
+                // missing `raft-state` always means lost state.
+                let blank = fresh_state(&wal, None)?;
                 write_framed(
+                    fs.as_ref(),
                     dir,
-                    &snapshot_file_name(fresh.snapshot_index, fresh.snapshot_term),
+                    STATE_FILE,
+                    STATE_MAGIC,
+                    &codec::encode(&blank)?,
+                )?;
+                blank
+            }
+            Err(e) => return Err(OctopiiError::file(&state_path, e)),
+        };
+        if let Some(bootstrap) = bootstrap {
+            if saved.is_untouched(&wal) {
+                let founded = fresh_state(&wal, Some(bootstrap))?;
+                write_framed(
+                    fs.as_ref(),
+                    dir,
+                    &snapshot_file_name(founded.snapshot_index, founded.snapshot_term),
                     SNAPSHOT_MAGIC,
                     &bootstrap.snapshot_data,
                 )?;
+                write_framed(
+                    fs.as_ref(),
+                    dir,
+                    STATE_FILE,
+                    STATE_MAGIC,
+                    &codec::encode(&founded)?,
+                )?;
+                saved = founded;
             }
-            write_framed(dir, STATE_FILE, STATE_MAGIC, &codec::encode(&fresh)?)?;
-            fresh
-        };
+        }
 
         let conf_state: ConfState = pb_decode(&saved.conf_state, "conf state", &state_path)?;
         let mut snapshot = SnapshotMetadata {
@@ -197,7 +240,7 @@ impl RaftStorage {
                 saved.snapshot_index,
                 saved.snapshot_term,
             ));
-            Bytes::from(read_framed(&path, SNAPSHOT_MAGIC)?)
+            Bytes::from(read_framed(fs.as_ref(), &path, SNAPSHOT_MAGIC)?)
         } else {
             Bytes::new()
         };
@@ -209,6 +252,7 @@ impl RaftStorage {
         };
         let mut storage = RaftStorage {
             dir: dir.to_path_buf(),
+            fs,
             wal,
             hard_state,
             conf_state,
@@ -236,7 +280,7 @@ impl RaftStorage {
 
     /// Reads the entries after the snapshot back from the WAL.
     fn load_entries(&mut self) -> Result<()> {
-        let first_raft = self.snapshot.index + 1;
+        let first_raft = self.saved.first_entry_index();
         let start = self.raft_to_wal(first_raft)?;
         let (wal_first, wal_end) = (self.wal.first_index(), self.wal.last_index() + 1);
         if start < wal_first || start > wal_end {
@@ -264,15 +308,12 @@ impl RaftStorage {
     }
 
     fn raft_to_wal(&self, raft_index: u64) -> Result<u64> {
-        raft_index
-            .checked_sub(self.saved.raft_base)
-            .map(|offset| offset + self.saved.wal_base)
-            .ok_or_else(|| {
-                storage_error(format!(
-                    "raft index {raft_index} is below the log's base {}",
-                    self.saved.raft_base
-                ))
-            })
+        self.saved.wal_index_of(raft_index).ok_or_else(|| {
+            storage_error(format!(
+                "raft index {raft_index} is outside the log that starts at {} (WAL record {})",
+                self.saved.raft_base, self.saved.wal_base
+            ))
+        })
     }
 
     fn last(&self) -> u64 {
@@ -366,7 +407,14 @@ impl RaftStorage {
     /// configuration replace the whole log, durably.
     pub async fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<()> {
         let meta = snapshot.get_metadata().clone();
+        if meta.index > MAX_INDEX || meta.term > MAX_INDEX {
+            return Err(storage_error(format!(
+                "refusing a snapshot at index {} term {}: above the largest allowed, {MAX_INDEX}",
+                meta.index, meta.term
+            )));
+        }
         write_framed(
+            self.fs.as_ref(),
             &self.dir,
             &snapshot_file_name(meta.index, meta.term),
             SNAPSHOT_MAGIC,
@@ -399,6 +447,7 @@ impl RaftStorage {
             .term(index)
             .map_err(|e| storage_error(format!("snapshot at {index}: {e}")))?;
         write_framed(
+            self.fs.as_ref(),
             &self.dir,
             &snapshot_file_name(index, term),
             SNAPSHOT_MAGIC,
@@ -438,7 +487,13 @@ impl RaftStorage {
             wal_base,
             raft_base,
         };
-        write_framed(&self.dir, STATE_FILE, STATE_MAGIC, &codec::encode(&record)?)?;
+        write_framed(
+            self.fs.as_ref(),
+            &self.dir,
+            STATE_FILE,
+            STATE_MAGIC,
+            &codec::encode(&record)?,
+        )?;
         self.saved = record;
         Ok(())
     }
@@ -447,15 +502,16 @@ impl RaftStorage {
     /// a leftover file is harmless).
     fn remove_old_snapshots(&self) {
         let current = snapshot_file_name(self.snapshot.index, self.snapshot.term);
-        let Ok(listing) = fs::read_dir(&self.dir) else {
+        let Ok(listing) = self.fs.read_dir(&self.dir) else {
             return;
         };
-        for item in listing.flatten() {
-            let name = item.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with("snapshot-") && name != current {
-                if let Err(e) = fs::remove_file(item.path()) {
-                    tracing::warn!(file = %item.path().display(), "cannot remove an old snapshot: {e}");
+        for path in listing {
+            let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            if name.starts_with(SNAPSHOT_PREFIX) && name != current {
+                if let Err(e) = self.fs.remove_file(&path) {
+                    tracing::warn!(file = %path.display(), "cannot remove an old snapshot: {e}");
                 }
             }
         }
@@ -511,49 +567,218 @@ fn entry_size(entry: &Entry) -> u64 {
     (entry.data.len() + entry.context.len()) as u64
 }
 
+/// What every snapshot file's name starts with.
+const SNAPSHOT_PREFIX: &str = "snapshot-";
+
 fn snapshot_file_name(index: u64, term: u64) -> String {
-    format!("snapshot-{index:016x}-{term:016x}")
+    format!("{SNAPSHOT_PREFIX}{index:016x}-{term:016x}")
 }
 
 /// Writes `magic ‖ len u32 LE ‖ CRC32C u32 LE ‖ payload` to `dir/name`
 /// atomically and durably.
-fn write_framed(dir: &Path, name: &str, magic: &[u8; 8], payload: &[u8]) -> Result<()> {
+fn write_framed(
+    fs: &dyn WalFs,
+    dir: &Path,
+    name: &str,
+    magic: &[u8; 8],
+    payload: &[u8],
+) -> Result<()> {
     let len = u32::try_from(payload.len())
         .map_err(|_| storage_error(format!("{name}: {} bytes is too large", payload.len())))?;
-    let tmp = dir.join(format!("{name}.tmp"));
-    let path = dir.join(name);
-    let mut file = fs::File::create(&tmp).map_err(|e| OctopiiError::file(&tmp, e))?;
-    let mut header = Vec::with_capacity(FILE_HEADER);
-    header.extend_from_slice(magic);
-    header.extend_from_slice(&len.to_le_bytes());
-    header.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-    file.write_all(&header)
-        .and_then(|()| file.write_all(payload))
-        .and_then(|()| file.sync_all())
-        .map_err(|e| OctopiiError::file(&tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| OctopiiError::file(&path, e))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| OctopiiError::file(dir, e))
+    let mut bytes = Vec::with_capacity(FILE_HEADER + payload.len());
+    bytes.extend_from_slice(magic);
+    bytes.extend_from_slice(&len.to_le_bytes());
+    bytes.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    bytes.extend_from_slice(payload);
+    write_atomic(fs, dir, name, &bytes).map_err(|e| OctopiiError::file(dir.join(name), e))
 }
 
 /// Reads and checks a file written by [`write_framed`].
-fn read_framed(path: &Path, magic: &[u8; 8]) -> Result<Vec<u8>> {
-    let bytes = fs::read(path).map_err(|e| OctopiiError::file(path, e))?;
-    let damaged = |why: &str| storage_error(format!("{} is damaged: {why}", path.display()));
-    if bytes.len() < FILE_HEADER || &bytes[..8] != magic {
-        return Err(damaged("bad magic or short header"));
+fn read_framed(fs: &dyn WalFs, path: &Path, magic: &[u8; 8]) -> Result<Vec<u8>> {
+    let bytes = read_whole(fs, path).map_err(|e| OctopiiError::file(path, e))?;
+    decode_framed(path, &bytes, magic).map(<[u8]>::to_vec)
+}
+
+/// The payload of the bytes of a file written by [`write_framed`], once
+/// its magic, length and CRC are checked; `path` names it in errors.
+pub(crate) fn decode_framed<'a>(path: &Path, bytes: &'a [u8], magic: &[u8; 8]) -> Result<&'a [u8]> {
+    if bytes.len() < FILE_HEADER {
+        return Err(OctopiiError::corrupt(
+            path,
+            0,
+            format!(
+                "{} bytes, shorter than the {FILE_HEADER}-byte header",
+                bytes.len()
+            ),
+        ));
+    }
+    if &bytes[..8] != magic {
+        return Err(OctopiiError::corrupt(path, 0, "bad magic"));
     }
     let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
     let crc = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
     let payload = &bytes[FILE_HEADER..];
     if payload.len() != len {
-        return Err(damaged("length mismatch"));
+        return Err(OctopiiError::corrupt(
+            path,
+            8,
+            format!(
+                "length mismatch: the header says {len} bytes, {} follow",
+                payload.len()
+            ),
+        ));
     }
     if crc32c::crc32c(payload) != crc {
-        return Err(damaged("CRC mismatch"));
+        return Err(OctopiiError::corrupt(path, 12, "CRC mismatch"));
     }
-    Ok(payload.to_vec())
+    Ok(payload)
+}
+
+/// Decodes and checks the bytes of a `raft-state` file at `path`.
+pub(crate) fn decode_state(path: &Path, bytes: &[u8]) -> Result<StateRecord> {
+    let payload = decode_framed(path, bytes, STATE_MAGIC)?;
+    let record: StateRecord = codec::decode(payload).map_err(|e| {
+        OctopiiError::corrupt(path, FILE_HEADER as u64, format!("does not decode: {e}"))
+    })?;
+    record.check(path)?;
+    Ok(record)
+}
+
+impl StateRecord {
+    /// Byte offsets in the file of each field, as bincode's fixed-width
+    /// encoding lays them out after the header.
+    fn offsets(&self) -> StateOffsets {
+        let base = FILE_HEADER as u64;
+        let conf = self.conf_state.len() as u64;
+        let snap_conf = self.snapshot_conf_state.len() as u64;
+        StateOffsets {
+            term: base,
+            commit: base + 16,
+            conf_state: base + 24,
+            snapshot_index: base + 32 + conf,
+            snapshot_term: base + 40 + conf,
+            snapshot_conf_state: base + 48 + conf,
+            wal_base: base + 56 + conf + snap_conf,
+            raft_base: base + 64 + conf + snap_conf,
+        }
+    }
+
+    /// Refuses values no run of this code writes, so that every index
+    /// computed from them is in range; names the field's byte offset.
+    fn check(&self, path: &Path) -> Result<()> {
+        let at = self.offsets();
+        let bad = |offset: u64, why: String| Err(OctopiiError::corrupt(path, offset, why));
+        for (name, value, offset) in [
+            ("term", self.term, at.term),
+            ("commit", self.commit, at.commit),
+            ("snapshot index", self.snapshot_index, at.snapshot_index),
+            ("snapshot term", self.snapshot_term, at.snapshot_term),
+            ("WAL base", self.wal_base, at.wal_base),
+            ("raft base", self.raft_base, at.raft_base),
+        ] {
+            if value > MAX_INDEX {
+                return bad(
+                    offset,
+                    format!("{name} {value} is above the largest allowed, {MAX_INDEX}"),
+                );
+            }
+        }
+        if self.wal_base == 0 {
+            return bad(
+                at.wal_base,
+                "WAL base is 0; WAL indexes start at 1".to_string(),
+            );
+        }
+        if self.raft_base == 0 || self.raft_base > self.snapshot_index + 1 {
+            return bad(
+                at.raft_base,
+                format!(
+                    "raft base {} is outside 1..={} (one past the snapshot index)",
+                    self.raft_base,
+                    self.snapshot_index + 1
+                ),
+            );
+        }
+        for (what, bytes, offset) in [
+            ("conf state", &self.conf_state, at.conf_state),
+            (
+                "snapshot conf state",
+                &self.snapshot_conf_state,
+                at.snapshot_conf_state,
+            ),
+        ] {
+            if let Err(e) = <ConfState as protobuf::Message>::parse_from_bytes(bytes) {
+                return bad(offset, format!("{what} does not decode: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The WAL record holding raft entry `raft_index`, if it can be one.
+    pub(crate) fn wal_index_of(&self, raft_index: u64) -> Option<u64> {
+        raft_index
+            .checked_sub(self.raft_base)
+            .and_then(|offset| offset.checked_add(self.wal_base))
+    }
+
+    /// The index of the first entry after the snapshot.
+    pub(crate) fn first_entry_index(&self) -> u64 {
+        self.snapshot_index + 1
+    }
+
+    /// Whether this is the state of a node that has done nothing yet: no
+    /// term, no vote, no snapshot, no entry in the WAL.
+    fn is_untouched(&self, wal: &Wal) -> bool {
+        self.term == 0
+            && self.vote == 0
+            && self.snapshot_index == 0
+            && wal.last_index() < self.wal_base
+    }
+}
+
+/// Where each checked field of a `raft-state` file starts.
+struct StateOffsets {
+    term: u64,
+    commit: u64,
+    conf_state: u64,
+    snapshot_index: u64,
+    snapshot_term: u64,
+    snapshot_conf_state: u64,
+    wal_base: u64,
+    raft_base: u64,
+}
+
+/// With `raft-state` missing, refuses to start unless nothing else of a
+/// past run is there either: a WAL with records (or compacted ones) or a
+/// snapshot file means the node had state that a blank start would forget.
+fn refuse_unless_blank(fs: &dyn WalFs, dir: &Path, wal: &Wal) -> Result<()> {
+    let lost = |what: String| {
+        storage_error(format!(
+            "{} is missing, but {what}: starting blank would forget this node's term and \
+             vote and the entries it acknowledged, so it refuses to start; restore the \
+             file, or delete {} entirely to rejoin as a new, empty member",
+            dir.join(STATE_FILE).display(),
+            dir.display()
+        ))
+    };
+    if wal.last_index() >= wal.first_index() || wal.first_index() != 1 {
+        return Err(lost(format!(
+            "the WAL in {} holds records {}..={}",
+            wal.dir().display(),
+            wal.first_index(),
+            wal.last_index()
+        )));
+    }
+    let listing = fs.read_dir(dir).map_err(|e| OctopiiError::file(dir, e))?;
+    for path in listing {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if let Some(name) = name {
+            if name.starts_with(SNAPSHOT_PREFIX) && !name.ends_with(".tmp") {
+                return Err(lost(format!("snapshot file {} exists", path.display())));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn unavailable() -> raft::Error {
@@ -759,7 +984,7 @@ mod tests {
             (snap.get_metadata().index, snap.get_metadata().term),
             (500, 7)
         );
-        let names: Vec<String> = fs::read_dir(dir.path())
+        let names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.starts_with("snapshot-"))
@@ -803,11 +1028,144 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(RaftStorage::open(dir.path(), options(), None).unwrap());
         let path = dir.path().join(STATE_FILE);
-        let mut bytes = fs::read(&path).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
-        fs::write(&path, bytes).unwrap();
+        std::fs::write(&path, bytes).unwrap();
         let err = RaftStorage::open(dir.path(), options(), None).unwrap_err();
         assert!(err.to_string().contains("CRC mismatch"), "{err}");
+    }
+
+    fn write_state(dir: &Path, record: &StateRecord) {
+        let bytes = codec::encode(record).unwrap();
+        write_framed(&StdFs, dir, STATE_FILE, STATE_MAGIC, &bytes).unwrap();
+    }
+
+    #[test]
+    fn a_missing_state_file_beside_wal_records_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = RaftStorage::open(dir.path(), options(), None).unwrap();
+            block_on(s.append(&[entry(1, 1), entry(2, 1)])).unwrap();
+            s.set_hard_state(&HardState {
+                term: 1,
+                vote: 2,
+                ..HardState::default()
+            })
+            .unwrap();
+        }
+        std::fs::remove_file(dir.path().join(STATE_FILE)).unwrap();
+        let err = RaftStorage::open(dir.path(), options(), None).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("raft-state is missing"), "{message}");
+        assert!(message.contains("holds records 1..=2"), "{message}");
+        // Refusing changed nothing: still refused, the records still there.
+        assert!(RaftStorage::open(dir.path(), options(), None).is_err());
+        assert!(!dir.path().join(STATE_FILE).exists());
+    }
+
+    #[test]
+    fn a_missing_state_file_beside_a_snapshot_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let bootstrap = Bootstrap {
+            voters: vec![1],
+            snapshot_data: b"initial".to_vec(),
+        };
+        drop(RaftStorage::open(dir.path(), options(), Some(&bootstrap)).unwrap());
+        std::fs::remove_file(dir.path().join(STATE_FILE)).unwrap();
+        let err = RaftStorage::open(dir.path(), options(), Some(&bootstrap)).unwrap_err();
+        assert!(err.to_string().contains("snapshot file"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_state_file_in_an_untouched_directory_starts_blank() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(RaftStorage::open(dir.path(), options(), None).unwrap());
+        std::fs::remove_file(dir.path().join(STATE_FILE)).unwrap();
+        let s = RaftStorage::open(dir.path(), options(), None).unwrap();
+        assert_eq!(s.initial_state().unwrap().hard_state.term, 0);
+        // An untouched node may still be founded.
+        drop(s);
+        let bootstrap = Bootstrap {
+            voters: vec![1],
+            snapshot_data: b"initial".to_vec(),
+        };
+        let s = RaftStorage::open(dir.path(), options(), Some(&bootstrap)).unwrap();
+        assert_eq!(s.snapshot_metadata().index, 1);
+        assert_eq!(s.snapshot_data().as_ref(), b"initial");
+    }
+
+    #[test]
+    fn extreme_values_in_the_state_file_are_refused_naming_the_field_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(RaftStorage::open(dir.path(), options(), None).unwrap());
+        let good =
+            fresh_state(&Wal::open(dir.path().join("wal"), options()).unwrap(), None).unwrap();
+        let conf = good.conf_state.len() as u64;
+        let snap_conf = good.snapshot_conf_state.len() as u64;
+        let cases: Vec<(StateRecord, u64)> = vec![
+            (
+                StateRecord {
+                    wal_base: u64::MAX,
+                    ..good.clone()
+                },
+                16 + 56 + conf + snap_conf,
+            ),
+            (
+                StateRecord {
+                    snapshot_index: u64::MAX,
+                    ..good.clone()
+                },
+                16 + 32 + conf,
+            ),
+            (
+                StateRecord {
+                    snapshot_index: MAX_INDEX,
+                    raft_base: MAX_INDEX + 1,
+                    ..good.clone()
+                },
+                16 + 64 + conf + snap_conf,
+            ),
+            (
+                StateRecord {
+                    raft_base: 0,
+                    ..good.clone()
+                },
+                16 + 64 + conf + snap_conf,
+            ),
+            (
+                StateRecord {
+                    wal_base: 0,
+                    ..good.clone()
+                },
+                16 + 56 + conf + snap_conf,
+            ),
+        ];
+        let path = dir.path().join(STATE_FILE);
+        for (record, offset) in cases {
+            write_state(dir.path(), &record);
+            match RaftStorage::open(dir.path(), options(), None) {
+                Err(OctopiiError::Corrupt {
+                    path: p, offset: o, ..
+                }) => assert_eq!((p, o), (path.clone(), offset), "{record:?}"),
+                other => panic!("{record:?}: {other:?}"),
+            }
+        }
+        write_state(dir.path(), &good);
+        RaftStorage::open(dir.path(), options(), None).unwrap();
+    }
+
+    #[test]
+    fn a_snapshot_at_an_extreme_index_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = RaftStorage::open(dir.path(), options(), None).unwrap();
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = u64::MAX;
+        snap.mut_metadata().term = 1;
+        let err = block_on(s.apply_snapshot(snap)).unwrap_err();
+        assert!(err.to_string().contains("largest allowed"), "{err}");
+        assert_eq!(s.snapshot_metadata().index, 0);
+        drop(s);
+        RaftStorage::open(dir.path(), options(), None).unwrap();
     }
 }

@@ -39,6 +39,14 @@ pub const FORMAT_VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 40;
 /// Length of a record's frame header (length + CRC) in bytes.
 pub const FRAME_HEADER_LEN: usize = 8;
+/// Largest first index a segment header may hold. A segment holds fewer
+/// than 2^32 records, so every index computed from it stays far from
+/// `u64::MAX`.
+pub const MAX_FIRST_INDEX: u64 = i64::MAX as u64;
+/// The unit a disk writes atomically at least (the smallest sector size),
+/// as etcd assumes: a write cut by a power loss leaves whole sectors of
+/// zeros, not zeros from an arbitrary byte.
+pub const SECTOR_LEN: usize = 512;
 
 /// The decoded header of one segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,31 +73,48 @@ impl SegmentHeader {
         out
     }
 
-    /// Decodes a header, saying what is wrong when it is not one.
-    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+    /// Decodes a header; when it is not one, says at which byte offset
+    /// and what is wrong.
+    pub fn decode(bytes: &[u8]) -> Result<Self, (usize, String)> {
         if bytes.len() < HEADER_LEN {
-            return Err(format!(
-                "segment header is {} bytes, expected {HEADER_LEN}",
-                bytes.len()
+            return Err((
+                0,
+                format!(
+                    "segment header is {} bytes, expected {HEADER_LEN}",
+                    bytes.len()
+                ),
             ));
         }
         if bytes[0..8] != MAGIC {
-            return Err("bad magic: not a WAL segment".to_string());
+            return Err((0, "bad magic: not a WAL segment".to_string()));
         }
         let stored_crc = read_u32(bytes, 32);
         if crc32c::crc32c(&bytes[0..32]) != stored_crc {
-            return Err("segment header CRC mismatch".to_string());
+            return Err((32, "segment header CRC mismatch".to_string()));
         }
         let version = u16::from_le_bytes([bytes[8], bytes[9]]);
         if version != FORMAT_VERSION {
-            return Err(format!(
-                "unsupported format version {version} (this build reads {FORMAT_VERSION})"
+            return Err((
+                8,
+                format!("unsupported format version {version} (this build reads {FORMAT_VERSION})"),
+            ));
+        }
+        let first_index = read_u64(bytes, 24);
+        if first_index == 0 {
+            return Err((24, "first index is 0; indexes start at 1".to_string()));
+        }
+        if first_index > MAX_FIRST_INDEX {
+            return Err((
+                24,
+                format!(
+                    "first index {first_index} is above the largest allowed, {MAX_FIRST_INDEX}"
+                ),
             ));
         }
         Ok(SegmentHeader {
             salt: read_u32(bytes, 12),
             seq: read_u64(bytes, 16),
-            first_index: read_u64(bytes, 24),
+            first_index,
         })
     }
 }
@@ -188,6 +213,46 @@ pub fn decode_record(
         return Err(RecordFault::CrcMismatch);
     }
     Ok(start..end)
+}
+
+impl RecordFault {
+    /// Whether the bad record at `offset` of the last segment `buf` is what
+    /// an interrupted write leaves (so it may be cut off), rather than
+    /// damage to a record that was once complete (which must be refused).
+    ///
+    /// etcd's rule: a record running past the end of the file is torn; a
+    /// complete one failing its CRC is torn only if one of its sectors is
+    /// all zeros (the file's size reached the disk, that sector's data did
+    /// not).
+    pub fn is_torn_write(&self, buf: &[u8], offset: usize) -> bool {
+        match *self {
+            RecordFault::ShortHeader | RecordFault::ShortPayload { .. } => true,
+            RecordFault::TooLarge { len } => {
+                offset.saturating_add(frame_len(len as usize)) > buf.len()
+                    || has_zero_sector(buf, offset, offset + FRAME_HEADER_LEN)
+            }
+            RecordFault::CrcMismatch => {
+                let len = read_u32(buf, offset) as usize;
+                has_zero_sector(buf, offset, offset + frame_len(len))
+            }
+        }
+    }
+}
+
+/// Whether some sector-aligned piece of `buf[start..end]` (the piece
+/// between two sector boundaries, or between one and `start` or `end`) is
+/// all zeros.
+fn has_zero_sector(buf: &[u8], start: usize, end: usize) -> bool {
+    let end = end.min(buf.len());
+    let mut at = start;
+    while at < end {
+        let next = ((at / SECTOR_LEN) + 1).saturating_mul(SECTOR_LEN).min(end);
+        if buf[at..next].iter().all(|b| *b == 0) {
+            return true;
+        }
+        at = next;
+    }
+    false
 }
 
 /// What scanning the records of one segment found.
@@ -347,6 +412,15 @@ mod tests {
     fn header_round_trips_and_detects_damage() {
         let bytes = header().encode();
         assert_eq!(SegmentHeader::decode(&bytes), Ok(header()));
+        // Extreme first indexes are refused, naming the field's offset.
+        for first_index in [0, MAX_FIRST_INDEX + 1, u64::MAX] {
+            let bad = SegmentHeader {
+                first_index,
+                ..header()
+            }
+            .encode();
+            assert_eq!(SegmentHeader::decode(&bad).map_err(|e| e.0), Err(24));
+        }
         for bit in 0..32 * 8 {
             let mut bad = bytes;
             bad[bit / 8] ^= 1 << (bit % 8);

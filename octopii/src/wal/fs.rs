@@ -37,6 +37,10 @@ pub type DirLock = Box<dyn Send + Sync>;
 pub trait WalFs: Send + Sync {
     /// Creates `dir` and its parents if missing.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Creates the one directory `dir`; fails with
+    /// [`io::ErrorKind::AlreadyExists`] if it exists and
+    /// [`io::ErrorKind::NotFound`] if its parent does not.
+    fn create_dir(&self, dir: &Path) -> io::Result<()>;
     /// Takes an exclusive lock on `dir` so that a second open of the same log
     /// (from this or another process) fails instead of corrupting it.
     fn lock_dir(&self, dir: &Path) -> io::Result<DirLock>;
@@ -96,6 +100,10 @@ struct FlockGuard {
 impl WalFs for StdFs {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         std::fs::create_dir_all(dir)
+    }
+
+    fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir(dir)
     }
 
     fn lock_dir(&self, dir: &Path) -> io::Result<DirLock> {
@@ -178,4 +186,74 @@ pub(crate) fn read_exact_at(
         }
     }
     Ok(())
+}
+
+/// Creates `dir` and any missing parents so that they survive a power
+/// loss: each directory created is followed by an `fsync` of its parent
+/// (a new directory entry is durable only once its parent is synced).
+///
+/// The parent of `dir` is synced even when `dir` already exists, since a
+/// run that crashed may have created it without syncing. Returns the
+/// error of the first step that failed.
+///
+/// ```
+/// use octopii::wal::{StdFs, create_dir_durable};
+/// let root = tempfile::tempdir()?;
+/// let dir = root.path().join("data").join("raft");
+/// create_dir_durable(&StdFs, &dir)?;
+/// assert!(dir.is_dir());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn create_dir_durable(fs: &dyn WalFs, dir: &Path) -> io::Result<()> {
+    match fs.create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let Some(parent) = parent_of(dir) else {
+                return Err(e);
+            };
+            create_dir_durable(fs, parent)?;
+            match fs.create_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    match parent_of(dir) {
+        Some(parent) => fs.sync_dir(parent),
+        None => Ok(()),
+    }
+}
+
+/// The directory holding `path` (`.` for a bare relative name); `None` for
+/// a root.
+pub(crate) fn parent_of(path: &Path) -> Option<&Path> {
+    match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Some(Path::new(".")),
+        other => other,
+    }
+}
+
+/// Reads the whole of `path`.
+pub(crate) fn read_whole(fs: &dyn WalFs, path: &Path) -> io::Result<Vec<u8>> {
+    let file = fs.open(path)?;
+    let size = usize::try_from(file.size()?)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))?;
+    let mut buf = vec![0u8; size];
+    read_exact_at(file.as_ref(), &mut buf, 0)?;
+    Ok(buf)
+}
+
+/// Writes `bytes` as the whole of `dir/name`, atomically and durably:
+/// written to `name.tmp`, synced, renamed over `name`, directory synced.
+pub(crate) fn write_atomic(fs: &dyn WalFs, dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let file = fs.create(&tmp)?;
+    file.write_all_at(bytes, 0)?;
+    file.sync_all()?;
+    drop(file);
+    fs.rename(&tmp, &dir.join(name))?;
+    fs.sync_dir(dir)
 }

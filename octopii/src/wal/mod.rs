@@ -48,11 +48,11 @@
 //! blocking file reads done by the calling thread beside the writer; they
 //! see records once they are durable.
 
-mod format;
-mod fs;
+pub(crate) mod format;
+pub(crate) mod fs;
 mod options;
 mod reader;
-mod recovery;
+pub(crate) mod recovery;
 mod segment;
 mod state;
 mod writer;
@@ -69,7 +69,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-pub use fs::{DirLock, StdFs, WalFile, WalFs};
+pub use fs::{DirLock, StdFs, WalFile, WalFs, create_dir_durable};
 pub use options::{FlushPolicy, MAX_SIZE_LIMIT, WalOptions};
 pub use recovery::{RecoveryReport, TornTail};
 
@@ -170,8 +170,7 @@ impl Wal {
     ) -> Result<Wal> {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        fs.create_dir_all(&dir)
-            .map_err(|e| OctopiiError::file(&dir, e))?;
+        fs::create_dir_durable(fs.as_ref(), &dir).map_err(|e| OctopiiError::file(&dir, e))?;
         let lock = fs.lock_dir(&dir).map_err(|e| OctopiiError::file(&dir, e))?;
         let recovered = recovery::recover(fs.as_ref(), &dir, &options)?;
         let report = recovered.report;

@@ -114,18 +114,18 @@ fn read_piece(shared: &Shared, piece: &Piece, out: &mut Vec<Vec<u8>>) -> Result<
             shared.max_record_size,
         )
         .map_err(|fault| {
-            OctopiiError::Wal(format!(
-                "corrupt WAL segment {} at byte offset {}: record {index}: {fault}",
-                piece.path.display(),
-                pair[0]
-            ))
+            OctopiiError::corrupt(
+                &piece.path,
+                u64::from(pair[0]),
+                format!("record {index}: {fault}"),
+            )
         })?;
         if payload.end != (pair[1] - begin) as usize {
-            return Err(OctopiiError::Wal(format!(
-                "corrupt WAL segment {} at byte offset {}: record {index} has the wrong length",
-                piece.path.display(),
-                pair[0]
-            )));
+            return Err(OctopiiError::corrupt(
+                &piece.path,
+                u64::from(pair[0]),
+                format!("record {index} has the wrong length"),
+            ));
         }
         out.push(buf[payload].to_vec());
     }

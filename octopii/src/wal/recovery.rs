@@ -6,17 +6,20 @@
 //!   and continuous indexes (each segment starts where the previous ends).
 //! * Every record of every segment but the last must be valid: a bad one
 //!   refuses the open with the file and byte offset.
-//! * In the last segment, a bad record (incomplete, over-long, or failing
-//!   its CRC) with no valid record anywhere after it is a torn write from a
-//!   crash: the file is truncated just before it, and the truncation logged
-//!   and reported in [`RecoveryReport::torn_tail`]. A bad record followed by
-//!   a valid one is damage in the middle of the log: the open is refused.
+//! * In the last segment, a bad record that a crash mid-write explains (one
+//!   that runs past the end of the file, or a complete one failing its CRC
+//!   with a sector of all zeros in it) with no valid record anywhere after
+//!   it is a torn write: the file is truncated just before it, and the
+//!   truncation logged and reported in [`RecoveryReport::torn_tail`]. A
+//!   complete record failing its CRC otherwise, or a bad record followed
+//!   by a valid one, is damage: the open is refused, naming file and
+//!   offset. Cutting it would drop a record that was acknowledged.
 //! * Left-over temporary files from an interrupted segment creation are
 //!   deleted.
 
 use std::path::{Path, PathBuf};
 
-use super::format::{self, FRAME_HEADER_LEN, SegmentHeader};
+use super::format::{self, FRAME_HEADER_LEN, RecordFault, SegmentHeader};
 use super::fs::{WalFs, read_exact_at};
 use super::options::WalOptions;
 use super::segment;
@@ -129,10 +132,130 @@ pub(crate) fn recover(fs: &dyn WalFs, dir: &Path, options: &WalOptions) -> Resul
 }
 
 fn corrupt(path: &Path, offset: usize, what: impl std::fmt::Display) -> OctopiiError {
-    OctopiiError::Wal(format!(
-        "corrupt WAL segment {} at byte offset {offset}: {what}",
-        path.display()
-    ))
+    OctopiiError::corrupt(path, offset as u64, what.to_string())
+}
+
+/// A segment file's bytes, checked.
+pub(crate) struct CheckedSegment {
+    pub header: SegmentHeader,
+    /// Record boundaries of the records kept, as in [`SegmentView::bounds`].
+    pub bounds: Vec<u32>,
+    /// A torn tail to cut off: its offset, the index its first record would
+    /// have had, and what was wrong with that record.
+    pub torn: Option<(usize, u64, RecordFault)>,
+}
+
+impl CheckedSegment {
+    /// Index one past the segment's last kept record.
+    pub fn next_index(&self) -> u64 {
+        self.header.first_index + self.bounds.len() as u64 - 1
+    }
+}
+
+/// Checks the bytes `buf` of segment file `path` (sequence number `seq`)
+/// against the recovery rules; no I/O. `expected_first` is where the
+/// previous segment ended, `is_last` whether a torn tail may be repaired.
+pub(crate) fn check_segment(
+    path: &Path,
+    buf: &[u8],
+    seq: u64,
+    expected_first: Option<u64>,
+    is_last: bool,
+    max_record_size: u32,
+) -> Result<CheckedSegment> {
+    if buf.len() > u32::MAX as usize {
+        return Err(corrupt(
+            path,
+            0,
+            format!("file is {} bytes, larger than any segment", buf.len()),
+        ));
+    }
+    let header = SegmentHeader::decode(buf).map_err(|(offset, why)| corrupt(path, offset, why))?;
+    if header.seq != seq {
+        return Err(corrupt(
+            path,
+            16,
+            format!(
+                "header says segment {} but the file name says {seq}",
+                header.seq
+            ),
+        ));
+    }
+    if let Some(expected) = expected_first {
+        if header.first_index != expected {
+            return Err(corrupt(
+                path,
+                24,
+                format!(
+                    "index continuity broken: segment starts at index {} but the previous \
+                     segment ends with index {}",
+                    header.first_index,
+                    expected.saturating_sub(1)
+                ),
+            ));
+        }
+    }
+
+    let scan = format::scan_segment(buf, &header, max_record_size);
+    let Some((offset, fault)) = scan.fault else {
+        return Ok(CheckedSegment {
+            header,
+            bounds: scan.bounds,
+            torn: None,
+        });
+    };
+    let index = header.first_index + scan.bounds.len() as u64 - 1;
+    let what = format!("record {index}: {fault}");
+    if !is_last {
+        return Err(corrupt(
+            path,
+            offset,
+            format!("{what} (not the last segment)"),
+        ));
+    }
+    if !fault.is_torn_write(buf, offset) {
+        return Err(corrupt(
+            path,
+            offset,
+            format!(
+                "{what}; the record is complete, so this is damage, not a torn write \
+                 (only a record cut short by a crash is repaired)"
+            ),
+        ));
+    }
+    let later = format::valid_record_after(
+        buf,
+        offset + FRAME_HEADER_LEN,
+        header.salt,
+        index + 1,
+        max_record_size,
+    );
+    match later {
+        format::Later::Found {
+            offset: later_offset,
+            index: later_index,
+        } => Err(corrupt(
+            path,
+            offset,
+            format!(
+                "{what}, yet valid record {later_index} follows at byte offset \
+                 {later_offset}, so this is damage, not a torn write"
+            ),
+        )),
+        format::Later::Undecided => Err(corrupt(
+            path,
+            offset,
+            format!(
+                "{what}; too much data follows to rule out valid records after \
+                 it, so it is not treated as a torn write"
+            ),
+        )),
+        format::Later::Nothing => Ok(CheckedSegment {
+            header,
+            bounds: scan.bounds,
+            torn: Some((offset, index, fault)),
+        }),
+    }
 }
 
 /// Reads one segment file and checks it; truncates a torn tail if `is_last`.
@@ -156,80 +279,15 @@ fn read_segment(
     }
     let mut buf = vec![0u8; size as usize];
     read_exact_at(file.as_ref(), &mut buf, 0).map_err(|e| OctopiiError::file(path, e))?;
-
-    let header = SegmentHeader::decode(&buf).map_err(|why| corrupt(path, 0, why))?;
-    if header.seq != seq {
-        return Err(corrupt(
-            path,
-            16,
-            format!(
-                "header says segment {} but the file name says {seq}",
-                header.seq
-            ),
-        ));
-    }
-    if header.first_index == 0 {
-        return Err(corrupt(path, 24, "first index is 0; indexes start at 1"));
-    }
-    if let Some(expected) = expected_first {
-        if header.first_index != expected {
-            return Err(corrupt(
-                path,
-                24,
-                format!(
-                    "index continuity broken: segment starts at index {} but the previous \
-                     segment ends with index {}",
-                    header.first_index,
-                    expected - 1
-                ),
-            ));
-        }
-    }
-
-    let scan = format::scan_segment(&buf, &header, options.max_record_size);
-    if let Some((offset, fault)) = scan.fault {
-        let index = header.first_index + scan.bounds.len() as u64 - 1;
-        let what = format!("record {index}: {fault}");
-        if !is_last {
-            return Err(corrupt(
-                path,
-                offset,
-                format!("{what} (not the last segment)"),
-            ));
-        }
-        let later = format::valid_record_after(
-            &buf,
-            offset + FRAME_HEADER_LEN,
-            header.salt,
-            index + 1,
-            options.max_record_size,
-        );
-        match later {
-            format::Later::Found {
-                offset: later_offset,
-                index: later_index,
-            } => {
-                return Err(corrupt(
-                    path,
-                    offset,
-                    format!(
-                        "{what}, yet valid record {later_index} follows at byte offset \
-                         {later_offset}, so this is damage, not a torn write"
-                    ),
-                ));
-            }
-            format::Later::Undecided => {
-                return Err(corrupt(
-                    path,
-                    offset,
-                    format!(
-                        "{what}; too much data follows to rule out valid records after \
-                         it, so it is not treated as a torn write"
-                    ),
-                ));
-            }
-            format::Later::Nothing => {}
-        }
+    let checked = check_segment(
+        path,
+        &buf,
+        seq,
+        expected_first,
+        is_last,
+        options.max_record_size,
+    )?;
+    if let Some((offset, index, fault)) = checked.torn {
         file.set_len(offset as u64)
             .and_then(|()| file.sync_all())
             .map_err(|e| OctopiiError::file(path, e))?;
@@ -250,6 +308,7 @@ fn read_segment(
         );
         report.torn_tail = Some(torn);
     }
+    let CheckedSegment { header, bounds, .. } = checked;
 
     Ok(SegmentView {
         seq,
@@ -257,6 +316,6 @@ fn read_segment(
         salt: header.salt,
         first_index: header.first_index,
         file,
-        bounds: scan.bounds,
+        bounds,
     })
 }

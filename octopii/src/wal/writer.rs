@@ -360,12 +360,13 @@ impl Writer {
     fn roll(&mut self) -> Result<(), String> {
         self.write_out()?;
         self.sync_active()?;
-        let next = segment::create(
-            self.fs.as_ref(),
-            &self.shared.dir,
-            self.active.seq + 1,
-            self.next_index,
-        )?;
+        let seq = self.active.seq.checked_add(1).ok_or_else(|| {
+            format!(
+                "segment {} is the last possible",
+                self.active.path.display()
+            )
+        })?;
+        let next = segment::create(self.fs.as_ref(), &self.shared.dir, seq, self.next_index)?;
         self.hand_over_bounds();
         self.active = Active {
             seq: next.seq,
@@ -521,10 +522,13 @@ impl Writer {
             let Some(path) = victim else {
                 break;
             };
-            // Oldest first, so a crash part-way leaves a contiguous log.
-            self.fs
+            // Oldest first, so a crash part-way leaves a contiguous log. A
+            // failed unlink leaves it unknown whether the file is gone.
+            let step = self
+                .fs
                 .remove_file(&path)
-                .map_err(|e| OctopiiError::file(&path, e))?;
+                .map_err(|e| format!("deleting {} failed: {e}", path.display()));
+            self.durable_step(step)?;
             self.shared.write_view().segments.remove(0);
             deleted += 1;
         }
