@@ -10,12 +10,24 @@ use octopii::wal::{DirLock, StdFs, WalFile, WalFs};
 /// A file operation a [`FileHook`] is asked about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileOp {
-    /// Writing to a segment.
+    /// Writing to a file.
     Write,
-    /// `fdatasync` of a segment.
+    /// `fdatasync` of a file.
     SyncData,
-    /// Creating a segment file.
+    /// `fsync` of a file.
+    SyncAll,
+    /// Truncating or extending a file.
+    SetLen,
+    /// Creating a file.
     Create,
+    /// Creating a directory.
+    CreateDir,
+    /// Renaming a file.
+    Rename,
+    /// Deleting a file.
+    Remove,
+    /// `fsync` of a directory.
+    SyncDir,
 }
 
 /// Runs before each [`FileOp`]; an error fails the operation.
@@ -24,7 +36,8 @@ pub trait FileHook: Send + Sync + 'static {
     fn before(&self, op: FileOp) -> io::Result<()>;
 }
 
-/// [`StdFs`] with `hook` consulted before writes, syncs and creations.
+/// [`StdFs`] with `hook` consulted before every operation that changes
+/// files or makes them durable.
 pub struct HookedFs<H>(pub Arc<H>);
 
 struct HookedFile<H> {
@@ -54,9 +67,11 @@ impl<H: FileHook> WalFile for HookedFile<H> {
         self.inner.sync_data()
     }
     fn sync_all(&self) -> io::Result<()> {
+        self.hook.before(FileOp::SyncAll)?;
         self.inner.sync_all()
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
+        self.hook.before(FileOp::SetLen)?;
         self.inner.set_len(len)
     }
     fn size(&self) -> io::Result<u64> {
@@ -66,7 +81,12 @@ impl<H: FileHook> WalFile for HookedFile<H> {
 
 impl<H: FileHook> WalFs for HookedFs<H> {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.0.before(FileOp::CreateDir)?;
         StdFs.create_dir_all(dir)
+    }
+    fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        self.0.before(FileOp::CreateDir)?;
+        StdFs.create_dir(dir)
     }
     fn lock_dir(&self, dir: &Path) -> io::Result<DirLock> {
         StdFs.lock_dir(dir)
@@ -82,12 +102,15 @@ impl<H: FileHook> WalFs for HookedFs<H> {
         Ok(self.wrap(StdFs.create(path)?))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.0.before(FileOp::Rename)?;
         StdFs.rename(from, to)
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.0.before(FileOp::Remove)?;
         StdFs.remove_file(path)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.0.before(FileOp::SyncDir)?;
         StdFs.sync_dir(dir)
     }
 }

@@ -1,6 +1,7 @@
 //! Failure handling through an injected file layer: after a failed fsync,
-//! write or segment creation the log is unusable, and every later call
-//! says why. Reopening recovers what was durable.
+//! write, segment creation, truncation, rename, deletion or directory
+//! fsync the log is unusable, and every later call says why. Reopening
+//! recovers what was durable.
 
 use std::io;
 use std::path::Path;
@@ -20,6 +21,10 @@ struct Faults {
     sync_data: AtomicBool,
     write: AtomicBool,
     create: AtomicBool,
+    set_len: AtomicBool,
+    rename: AtomicBool,
+    remove: AtomicBool,
+    sync_dir: AtomicBool,
 }
 
 fn injected(what: &str) -> io::Error {
@@ -32,6 +37,11 @@ impl FileHook for Faults {
             FileOp::Write => (&self.write, "write"),
             FileOp::SyncData => (&self.sync_data, "fsync"),
             FileOp::Create => (&self.create, "create"),
+            FileOp::SetLen => (&self.set_len, "set_len"),
+            FileOp::Rename => (&self.rename, "rename"),
+            FileOp::Remove => (&self.remove, "remove"),
+            FileOp::SyncDir => (&self.sync_dir, "directory fsync"),
+            FileOp::SyncAll | FileOp::CreateDir => return Ok(()),
         };
         if switch.load(Ordering::SeqCst) {
             return Err(injected(what));
@@ -176,4 +186,146 @@ fn wal_a_failed_segment_creation_fails_the_append_and_every_later_call() {
     assert_every_call_fails(&rt, &wal, "injected create failure");
     drop(wal);
     reopen_keeps(dir.path(), &records);
+}
+
+/// A log of 4 KiB segments holding `n` acknowledged records of 1000 bytes
+/// (several segments), opened through `faults`.
+fn segmented(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    faults: &Arc<Faults>,
+    n: u64,
+) -> (Wal, Vec<Vec<u8>>) {
+    let options = WalOptions {
+        segment_size: 4096,
+        ..WalOptions::default()
+    };
+    let wal = open_faulty(dir, options, faults);
+    let records: Vec<Vec<u8>> = (1..=n).map(|i| vec![i as u8; 1000]).collect();
+    rt.block_on(async {
+        for r in &records {
+            wal.append(r).await.expect("append");
+        }
+    });
+    (wal, records)
+}
+
+fn reopen_segmented(dir: &Path) -> Wal {
+    let options = WalOptions {
+        segment_size: 4096,
+        ..WalOptions::default()
+    };
+    Wal::open(dir, options).expect("reopen with the real file system")
+}
+
+#[test]
+fn wal_a_failed_set_len_fails_the_truncation_and_every_later_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime();
+    let faults = Arc::new(Faults::default());
+    let (wal, records) = segmented(&rt, dir.path(), &faults, 3);
+    faults.set_len.store(true, Ordering::SeqCst);
+    let err = rt
+        .block_on(wal.truncate_suffix(3))
+        .expect_err("the truncation fails");
+    assert!(
+        err.to_string().contains("injected set_len failure"),
+        "{err}"
+    );
+    faults.set_len.store(false, Ordering::SeqCst);
+    assert_every_call_fails(&rt, &wal, "injected set_len failure");
+    drop(wal);
+    // Either side of the truncation is a whole log; records 1 and 2 stay.
+    let wal = reopen_segmented(dir.path());
+    assert!(wal.last_index() >= 2);
+    assert_eq!(wal.read(1..=2).expect("read"), records[..2]);
+}
+
+#[test]
+fn wal_a_failed_rename_fails_the_roll_over_and_every_later_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime();
+    let faults = Arc::new(Faults::default());
+    let (wal, records) = segmented(&rt, dir.path(), &faults, 3);
+    faults.rename.store(true, Ordering::SeqCst);
+    // Records of 1000 bytes: a few more need a new segment.
+    let err = rt
+        .block_on(async {
+            for _ in 0..8 {
+                wal.append(&[9u8; 1000]).await?;
+            }
+            Ok::<_, octopii::OctopiiError>(())
+        })
+        .expect_err("the roll-over fails");
+    assert!(err.to_string().contains("injected rename failure"), "{err}");
+    faults.rename.store(false, Ordering::SeqCst);
+    assert_every_call_fails(&rt, &wal, "injected rename failure");
+    drop(wal);
+    let wal = reopen_segmented(dir.path());
+    assert_eq!(wal.read(1..=3).expect("read"), records);
+    assert_eq!(
+        wal.recovery_report().removed_temp_files.len(),
+        1,
+        "the half-made segment is cleaned up"
+    );
+}
+
+#[test]
+fn wal_a_failed_remove_fails_the_compaction_and_every_later_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime();
+    let faults = Arc::new(Faults::default());
+    let (wal, records) = segmented(&rt, dir.path(), &faults, 12);
+    assert!(wal.stats().records_appended == 12);
+    faults.remove.store(true, Ordering::SeqCst);
+    let err = rt
+        .block_on(wal.compact_prefix(10))
+        .expect_err("the compaction fails");
+    assert!(err.to_string().contains("injected remove failure"), "{err}");
+    faults.remove.store(false, Ordering::SeqCst);
+    assert_every_call_fails(&rt, &wal, "injected remove failure");
+    drop(wal);
+    let wal = reopen_segmented(dir.path());
+    assert_eq!(wal.first_index(), 1, "no segment was deleted");
+    assert_eq!(wal.read(..).expect("read"), records);
+}
+
+#[test]
+fn wal_a_failed_directory_fsync_fails_the_roll_over_and_every_later_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime();
+    let faults = Arc::new(Faults::default());
+    let (wal, records) = segmented(&rt, dir.path(), &faults, 3);
+    faults.sync_dir.store(true, Ordering::SeqCst);
+    let err = rt
+        .block_on(async {
+            for _ in 0..8 {
+                wal.append(&[9u8; 1000]).await?;
+            }
+            Ok::<_, octopii::OctopiiError>(())
+        })
+        .expect_err("the roll-over fails");
+    assert!(
+        err.to_string().contains("injected directory fsync failure"),
+        "{err}"
+    );
+    faults.sync_dir.store(false, Ordering::SeqCst);
+    assert_every_call_fails(&rt, &wal, "injected directory fsync failure");
+    drop(wal);
+    let wal = reopen_segmented(dir.path());
+    assert_eq!(wal.read(1..=3).expect("read"), records);
+}
+
+#[test]
+fn wal_a_failed_directory_fsync_at_open_refuses_the_open() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let faults = Arc::new(Faults::default());
+    faults.sync_dir.store(true, Ordering::SeqCst);
+    let dir = root.path().join("new").join("wal");
+    let err = Wal::open_with_fs(&dir, WalOptions::default(), Arc::new(HookedFs(faults)))
+        .expect_err("the open fails");
+    assert!(
+        err.to_string().contains("injected directory fsync failure"),
+        "{err}"
+    );
 }
