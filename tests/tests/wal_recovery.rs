@@ -1,6 +1,7 @@
-//! Recovery on real files: torn tails are cut, damage is refused with the
-//! file and byte offset, continuity is checked, and the bytes on disk are
-//! the ones `docs/WAL.md` describes.
+//! Recovery on real files: torn tails are cut, damage (a complete record
+//! failing its CRC included) is refused with the file and byte offset,
+//! continuity is checked, and the bytes on disk are the ones `docs/WAL.md`
+//! describes.
 
 use std::path::{Path, PathBuf};
 
@@ -36,17 +37,21 @@ fn payloads() -> Vec<Vec<u8>> {
 
 /// Writes `payloads` to a new log in `dir` and returns its segment files.
 fn build_log(dir: &Path, payloads: &[Vec<u8>]) -> Vec<PathBuf> {
+    let files = build_log_with(dir, payloads, &options());
+    assert!(files.len() >= 3, "want several segments, got {files:?}");
+    files
+}
+
+fn build_log_with(dir: &Path, payloads: &[Vec<u8>], options: &WalOptions) -> Vec<PathBuf> {
     let rt = runtime();
-    let wal = Wal::open(dir, options()).expect("open");
+    let wal = Wal::open(dir, options.clone()).expect("open");
     rt.block_on(async {
         for (i, p) in payloads.iter().enumerate() {
             assert_eq!(wal.append(p).await.expect("append"), i as u64 + 1);
         }
     });
     drop(wal);
-    let files = segment_files(dir);
-    assert!(files.len() >= 3, "want several segments, got {files:?}");
-    files
+    segment_files(dir)
 }
 
 fn segment_files(dir: &Path) -> Vec<PathBuf> {
@@ -92,22 +97,58 @@ fn path_in(dir: &Path, like: &Path) -> PathBuf {
 
 #[test]
 fn wal_cutting_the_last_records_at_every_byte_recovers_exactly_the_complete_ones() {
+    cut_and_recover(|cut| cut, false);
+}
+
+/// A power loss that kept the file's size but not its last sectors leaves
+/// them zero, from a sector boundary on (a disk writes whole sectors).
+#[test]
+fn wal_zeroed_sectors_at_the_end_recover_exactly_the_complete_records() {
+    cut_and_recover(|cut| cut.next_multiple_of(SECTOR), true);
+}
+
+const SECTOR: usize = 512;
+
+/// For every byte `cut` of the last records, damages the last segment at
+/// `damage_from(cut)` (truncating it there, or zeroing it from there on),
+/// and checks that recovery keeps exactly the records before that point.
+fn cut_and_recover(damage_from: impl Fn(usize) -> usize, zero_fill: bool) {
+    let (payloads, options) = if zero_fill {
+        // One segment of small records with sector boundaries among them.
+        let small: Vec<Vec<u8>> = (0..300u32)
+            .map(|i| vec![(i % 251) as u8 | 1; 5 + (i % 9) as usize])
+            .collect();
+        let options = WalOptions {
+            segment_size: 8192,
+            ..options()
+        };
+        (small, options)
+    } else {
+        (payloads(), options())
+    };
     let original = tempfile::tempdir().expect("tempdir");
-    let payloads = payloads();
-    let files = build_log(original.path(), &payloads);
+    let files = build_log_with(original.path(), &payloads, &options);
     let last = files.last().expect("a segment").clone();
     let bytes = std::fs::read(&last).expect("read");
     let bounds = record_offsets(&bytes);
     let last_first = first_index(&bytes);
-    assert!(bounds.len() > 5, "the last segment holds the small records");
-    let cut_from = bounds[bounds.len() - 5];
-
-    for cut in cut_from..=bytes.len() {
+    let cut_from = if zero_fill {
+        HEADER_LEN + 1
+    } else {
+        assert!(bounds.len() > 5, "the last segment holds the small records");
+        bounds[bounds.len() - 5]
+    };
+    let cuts: std::collections::BTreeSet<usize> = (cut_from..=bytes.len())
+        .map(damage_from)
+        .filter(|&cut| cut <= bytes.len())
+        .collect();
+    assert!(cuts.len() >= 3, "only {} cuts", cuts.len());
+    for cut in cuts {
         // Records wholly before the cut survive; nothing after it does.
         let complete = bounds.iter().filter(|&&b| b <= cut).count() - 1;
         let boundary = bounds[complete];
         let expected_last = last_first + complete as u64 - 1;
-        for zero_fill in [false, true] {
+        {
             let copy = copy_log(original.path());
             let damaged = path_in(copy.path(), &last);
             let mut data = bytes.clone();
@@ -119,7 +160,7 @@ fn wal_cutting_the_last_records_at_every_byte_recovers_exactly_the_complete_ones
             }
             std::fs::write(&damaged, &data).expect("write damaged");
 
-            let wal = Wal::open(copy.path(), options())
+            let wal = Wal::open(copy.path(), options.clone())
                 .unwrap_or_else(|e| panic!("open after cut {cut} (zeros {zero_fill}): {e}"));
             assert_eq!(
                 wal.last_index(),
@@ -153,7 +194,7 @@ fn wal_cutting_the_last_records_at_every_byte_recovers_exactly_the_complete_ones
                 let index = rt.block_on(wal.append(b"after repair")).expect("append");
                 assert_eq!(index, expected_last + 1);
                 drop(wal);
-                let wal = Wal::open(copy.path(), options()).expect("reopen");
+                let wal = Wal::open(copy.path(), options.clone()).expect("reopen");
                 assert_eq!(wal.get(index).expect("get"), b"after repair");
                 assert_eq!(wal.recovery_report().torn_tail, None);
             }
@@ -210,8 +251,12 @@ fn wal_a_flipped_bit_in_an_earlier_segment_is_refused() {
     every_flip_is_refused(original.path(), &files[1], records - 1);
 }
 
+/// A complete last record failing its CRC was acknowledged once: cutting
+/// it would lose it, so the open is refused. Only a flip that makes the
+/// record run past the end of the file (a length bit) looks like, and is
+/// repaired as, a torn write.
 #[test]
-fn wal_a_flipped_bit_in_the_last_record_is_truncated() {
+fn wal_a_flipped_bit_in_the_last_record_is_refused_unless_it_runs_past_the_end() {
     let original = tempfile::tempdir().expect("tempdir");
     let payloads = payloads();
     let files = build_log(original.path(), &payloads);
@@ -221,17 +266,40 @@ fn wal_a_flipped_bit_in_the_last_record_is_truncated() {
     let start = bounds[bounds.len() - 2];
     let copy = copy_log(original.path());
     let target = path_in(copy.path(), last);
+    let (mut refused, mut repaired) = (0, 0);
     for bit in start * 8..bytes.len() * 8 {
         std::fs::write(&target, &bytes).expect("restore");
         flip(&target, bit);
-        let wal = Wal::open(copy.path(), options())
-            .unwrap_or_else(|e| panic!("bit {bit} of the last record: {e}"));
-        let n = payloads.len() as u64;
-        assert_eq!(wal.last_index(), n - 1, "bit {bit}");
-        let torn = wal.recovery_report().torn_tail.clone().expect("reported");
-        assert_eq!((torn.offset, torn.index), (start as u64, n), "bit {bit}");
-        assert_eq!(wal.read(..).expect("read"), payloads[..payloads.len() - 1]);
+        let mut damaged = bytes.clone();
+        damaged[bit / 8] ^= 1 << (bit % 8);
+        let len = u32::from_le_bytes(damaged[start..start + 4].try_into().expect("4 bytes"));
+        let runs_past_the_end = start + 8 + len as usize > bytes.len();
+        match Wal::open(copy.path(), options()) {
+            Ok(wal) => {
+                assert!(runs_past_the_end, "bit {bit}: a complete record was cut");
+                let n = payloads.len() as u64;
+                assert_eq!(wal.last_index(), n - 1, "bit {bit}");
+                let torn = wal.recovery_report().torn_tail.clone().expect("reported");
+                assert_eq!((torn.offset, torn.index), (start as u64, n), "bit {bit}");
+                assert_eq!(wal.read(..).expect("read"), payloads[..payloads.len() - 1]);
+                repaired += 1;
+            }
+            Err(err) => {
+                assert!(!runs_past_the_end, "bit {bit}: a torn write refused: {err}");
+                let message = err.to_string();
+                assert!(message.contains(&target.display().to_string()), "{message}");
+                assert!(
+                    message.contains(&format!("byte offset {start}:")),
+                    "{message}"
+                );
+                refused += 1;
+            }
+        }
     }
+    assert!(
+        refused > 0 && repaired > 0,
+        "{refused} refused, {repaired} repaired"
+    );
 }
 
 #[test]
@@ -275,7 +343,8 @@ fn wal_a_damaged_segment_header_is_refused() {
     let message = err.to_string();
     assert!(message.contains("header CRC"), "{message}");
     assert!(message.contains(&target.display().to_string()), "{message}");
-    assert!(message.contains("byte offset 0"), "{message}");
+    // The offset of the header's CRC, which is what failed.
+    assert!(message.contains("byte offset 32"), "{message}");
 }
 
 #[test]
