@@ -96,6 +96,19 @@ impl RaftNode {
         config: RaftConfig,
         machine: impl StateMachine,
     ) -> Result<Self> {
+        Self::start_in_with_fs(node, dir, config, machine, Arc::new(crate::wal::StdFs))
+    }
+
+    /// As [`start_in`](Self::start_in), with every file operation of the
+    /// raft state (WAL, `raft-state`, snapshot files, directories) going
+    /// through `fs`: for tests that make the disk fail.
+    pub fn start_in_with_fs(
+        node: &OctopiiNode,
+        dir: impl Into<PathBuf>,
+        config: RaftConfig,
+        machine: impl StateMachine,
+        fs: Arc<dyn crate::wal::WalFs>,
+    ) -> Result<Self> {
         config.validate()?;
         // An entry (a proposal plus its framing) must fit in one frame.
         let frame = node.config().transport.max_frame_size as usize;
@@ -122,7 +135,8 @@ impl RaftNode {
         } else {
             None
         };
-        let storage = RaftStorage::open(&dir.into(), config.wal.clone(), bootstrap.as_ref())?;
+        let storage =
+            RaftStorage::open_with_fs(&dir.into(), config.wal.clone(), bootstrap.as_ref(), fs)?;
         let raft_config = raft::Config {
             id,
             election_tick: config.election_ticks,
