@@ -88,3 +88,121 @@ pub fn rpc_frames(data: &[u8]) {
         rest = &rest[frame::PREFIX + len as usize..];
     }
 }
+
+/// The fuzz targets, by name, with the entry point each calls.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("wal_segment", wal_segment),
+    ("raft_state", raft_state),
+    ("snapshot_file", snapshot_file),
+    ("rpc_frames", rpc_frames),
+];
+
+/// Seed inputs of each target, `(target, file name, bytes)`: valid files
+/// and frames and a few damaged ones. Names starting `crash-` are inputs
+/// that once crashed a decoder (kept as regression inputs). The files in
+/// `fuzz/corpus` and `fuzz/artifacts` are these, written by the ignored
+/// test `write_fuzz_seeds`.
+pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    use crate::raft::storage::{STATE_MAGIC, blank_state, frame_file};
+    use crate::wal::format::{SegmentHeader, encode_record, payload_crc};
+
+    let segment = |first_index: u64, records: &[&[u8]]| {
+        let header = SegmentHeader {
+            salt: 0x5eed_0001,
+            seq: 1,
+            first_index,
+        };
+        let mut out = header.encode().to_vec();
+        for (k, r) in records.iter().enumerate() {
+            encode_record(
+                &mut out,
+                r,
+                payload_crc(r),
+                header.salt,
+                first_index.wrapping_add(k as u64),
+            );
+        }
+        out
+    };
+    let state = |edit: &dyn Fn(&mut crate::raft::storage::StateRecord)| {
+        let mut record = blank_state().expect("a blank state encodes");
+        edit(&mut record);
+        frame_file(STATE_MAGIC, &codec::encode(&record).expect("state encodes")).expect("small")
+    };
+    let full = segment(1, &[b"first", b"", b"third record"]);
+    let mut torn = full.clone();
+    torn.truncate(full.len() - 3);
+    let mut zeroed = segment(1, &[&[7u8; 600], &[8u8; 600]]);
+    zeroed[1024..].fill(0);
+
+    let header = RequestHeader {
+        service: "Echo".into(),
+        method: "echo".into(),
+        timeout_micros: Some(1_000_000),
+        metadata: vec![("k".to_string(), "v".to_string())].into(),
+        owns_stream: false,
+    };
+    let mut request = Vec::new();
+    frame::put_encoded(&mut request, &header).expect("header encodes");
+    frame::put_bytes(&mut request, b"arguments").expect("small");
+    let mut response = frame::response(&Ok(b"value".to_vec()));
+    response.extend(frame::response(&Err(crate::rpc::RpcError::new(
+        crate::rpc::Code::Unavailable,
+        "no such method",
+    ))));
+
+    vec![
+        ("wal_segment", "seed-three-records", full),
+        ("wal_segment", "seed-header-only", segment(1, &[])),
+        ("wal_segment", "seed-torn-tail", torn),
+        ("wal_segment", "seed-zeroed-sector", zeroed),
+        (
+            "wal_segment",
+            "seed-late-first-index",
+            segment(1 << 40, &[b"x"]),
+        ),
+        // First index u64::MAX: overflowed the next index (state.rs,
+        // format.rs) before headers were range-checked.
+        (
+            "wal_segment",
+            "crash-first-index-max",
+            segment(u64::MAX, &[b"x", b"y"]),
+        ),
+        ("raft_state", "seed-blank", state(&|_| {})),
+        (
+            "raft_state",
+            "seed-founded",
+            state(&|r| {
+                r.term = 1;
+                r.commit = 1;
+                r.snapshot_index = 1;
+                r.snapshot_term = 1;
+                r.raft_base = 2;
+            }),
+        ),
+        // wal_base and snapshot_index u64::MAX overflowed raft_to_wal and
+        // the first entry's index.
+        (
+            "raft_state",
+            "crash-wal-base-max",
+            state(&|r| r.wal_base = u64::MAX),
+        ),
+        (
+            "raft_state",
+            "crash-snapshot-index-max",
+            state(&|r| r.snapshot_index = u64::MAX),
+        ),
+        (
+            "snapshot_file",
+            "seed-snapshot",
+            frame_file(SNAPSHOT_MAGIC, b"state machine bytes").expect("small"),
+        ),
+        (
+            "snapshot_file",
+            "seed-empty",
+            frame_file(SNAPSHOT_MAGIC, b"").expect("small"),
+        ),
+        ("rpc_frames", "seed-request", request),
+        ("rpc_frames", "seed-responses", response),
+    ]
+}

@@ -70,7 +70,7 @@ use crate::{OctopiiError, Result};
 /// Name of the hard-state file.
 const STATE_FILE: &str = "raft-state";
 /// First bytes of the hard-state file.
-const STATE_MAGIC: &[u8; 8] = b"OCTORFTS";
+pub(crate) const STATE_MAGIC: &[u8; 8] = b"OCTORFTS";
 /// First bytes of a snapshot file.
 pub(crate) const SNAPSHOT_MAGIC: &[u8; 8] = b"OCTORFSN";
 /// Magic, length and CRC before a file's payload.
@@ -83,18 +83,18 @@ const MAX_INDEX: u64 = i64::MAX as u64;
 /// The contents of `raft-state` (bincode, as [`codec`] encodes it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct StateRecord {
-    term: u64,
-    vote: u64,
-    commit: u64,
+    pub(crate) term: u64,
+    pub(crate) vote: u64,
+    pub(crate) commit: u64,
     /// Protobuf-encoded `ConfState` of the latest applied configuration.
-    conf_state: Vec<u8>,
-    snapshot_index: u64,
-    snapshot_term: u64,
+    pub(crate) conf_state: Vec<u8>,
+    pub(crate) snapshot_index: u64,
+    pub(crate) snapshot_term: u64,
     /// Protobuf-encoded `ConfState` at the snapshot.
-    snapshot_conf_state: Vec<u8>,
+    pub(crate) snapshot_conf_state: Vec<u8>,
     /// WAL index of the record that holds raft entry `raft_base`.
-    wal_base: u64,
-    raft_base: u64,
+    pub(crate) wal_base: u64,
+    pub(crate) raft_base: u64,
 }
 
 /// The raft log and state of one node, durable in a directory.
@@ -529,19 +529,11 @@ pub struct Bootstrap {
 
 /// The state of a fresh directory.
 fn fresh_state(wal: &Wal, bootstrap: Option<&Bootstrap>) -> Result<StateRecord> {
-    let empty = pb_encode(&ConfState::default())?;
     let wal_base = wal.last_index() + 1;
     Ok(match bootstrap {
         None => StateRecord {
-            term: 0,
-            vote: 0,
-            commit: 0,
-            conf_state: empty.clone(),
-            snapshot_index: 0,
-            snapshot_term: 0,
-            snapshot_conf_state: empty,
             wal_base,
-            raft_base: 1,
+            ..blank_state()?
         },
         Some(bootstrap) => {
             let conf_state = pb_encode(&ConfState {
@@ -583,14 +575,37 @@ fn write_framed(
     magic: &[u8; 8],
     payload: &[u8],
 ) -> Result<()> {
-    let len = u32::try_from(payload.len())
-        .map_err(|_| storage_error(format!("{name}: {} bytes is too large", payload.len())))?;
+    let bytes = frame_file(magic, payload)
+        .ok_or_else(|| storage_error(format!("{name}: {} bytes is too large", payload.len())))?;
+    write_atomic(fs, dir, name, &bytes).map_err(|e| OctopiiError::file(dir.join(name), e))
+}
+
+/// `magic ‖ len u32 LE ‖ CRC32C u32 LE ‖ payload`; `None` if the payload
+/// does not fit a `u32` length.
+pub(crate) fn frame_file(magic: &[u8; 8], payload: &[u8]) -> Option<Vec<u8>> {
+    let len = u32::try_from(payload.len()).ok()?;
     let mut bytes = Vec::with_capacity(FILE_HEADER + payload.len());
     bytes.extend_from_slice(magic);
     bytes.extend_from_slice(&len.to_le_bytes());
     bytes.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
     bytes.extend_from_slice(payload);
-    write_atomic(fs, dir, name, &bytes).map_err(|e| OctopiiError::file(dir.join(name), e))
+    Some(bytes)
+}
+
+/// The `raft-state` of a node that has done nothing yet.
+pub(crate) fn blank_state() -> Result<StateRecord> {
+    let empty = pb_encode(&ConfState::default())?;
+    Ok(StateRecord {
+        term: 0,
+        vote: 0,
+        commit: 0,
+        conf_state: empty.clone(),
+        snapshot_index: 0,
+        snapshot_term: 0,
+        snapshot_conf_state: empty,
+        wal_base: 1,
+        raft_base: 1,
+    })
 }
 
 /// Reads and checks a file written by [`write_framed`].
