@@ -89,8 +89,11 @@ pub fn rpc_frames(data: &[u8]) {
     }
 }
 
+/// A fuzz target's entry point.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets, by name, with the entry point each calls.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("wal_segment", wal_segment),
     ("raft_state", raft_state),
     ("snapshot_file", snapshot_file),

@@ -364,7 +364,7 @@ impl WalFs for CrashFs {
         let mut state = self.lock();
         state.alive()?;
         let (parent, name) = split(dir)?;
-        if state.dirs.get(&parent).is_none() {
+        if !state.dirs.contains_key(&parent) {
             return Err(not_found(&parent));
         }
         if state.lookup(dir).is_ok() {
@@ -414,7 +414,7 @@ impl WalFs for CrashFs {
     fn create(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
         let mut state = self.lock();
         let (parent, name) = split(path)?;
-        if state.dirs.get(&parent).is_none() {
+        if !state.dirs.contains_key(&parent) {
             state.alive()?;
             return Err(not_found(&parent));
         }
@@ -455,7 +455,7 @@ impl WalFs for CrashFs {
         state.alive()?;
         let entry = state.lookup(from)?;
         let (to_parent, to_name) = split(to)?;
-        if state.dirs.get(&to_parent).is_none() {
+        if !state.dirs.contains_key(&to_parent) {
             return Err(not_found(&to_parent));
         }
         state.spend(Op::Rename(from.to_path_buf(), to.to_path_buf()))?;

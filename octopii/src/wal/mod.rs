@@ -25,7 +25,7 @@
 //! dirty pages, and marks them clean: a retried `fdatasync` can then
 //! succeed without the data ever reaching the disk. Retrying would
 //! acknowledge records that are not durable. So after any failed write,
-//! sync, segment creation or truncation the log refuses everything (every
+//! sync, segment creation, truncation or deletion the log refuses everything (every
 //! later call returns an error naming the first failure), and the way back
 //! is to drop it and [`Wal::open`] it again, which trusts only what it can
 //! read back from disk.
@@ -33,11 +33,13 @@
 //! # Recovery
 //!
 //! [`Wal::open`] reads every segment back. A torn tail in the last segment
-//! (an incomplete record, or a bad one with nothing valid after it) is what
-//! a crash mid-write leaves: it is cut off, logged with `tracing::warn!`
-//! and reported by [`Wal::recovery_report`]. A bad record anywhere else,
-//! a missing segment or a gap in the indexes refuses the open, with an
-//! error naming the file and byte offset. The rules are spelt out in
+//! (a record cut short, or one with a sector of zeros, with nothing valid
+//! after it) is what a crash mid-write leaves: it is cut off, logged with
+//! `tracing::warn!` and reported by [`Wal::recovery_report`]. A complete
+//! record failing its CRC, a bad record anywhere else, a missing segment
+//! or a gap in the indexes refuses the open, with an
+//! [`OctopiiError::Corrupt`] naming the file and byte offset. Directories
+//! the log creates are made durable ([`create_dir_durable`]). The rules are spelt out in
 //! `docs/WAL.md`, with the on-disk format byte by byte (little-endian
 //! throughout).
 //!
