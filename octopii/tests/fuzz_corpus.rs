@@ -69,3 +69,25 @@ fn write_fuzz_seeds() {
         std::fs::write(&path, bytes).expect("write seed");
     }
 }
+
+#[test]
+fn every_entry_point_has_a_fuzz_target_and_seeds() {
+    let manifest = std::fs::read_to_string(fuzz_dir().join("Cargo.toml")).expect("fuzz manifest");
+    for (target, _) in TARGETS {
+        let source = fuzz_dir().join("fuzz_targets").join(format!("{target}.rs"));
+        let code = std::fs::read_to_string(&source).expect("target source");
+        assert!(
+            code.contains(&format!("octopii::fuzzing::{target}(")),
+            "{}",
+            source.display()
+        );
+        assert!(
+            manifest.contains(&format!("name = \"{target}\"")),
+            "{target} is a bin of the fuzz crate"
+        );
+        assert!(
+            seeds().iter().any(|(t, _, _)| t == target),
+            "{target} has seeds"
+        );
+    }
+}
