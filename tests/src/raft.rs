@@ -180,7 +180,7 @@ impl Cluster {
     fn octopii_node(&self, id: u64, addr: SocketAddr) -> OctopiiNode {
         let creds = self
             .ca
-            .issue_node(&format!("node-{id}"))
+            .issue_node(&format!("node-{id}"), id)
             .expect("certificate");
         let config = Config::builder()
             .node_id(id)
