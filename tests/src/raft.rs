@@ -172,6 +172,11 @@ impl Cluster {
         cluster
     }
 
+    /// The cluster's CA (to make certificates of other roles).
+    pub fn ca(&self) -> &ClusterCa {
+        &self.ca
+    }
+
     /// Where node `id` keeps its data.
     pub fn data_dir(&self, id: u64) -> PathBuf {
         self.dir.path().join(format!("node-{id}"))
