@@ -92,6 +92,18 @@ fn a_member_speaking_for_another_is_dropped_and_counted() {
     });
     assert_eq!(cluster.raft(follower).forged_messages(), 1);
     assert!(cluster.raft(follower).status().term < term + 100);
+
+    // The same as a snapshot, through RaftSnapshot.
+    let mut snapshot = heartbeat;
+    snapshot.set_msg_type(MessageType::MsgSnapshot);
+    let source = ChunkSource::Memory(Bytes::from(snapshot.write_to_bytes().unwrap()));
+    let options = TransferOptions::to_memory(SNAPSHOT_DESTINATION).service(SNAPSHOT_SERVICE);
+    let sent =
+        cluster
+            .runtime
+            .block_on(forger.transfer_chunk(source, cluster.addrs[&follower], options));
+    assert!(sent.is_err(), "{sent:?}");
+    assert_eq!(cluster.raft(follower).forged_messages(), 2);
     cluster.runtime.block_on(forger.shutdown());
 }
 

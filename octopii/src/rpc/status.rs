@@ -120,3 +120,30 @@ impl From<crate::OctopiiError> for RpcError {
         RpcError::new(code, e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every code survives the wire, as `docs/PROTOCOL.md` numbers it.
+    #[test]
+    fn codes_round_trip_as_numbered() {
+        let codes = [
+            (Code::Cancelled, 1),
+            (Code::Unknown, 2),
+            (Code::InvalidArgument, 3),
+            (Code::DeadlineExceeded, 4),
+            (Code::PermissionDenied, 7),
+            (Code::ResourceExhausted, 8),
+            (Code::Unimplemented, 12),
+            (Code::Internal, 13),
+            (Code::Unavailable, 14),
+            (Code::Unauthenticated, 16),
+        ];
+        for (code, byte) in codes {
+            assert_eq!(code.to_wire(), byte);
+            assert_eq!(Code::from_wire(byte), code);
+        }
+        assert_eq!(Code::from_wire(99), Code::Unknown);
+    }
+}
