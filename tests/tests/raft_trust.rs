@@ -189,3 +189,20 @@ fn another_certificate_at_a_members_address_gets_no_raft_traffic() {
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     cluster.runtime.block_on(impostor.shutdown());
 }
+
+#[test]
+fn raft_will_not_run_on_a_certificate_of_another_node() {
+    let cluster = Cluster::start(1, test_raft_config());
+    let ca = cluster.ca();
+    for creds in [ca.issue_node("node-2", 5), ca.issue_client("node-2")] {
+        let mut config = config(creds.unwrap());
+        config.node_id = 2;
+        config.data_dir = cluster.data_dir(2);
+        let node = OctopiiNode::new(config, &cluster.runtime).unwrap();
+        let machine = octopii_tests::raft::KvMachine::default();
+        let refused = octopii::raft::RaftNode::start(&node, test_raft_config(), machine);
+        let message = refused.unwrap_err().to_string();
+        assert!(message.contains("not node 2"), "{message}");
+        cluster.runtime.block_on(node.shutdown());
+    }
+}

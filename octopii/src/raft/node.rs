@@ -99,6 +99,7 @@ impl RaftNode {
         machine: impl StateMachine,
     ) -> Result<Self> {
         config.validate()?;
+        super::service::check_own_certificate(node)?;
         // An entry (a proposal plus its framing) must fit in one frame.
         let frame = node.config().transport.max_frame_size as usize;
         if config.max_proposal_size.saturating_add(ENTRY_OVERHEAD) > frame {

@@ -111,6 +111,30 @@ impl Membership {
     }
 }
 
+/// Refuses to run raft on a node whose own certificate is not that of
+/// node `node_id`: its peers would drop every message it sent.
+pub(crate) fn check_own_certificate(node: &crate::OctopiiNode) -> crate::Result<()> {
+    let id = node.id();
+    let Some(tls) = node.config().tls.as_ref() else {
+        return Ok(());
+    };
+    if tls.credentials.is_none() && tls.cert.is_none() {
+        // The insecure opt-in's ephemeral certificate is made for `node_id`.
+        return Ok(());
+    }
+    let role = tls.load_credentials()?.role();
+    if role == (Role::Node { id }) {
+        return Ok(());
+    }
+    Err(crate::OctopiiError::Config {
+        field: "node_id",
+        message: format!(
+            "this node's certificate names {role}, not node {id}: its peers would drop its raft \
+             messages (make one with `octopii certs node DIR --name NAME --id {id}`)"
+        ),
+    })
+}
+
 /// Whether `message` comes from the node that sent it: its `from` must be
 /// the caller's own raft id. A forged sender is dropped, logged with the
 /// caller's identity and counted in `forged`.
