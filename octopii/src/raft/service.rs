@@ -272,8 +272,66 @@ impl RaftService for RaftHandler {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use futures::FutureExt;
+    use raft::SnapshotStatus;
+    use raft::eraftpb::MessageType;
+
     use super::*;
+    use crate::chunk::{ChunkService, MemoryHandler};
+    use crate::config::ChunkConfig;
+    use crate::raft::SNAPSHOT_SERVICE;
+    use crate::raft::snapshot_transfer;
     use crate::rpc::codec;
+    use crate::transport::tls::ClusterCa;
+    use crate::{Config, OctopiiNode, OctopiiRuntime};
+
+    /// A snapshot for node 2 is not sent to node 7's certificate, even
+    /// at node 2's address; the same snapshot for node 7 is.
+    #[test]
+    fn a_snapshot_goes_only_to_the_member_it_is_for() {
+        let runtime = OctopiiRuntime::new(1).unwrap();
+        let ca = ClusterCa::generate().unwrap();
+        let node = |creds| {
+            let config = Config::builder()
+                .bind_addr("127.0.0.1:0".parse().unwrap())
+                .credentials(creds)
+                .build()
+                .unwrap();
+            OctopiiNode::new(config, &runtime).unwrap()
+        };
+        let leader = node(ca.issue_node("node-1", 1).unwrap());
+        let impostor = node(ca.issue_node("node-7", 7).unwrap());
+        let received = Arc::new(AtomicUsize::new(0));
+        let count = received.clone();
+        let handler: MemoryHandler = Arc::new(move |_, _, _| {
+            count.fetch_add(1, Ordering::SeqCst);
+            async { Ok(()) }.boxed()
+        });
+        let config = ChunkConfig::default();
+        let (service, _inbox) =
+            ChunkService::with_memory_handler(SNAPSHOT_SERVICE, &config, handler).unwrap();
+        impostor.serve(service).unwrap();
+        let snapshot = |to| {
+            let mut message = Message::default();
+            message.set_msg_type(MessageType::MsgSnapshot);
+            message.from = 1;
+            message.to = to;
+            message
+        };
+        let addr = impostor.local_addr();
+        let status = runtime.block_on(snapshot_transfer::send(&leader, addr, snapshot(2)));
+        assert_eq!(status, SnapshotStatus::Failure);
+        assert_eq!(received.load(Ordering::SeqCst), 0);
+        let status = runtime.block_on(snapshot_transfer::send(&leader, addr, snapshot(7)));
+        assert_eq!(status, SnapshotStatus::Finish);
+        assert_eq!(received.load(Ordering::SeqCst), 1);
+        runtime.block_on(async {
+            leader.shutdown().await;
+            impostor.shutdown().await;
+        });
+    }
 
     /// The bytes `docs/PROTOCOL.md` gives for a proposal.
     #[test]

@@ -114,7 +114,7 @@ impl fmt::Debug for Policy {
 
 impl Policy {
     /// A policy admitting the calls `rule` accepts; `description` (say,
-    /// "members only") names it in refusals and logs.
+    /// "current members") names who it admits in refusals and logs.
     pub fn from_fn(
         description: impl Into<String>,
         rule: impl Fn(&Call<'_>) -> bool + Send + Sync + 'static,
@@ -143,17 +143,17 @@ impl Policy {
 
     /// Node certificates only (any raft id).
     pub fn nodes() -> Self {
-        Policy::from_fn("nodes only", |call| call.role().is_node())
+        Policy::from_fn("nodes", |call| call.role().is_node())
     }
 
     /// Client certificates only.
     pub fn clients() -> Self {
-        Policy::from_fn("clients only", |call| call.role() == Role::Client)
+        Policy::from_fn("clients", |call| call.role() == Role::Client)
     }
 
     /// Admin certificates only.
     pub fn admins() -> Self {
-        Policy::from_fn("admins only", |call| call.role() == Role::Admin)
+        Policy::from_fn("admins", |call| call.role() == Role::Admin)
     }
 
     /// Nobody.
@@ -193,7 +193,7 @@ impl Policy {
             Ok(())
         } else {
             Err(format!(
-                "{}.{} admits {}",
+                "{}.{} is for {}",
                 call.service, call.method, self.description
             ))
         }
@@ -317,7 +317,7 @@ mod tests {
         let admin = peer(Role::Admin, true);
         assert!(policy.check(&Call::new(&client, "Kv", "get")).is_ok());
         let refused = policy.check(&Call::new(&client, "Kv", "put")).unwrap_err();
-        assert_eq!(refused, "Kv.put admits admins only");
+        assert_eq!(refused, "Kv.put is for admins");
         assert!(policy.check(&Call::new(&admin, "Kv", "put")).is_ok());
     }
 
