@@ -114,7 +114,7 @@ fn main() -> Result<(), BoxError> {
     let node = |name: &str| -> Result<OctopiiNode, BoxError> {
         let config = Config::builder()
             .bind_addr(([127, 0, 0, 1], 0).into())
-            .credentials(ca.issue_node(name)?)
+            .credentials(ca.issue_node(name, 1)?)
             .build()?;
         Ok(OctopiiNode::new(config, &runtime)?)
     };

@@ -85,7 +85,7 @@ fn start_node(
         .node_id(id)
         .bind_addr(([127, 0, 0, 1], 0).into())
         .data_dir(dir.join("data"))
-        .credentials(ca.issue_node(name)?)
+        .credentials(ca.issue_node(name, id)?)
         .build()?;
     let inbox = dir.join("inbox");
     std::fs::create_dir_all(&inbox)?;

@@ -198,11 +198,14 @@ fn run_cluster() -> Result<(), BoxError> {
     std::fs::create_dir_all(&dir)?;
     let ca = ClusterCa::generate()?;
     write_pem(&dir.join("ca.pem"), ca.cert_pem(), false)?;
-    for name in (1..=NODES + 1)
-        .map(|id| format!("node-{id}"))
-        .chain(["client".into()])
-    {
-        let creds = ca.issue_node(&name)?;
+    let nodes = (1..=NODES + 1).map(|id| {
+        (
+            format!("node-{id}"),
+            ca.issue_node(&format!("node-{id}"), id),
+        )
+    });
+    for (name, creds) in nodes.chain([("client".to_owned(), ca.issue_client("client"))]) {
+        let creds = creds?;
         write_pem(&dir.join(format!("{name}.pem")), creds.cert_pem(), false)?;
         write_pem(&dir.join(format!("{name}.key.pem")), creds.key_pem(), true)?;
     }

@@ -355,6 +355,16 @@ fn server(service: &Service) -> TokenStream {
             #vis fn from_arc(service: ::std::sync::Arc<#s>) -> Self {
                 Self { service }
             }
+
+            /// Serves only the calls `policy` admits; the others are
+            /// answered `PermissionDenied`. Without it, every caller the
+            /// transport let in is served.
+            #vis fn authorize(
+                self,
+                policy: ::octopii::rpc::Policy,
+            ) -> ::octopii::rpc::Authorized<Self> {
+                ::octopii::rpc::Authorized::new(self, policy)
+            }
         }
 
         #(#cfgs)*

@@ -285,7 +285,7 @@ impl ChunkConfig {
 /// let config = Config::builder()
 ///     .node_id(1)
 ///     .bind_addr("127.0.0.1:0".parse().unwrap())
-///     .credentials(ca.issue_node("node-1").unwrap())
+///     .credentials(ca.issue_node("node-1", 1).unwrap())
 ///     .build()
 ///     .unwrap();
 /// assert_eq!(config.node_id, 1);

@@ -31,7 +31,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// let ca = ClusterCa::generate().unwrap();
 /// let config = |name: &str| Config::builder()
 ///     .bind_addr("127.0.0.1:0".parse().unwrap())
-///     .credentials(ca.issue_node(name).unwrap())
+///     .credentials(ca.issue_node(name, 1).unwrap())
 ///     .build()
 ///     .unwrap();
 /// let a = OctopiiNode::new(config("a"), &runtime).unwrap();

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use octopii::transport::tls::{NodeCredentials, Role};
 use octopii::{Config, OctopiiNode, OctopiiRuntime};
 
 fn octopii(args: &[&str]) -> std::process::Output {
@@ -28,8 +29,8 @@ fn certificates_from_the_cli_authenticate_nodes() {
     let certs = dir.path().join("certs");
     let certs = certs.to_str().unwrap();
     assert!(octopii(&["certs", "init", certs]).status.success());
-    for name in ["a", "b"] {
-        let out = octopii(&["certs", "node", certs, "--name", name]);
+    for (name, id) in [("a", "1"), ("b", "2")] {
+        let out = octopii(&["certs", "node", certs, "--name", name, "--id", id]);
         assert!(
             out.status.success(),
             "{}",
@@ -46,13 +47,49 @@ fn certificates_from_the_cli_authenticate_nodes() {
     let b = OctopiiNode::new(node_config(dir.path(), "b"), &runtime).unwrap();
     let conn = runtime.block_on(a.connect(b.local_addr())).unwrap();
     assert_eq!(conn.peer().identity, "b");
+    assert_eq!(conn.peer().role, Role::Node { id: 2 });
     assert!(conn.peer().verified);
+}
+
+#[test]
+fn client_and_admin_certificates_say_their_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let certs = certs.to_str().unwrap();
+    assert!(octopii(&["certs", "init", certs]).status.success());
+    for (kind, name) in [("client", "alice"), ("admin", "ops")] {
+        let out = octopii(&["certs", kind, certs, "--name", name]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let load = |name: &str| {
+        let path = |file: String| dir.path().join("certs").join(file);
+        NodeCredentials::from_pem_files(
+            &path("ca.pem".into()),
+            &path(format!("{name}.pem")),
+            &path(format!("{name}.key.pem")),
+        )
+        .unwrap()
+        .role()
+    };
+    assert_eq!(load("alice"), Role::Client);
+    assert_eq!(load("ops"), Role::Admin);
+    // A node certificate needs its raft id, and 0 is no raft id.
+    let no_id = octopii(&["certs", "node", certs, "--name", "c"]);
+    assert!(!no_id.status.success());
+    let zero = octopii(&["certs", "node", certs, "--name", "c", "--id", "0"]);
+    assert!(!zero.status.success());
+    assert!(String::from_utf8_lossy(&zero.stderr).contains("raft id"));
 }
 
 #[test]
 fn a_node_certificate_needs_the_ca_files() {
     let dir = tempfile::tempdir().unwrap();
-    let out = octopii(&["certs", "node", dir.path().to_str().unwrap(), "--name", "x"]);
+    let dir = dir.path().to_str().unwrap();
+    let out = octopii(&["certs", "node", dir, "--name", "x", "--id", "1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ca.pem"));
 }

@@ -64,9 +64,8 @@ fn serve_receives_what_send_sends_and_stops_cleanly_on_sigterm() {
     let certs = dir.path().join("certs");
     let certs = certs.to_str().unwrap();
     run(&["certs", "init", certs]);
-    for name in ["server", "client"] {
-        run(&["certs", "node", certs, "--name", name]);
-    }
+    run(&["certs", "node", certs, "--name", "server", "--id", "1"]);
+    run(&["certs", "client", certs, "--name", "client"]);
     let recv_dir = dir.path().join("inbox");
     std::fs::create_dir(&recv_dir).unwrap();
     let (mut server, addr) = serve(certs, &recv_dir);

@@ -35,7 +35,7 @@ pub fn config(creds: NodeCredentials) -> Config {
 
 /// Starts a node named `name`, certified by `ca`, that echoes every stream.
 pub fn echo_node(ca: &ClusterCa, name: &str, runtime: &OctopiiRuntime) -> OctopiiNode {
-    let creds = ca.issue_node(name).expect("issue node certificate");
+    let creds = ca.issue_node(name, 1).expect("issue node certificate");
     OctopiiNode::with_handler(config(creds), runtime, Arc::new(Echo)).expect("start node")
 }
 
@@ -87,7 +87,7 @@ pub fn chunk_node(
     runtime: &OctopiiRuntime,
     chunk: octopii::config::ChunkConfig,
 ) -> (OctopiiNode, octopii::chunk::ChunkInbox) {
-    let mut config = config(ca.issue_node(name).expect("issue node certificate"));
+    let mut config = config(ca.issue_node(name, 1).expect("issue node certificate"));
     config.chunk = chunk;
     let node = OctopiiNode::new(config, runtime).expect("start node");
     let inbox = node.serve_chunks().expect("serve chunks");

@@ -238,7 +238,7 @@ pub fn logs_cluster(
     let rt = OctopiiRuntime::new(2).expect("runtime");
     let ca = ClusterCa::generate().expect("cluster CA");
     let node = |name: &str| {
-        let mut config = config(ca.issue_node(name).expect("certificate"));
+        let mut config = config(ca.issue_node(name, 1).expect("certificate"));
         tune(&mut config);
         OctopiiNode::new(config, &rt).expect("start node")
     };

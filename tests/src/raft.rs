@@ -172,6 +172,11 @@ impl Cluster {
         cluster
     }
 
+    /// The cluster's CA (to make certificates of other roles).
+    pub fn ca(&self) -> &ClusterCa {
+        &self.ca
+    }
+
     /// Where node `id` keeps its data.
     pub fn data_dir(&self, id: u64) -> PathBuf {
         self.dir.path().join(format!("node-{id}"))
@@ -180,7 +185,7 @@ impl Cluster {
     fn octopii_node(&self, id: u64, addr: SocketAddr) -> OctopiiNode {
         let creds = self
             .ca
-            .issue_node(&format!("node-{id}"))
+            .issue_node(&format!("node-{id}"), id)
             .expect("certificate");
         let config = Config::builder()
             .node_id(id)

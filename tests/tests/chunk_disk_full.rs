@@ -36,7 +36,7 @@ fn a_failing_write_is_status_2_with_the_reason_and_nothing_is_kept() {
         ..ChunkConfig::default()
     };
     let (receiver, mut inbox) = chunk_node(&ca, "receiver", &rt, chunk);
-    let sender = OctopiiNode::new(config(ca.issue_node("sender").unwrap()), &rt).unwrap();
+    let sender = OctopiiNode::new(config(ca.issue_node("sender", 1).unwrap()), &rt).unwrap();
     limit_file_size(LIMIT);
     for resume in [false, true] {
         let data = random_bytes(4 * LIMIT as usize);

@@ -59,12 +59,12 @@ fn live_peers_all_receive_while_a_dead_and_a_stalled_peer_fail_alone() {
             chunk_node(&ca, &format!("receiver-{i}"), &rt, chunk)
         })
         .collect();
-    let stalled = OctopiiNode::new(config(ca.issue_node("stalled").unwrap()), &rt).unwrap();
+    let stalled = OctopiiNode::new(config(ca.issue_node("stalled", 1).unwrap()), &rt).unwrap();
     stalled.serve(Stalls).unwrap();
     let dead_socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let dead: SocketAddr = dead_socket.local_addr().unwrap();
 
-    let mut sender_config = config(ca.issue_node("sender").unwrap());
+    let mut sender_config = config(ca.issue_node("sender", 1).unwrap());
     sender_config.transport.handshake_timeout_ms = 1_000;
     let sender = OctopiiNode::new(sender_config, &rt).unwrap();
     let src_dir = tempfile::tempdir().unwrap();

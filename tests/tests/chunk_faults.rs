@@ -29,7 +29,7 @@ fn pair(max_memory_bytes: u64) -> Pair {
         stall_timeout_ms: 5_000,
     };
     let (receiver, inbox) = chunk_node(&ca, "receiver", &rt, chunk);
-    let sender = OctopiiNode::new(config(ca.issue_node("sender").unwrap()), &rt).unwrap();
+    let sender = OctopiiNode::new(config(ca.issue_node("sender", 1).unwrap()), &rt).unwrap();
     Pair {
         rt,
         receiver,
@@ -193,7 +193,7 @@ fn files_are_refused_by_a_node_without_a_receive_directory() {
     let rt = OctopiiRuntime::new(2).unwrap();
     let ca = ClusterCa::generate().unwrap();
     let (receiver, _inbox) = chunk_node(&ca, "receiver", &rt, ChunkConfig::default());
-    let sender = OctopiiNode::new(config(ca.issue_node("sender").unwrap()), &rt).unwrap();
+    let sender = OctopiiNode::new(config(ca.issue_node("sender", 1).unwrap()), &rt).unwrap();
     let result = rt.block_on(sender.transfer_chunk_to_peers(
         ChunkSource::Memory(bytes::Bytes::from_static(b"x")),
         &[receiver.local_addr()],
@@ -230,7 +230,7 @@ fn an_unknown_peer_fails_alone() {
         ..ChunkConfig::default()
     };
     let (receiver, _inbox) = chunk_node(&ca, "receiver", &rt, chunk);
-    let mut sender_config = config(ca.issue_node("sender").unwrap());
+    let mut sender_config = config(ca.issue_node("sender", 1).unwrap());
     sender_config.transport.handshake_timeout_ms = 500;
     let sender = OctopiiNode::new(sender_config, &rt).unwrap();
     // A port nobody listens on.
@@ -262,8 +262,8 @@ fn an_unknown_peer_fails_alone() {
 fn a_node_that_does_not_serve_chunks_refuses_as_unimplemented() {
     let rt = OctopiiRuntime::new(2).unwrap();
     let ca = ClusterCa::generate().unwrap();
-    let plain = OctopiiNode::new(config(ca.issue_node("plain").unwrap()), &rt).unwrap();
-    let sender = OctopiiNode::new(config(ca.issue_node("sender").unwrap()), &rt).unwrap();
+    let plain = OctopiiNode::new(config(ca.issue_node("plain", 1).unwrap()), &rt).unwrap();
+    let sender = OctopiiNode::new(config(ca.issue_node("sender", 1).unwrap()), &rt).unwrap();
     let result = rt.block_on(sender.transfer_chunk(
         ChunkSource::Memory(bytes::Bytes::from_static(b"x")),
         plain.local_addr(),

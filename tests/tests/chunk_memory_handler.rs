@@ -16,8 +16,8 @@ use octopii_tests::{config, random_bytes};
 fn a_named_service_hands_memory_data_to_its_handler_and_answers_its_verdict() {
     let rt = OctopiiRuntime::new(2).unwrap();
     let ca = ClusterCa::generate().unwrap();
-    let receiver = OctopiiNode::new(config(ca.issue_node("receiver").unwrap()), &rt).unwrap();
-    let sender = OctopiiNode::new(config(ca.issue_node("sender").unwrap()), &rt).unwrap();
+    let receiver = OctopiiNode::new(config(ca.issue_node("receiver", 1).unwrap()), &rt).unwrap();
+    let sender = OctopiiNode::new(config(ca.issue_node("sender", 1).unwrap()), &rt).unwrap();
     let taken: Arc<Mutex<Vec<(String, String, Bytes)>>> = Arc::default();
     let seen = taken.clone();
     let handler: MemoryHandler = Arc::new(move |peer, name, data: Bytes| {

@@ -32,7 +32,7 @@ fn setup() -> Setup {
         recv_dir: Some(recv_dir.path().to_owned()),
         ..ChunkConfig::default()
     };
-    let mut receiver_config = config(ca.issue_node("receiver").unwrap());
+    let mut receiver_config = config(ca.issue_node("receiver", 1).unwrap());
     receiver_config.chunk = chunk;
     // The cut's close packet can be lost on a loaded loopback; the
     // receiver then learns of the cut from its next keep-alive (answered
@@ -41,7 +41,7 @@ fn setup() -> Setup {
     receiver_config.transport.idle_timeout_ms = 5_000;
     let receiver = OctopiiNode::new(receiver_config, &rt).unwrap();
     let inbox = receiver.serve_chunks().unwrap();
-    let sender = OctopiiNode::new(config(ca.issue_node("sender").unwrap()), &rt).unwrap();
+    let sender = OctopiiNode::new(config(ca.issue_node("sender", 1).unwrap()), &rt).unwrap();
     Setup {
         rt,
         receiver,

@@ -46,7 +46,7 @@ fn a_call_during_a_128_mib_transfer_completes_before_the_transfer() {
     };
     let (receiver, mut inbox) = chunk_node(&ca, "receiver", &rt, chunk);
     receiver.serve(Doubler).unwrap();
-    let sender = OctopiiNode::new(config(ca.issue_node("sender").unwrap()), &rt).unwrap();
+    let sender = OctopiiNode::new(config(ca.issue_node("sender", 1).unwrap()), &rt).unwrap();
     let data = Bytes::from(vec![0x5A; SIZE]);
 
     let done = Arc::new(AtomicU64::new(0));

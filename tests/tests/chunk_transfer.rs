@@ -29,7 +29,7 @@ fn files_of_edge_sizes_arrive_verified_and_complete() {
     let recv_dir = tempfile::tempdir().unwrap();
     let src_dir = tempfile::tempdir().unwrap();
     let (receiver, mut inbox) = chunk_node(&ca, "receiver", &rt, recv_config(recv_dir.path()));
-    let sender = OctopiiNode::new(config(ca.issue_node("sender").unwrap()), &rt).unwrap();
+    let sender = OctopiiNode::new(config(ca.issue_node("sender", 1).unwrap()), &rt).unwrap();
     rt.block_on(async {
         for size in EDGE_SIZES {
             let data = random_bytes(size);
@@ -70,7 +70,7 @@ fn memory_transfers_of_edge_sizes_reach_the_inbox() {
     let rt = OctopiiRuntime::new(2).unwrap();
     let ca = ClusterCa::generate().unwrap();
     let (receiver, mut inbox) = chunk_node(&ca, "receiver", &rt, ChunkConfig::default());
-    let sender = OctopiiNode::new(config(ca.issue_node("sender").unwrap()), &rt).unwrap();
+    let sender = OctopiiNode::new(config(ca.issue_node("sender", 1).unwrap()), &rt).unwrap();
     rt.block_on(async {
         for size in EDGE_SIZES {
             let data = bytes::Bytes::from(random_bytes(size));
@@ -100,7 +100,7 @@ fn a_file_can_go_to_a_subdirectory_that_exists() {
     let recv_dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(recv_dir.path().join("sub")).unwrap();
     let (receiver, _inbox) = chunk_node(&ca, "receiver", &rt, recv_config(recv_dir.path()));
-    let sender = OctopiiNode::new(config(ca.issue_node("sender").unwrap()), &rt).unwrap();
+    let sender = OctopiiNode::new(config(ca.issue_node("sender", 1).unwrap()), &rt).unwrap();
     let data = random_bytes(1000);
     rt.block_on(async {
         sender
@@ -130,12 +130,12 @@ fn progress_is_reported_on_both_sides() {
     let rt = OctopiiRuntime::new(2).unwrap();
     let ca = ClusterCa::generate().unwrap();
     let recv_dir = tempfile::tempdir().unwrap();
-    let receiver = OctopiiNode::new(config(ca.issue_node("receiver").unwrap()), &rt).unwrap();
+    let receiver = OctopiiNode::new(config(ca.issue_node("receiver", 1).unwrap()), &rt).unwrap();
     let (on_receive, received) = recorder();
     let (service, _inbox) =
         ChunkService::new(&recv_config(recv_dir.path()), Some(on_receive)).unwrap();
     receiver.serve(service).unwrap();
-    let sender = OctopiiNode::new(config(ca.issue_node("sender").unwrap()), &rt).unwrap();
+    let sender = OctopiiNode::new(config(ca.issue_node("sender", 1).unwrap()), &rt).unwrap();
     let size = 10 * KIB64 + 5;
     let (on_send, sent) = recorder();
     rt.block_on(async {

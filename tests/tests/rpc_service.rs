@@ -63,10 +63,10 @@ impl Whoami for Who {
 fn cluster() -> (OctopiiRuntime, OctopiiNode, OctopiiNode) {
     let rt = OctopiiRuntime::new(2).unwrap();
     let ca = ClusterCa::generate().unwrap();
-    let server = OctopiiNode::new(config(ca.issue_node("server").unwrap()), &rt).unwrap();
+    let server = OctopiiNode::new(config(ca.issue_node("server", 1).unwrap()), &rt).unwrap();
     server.serve(CalculatorServer::new(Calc)).unwrap();
     server.serve(WhoamiServer::new(Who)).unwrap();
-    let client = OctopiiNode::new(config(ca.issue_node("client").unwrap()), &rt).unwrap();
+    let client = OctopiiNode::new(config(ca.issue_node("client", 1).unwrap()), &rt).unwrap();
     (rt, server, client)
 }
 

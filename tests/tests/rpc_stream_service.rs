@@ -61,9 +61,9 @@ impl Service for Summer {
 fn a_stream_call_and_unary_calls_share_the_connection() {
     let rt = OctopiiRuntime::new(2).unwrap();
     let ca = ClusterCa::generate().unwrap();
-    let server = OctopiiNode::new(config(ca.issue_node("server").unwrap()), &rt).unwrap();
+    let server = OctopiiNode::new(config(ca.issue_node("server", 1).unwrap()), &rt).unwrap();
     server.serve(Summer).unwrap();
-    let client = OctopiiNode::new(config(ca.issue_node("client").unwrap()), &rt).unwrap();
+    let client = OctopiiNode::new(config(ca.issue_node("client", 1).unwrap()), &rt).unwrap();
     rt.block_on(async {
         let rpc = Client::new(&client, server.local_addr());
         let mut stream = rpc.open_stream("Summer", "sum", &(100u64,)).await.unwrap();
@@ -106,7 +106,7 @@ fn finished_stream_calls_give_their_stream_credit_back() {
     let rt = OctopiiRuntime::new(2).unwrap();
     let ca = ClusterCa::generate().unwrap();
     let limited = |name: &str| {
-        let mut config = config(ca.issue_node(name).unwrap());
+        let mut config = config(ca.issue_node(name, 1).unwrap());
         config.transport.max_concurrent_bidi_streams = 4;
         config
     };

@@ -176,9 +176,9 @@ impl Service for Broken {
 fn a_server_sending_bad_items_ends_the_clients_stream_with_a_clear_error() {
     let rt = OctopiiRuntime::new(2).unwrap();
     let ca = ClusterCa::generate().unwrap();
-    let server = OctopiiNode::new(config(ca.issue_node("server").unwrap()), &rt).unwrap();
+    let server = OctopiiNode::new(config(ca.issue_node("server", 1).unwrap()), &rt).unwrap();
     server.serve(Broken).unwrap();
-    let client = OctopiiNode::new(config(ca.issue_node("client").unwrap()), &rt).unwrap();
+    let client = OctopiiNode::new(config(ca.issue_node("client", 1).unwrap()), &rt).unwrap();
     rt.block_on(async {
         let logs = LogsClient::new(&client, server.local_addr());
         let cases = [

@@ -77,12 +77,12 @@ struct Pair {
 fn pair_with(edit: impl Fn(&mut octopii::Config)) -> Pair {
     let rt = OctopiiRuntime::new(2).unwrap();
     let ca = ClusterCa::generate().unwrap();
-    let mut cfg = config(ca.issue_node("server").unwrap());
+    let mut cfg = config(ca.issue_node("server", 1).unwrap());
     edit(&mut cfg);
     let server = OctopiiNode::new(cfg, &rt).unwrap();
     let probe = Arc::new(Probe::default());
     server.serve(Test(probe.clone())).unwrap();
-    let client = OctopiiNode::new(config(ca.issue_node("client").unwrap()), &rt).unwrap();
+    let client = OctopiiNode::new(config(ca.issue_node("client", 1).unwrap()), &rt).unwrap();
     Pair {
         rt,
         server,

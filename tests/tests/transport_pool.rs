@@ -69,7 +69,7 @@ fn a_peer_that_went_away_is_redialled_when_it_returns() {
         assert_eq!(client.stats().pool.open_connections, 0);
     });
     // A new node on the same address.
-    let mut cfg = config(ca.issue_node("server").unwrap());
+    let mut cfg = config(ca.issue_node("server", 1).unwrap());
     cfg.bind_addr = addr;
     let again =
         OctopiiNode::with_handler(cfg, &rt, std::sync::Arc::new(octopii_tests::Echo)).unwrap();
@@ -84,7 +84,7 @@ fn a_peer_that_went_away_is_redialled_when_it_returns() {
 fn dialling_nobody_times_out_with_a_typed_error() {
     let rt = OctopiiRuntime::new(1).unwrap();
     let ca = ClusterCa::generate().unwrap();
-    let mut cfg = config(ca.issue_node("lonely").unwrap());
+    let mut cfg = config(ca.issue_node("lonely", 1).unwrap());
     cfg.transport.handshake_timeout_ms = 200;
     let node = OctopiiNode::new(cfg, &rt).unwrap();
     // A bound UDP socket that never answers.
@@ -101,7 +101,7 @@ fn an_unusable_bind_address_fails_at_start_naming_the_field() {
     let rt = OctopiiRuntime::new(1).unwrap();
     let ca = ClusterCa::generate().unwrap();
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut cfg = config(ca.issue_node("n").unwrap());
+    let mut cfg = config(ca.issue_node("n", 1).unwrap());
     cfg.bind_addr = taken.local_addr().unwrap();
     let err = OctopiiNode::new(cfg, &rt).unwrap_err();
     assert!(

@@ -73,7 +73,12 @@ fn an_expired_certificate_is_refused() {
     let ca = ClusterCa::generate().unwrap();
     let year = Duration::from_secs(365 * 24 * 3600);
     let expired = ca
-        .issue_node_valid("old", SystemTime::now() - 2 * year, year)
+        .issue_valid(
+            "old",
+            tls::Role::Node { id: 1 },
+            SystemTime::now() - 2 * year,
+            year,
+        )
         .unwrap();
     let old = OctopiiNode::with_handler(config(expired), &rt, Arc::new(Echo)).unwrap();
     let fresh = echo_node(&ca, "fresh", &rt);
@@ -91,10 +96,13 @@ fn insecure_opt_in_connects_across_cas_without_verification() {
     let server_ca = ClusterCa::generate().unwrap();
     let server = echo_node(&server_ca, "server", &rt);
     let mut insecure = octopii::config::TlsConfig::from_credentials(
-        ClusterCa::generate().unwrap().issue_node("client").unwrap(),
+        ClusterCa::generate()
+            .unwrap()
+            .issue_node("client", 1)
+            .unwrap(),
     );
     insecure.insecure_accept_any_certificate = true;
-    let mut cfg = config(ClusterCa::generate().unwrap().issue_node("x").unwrap());
+    let mut cfg = config(ClusterCa::generate().unwrap().issue_node("x", 1).unwrap());
     cfg.tls = Some(insecure);
     let client = OctopiiNode::new(cfg, &rt).unwrap();
     rt.block_on(async {
@@ -112,7 +120,7 @@ fn a_peer_speaking_another_alpn_is_refused_and_others_are_served() {
     let ca = ClusterCa::generate().unwrap();
     let server = echo_node(&ca, "server", &rt);
     let good = echo_node(&ca, "good", &rt);
-    let creds = ca.issue_node("other-protocol").unwrap();
+    let creds = ca.issue_node("other-protocol", 1).unwrap();
     let mut client_tls = tls::client_config(&creds, false).unwrap();
     client_tls.alpn_protocols = vec![b"h3".to_vec()];
     rt.block_on(async {
@@ -141,7 +149,7 @@ fn a_peer_speaking_another_alpn_is_refused_and_others_are_served() {
 fn a_peer_vanishing_mid_handshake_or_sending_garbage_does_not_stop_the_node() {
     let rt = runtime();
     let ca = ClusterCa::generate().unwrap();
-    let mut cfg = config(ca.issue_node("server").unwrap());
+    let mut cfg = config(ca.issue_node("server", 1).unwrap());
     cfg.transport.handshake_timeout_ms = 300;
     let server = OctopiiNode::with_handler(cfg, &rt, Arc::new(Echo)).unwrap();
     let good = echo_node(&ca, "good", &rt);
@@ -155,7 +163,7 @@ fn a_peer_vanishing_mid_handshake_or_sending_garbage_does_not_stop_the_node() {
         // A client that starts a handshake and then falls silent: its first
         // flight is caught on a relay socket and sent on from there, and
         // whatever the server answers to the relay is never read.
-        let creds = ca.issue_node("ghost").unwrap();
+        let creds = ca.issue_node("ghost", 1).unwrap();
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(
             tls::client_config(&creds, false).unwrap(),
         )

@@ -70,7 +70,7 @@ impl RpcBench {
         let config = |name: &str| -> Result<Config> {
             let mut config = Config::builder()
                 .bind_addr(([127, 0, 0, 1], 0).into())
-                .credentials(ca.issue_node(name)?)
+                .credentials(ca.issue_node(name, 1)?)
                 .build()?;
             // Every baseline caller holds a stream of its own, and quinn
             // announces the credit of closed streams only once an eighth of

@@ -132,7 +132,7 @@ impl StreamingBench {
         let config = |name: &str| -> Result<Config> {
             Config::builder()
                 .bind_addr(([127, 0, 0, 1], 0).into())
-                .credentials(ca.issue_node(name)?)
+                .credentials(ca.issue_node(name, 1)?)
                 .build()
         };
         let (request, reply) = wire_bytes(items, payload)?;

@@ -194,6 +194,12 @@ impl Service for ChunkService {
         &[METHOD]
     }
 
+    /// Nodes, clients and admins (`octopii send` runs with a client
+    /// certificate); not a certificate that names no role.
+    fn authorize(&self, call: &rpc::Call<'_>) -> std::result::Result<(), String> {
+        rpc::Policy::any_role().check(call)
+    }
+
     fn call(&self, method: &str, _ctx: Context, _args: Bytes) -> HandlerFuture {
         rpc::unimplemented(self.state.name, method)
     }

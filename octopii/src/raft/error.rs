@@ -47,4 +47,8 @@ pub enum RaftError {
     /// The raft node has stopped.
     #[error("the raft node has stopped")]
     Stopped,
+    /// The caller may not make this request (for example a membership
+    /// change that would move another member to a new address).
+    #[error("refused: {0}")]
+    Refused(String),
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use super::driver::{Command, Driver, bootstrap_snapshot, peer_call_deadline};
 use super::faults::NetworkFaults;
 use super::machine::{RaftRole, RaftStatus, StateMachine};
 use super::peers::{AddressBook, Peers, address_of};
-use super::service::{Proposal, RaftHandler, RaftServiceClient, RaftServiceServer};
+use super::service::{Membership, Proposal, RaftHandler, RaftServiceClient, RaftServiceServer};
 use super::snapshot_transfer;
 use super::storage::{Bootstrap, RaftStorage};
 use super::{RaftConfig, RaftError};
@@ -61,6 +62,7 @@ struct Inner {
     status: watch::Receiver<RaftStatus>,
     addresses: AddressBook,
     faults: Arc<NetworkFaults>,
+    forged: Arc<AtomicU64>,
     driver: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -110,6 +112,7 @@ impl RaftNode {
         fs: Arc<dyn crate::wal::WalFs>,
     ) -> Result<Self> {
         config.validate()?;
+        super::service::check_own_certificate(node)?;
         // An entry (a proposal plus its framing) must fit in one frame.
         let frame = node.config().transport.max_frame_size as usize;
         if config.max_proposal_size.saturating_add(ENTRY_OVERHEAD) > frame {
@@ -187,20 +190,28 @@ impl RaftNode {
             feedback_rx,
             status_tx,
         )?;
-        node.serve(RaftServiceServer::new(RaftHandler {
+        let membership = Membership(status_rx.clone());
+        let forged = Arc::new(AtomicU64::new(0));
+        let handler = RaftHandler {
             id,
             commands: commands_tx.clone(),
             faults: faults.clone(),
             max_proposal_size: config.max_proposal_size,
             request_timeout: config.request_timeout,
-        }))?;
-        node.serve(snapshot_transfer::receiver(
+            membership: membership.clone(),
+            addresses: addresses.clone(),
+            forged: forged.clone(),
+        };
+        node.serve(RaftServiceServer::new(handler).authorize(membership.policy()))?;
+        let snapshots = snapshot_transfer::receiver(
             node,
             id,
             config.max_snapshot_size,
             commands_tx.clone(),
             faults.clone(),
-        )?)?;
+            forged.clone(),
+        )?;
+        node.serve(crate::rpc::Authorized::new(snapshots, membership.policy()))?;
         let driver = node.runtime_handle().spawn(async move {
             // raft-rs panics on states it deems impossible; the node then
             // stops (callers get `Stopped`) rather than taking the runtime down.
@@ -223,6 +234,7 @@ impl RaftNode {
                 status: status_rx,
                 addresses,
                 faults,
+                forged,
                 driver: Mutex::new(Some(driver)),
             }),
         })
@@ -255,6 +267,12 @@ impl RaftNode {
         status
             .leader_id
             .ok_or(OctopiiError::Raft(RaftError::Stopped))
+    }
+
+    /// Raft messages this node dropped because their `from` was not the
+    /// raft id of the node that sent them (a member speaking for another).
+    pub fn forged_messages(&self) -> u64 {
+        self.inner.forged.load(Ordering::Relaxed)
     }
 
     /// The fault-injection hook of this node's raft traffic.
@@ -342,8 +360,11 @@ impl RaftNode {
             )
             .into());
         }
-        let client = RaftServiceClient::new(&self.inner.node, addr)
+        // Only the leader's own certificate may answer for the leader.
+        let client = crate::rpc::Client::new(&self.inner.node, addr)
+            .expect_peer(crate::transport::tls::Role::Node { id: leader })
             .with_deadline(self.inner.config.request_timeout);
+        let client = RaftServiceClient::from_client(client);
         self.inner
             .node
             .run(async move { Ok(client.propose(proposal).await??) })

@@ -122,7 +122,11 @@ impl Peers {
         if !self.queues.contains_key(&to) {
             let addr = address_of(&self.addresses, to)?;
             let (tx, rx) = mpsc::channel(self.capacity);
-            let client = RaftServiceClient::new(&self.node, addr).with_deadline(self.call_deadline);
+            // Only peer `to`'s own certificate may answer for it.
+            let client = crate::rpc::Client::new(&self.node, addr)
+                .expect_peer(crate::transport::tls::Role::Node { id: to })
+                .with_deadline(self.call_deadline);
+            let client = RaftServiceClient::from_client(client);
             let frame = self.node.config().transport.max_frame_size as usize;
             let budget = MAX_BATCH_BYTES.min(frame / 2);
             let task = send_loop(
@@ -214,7 +218,7 @@ mod tests {
         let ca = ClusterCa::generate().unwrap();
         let config = Config::builder()
             .bind_addr("127.0.0.1:0".parse().unwrap())
-            .credentials(ca.issue_node("a").unwrap())
+            .credentials(ca.issue_node("a", 1).unwrap())
             .build()
             .unwrap();
         let node = OctopiiNode::new(config, &runtime).unwrap();

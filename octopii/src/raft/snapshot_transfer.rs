@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -21,10 +22,11 @@ use tokio::sync::mpsc;
 
 use super::driver::Command;
 use super::faults::NetworkFaults;
-use super::service::decode_message;
+use super::service::{decode_message, sent_by_caller};
 use super::snapshot::SnapshotData;
 use crate::chunk::{ChunkService, ChunkSource, MemoryHandler, TransferOptions};
 use crate::config::ChunkConfig;
+use crate::transport::tls::Role;
 use crate::{OctopiiNode, Result};
 
 /// The service name of the `ChunkService` that receives snapshots.
@@ -41,15 +43,22 @@ pub(crate) fn receiver(
     max_snapshot_size: u64,
     commands: mpsc::Sender<Command>,
     faults: Arc<NetworkFaults>,
+    forged: Arc<AtomicU64>,
 ) -> Result<ChunkService> {
     let config = ChunkConfig {
         recv_dir: None,
         max_memory_bytes: max_snapshot_size,
         stall_timeout_ms: node.config().chunk.stall_timeout_ms,
     };
-    let handler: MemoryHandler = Arc::new(move |_peer, _name, data| {
-        let (commands, faults) = (commands.clone(), faults.clone());
-        async move { take(id, &faults, &commands, &data).await }.boxed()
+    let handler: MemoryHandler = Arc::new(move |peer, _name, data| {
+        let (commands, faults, forged) = (commands.clone(), faults.clone(), forged.clone());
+        async move {
+            let message = decode_message(id, &faults, &data)
+                .filter(|message| sent_by_caller(id, &peer, message, &forged))
+                .ok_or_else(|| "unusable snapshot message".to_owned())?;
+            take(id, &commands, message).await
+        }
+        .boxed()
     });
     // Only failures would reach the inbox: nothing to read there.
     let (service, _inbox) = ChunkService::with_memory_handler(SNAPSHOT_SERVICE, &config, handler)?;
@@ -60,12 +69,9 @@ pub(crate) fn receiver(
 /// `Err` is the reason the sender gets with status 2.
 async fn take(
     id: u64,
-    faults: &NetworkFaults,
     commands: &mpsc::Sender<Command>,
-    data: &[u8],
+    message: Message,
 ) -> std::result::Result<(), String> {
-    let message =
-        decode_message(id, faults, data).ok_or_else(|| "unusable snapshot message".to_owned())?;
     if message.get_msg_type() != MessageType::MsgSnapshot {
         tracing::warn!(
             node = id,
@@ -97,6 +103,25 @@ pub(crate) async fn send(node: &OctopiiNode, addr: SocketAddr, message: Message)
             return SnapshotStatus::Failure;
         }
     };
+    // Only peer `to`'s own certificate may receive its snapshot.
+    match node.connect(addr).await {
+        Ok(conn) if conn.peer().role == Role::Node { id: to } => {}
+        Ok(conn) => {
+            let found = conn.peer();
+            tracing::warn!(
+                peer = to,
+                %addr,
+                name = %found.identity,
+                role = %found.role,
+                "not sending a snapshot to a node that is not the member expected"
+            );
+            return SnapshotStatus::Failure;
+        }
+        Err(e) => {
+            tracing::warn!(peer = to, "sending a snapshot failed: {e}");
+            return SnapshotStatus::Failure;
+        }
+    }
     let options = TransferOptions::to_memory(SNAPSHOT_DESTINATION)
         .service(SNAPSHOT_SERVICE)
         .stall_timeout(node.config().chunk.stall_timeout());

@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 
 use super::frame::{self, FrameReader, RequestHeader};
 use super::{CallStream, Code, RpcError, codec};
+use crate::transport::tls::Role;
 use crate::transport::{PeerConnection, Transport};
 
 /// Application error code of a stream reset because its call was abandoned.
@@ -159,6 +160,7 @@ pub struct Client {
     peer: SocketAddr,
     deadline: Option<Duration>,
     metadata: Arc<Vec<(String, String)>>,
+    expected: Option<Role>,
 }
 
 impl std::fmt::Debug for Client {
@@ -167,6 +169,7 @@ impl std::fmt::Debug for Client {
             .field("peer", &self.peer)
             .field("deadline", &self.deadline)
             .field("metadata", &self.metadata)
+            .field("expected", &self.expected)
             .finish()
     }
 }
@@ -179,6 +182,7 @@ impl Client {
             peer,
             deadline: None,
             metadata: Arc::new(Vec::new()),
+            expected: None,
         }
     }
 
@@ -208,6 +212,42 @@ impl Client {
         Client {
             metadata: Arc::new(metadata),
             ..self.clone()
+        }
+    }
+
+    /// A copy that calls only a peer whose certificate has `role` (say,
+    /// `Role::Node { id: 2 }`): a call reaching another certificate's
+    /// holder at the address fails with [`Code::Unauthenticated`] before
+    /// any request byte is sent.
+    pub fn expect_peer(&self, role: Role) -> Self {
+        Client {
+            expected: Some(role),
+            ..self.clone()
+        }
+    }
+
+    /// The connection to the peer, if it is the one expected.
+    async fn connect(&self) -> Result<PeerConnection, RpcError> {
+        let conn = self.channels.transport.connect(self.peer).await?;
+        match self.expected {
+            Some(expected) if conn.peer().role != expected => {
+                let found = conn.peer();
+                tracing::warn!(
+                    peer = %self.peer,
+                    name = %found.identity,
+                    role = %found.role,
+                    %expected,
+                    "refusing to call a peer that is not the one expected"
+                );
+                Err(RpcError::new(
+                    Code::Unauthenticated,
+                    format!(
+                        "{} answered as {} `{}`, not as {expected}",
+                        self.peer, found.role, found.identity
+                    ),
+                ))
+            }
+            _ => Ok(conn),
         }
     }
 
@@ -255,7 +295,7 @@ impl Client {
         A: Serialize + ?Sized,
     {
         let request = self.request(service, method, args, true)?;
-        let conn = self.channels.transport.connect(self.peer).await?;
+        let conn = self.connect().await?;
         let (mut send, recv) = conn.open_bi().await?;
         send.write_all(&request)
             .await
@@ -295,7 +335,7 @@ impl Client {
 
     async fn round_trip(&self, request: &[u8]) -> Result<Bytes, RpcError> {
         let max = self.channels.transport.limits().max_frame_size;
-        let conn = self.channels.transport.connect(self.peer).await?;
+        let conn = self.connect().await?;
         let mut stream = self.channels.checkout(&conn).await?;
         let (send, recv) = stream.parts();
         send.write_all(request)

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::transport::PeerInfo;
+use crate::transport::tls::Role;
 
 /// Metadata of a call: ordered `(key, value)` string pairs.
 pub type Metadata = Vec<(String, String)>;
@@ -53,6 +54,17 @@ impl Context {
     /// The caller's verified identity (its certificate's subject name).
     pub fn caller(&self) -> &str {
         &self.peer.identity
+    }
+
+    /// What the caller's certificate says it is: a node (with its raft
+    /// id), a client or an admin.
+    pub fn role(&self) -> Role {
+        self.peer.role
+    }
+
+    /// The caller's raft id, if it holds a node certificate.
+    pub fn node_id(&self) -> Option<u64> {
+        self.peer.role.node_id()
     }
 
     /// When the caller stops waiting, if it set a deadline.

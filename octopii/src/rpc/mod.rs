@@ -9,6 +9,7 @@
 //! * [`client`]: the call path over pooled bidirectional streams.
 //! * [`server`]: the [`Router`] that serves inbound streams.
 //! * [`Code`] and [`RpcError`]: the status of a call.
+//! * [`Policy`]: which verified callers a service serves.
 //! * [`stream`]: the [`CallStream`] of a call that owns its stream.
 //! * [`streaming`]: [`Streaming`], the items of a streaming call.
 //! * [`streaming_call`]: how streaming calls use their stream.
@@ -19,6 +20,7 @@ pub mod client;
 pub mod codec;
 mod context;
 pub mod frame;
+mod policy;
 pub mod server;
 mod service;
 mod status;
@@ -28,6 +30,7 @@ pub mod streaming_call;
 
 pub use client::{Channels, Client, Connect};
 pub use context::{Context, Metadata};
+pub use policy::{Authorized, Call, Policy};
 pub use server::Router;
 pub use service::{
     HandlerFuture, Service, StreamFuture, Wire, decode_args, encode_output, unimplemented,

@@ -152,6 +152,9 @@ impl Router {
                 format!("no service named `{}`", header.service),
             )));
         };
+        if let Err(refused) = super::policy::admit(&*service, conn.peer(), &header.method) {
+            return Some(Err(refused));
+        }
         let Ok(_permit) = self.calls.clone().try_acquire_owned() else {
             return Some(Err(RpcError::new(
                 Code::ResourceExhausted,
@@ -226,6 +229,10 @@ impl Router {
                 .await;
             return;
         };
+        if let Err(refused) = super::policy::admit(&*service, conn.peer(), &header.method) {
+            stream.fail(refused).await;
+            return;
+        }
         let Ok(_permit) = self.calls.clone().try_acquire_owned() else {
             let busy = "the server is at its limit of concurrent calls";
             stream

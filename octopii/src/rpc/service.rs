@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{CallStream, Code, Context, RpcError, codec};
+use super::{Call, CallStream, Code, Context, RpcError, codec};
 
 /// The future a handler returns: the encoded reply value, or a status.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, RpcError>> + Send + 'static>>;
@@ -28,6 +28,16 @@ pub trait Service: Send + Sync + 'static {
 
     /// The names of its methods.
     fn methods(&self) -> &'static [&'static str];
+
+    /// Whether `call` may be served; the `Err` says why not. The router
+    /// asks before every call and answers a refusal `PermissionDenied`.
+    /// The default admits every caller the transport let in (see
+    /// [`Policy::any_caller`](super::Policy::any_caller)); wrap a service in
+    /// [`Authorized`](super::Authorized) to give it a [`Policy`](super::Policy).
+    fn authorize(&self, call: &Call<'_>) -> Result<(), String> {
+        let _ = call;
+        Ok(())
+    }
 
     /// Starts the handler of `method` with `ctx` and the encoded `args`.
     /// An unknown method resolves to [`Code::Unimplemented`].

@@ -17,6 +17,9 @@ pub enum Code {
     InvalidArgument = 3,
     /// The deadline passed before the handler finished.
     DeadlineExceeded = 4,
+    /// The caller's verified identity may not make this call (its
+    /// certificate's role or name is refused by the service's policy).
+    PermissionDenied = 7,
     /// The server is at its concurrency limit, or a frame is too large.
     ResourceExhausted = 8,
     /// No such service or method on the server.
@@ -25,6 +28,10 @@ pub enum Code {
     Internal = 13,
     /// The peer could not be reached or the connection broke.
     Unavailable = 14,
+    /// The call was refused and the caller's identity was never verified
+    /// (under `insecure_accept_any_certificate`), or the answering peer is
+    /// not the one the caller expected.
+    Unauthenticated = 16,
 }
 
 impl Code {
@@ -34,10 +41,12 @@ impl Code {
             1 => Code::Cancelled,
             3 => Code::InvalidArgument,
             4 => Code::DeadlineExceeded,
+            7 => Code::PermissionDenied,
             8 => Code::ResourceExhausted,
             12 => Code::Unimplemented,
             13 => Code::Internal,
             14 => Code::Unavailable,
+            16 => Code::Unauthenticated,
             _ => Code::Unknown,
         }
     }
@@ -109,5 +118,32 @@ impl From<crate::OctopiiError> for RpcError {
             _ => Code::Unavailable,
         };
         RpcError::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every code survives the wire, as `docs/PROTOCOL.md` numbers it.
+    #[test]
+    fn codes_round_trip_as_numbered() {
+        let codes = [
+            (Code::Cancelled, 1),
+            (Code::Unknown, 2),
+            (Code::InvalidArgument, 3),
+            (Code::DeadlineExceeded, 4),
+            (Code::PermissionDenied, 7),
+            (Code::ResourceExhausted, 8),
+            (Code::Unimplemented, 12),
+            (Code::Internal, 13),
+            (Code::Unavailable, 14),
+            (Code::Unauthenticated, 16),
+        ];
+        for (code, byte) in codes {
+            assert_eq!(code.to_wire(), byte);
+            assert_eq!(Code::from_wire(byte), code);
+        }
+        assert_eq!(Code::from_wire(99), Code::Unknown);
     }
 }

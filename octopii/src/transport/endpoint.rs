@@ -69,7 +69,7 @@ impl Transport {
         let insecure = tls_config.insecure_accept_any_certificate;
         let creds = if insecure && tls_config.credentials.is_none() && tls_config.cert.is_none() {
             // Insecure mode may run without files: an ephemeral identity.
-            tls::ClusterCa::generate()?.issue_node("insecure-node")?
+            tls::ClusterCa::generate()?.issue_node("insecure-node", config.node_id)?
         } else {
             tls_config.load_credentials()?
         };

@@ -28,6 +28,8 @@ pub struct PeerInfo {
     pub addr: SocketAddr,
     /// The subject common name of the peer's certificate.
     pub identity: String,
+    /// What the peer's certificate says it is (its `octopii://` SAN URI).
+    pub role: tls::Role,
     /// Whether `identity` was verified against the cluster CA (false only
     /// under `insecure_accept_any_certificate`).
     pub verified: bool,
@@ -42,14 +44,22 @@ pub struct PeerConnection {
 
 impl PeerConnection {
     fn new(connection: quinn::Connection, verified: bool) -> Result<Self, OctopiiError> {
-        let identity = connection
+        let cert = connection
             .peer_identity()
             .and_then(|any| any.downcast::<Vec<rustls_pki_types::CertificateDer>>().ok())
-            .and_then(|chain| chain.first().and_then(tls::subject_common_name))
+            .and_then(|chain| chain.into_iter().next());
+        let (identity, role) = cert
+            .and_then(|cert| {
+                Some((
+                    tls::subject_common_name(&cert)?,
+                    tls::Role::of_certificate(&cert),
+                ))
+            })
             .ok_or_else(|| OctopiiError::Tls("peer presented no named certificate".into()))?;
         let peer = PeerInfo {
             addr: connection.remote_address(),
             identity,
+            role,
             verified,
         };
         Ok(PeerConnection {

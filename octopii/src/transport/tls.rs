@@ -1,13 +1,17 @@
-//! Identity and trust: a cluster CA, node certificates, mutual TLS 1.3.
+//! Identity and trust: a cluster CA, role-bearing certificates, mutual TLS 1.3.
 //!
-//! A cluster CA ([`ClusterCa`]) signs one certificate per node, whose subject
-//! common name is the node's name. Every connection is mutually
-//! authenticated: each side presents its certificate and verifies the
-//! other's chain, validity period and key usage against the CA. Nodes are
-//! dialled by address, so the server's certificate is not matched against a
-//! DNS name; instead membership in the cluster (a valid chain to its CA) is
-//! what is checked, and the peer's verified name is handed to higher layers
-//! as [`PeerInfo::identity`](super::PeerInfo::identity).
+//! A cluster CA ([`ClusterCa`]) signs one certificate per node or client,
+//! whose subject common name is its holder's name and whose subject
+//! alternative name carries one URI saying what the holder is (its
+//! [`Role`]): `octopii://node/<raft id>`, `octopii://client/<name>` or
+//! `octopii://admin/<name>`. Every connection is mutually authenticated:
+//! each side presents its certificate and verifies the other's chain,
+//! validity period and key usage against the CA. Nodes are dialled by
+//! address, so the server's certificate is not matched against a DNS name;
+//! a valid chain to the cluster CA is what is checked, and the peer's
+//! verified name and role are handed to higher layers as
+//! [`PeerInfo`](super::PeerInfo). What a role may do is decided above, by
+//! each service's [`Policy`](crate::rpc::Policy).
 //!
 //! [`TlsConfig::insecure_accept_any_certificate`](crate::config::TlsConfig::insecure_accept_any_certificate)
 //! turns verification off for local experiments; nothing else does.
@@ -19,7 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -39,14 +43,136 @@ pub const ALPN: &[u8] = b"octopii";
 /// How long certificates made by [`ClusterCa`] stay valid.
 const VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
-/// A certificate authority for one cluster: it signs node certificates.
+/// The scheme of the SAN URI that names a certificate's [`Role`].
+pub const ROLE_URI_SCHEME: &str = "octopii://";
+
+/// What a certificate's holder is, as its `octopii://` SAN URI says.
 ///
 /// ```
-/// use octopii::transport::tls::ClusterCa;
+/// use octopii::transport::tls::{ClusterCa, Role};
 ///
 /// let ca = ClusterCa::generate().unwrap();
-/// let node = ca.issue_node("node-1").unwrap();
+/// assert_eq!(ca.issue_node("node-3", 3).unwrap().role(), Role::Node { id: 3 });
+/// assert_eq!(ca.issue_client("alice").unwrap().role(), Role::Client);
+/// assert_eq!(Role::Node { id: 3 }.node_id(), Some(3));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Role {
+    /// A cluster node with raft id `id` (`octopii://node/<id>`).
+    Node {
+        /// The node's raft id (never 0).
+        id: u64,
+    },
+    /// A client: it may call services, it is no raft member
+    /// (`octopii://client/<name>`).
+    Client,
+    /// An operator: may change raft membership without being a member
+    /// (`octopii://admin/<name>`).
+    Admin,
+    /// The certificate names no role: it has no `octopii://` URI (it was
+    /// made before roles existed), several, or a malformed one. Such a
+    /// certificate has no rights to the built-in services.
+    Unknown,
+}
+
+impl Role {
+    /// The raft id of a node role.
+    pub fn node_id(self) -> Option<u64> {
+        match self {
+            Role::Node { id } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Whether this is [`Role::Node`].
+    pub fn is_node(self) -> bool {
+        matches!(self, Role::Node { .. })
+    }
+
+    /// The role a DER certificate's SAN URIs give its holder, `Unknown`
+    /// unless exactly one well-formed `octopii://` URI is present (a client
+    /// or admin URI must name the certificate's subject common name).
+    pub fn of_certificate(cert: &CertificateDer<'_>) -> Role {
+        let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+            return Role::Unknown;
+        };
+        let uris: Vec<&str> = match parsed.subject_alternative_name() {
+            Ok(Some(san)) => san
+                .value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    x509_parser::extensions::GeneralName::URI(uri) => Some(*uri),
+                    _ => None,
+                })
+                .filter(|uri| uri.starts_with(ROLE_URI_SCHEME))
+                .collect(),
+            _ => return Role::Unknown,
+        };
+        let [uri] = uris.as_slice() else {
+            return Role::Unknown;
+        };
+        let common_name = parsed
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok());
+        Role::parse_uri(uri, common_name).unwrap_or(Role::Unknown)
+    }
+
+    /// Parses `octopii://node/<id>`, `octopii://client/<name>` or
+    /// `octopii://admin/<name>` (whose name must be `common_name`).
+    fn parse_uri(uri: &str, common_name: Option<&str>) -> Option<Role> {
+        let rest = uri.strip_prefix(ROLE_URI_SCHEME)?;
+        let (kind, value) = rest.split_once('/')?;
+        match kind {
+            "node" => {
+                // Digits only: no sign, no spaces, no leading `+`.
+                if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                let id: u64 = value.parse().ok()?;
+                (id != 0).then_some(Role::Node { id })
+            }
+            "client" if Some(value) == common_name => Some(Role::Client),
+            "admin" if Some(value) == common_name => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    /// The SAN URI that says this role for the holder `name`.
+    fn uri(self, name: &str) -> Option<String> {
+        match self {
+            Role::Node { id } => Some(format!("{ROLE_URI_SCHEME}node/{id}")),
+            Role::Client => Some(format!("{ROLE_URI_SCHEME}client/{name}")),
+            Role::Admin => Some(format!("{ROLE_URI_SCHEME}admin/{name}")),
+            Role::Unknown => None,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Role::Node { id } => write!(f, "node {id}"),
+            Role::Client => f.write_str("client"),
+            Role::Admin => f.write_str("admin"),
+            Role::Unknown => f.write_str("no role"),
+        }
+    }
+}
+
+/// A certificate authority for one cluster: it signs node, client and
+/// admin certificates.
+///
+/// ```
+/// use octopii::transport::tls::{ClusterCa, Role};
+///
+/// let ca = ClusterCa::generate().unwrap();
+/// let node = ca.issue_node("node-1", 1).unwrap();
 /// assert_eq!(node.name(), "node-1");
+/// assert_eq!(node.role(), Role::Node { id: 1 });
 /// ```
 pub struct ClusterCa {
     cert_pem: String,
@@ -103,21 +229,64 @@ impl ClusterCa {
         self.issuer.key().serialize_pem()
     }
 
-    /// Issues a certificate for the node `name`, valid for ten years.
-    pub fn issue_node(&self, name: &str) -> Result<NodeCredentials> {
-        self.issue_node_valid(name, SystemTime::now(), VALIDITY)
+    /// Issues a certificate for the node `name` with raft id `id`, valid
+    /// for ten years. Its SAN URI is `octopii://node/<id>`.
+    pub fn issue_node(&self, name: &str, id: u64) -> Result<NodeCredentials> {
+        self.issue(name, Role::Node { id })
     }
 
-    /// Issues a certificate for `name` valid from `not_before` for `lifetime`
-    /// (tests use this to make expired certificates).
-    pub fn issue_node_valid(
+    /// Issues a client certificate for `name` (SAN URI
+    /// `octopii://client/<name>`), valid for ten years: it may call
+    /// services as its policies allow, and is never a raft member.
+    pub fn issue_client(&self, name: &str) -> Result<NodeCredentials> {
+        self.issue(name, Role::Client)
+    }
+
+    /// Issues an admin certificate for `name` (SAN URI
+    /// `octopii://admin/<name>`), valid for ten years: it may change raft
+    /// membership without being a member.
+    pub fn issue_admin(&self, name: &str) -> Result<NodeCredentials> {
+        self.issue(name, Role::Admin)
+    }
+
+    /// Issues a certificate for `name` in `role`, valid for ten years.
+    /// [`Role::Unknown`] makes one with no role URI, as certificates were
+    /// before roles existed.
+    pub fn issue(&self, name: &str, role: Role) -> Result<NodeCredentials> {
+        self.issue_valid(name, role, SystemTime::now(), VALIDITY)
+    }
+
+    /// Issues a certificate for `name` in `role`, valid from `not_before`
+    /// for `lifetime` (tests use this to make expired certificates).
+    ///
+    /// Refuses raft id 0 and a client or admin name that cannot be part
+    /// of a URI (empty, or other than ASCII letters, digits, `-`, `_`, `.`).
+    pub fn issue_valid(
         &self,
         name: &str,
+        role: Role,
         not_before: SystemTime,
         lifetime: Duration,
     ) -> Result<NodeCredentials> {
+        match role {
+            Role::Node { id: 0 } => {
+                return Err(OctopiiError::Tls("a node's raft id must not be 0".into()));
+            }
+            Role::Client | Role::Admin if !usable_in_uri(name) => {
+                return Err(OctopiiError::Tls(format!(
+                    "unusable {role} name {name:?}: use ASCII letters, digits, `-`, `_` and `.`"
+                )));
+            }
+            _ => {}
+        }
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(vec![name.to_owned()])?;
+        if let Some(uri) = role.uri(name) {
+            let uri = uri
+                .try_into()
+                .map_err(|e| OctopiiError::Tls(format!("role URI: {e}")))?;
+            params.subject_alt_names.push(SanType::URI(uri));
+        }
         params.distinguished_name = common_name(name);
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
@@ -131,6 +300,7 @@ impl ClusterCa {
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(NodeCredentials {
             name: name.to_owned(),
+            role: Role::of_certificate(cert.der()),
             ca_cert: self.cert_der.clone(),
             cert: cert.der().clone(),
             key: Arc::new(PrivateKeyDer::Pkcs8(key.serialize_der().into())),
@@ -138,6 +308,13 @@ impl ClusterCa {
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+fn usable_in_uri(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn common_name(name: &str) -> DistinguishedName {
@@ -153,10 +330,12 @@ fn set_validity(params: &mut CertificateParams, not_before: SystemTime, lifetime
     params.not_after = (start + lifetime).into();
 }
 
-/// A node's certificate and key, and the CA certificate it trusts.
+/// A node's (or client's) certificate and key, and the CA certificate it
+/// trusts.
 #[derive(Clone)]
 pub struct NodeCredentials {
     name: String,
+    role: Role,
     ca_cert: CertificateDer<'static>,
     cert: CertificateDer<'static>,
     key: Arc<PrivateKeyDer<'static>>,
@@ -168,6 +347,7 @@ impl fmt::Debug for NodeCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NodeCredentials")
             .field("name", &self.name)
+            .field("role", &self.role)
             .finish_non_exhaustive()
     }
 }
@@ -189,6 +369,7 @@ impl NodeCredentials {
             .ok_or_else(|| OctopiiError::Tls(format!("{}: no subject name", cert.display())))?;
         Ok(NodeCredentials {
             name,
+            role: Role::of_certificate(&node_cert),
             ca_cert,
             cert: node_cert,
             key: Arc::new(key_der),
@@ -200,6 +381,11 @@ impl NodeCredentials {
     /// The node name in the certificate's subject.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The role the certificate gives its holder.
+    pub fn role(&self) -> Role {
+        self.role
     }
 
     /// This node's certificate, PEM encoded.
@@ -434,14 +620,80 @@ mod tests {
     #[test]
     fn pem_round_trips() {
         let ca = ClusterCa::generate().unwrap();
-        let node = ca.issue_node("node-7").unwrap();
+        let node = ca.issue_node("node-7", 7).unwrap();
         let cert = CertificateDer::from_pem_slice(node.cert_pem().as_bytes()).unwrap();
         assert_eq!(cert, node.cert);
         let key = PrivateKeyDer::from_pem_slice(node.key_pem().as_bytes()).unwrap();
         assert_eq!(key.secret_der(), node.key.secret_der());
         assert_eq!(subject_common_name(&cert).as_deref(), Some("node-7"));
         let again = ClusterCa::from_pem(ca.cert_pem(), &ca.key_pem()).unwrap();
-        let other = again.issue_node("node-8").unwrap();
+        let other = again.issue_node("node-8", 8).unwrap();
         assert_eq!(other.ca_cert, node.ca_cert);
+        assert_eq!(Role::of_certificate(&cert), Role::Node { id: 7 });
+    }
+
+    #[test]
+    fn each_role_reads_back_from_its_certificate() {
+        let ca = ClusterCa::generate().unwrap();
+        let cases = [
+            (ca.issue_node("n", 3).unwrap(), Role::Node { id: 3 }),
+            (
+                ca.issue_node("n", u64::MAX).unwrap(),
+                Role::Node { id: u64::MAX },
+            ),
+            (ca.issue_client("alice").unwrap(), Role::Client),
+            (ca.issue_admin("ops").unwrap(), Role::Admin),
+            (ca.issue("legacy", Role::Unknown).unwrap(), Role::Unknown),
+        ];
+        for (creds, role) in cases {
+            assert_eq!(creds.role(), role);
+            assert_eq!(Role::of_certificate(&creds.cert), role);
+        }
+        assert!(ca.issue_node("n", 0).is_err());
+        assert!(ca.issue_client("a/b").is_err());
+        assert!(ca.issue_admin("").is_err());
+    }
+
+    #[test]
+    fn malformed_role_uris_name_no_role() {
+        let cn = Some("alice");
+        for uri in [
+            "octopii://node/0",
+            "octopii://node/",
+            "octopii://node/+3",
+            "octopii://node/ 3",
+            "octopii://node/3/4",
+            "octopii://node/18446744073709551616",
+            "octopii://client/bob",
+            "octopii://admin/",
+            "octopii://root/alice",
+            "octopii://client",
+            "https://node/3",
+        ] {
+            assert_eq!(Role::parse_uri(uri, cn), None, "{uri}");
+        }
+        assert_eq!(
+            Role::parse_uri("octopii://node/12", cn),
+            Some(Role::Node { id: 12 })
+        );
+        assert_eq!(
+            Role::parse_uri("octopii://client/alice", cn),
+            Some(Role::Client)
+        );
+    }
+
+    #[test]
+    fn a_certificate_with_two_role_uris_names_no_role() {
+        let ca = ClusterCa::generate().unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["two".to_owned()]).unwrap();
+        params.distinguished_name = common_name("two");
+        for uri in ["octopii://node/1", "octopii://node/2"] {
+            params
+                .subject_alt_names
+                .push(SanType::URI(uri.try_into().unwrap()));
+        }
+        let cert = params.signed_by(&key, &ca.issuer).unwrap();
+        assert_eq!(Role::of_certificate(cert.der()), Role::Unknown);
     }
 }

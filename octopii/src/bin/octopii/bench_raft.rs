@@ -134,7 +134,7 @@ fn raft_proposals(
                 message: "loopback".into(),
             })?)
             .data_dir(dir.join(format!("node-{id}")))
-            .credentials(ca.issue_node(&format!("node-{id}"))?)
+            .credentials(ca.issue_node(&format!("node-{id}"), id)?)
             .build()?;
         nodes.push(OctopiiNode::new(config, runtime)?);
     }

@@ -434,7 +434,7 @@ pub fn run(args: TransferBenchArgs) -> Result<()> {
     let mut receivers = Vec::with_capacity(args.peers);
     for i in 0..args.peers {
         let name = format!("receiver-{i}");
-        let creds = ca.issue_node(&name)?;
+        let creds = ca.issue_node(&name, 1)?;
         write_pem(&certs.join(format!("{name}.pem")), creds.cert_pem(), false)?;
         write_pem(
             &certs.join(format!("{name}.key.pem")),
@@ -450,7 +450,7 @@ pub fn run(args: TransferBenchArgs) -> Result<()> {
     let config = Config::builder()
         .bind_addr(SocketAddr::from(([127, 0, 0, 1], 0)))
         .worker_threads(args.threads)
-        .credentials(ca.issue_node("sender")?)
+        .credentials(ca.issue_node("sender", 1)?)
         .build()?;
     let runtime = OctopiiRuntime::new(args.threads)?;
     let sender = OctopiiNode::new(config, &runtime)?;

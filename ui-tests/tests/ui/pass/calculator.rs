@@ -75,6 +75,7 @@ fn main() {
         Arc::new(PeerInfo {
             addr: ([127, 0, 0, 1], 1).into(),
             identity: "alice".into(),
+            role: octopii::transport::tls::Role::Client,
             verified: true,
         }),
         None,

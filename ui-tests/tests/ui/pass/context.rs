@@ -55,6 +55,7 @@ fn main() {
         Arc::new(PeerInfo {
             addr: ([127, 0, 0, 1], 1).into(),
             identity: "bob".into(),
+            role: octopii::transport::tls::Role::Client,
             verified: true,
         }),
         None,
@@ -76,4 +77,10 @@ fn main() {
     assert_eq!(name, "bob!");
     let traced: Option<String> = decode(&call("reexport", encode(&(1u8, 2u8)).unwrap())).unwrap();
     assert_eq!(traced.as_deref(), Some("7:1:2"));
+
+    // A policy on the generated server: the router asks it before a call.
+    let guarded = WhoamiServer::new(Server).authorize(octopii::rpc::Policy::nodes());
+    let call = octopii::rpc::Call::new(ctx.peer(), guarded.name(), "full_path");
+    assert!(guarded.authorize(&call).is_err());
+    assert_eq!(ctx.role(), octopii::transport::tls::Role::Client);
 }

@@ -60,6 +60,7 @@ fn main() {
         Arc::new(PeerInfo {
             addr: ([127, 0, 0, 1], 1).into(),
             identity: "test".into(),
+            role: octopii::transport::tls::Role::Client,
             verified: true,
         }),
         None,
