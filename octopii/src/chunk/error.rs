@@ -25,6 +25,11 @@ pub enum TransferError {
     /// disk full, …); it kept nothing.
     #[error("the receiver failed: {0}")]
     Receiver(String),
+    /// Status `3`: the data matched its SHA-256 and is at its destination,
+    /// but the receiver could not fsync the directory, so it may not
+    /// survive a crash there. Not delivered: send again to be sure.
+    #[error("in place but not durable: {0}")]
+    NotDurable(String),
     /// The peer took no data for longer than the stall timeout.
     #[error("the peer stalled: no progress for {0:?}")]
     Stalled(Duration),

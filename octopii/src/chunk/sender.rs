@@ -288,12 +288,13 @@ async fn send_to_peer(
         }
         Err(e) => Err(e.into()),
     };
+    let verified = matches!(outcome, Ok(()) | Err(TransferError::NotDurable(_)));
     TransferResult {
         peer,
         success: outcome.is_ok(),
         bytes_transferred: sent.bytes,
         resumed_from: sent.offset,
-        checksum_verified: outcome.is_ok(),
+        checksum_verified: verified,
         duration: started.elapsed(),
         error: outcome.err(),
     }
@@ -415,6 +416,7 @@ fn verdict(status: Status, reason: String) -> Result<(), TransferError> {
         Status::Ok => Ok(()),
         Status::ChecksumMismatch => Err(TransferError::ChecksumMismatch),
         Status::Error => Err(TransferError::Receiver(reason)),
+        Status::NotDurable => Err(TransferError::NotDurable(reason)),
     }
 }
 
