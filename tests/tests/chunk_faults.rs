@@ -27,6 +27,7 @@ fn pair(max_memory_bytes: u64) -> Pair {
         recv_dir: Some(recv_dir.path().to_owned()),
         max_memory_bytes,
         stall_timeout_ms: 5_000,
+        ..ChunkConfig::default()
     };
     let (receiver, inbox) = chunk_node(&ca, "receiver", &rt, chunk);
     let sender = OctopiiNode::new(config(ca.issue_node("sender").unwrap()), &rt).unwrap();

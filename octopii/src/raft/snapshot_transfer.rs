@@ -46,6 +46,7 @@ pub(crate) fn receiver(
         recv_dir: None,
         max_memory_bytes: max_snapshot_size,
         stall_timeout_ms: node.config().chunk.stall_timeout_ms,
+        ..ChunkConfig::default()
     };
     let handler: MemoryHandler = Arc::new(move |_peer, _name, data| {
         let (commands, faults) = (commands.clone(), faults.clone());
