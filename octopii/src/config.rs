@@ -595,6 +595,19 @@ mod tests {
     }
 
     #[test]
+    fn chunk_max_file_bytes_is_parsed_and_checked() {
+        let base = "[tls]\nca_cert = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n";
+        let config = Config::from_toml_str(base).unwrap();
+        assert_eq!(config.chunk.max_file_bytes, 64 << 30);
+        let config =
+            Config::from_toml_str(&format!("{base}[chunk]\nmax_file_bytes = 5\n")).unwrap();
+        assert_eq!(config.chunk.max_file_bytes, 5);
+        let err =
+            Config::from_toml_str(&format!("{base}[chunk]\nmax_file_bytes = 0\n")).unwrap_err();
+        assert_eq!(field_of(err), "chunk.max_file_bytes");
+    }
+
+    #[test]
     fn missing_tls_is_refused() {
         assert_eq!(field_of(Config::default().validate().unwrap_err()), "tls");
         let err = Config::from_toml_str("[tls]\nca_cert = \"ca.pem\"\n").unwrap_err();
