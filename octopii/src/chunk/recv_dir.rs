@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use super::names;
@@ -26,16 +27,7 @@ impl RecvDir {
         create_dir_durably(dir, &mut sync_dir)?;
         let path = dir.canonicalize()?;
         let lock = File::open(&path)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::ResourceBusy,
-                    "the receive directory is in use by another chunk service",
-                ));
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(e),
-        }
+        lock_exclusively(&lock)?;
         remove_leftovers(&path);
         Ok(RecvDir { path, _lock: lock })
     }
@@ -44,6 +36,24 @@ impl RecvDir {
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Takes an exclusive `flock` on `dir` without waiting; it is released
+/// when the file is closed.
+fn lock_exclusively(dir: &File) -> io::Result<()> {
+    // SAFETY: `flock` on a descriptor that `dir` owns and keeps open.
+    let locked = unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    if error.kind() == io::ErrorKind::WouldBlock {
+        return Err(io::Error::new(
+            io::ErrorKind::ResourceBusy,
+            "the receive directory is in use by another chunk service",
+        ));
+    }
+    Err(error)
 }
 
 /// Fsyncs the directory `dir`, making the names in it durable.
