@@ -30,7 +30,9 @@ pub enum TransferError {
     /// survive a crash there. Not delivered: send again to be sure.
     #[error("in place but not durable: {0}")]
     NotDurable(String),
-    /// The peer took no data for longer than the stall timeout.
+    /// The peer took no data for a whole stall timeout, or gave no answer
+    /// in time (the accept within the stall timeout; the verdict within
+    /// the stall timeout plus the time the data took).
     #[error("the peer stalled: no progress for {0:?}")]
     Stalled(Duration),
     /// The source could not be read.

@@ -58,7 +58,10 @@ pub struct TransferOptions {
     /// Resume from a partial file the receiver kept, and have it keep this
     /// transfer's partial file if it is interrupted.
     pub resume: bool,
-    /// A peer that takes no data (or gives no answer) for this long fails.
+    /// A peer whose stream takes no byte for this long, or that does not
+    /// accept within it, fails as stalled (default
+    /// [`DEFAULT_STALL_TIMEOUT`], 30 s). The verdict after the data may
+    /// take this plus the time the data took.
     pub stall_timeout: Duration,
     /// Called as each peer's transfer progresses.
     pub progress: Option<ProgressFn>,

@@ -39,7 +39,9 @@ pub struct Received {
     /// The destination name (memory) or path (file) the sender gave.
     pub name: String,
     /// The verified data, or why the transfer failed (nothing was kept,
-    /// except a resumable partial file after a broken connection).
+    /// except a resumable partial file after a broken connection, and a
+    /// file in place whose directory fsync failed:
+    /// [`TransferError::NotDurable`]).
     pub outcome: std::result::Result<ReceivedData, TransferError>,
 }
 
