@@ -222,6 +222,7 @@ impl Default for RpcConfig {
 /// [chunk]
 /// recv_dir = "received"          # files land here; unset refuses files
 /// max_memory_bytes = 67108864    # in-memory transfers in flight, together
+/// max_file_bytes = 68719476736   # one file transfer (64 GiB)
 /// stall_timeout_ms = 30000
 /// ```
 #[derive(Debug, Clone, Deserialize)]
@@ -233,6 +234,9 @@ pub struct ChunkConfig {
     /// Most bytes received into memory at once, all in-memory transfers
     /// together; a larger offer is refused before any byte is read.
     pub max_memory_bytes: u64,
+    /// Most bytes one transfer to a file may offer; a larger offer is
+    /// refused before any byte is read.
+    pub max_file_bytes: u64,
     /// A transfer whose peer sends nothing for this long fails, in
     /// milliseconds.
     pub stall_timeout_ms: u64,
@@ -243,6 +247,7 @@ impl Default for ChunkConfig {
         ChunkConfig {
             recv_dir: None,
             max_memory_bytes: 64 * 1024 * 1024,
+            max_file_bytes: 64 * 1024 * 1024 * 1024,
             stall_timeout_ms: 30_000,
         }
     }
@@ -270,6 +275,12 @@ impl ChunkConfig {
         }
         if self.stall_timeout_ms == 0 {
             return bad("chunk.stall_timeout_ms", "must not be 0");
+        }
+        if self.max_file_bytes == 0 {
+            return bad(
+                "chunk.max_file_bytes",
+                "must not be 0 (leave recv_dir unset to refuse files)",
+            );
         }
         Ok(())
     }
@@ -581,6 +592,19 @@ mod tests {
         assert_eq!(field_of(err), "chunk.stall_timeout_ms");
         let err = Config::from_toml_str(&format!("{base}[chunk]\nrecv_dir = \"\"\n")).unwrap_err();
         assert_eq!(field_of(err), "chunk.recv_dir");
+    }
+
+    #[test]
+    fn chunk_max_file_bytes_is_parsed_and_checked() {
+        let base = "[tls]\nca_cert = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n";
+        let config = Config::from_toml_str(base).unwrap();
+        assert_eq!(config.chunk.max_file_bytes, 64 << 30);
+        let config =
+            Config::from_toml_str(&format!("{base}[chunk]\nmax_file_bytes = 5\n")).unwrap();
+        assert_eq!(config.chunk.max_file_bytes, 5);
+        let err =
+            Config::from_toml_str(&format!("{base}[chunk]\nmax_file_bytes = 0\n")).unwrap_err();
+        assert_eq!(field_of(err), "chunk.max_file_bytes");
     }
 
     #[test]

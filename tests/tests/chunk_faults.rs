@@ -27,6 +27,7 @@ fn pair(max_memory_bytes: u64) -> Pair {
         recv_dir: Some(recv_dir.path().to_owned()),
         max_memory_bytes,
         stall_timeout_ms: 5_000,
+        ..ChunkConfig::default()
     };
     let (receiver, inbox) = chunk_node(&ca, "receiver", &rt, chunk);
     let sender = OctopiiNode::new(config(ca.issue_node("sender", 1).unwrap()), &rt).unwrap();
@@ -148,9 +149,10 @@ fn an_unwritable_destination_is_refused_with_the_reason() {
     let (code, reason) = refused(&result);
     assert_eq!(code, Code::Internal);
     assert!(reason.contains("Not a directory"), "{reason}");
-    // A missing directory likewise.
+    // A missing directory is the request's fault: the path names nothing.
     let result = p.send(b"payload", TransferOptions::to_file("missing/file.bin"));
-    let (_, reason) = refused(&result);
+    let (code, reason) = refused(&result);
+    assert_eq!(code, Code::InvalidArgument, "{reason}");
     assert!(reason.contains("No such file"), "{reason}");
     assert_eq!(dir_entries(p.recv_dir.path()), ["blocker"]);
     p.still_serves();
@@ -172,6 +174,101 @@ fn a_destination_that_cannot_be_replaced_is_status_2_and_nothing_is_kept() {
         assert_eq!(dir_entries(p.recv_dir.path()), ["taken"], "resume {resume}");
     }
     p.still_serves();
+}
+
+#[test]
+fn the_receivers_temporary_names_cannot_be_destinations() {
+    let mut p = pair(1 << 20);
+    // A resumable transfer to `foo` cut after its first bytes would leave
+    // `.foo.octopii-partial`; nobody may write there, nor to a fresh
+    // temporary name.
+    std::fs::create_dir(p.recv_dir.path().join("sub")).unwrap();
+    std::fs::write(p.recv_dir.path().join(".foo.octopii-partial"), b"kept").unwrap();
+    for name in [
+        ".foo.octopii-partial",
+        "sub/.foo.octopii-partial",
+        ".octopii-AbC123.tmp",
+        "sub/.octopii-x",
+    ] {
+        let result = p.send(&random_bytes(1000), TransferOptions::to_file(name));
+        let (code, reason) = refused(&result);
+        assert_eq!(code, Code::InvalidArgument, "{name}: {reason}");
+        assert!(reason.contains("reserved"), "{name}: {reason}");
+    }
+    assert_eq!(
+        std::fs::read(p.recv_dir.path().join(".foo.octopii-partial")).unwrap(),
+        b"kept"
+    );
+    assert_eq!(dir_entries(&p.recv_dir.path().join("sub")), [] as [&str; 0]);
+    // The partial file is still resumed from by its own destination.
+    let data = [&b"kept"[..], &random_bytes(1000)].concat();
+    let result = p.send(&data, TransferOptions::to_file("foo").resume(true));
+    assert!(result.success && result.resumed_from == 4, "{result:?}");
+    assert_eq!(std::fs::read(p.recv_dir.path().join("foo")).unwrap(), data);
+    assert!(next_received(&p.rt, &mut p.inbox).outcome.is_ok());
+    assert_eq!(dir_entries(p.recv_dir.path()), ["foo", "sub"]);
+}
+
+#[test]
+fn files_over_the_size_limit_are_refused_before_any_data() {
+    let rt = OctopiiRuntime::new(2).unwrap();
+    let ca = ClusterCa::generate().unwrap();
+    let recv_dir = tempfile::tempdir().unwrap();
+    let chunk = ChunkConfig {
+        recv_dir: Some(recv_dir.path().to_owned()),
+        max_file_bytes: 100_000,
+        ..ChunkConfig::default()
+    };
+    let (receiver, mut inbox) = chunk_node(&ca, "receiver", &rt, chunk);
+    let sender = OctopiiNode::new(config(ca.issue_node("sender").unwrap()), &rt).unwrap();
+    let send = |data: Vec<u8>, name: &str| {
+        let source = ChunkSource::Memory(data.into());
+        let options = TransferOptions::to_file(name).resume(true);
+        rt.block_on(sender.transfer_chunk_to_peers(source, &[receiver.local_addr()], options))
+            .pop()
+            .unwrap()
+    };
+    let result = send(random_bytes(100_001), "big.bin");
+    let (code, reason) = refused(&result);
+    assert_eq!(code, Code::ResourceExhausted);
+    assert!(reason.contains("chunk.max_file_bytes"), "{reason}");
+    // Refused before anything was created, not even a partial file.
+    assert!(dir_entries(recv_dir.path()).is_empty());
+    // Up to the limit is fine.
+    let data = random_bytes(100_000);
+    let result = send(data.clone(), "fits.bin");
+    assert!(result.success, "{result:?}");
+    assert_eq!(
+        std::fs::read(recv_dir.path().join("fits.bin")).unwrap(),
+        data
+    );
+    assert!(next_received(&rt, &mut inbox).outcome.is_ok());
+}
+
+#[test]
+fn a_receivers_leftover_temporary_files_are_removed_when_it_serves_again() {
+    let rt = OctopiiRuntime::new(2).unwrap();
+    let ca = ClusterCa::generate().unwrap();
+    let recv_dir = tempfile::tempdir().unwrap();
+    // What a receiver that crashed mid-transfer leaves behind.
+    std::fs::write(recv_dir.path().join(".octopii-Ab12Cd.tmp"), b"half").unwrap();
+    std::fs::write(recv_dir.path().join(".big.bin.octopii-partial"), b"half").unwrap();
+    std::fs::write(recv_dir.path().join("earlier.bin"), b"whole").unwrap();
+    let chunk = ChunkConfig {
+        recv_dir: Some(recv_dir.path().to_owned()),
+        ..ChunkConfig::default()
+    };
+    let (receiver, _inbox) = chunk_node(&ca, "receiver", &rt, chunk.clone());
+    // The fresh temporary file is gone; the partial file stays to resume.
+    assert_eq!(
+        dir_entries(recv_dir.path()),
+        [".big.bin.octopii-partial", "earlier.bin"]
+    );
+    // Another service on the same directory would remove this one's
+    // temporary files: it is refused while this one serves.
+    let refused = octopii::chunk::ChunkService::new(&chunk, None).unwrap_err();
+    assert!(refused.to_string().contains("in use"), "{refused}");
+    drop(receiver);
 }
 
 #[test]

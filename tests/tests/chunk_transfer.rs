@@ -168,3 +168,43 @@ fn progress_is_reported_on_both_sides() {
         assert!(last.rate() > 0.0, "{side}: rate {}", last.rate());
     }
 }
+
+/// The default column of `docs/PROTOCOL.md`'s rows for `name`.
+fn documented_default(protocol: &str, name: &str) -> String {
+    let row = protocol
+        .lines()
+        .find(|line| line.starts_with(&format!("| {name} ")))
+        .unwrap_or_else(|| panic!("docs/PROTOCOL.md documents {name}"));
+    row.split('|').nth(2).unwrap().trim().to_owned()
+}
+
+#[test]
+fn the_documented_chunk_defaults_are_the_code_defaults() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md");
+    let protocol = std::fs::read_to_string(path).unwrap();
+    let defaults = ChunkConfig::default();
+    let cases = [
+        (
+            "`chunk.stall_timeout_ms` (receiver)",
+            defaults.stall_timeout_ms.to_string(),
+        ),
+        (
+            "`TransferOptions::stall_timeout` (reference sender)",
+            format!(
+                "{} s",
+                TransferOptions::to_memory("x").stall_timeout.as_secs()
+            ),
+        ),
+        (
+            "`chunk.max_memory_bytes`",
+            defaults.max_memory_bytes.to_string(),
+        ),
+        (
+            "`chunk.max_file_bytes`",
+            defaults.max_file_bytes.to_string(),
+        ),
+    ];
+    for (name, value) in cases {
+        assert_eq!(documented_default(&protocol, name), value, "{name}");
+    }
+}

@@ -25,7 +25,14 @@ pub enum TransferError {
     /// disk full, …); it kept nothing.
     #[error("the receiver failed: {0}")]
     Receiver(String),
-    /// The peer took no data for longer than the stall timeout.
+    /// Status `3`: the data matched its SHA-256 and is at its destination,
+    /// but the receiver could not fsync the directory, so it may not
+    /// survive a crash there. Not delivered: send again to be sure.
+    #[error("in place but not durable: {0}")]
+    NotDurable(String),
+    /// The peer took no data for a whole stall timeout, or gave no answer
+    /// in time (the accept within the stall timeout; the verdict within
+    /// the stall timeout plus the time the data took).
     #[error("the peer stalled: no progress for {0:?}")]
     Stalled(Duration),
     /// The source could not be read.

@@ -11,6 +11,9 @@
 //! * `receiver`: the receiving side's checks: temporary file, fsync, rename after the hash
 //!   matched, confinement to the receive directory.
 //! * `resume`: partial files kept to resume an interrupted transfer.
+//! * `names`: the receiver's temporary names, reserved from peers.
+//! * `recv_dir`: the receive directory, created durably, locked while
+//!   served, cleared of a previous receiver's temporary files.
 //! * [`progress`]: [`Progress`] reports on both sides.
 //! * [`service`]: [`ChunkService`], the receiving end, and its [`ChunkInbox`].
 //!
@@ -18,9 +21,11 @@
 //! receive with [`OctopiiNode::serve_chunks`](crate::OctopiiNode::serve_chunks).
 
 mod error;
+mod names;
 pub mod progress;
 pub mod protocol;
 mod receiver;
+mod recv_dir;
 mod resume;
 pub mod sender;
 pub mod service;

@@ -79,6 +79,9 @@ pub enum Status {
     ChecksumMismatch = 1,
     /// The transfer failed on the receiver (reason attached); nothing was kept.
     Error = 2,
+    /// The data matched its SHA-256 and is in place, but fsyncing its
+    /// directory failed (reason attached): it may not survive a crash.
+    NotDurable = 3,
 }
 
 impl Status {
@@ -88,6 +91,7 @@ impl Status {
             0 => Some(Status::Ok),
             1 => Some(Status::ChecksumMismatch),
             2 => Some(Status::Error),
+            3 => Some(Status::NotDurable),
             _ => None,
         }
     }
@@ -144,9 +148,9 @@ mod tests {
             [2, 1, 0, 0, 0, 0, 0, 0]
         );
         assert_eq!(size_header(258), [0, 0, 0, 0, 0, 0, 1, 2]);
-        for byte in 0..3 {
+        for byte in 0..4 {
             assert_eq!(Status::from_wire(byte).map(|s| s as u8), Some(byte));
         }
-        assert_eq!(Status::from_wire(3), None);
+        assert_eq!(Status::from_wire(4), None);
     }
 }

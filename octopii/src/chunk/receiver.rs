@@ -6,10 +6,12 @@
 //! the directory is fsynced too): no partial or unverified file ever appears
 //! at the destination path. Hashing and writing run on a blocking thread,
 //! fed 64 KiB buffers through a bounded channel, never on the threads that
-//! drive the QUIC connections.
+//! drive the QUIC connections; a transfer holds that thread only while
+//! buffers wait to be written.
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
@@ -21,7 +23,7 @@ use tokio::task::JoinHandle;
 
 use super::progress::Reporter;
 use super::protocol::{BUFFER_SIZE, HASH_LEN, SIZE_LEN};
-use super::resume;
+use super::{names, recv_dir, resume};
 use crate::rpc::{CallStream, RpcError};
 
 /// Buffers queued between the stream and the writer thread.
@@ -30,8 +32,9 @@ const WRITE_AHEAD: usize = 16;
 /// Resolves `name`, sent by a peer, to a path inside `root` (canonical).
 ///
 /// Only plain relative names are taken: no `..`, `.`, root or prefix
-/// component, and the parent directory must exist and, symlinks resolved,
-/// still lie inside `root`.
+/// component, none of the receiver's own temporary names (see `names`),
+/// and the parent directory must exist and, symlinks resolved, still lie
+/// inside `root`.
 pub(crate) fn resolve(root: &Path, name: &str) -> Result<PathBuf, String> {
     let relative = Path::new(name);
     if name.is_empty() || name.contains('\0') {
@@ -43,6 +46,14 @@ pub(crate) fn resolve(root: &Path, name: &str) -> Result<PathBuf, String> {
     {
         return Err(format!(
             "file name {name:?} must be a plain relative path (no `..`, `.` or leading `/`)"
+        ));
+    }
+    if relative.iter().any(names::is_reserved) {
+        return Err(format!(
+            "file name {name:?} is reserved for the receiver's temporary files \
+             (`{}…` or `…{}`)",
+            names::TEMP_PREFIX,
+            names::PARTIAL_SUFFIX
         ));
     }
     let file_name = relative
@@ -60,6 +71,23 @@ pub(crate) fn resolve(root: &Path, name: &str) -> Result<PathBuf, String> {
     Ok(parent.join(file_name))
 }
 
+/// Device and inode: which file a name leads to.
+type Identity = (u64, u64);
+
+fn identity(meta: &std::fs::Metadata) -> Identity {
+    (meta.dev(), meta.ino())
+}
+
+/// Why verified bytes did not end up durably in place.
+#[derive(Debug)]
+pub(crate) enum CommitError {
+    /// Not renamed into place: the destination is as it was.
+    NotPlaced(String),
+    /// Renamed into place, but the directory fsync failed: the file may
+    /// not survive a crash.
+    NotDurable(String),
+}
+
 /// A temporary file on its way to `dest`. Dropped without
 /// [`commit`](Self::commit) or [`discard`](Self::discard), it is kept if
 /// it is a resumable partial file and removed otherwise.
@@ -68,7 +96,9 @@ pub(crate) struct TempFile {
     file: File,
     path: PathBuf,
     dest: PathBuf,
-    keep_if_interrupted: bool,
+    /// The file written and hashed; `path` must still name it at commit.
+    identity: Identity,
+    remove_on_drop: bool,
 }
 
 impl TempFile {
@@ -80,62 +110,92 @@ impl TempFile {
         size: u64,
         resumable: bool,
     ) -> std::io::Result<(TempFile, u64, Sha256)> {
-        if resumable {
-            let path = resume::partial_path(dest);
+        let (file, path, held, hasher) = if resumable {
+            let path = names::partial_path(dest);
             let (file, held, hasher) = resume::open_partial(&path, size)?;
-            let temp = TempFile {
-                file,
-                path,
-                dest: dest.to_owned(),
-                keep_if_interrupted: true,
-            };
-            return Ok((temp, held, hasher));
-        }
-        let parent = dest.parent().unwrap_or(Path::new("."));
-        let (file, path) = tempfile::Builder::new()
-            .prefix(".octopii-")
-            .suffix(".tmp")
-            .tempfile_in(parent)?
-            .keep()
-            .map_err(|e| e.error)?;
+            (file, path, held, hasher)
+        } else {
+            let parent = dest.parent().unwrap_or(Path::new("."));
+            let (file, path) = tempfile::Builder::new()
+                .prefix(names::TEMP_PREFIX)
+                .suffix(names::TEMP_SUFFIX)
+                .tempfile_in(parent)?
+                .keep()
+                .map_err(|e| e.error)?;
+            (file, path, 0, Sha256::new())
+        };
         let temp = TempFile {
+            identity: identity(&file.metadata()?),
             file,
             path,
             dest: dest.to_owned(),
-            keep_if_interrupted: false,
+            remove_on_drop: !resumable,
         };
-        Ok((temp, 0, Sha256::new()))
+        Ok((temp, held, hasher))
     }
 
     /// Renames the file into place and fsyncs its directory.
-    pub(crate) fn commit(mut self) -> std::io::Result<PathBuf> {
+    pub(crate) fn commit(self) -> Result<PathBuf, CommitError> {
+        self.commit_with(recv_dir::sync_dir)
+    }
+
+    /// [`commit`](Self::commit), fsyncing the directory with `sync_dir`.
+    fn commit_with(
+        mut self,
+        sync_dir: impl FnOnce(&Path) -> std::io::Result<()>,
+    ) -> Result<PathBuf, CommitError> {
+        let not_placed = |e: String| CommitError::NotPlaced(e);
+        // Only the file that was hashed may be published.
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) if identity(&meta) == self.identity => {}
+            found => {
+                // What the name leads to now is not ours to remove.
+                self.remove_on_drop = false;
+                let what = match found {
+                    Ok(_) => "was replaced by another file".to_owned(),
+                    Err(e) => format!("is gone ({e})"),
+                };
+                return Err(not_placed(format!(
+                    "the temporary file {} {what}: nothing was put in place",
+                    self.path.display()
+                )));
+            }
+        }
         if let Err(e) = std::fs::rename(&self.path, &self.dest) {
             // Verified but unplaceable: not worth resuming, removed on drop.
-            self.keep_if_interrupted = false;
-            return Err(e);
+            self.remove_on_drop = true;
+            return Err(not_placed(format!("renaming into place: {e}")));
         }
         // Renamed: nothing is left at `path` to remove.
-        self.keep_if_interrupted = true;
+        self.remove_on_drop = false;
         // A partial file of an older interrupted attempt is stale now.
-        let partial = resume::partial_path(&self.dest);
+        let partial = names::partial_path(&self.dest);
         if partial != self.path {
             let _ = std::fs::remove_file(partial);
         }
-        if let Some(dir) = self.dest.parent() {
-            File::open(dir)?.sync_all()?;
-        }
+        let dir = match self.dest.parent() {
+            Some(dir) => dir,
+            None => Path::new("."),
+        };
+        sync_dir(dir).map_err(|e| {
+            CommitError::NotDurable(format!(
+                "{} is in place but fsyncing its directory failed ({e}): \
+                 it may not survive a crash",
+                self.dest.display()
+            ))
+        })?;
         Ok(self.dest.clone())
     }
 
     /// Removes the file.
     pub(crate) fn discard(mut self) {
-        self.keep_if_interrupted = false;
+        self.remove_on_drop = true;
     }
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if !self.keep_if_interrupted {
+        if self.remove_on_drop {
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -189,37 +249,57 @@ pub(crate) struct Sealed {
     pub(crate) hash: [u8; HASH_LEN],
 }
 
-/// The writer thread of one transfer.
+/// The bytes written so far and their hash.
+struct Work {
+    sink: Sink,
+    hasher: Sha256,
+}
+
+impl Work {
+    /// Hashes and writes `first`, then whatever else is queued; the
+    /// sink is discarded on a failure.
+    fn drain(mut self, first: Bytes, incoming: &mut mpsc::Receiver<Bytes>) -> Result<Work, String> {
+        let mut next = Some(first);
+        while let Some(buffer) = next {
+            self.hasher.update(&buffer);
+            if let Err(reason) = self.sink.write(&buffer) {
+                self.sink.discard();
+                return Err(reason);
+            }
+            next = incoming.try_recv().ok();
+        }
+        Ok(self)
+    }
+
+    fn seal(mut self) -> Result<Sealed, String> {
+        if let Err(reason) = self.sink.sync() {
+            self.sink.discard();
+            return Err(reason);
+        }
+        Ok(Sealed {
+            sink: self.sink,
+            hash: self.hasher.finalize().into(),
+        })
+    }
+}
+
+/// The writer of one transfer. Hashing and writing run on a blocking
+/// thread that is held while buffers are queued and given back when the
+/// queue is empty: a transfer whose sender sends nothing holds no thread.
 struct Writer {
     buffers: mpsc::Sender<Bytes>,
-    thread: JoinHandle<Result<Sealed, String>>,
+    task: JoinHandle<Result<Sealed, String>>,
 }
 
 impl Writer {
     /// Starts hashing (continuing `hasher`) and writing into `sink`.
-    fn spawn(mut sink: Sink, mut hasher: Sha256) -> Writer {
-        let (buffers, mut incoming) = mpsc::channel::<Bytes>(WRITE_AHEAD);
-        let thread = tokio::task::spawn_blocking(move || {
-            while let Some(buffer) = incoming.blocking_recv() {
-                hasher.update(&buffer);
-                if let Err(reason) = sink.write(&buffer) {
-                    sink.discard();
-                    return Err(reason);
-                }
-            }
-            if let Err(reason) = sink.sync() {
-                sink.discard();
-                return Err(reason);
-            }
-            Ok(Sealed {
-                sink,
-                hash: hasher.finalize().into(),
-            })
-        });
-        Writer { buffers, thread }
+    fn spawn(sink: Sink, hasher: Sha256) -> Writer {
+        let (buffers, incoming) = mpsc::channel::<Bytes>(WRITE_AHEAD);
+        let task = tokio::spawn(write_queued(incoming, Work { sink, hasher }));
+        Writer { buffers, task }
     }
 
-    /// Queues `buffer`; `false` when the thread stopped on an error.
+    /// Queues `buffer`; `false` when the writer stopped on an error.
     async fn push(&self, buffer: Bytes) -> bool {
         self.buffers.send(buffer).await.is_ok()
     }
@@ -227,10 +307,32 @@ impl Writer {
     /// Waits until everything queued is written and synced.
     async fn finish(self) -> Result<Sealed, String> {
         drop(self.buffers);
-        self.thread
+        self.task
             .await
-            .map_err(|e| format!("writer thread failed: {e}"))?
+            .map_err(|e| format!("writer task failed: {e}"))?
     }
+}
+
+async fn write_queued(
+    mut incoming: mpsc::Receiver<Bytes>,
+    mut work: Work,
+) -> Result<Sealed, String> {
+    while let Some(first) = incoming.recv().await {
+        (work, incoming) = on_blocking_thread(move || {
+            let work = work.drain(first, &mut incoming)?;
+            Ok((work, incoming))
+        })
+        .await?;
+    }
+    on_blocking_thread(move || work.seal()).await
+}
+
+async fn on_blocking_thread<T: Send + 'static>(
+    job: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|e| format!("writer thread failed: {e}"))?
 }
 
 /// How the data phase of a transfer ended.
@@ -343,7 +445,6 @@ async fn read_data(
         if !writer.push(buffer).await {
             return Err(Interrupted::WriterStopped);
         }
-        watchdog.progressed();
         reporter.update(got);
     }
     let mut hash = [0u8; HASH_LEN];
@@ -360,13 +461,15 @@ async fn read_data(
     Ok(hash)
 }
 
-/// Breaks a transfer whose sender sends nothing for the stall timeout.
-/// One timer, re-armed per 64 KiB buffer rather than per read: reads
-/// return a packet's worth of bytes, and a timer each would cost more
-/// than the read.
+/// Breaks a transfer whose sender sends nothing for a whole stall period.
+/// Reads only mark that bytes moved; one timer checks the mark once per
+/// period (a timer re-armed per read would cost more than the read), so a
+/// slow sender that keeps sending is never broken, and a silent one is
+/// broken between one and two periods after its last byte.
 struct Watchdog {
     stall: Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
+    moved: bool,
 }
 
 impl Watchdog {
@@ -374,12 +477,8 @@ impl Watchdog {
         Watchdog {
             stall,
             timer: Box::pin(tokio::time::sleep(stall)),
+            moved: false,
         }
-    }
-
-    fn progressed(&mut self) {
-        let deadline = tokio::time::Instant::now() + self.stall;
-        self.timer.as_mut().reset(deadline);
     }
 
     /// Reads up to `max` bytes; `None` at a clean end of the sender's side.
@@ -388,13 +487,25 @@ impl Watchdog {
         stream: &mut CallStream,
         max: usize,
     ) -> Result<Option<Bytes>, Interrupted> {
-        tokio::select! {
-            biased;
-            read = stream.read_raw(max) => read.map_err(broken),
-            () = &mut self.timer => Err(Interrupted::Broken(format!(
-                "the sender sent nothing for {:?}",
-                self.stall
-            ))),
+        loop {
+            tokio::select! {
+                biased;
+                read = stream.read_raw(max) => {
+                    let read = read.map_err(broken)?;
+                    self.moved |= read.as_ref().is_some_and(|chunk| !chunk.is_empty());
+                    return Ok(read);
+                }
+                () = &mut self.timer => {
+                    if !std::mem::take(&mut self.moved) {
+                        return Err(Interrupted::Broken(format!(
+                            "the sender sent nothing for {:?}",
+                            self.stall
+                        )));
+                    }
+                    let deadline = tokio::time::Instant::now() + self.stall;
+                    self.timer.as_mut().reset(deadline);
+                }
+            }
         }
     }
 
@@ -408,11 +519,108 @@ impl Watchdog {
             buf[at..at + chunk.len()].copy_from_slice(&chunk);
             at += chunk.len();
         }
-        self.progressed();
         Ok(true)
     }
 }
 
 fn broken(e: RpcError) -> Interrupted {
     Interrupted::Broken(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_with(dest: &Path, bytes: &[u8], resumable: bool) -> TempFile {
+        let (mut temp, _, _) = TempFile::create(dest, bytes.len() as u64, resumable).unwrap();
+        temp.file.write_all(bytes).unwrap();
+        temp
+    }
+
+    #[test]
+    fn peers_cannot_name_the_receivers_temporary_files() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        for name in [
+            ".foo.octopii-partial",
+            "sub/.foo.octopii-partial",
+            ".octopii-AbC123.tmp",
+            "sub/.octopii-x",
+        ] {
+            let refused = resolve(&root, name).unwrap_err();
+            assert!(refused.contains("reserved"), "{name}: {refused}");
+        }
+        assert_eq!(resolve(&root, "sub/foo").unwrap(), root.join("sub/foo"));
+    }
+
+    #[test]
+    fn a_temporary_file_replaced_before_the_rename_is_not_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("foo");
+        for resumable in [false, true] {
+            let temp = temp_with(&dest, b"verified bytes", resumable);
+            // Another file takes the temporary name after the bytes were hashed.
+            let other = dir.path().join("other");
+            std::fs::write(&other, b"someone else's bytes").unwrap();
+            std::fs::rename(&other, &temp.path).unwrap();
+            let path = temp.path.clone();
+            let Err(CommitError::NotPlaced(reason)) = temp.commit() else {
+                panic!("the replaced file was published");
+            };
+            assert!(reason.contains("replaced"), "{reason}");
+            assert!(!dest.exists(), "resumable {resumable}");
+            // Not ours: left where it is.
+            assert_eq!(std::fs::read(&path).unwrap(), b"someone else's bytes");
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_failed_directory_fsync_says_the_file_is_in_place_but_not_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("foo");
+        let temp = temp_with(&dest, b"verified bytes", false);
+        let committed = temp.commit_with(|_| Err(std::io::Error::other("injected EIO")));
+        let Err(CommitError::NotDurable(reason)) = committed else {
+            panic!("expected NotDurable, got {committed:?}");
+        };
+        assert!(
+            reason.contains("in place") && reason.contains("injected EIO"),
+            "{reason}"
+        );
+        assert_eq!(std::fs::read(&dest).unwrap(), b"verified bytes");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn an_idle_writer_holds_no_blocking_thread() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let writer = Writer::spawn(Sink::Memory(BytesMut::new()), Sha256::new());
+            assert!(writer.push(Bytes::from_static(b"first")).await);
+            while writer.buffers.capacity() < WRITE_AHEAD {
+                tokio::task::yield_now().await;
+            }
+            // The writer took its buffer and waits for more: the only
+            // blocking thread must be free for other work.
+            let other = tokio::task::spawn_blocking(|| "ran");
+            let ran = tokio::time::timeout(Duration::from_secs(10), other).await;
+            assert_eq!(ran.expect("the blocking thread is free").unwrap(), "ran");
+            assert!(writer.push(Bytes::from_static(b" second")).await);
+            let sealed = writer.finish().await.unwrap();
+            assert_eq!(
+                sealed.hash,
+                <[u8; 32]>::from(Sha256::digest(b"first second"))
+            );
+            let Sink::Memory(bytes) = sealed.sink else {
+                panic!("a memory sink");
+            };
+            assert_eq!(&bytes[..], b"first second");
+        });
+    }
 }

@@ -6,25 +6,17 @@
 //! destination re-hashes those bytes, reports their count as the offset and
 //! appends the rest, so the SHA-256 the sender sends still covers the whole
 //! file. A partial file that does not verify in the end is removed like any
-//! other temporary file.
+//! other temporary file. Its name is reserved (see `names`): no peer can
+//! name it as a destination.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
 use super::protocol::BUFFER_SIZE;
-
-/// The partial file of a resumable transfer to `dest`.
-pub(crate) fn partial_path(dest: &Path) -> PathBuf {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    dest.with_file_name(format!(".{name}.octopii-partial"))
-}
 
 /// Opens (or creates) the partial file at `path` for a transfer of `size`
 /// bytes and hashes what it holds. Returns the file positioned at its end,

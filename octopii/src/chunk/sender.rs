@@ -6,13 +6,15 @@
 //! ```
 //!
 //! Memory stays bounded: the reader waits while the distributor is behind,
-//! and the distributor waits while a lane is full, at most the stall timeout
-//! per lane: a peer that takes nothing for that long loses its lane and
-//! fails with [`TransferError::Stalled`], and the others go on. A peer that
-//! fails for any other reason drops its lane at once.
+//! and the distributor waits while a lane is full. A peer whose stream
+//! takes no byte for a whole stall timeout loses its lane and fails with
+//! [`TransferError::Stalled`], and the others go on; a slow peer that keeps
+//! taking bytes is waited for. A peer that fails for any other reason
+//! drops its lane at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,7 +25,7 @@ use super::TransferError;
 use super::progress::{ProgressFn, Reporter};
 use super::protocol::{self, Accept, Destination, METHOD, SERVICE, Status, TransferRequest};
 use super::source::{ChunkSource, Piece};
-use crate::rpc::{CallStream, Channels, Client, Connect, codec, frame};
+use crate::rpc::{CallStream, Channels, Client, Connect, RpcError, codec, frame};
 
 /// Buffers (of 64 KiB) queued per peer: what one slow peer may lag behind.
 const LANE_BUFFERS: usize = 32;
@@ -56,7 +58,10 @@ pub struct TransferOptions {
     /// Resume from a partial file the receiver kept, and have it keep this
     /// transfer's partial file if it is interrupted.
     pub resume: bool,
-    /// A peer that takes no data (or gives no answer) for this long fails.
+    /// A peer whose stream takes no byte for this long, or that does not
+    /// accept within it, fails as stalled (default
+    /// [`DEFAULT_STALL_TIMEOUT`], 30 s). The verdict after the data may
+    /// take this plus the time the data took.
     pub stall_timeout: Duration,
     /// Called as each peer's transfer progresses.
     pub progress: Option<ProgressFn>,
@@ -196,9 +201,14 @@ pub(crate) async fn transfer(
     let mut tasks = JoinSet::new();
     for (index, &peer) in peers.iter().enumerate() {
         let (lane, pieces) = mpsc::channel(LANE_BUFFERS);
-        lanes.push(lane);
+        let taken = Arc::new(AtomicU64::new(0));
+        lanes.push(Lane {
+            pieces: lane,
+            taken: taken.clone(),
+        });
         let client = Client::new(&via, peer);
-        let task = send_to_peer(client, request.clone(), pieces, options.clone(), started);
+        let peer_side = PeerSide { pieces, taken };
+        let task = send_to_peer(client, request.clone(), peer_side, options.clone(), started);
         tasks.spawn(async move { (index, task.await) });
     }
     let (read, read_out) = mpsc::channel(READ_AHEAD);
@@ -239,17 +249,28 @@ impl TransferResult {
     }
 }
 
-/// Hands each piece to every live lane; a lane full for longer than
-/// `stall` is dropped (its peer then fails as stalled).
-async fn distribute(
-    mut pieces: mpsc::Receiver<Piece>,
-    mut lanes: Vec<mpsc::Sender<Piece>>,
-    stall: Duration,
-) {
+/// The distributor's end of one peer's lane.
+struct Lane {
+    pieces: mpsc::Sender<Piece>,
+    /// Bytes the peer's stream has taken so far: a full lane whose count
+    /// still grows belongs to a slow peer, not a stalled one.
+    taken: Arc<AtomicU64>,
+}
+
+/// The peer task's end of its lane.
+struct PeerSide {
+    pieces: mpsc::Receiver<Piece>,
+    taken: Arc<AtomicU64>,
+}
+
+/// Hands each piece to every live lane; a lane that stays full while its
+/// peer takes no byte for `stall` is dropped (its peer then fails as
+/// stalled).
+async fn distribute(mut pieces: mpsc::Receiver<Piece>, mut lanes: Vec<Lane>, stall: Duration) {
     while let Some(piece) = pieces.recv().await {
         let mut live = Vec::with_capacity(lanes.len());
         for lane in lanes {
-            if let Ok(Ok(())) = tokio::time::timeout(stall, lane.send(piece.clone())).await {
+            if hand_on(&lane, piece.clone(), stall).await {
                 live.push(lane);
             }
         }
@@ -257,6 +278,26 @@ async fn distribute(
         if lanes.is_empty() {
             // Dropping `pieces` stops the reader thread.
             return;
+        }
+    }
+}
+
+/// Puts `piece` into `lane`; `false` when its peer is gone, or its lane
+/// stayed full for a whole `stall` period in which the peer took no byte.
+async fn hand_on(lane: &Lane, piece: Piece, stall: Duration) -> bool {
+    let send = lane.pieces.send(piece);
+    tokio::pin!(send);
+    let mut seen = lane.taken.load(Ordering::Relaxed);
+    loop {
+        match tokio::time::timeout(stall, &mut send).await {
+            Ok(sent) => return sent.is_ok(),
+            Err(_) => {
+                let now = lane.taken.load(Ordering::Relaxed);
+                if now == seen {
+                    return false;
+                }
+                seen = now;
+            }
         }
     }
 }
@@ -271,7 +312,7 @@ struct Sent {
 async fn send_to_peer(
     client: Client,
     request: TransferRequest,
-    pieces: mpsc::Receiver<Piece>,
+    lane: PeerSide,
     options: TransferOptions,
     started: Instant,
 ) -> TransferResult {
@@ -280,7 +321,7 @@ async fn send_to_peer(
     // Connecting is bounded by the transport's handshake timeout.
     let outcome = match client.open_stream(options.service, METHOD, &request).await {
         Ok(mut stream) => {
-            let outcome = exchange(&mut stream, &request, pieces, &options, &mut sent).await;
+            let outcome = exchange(&mut stream, &request, lane, &options, &mut sent).await;
             if outcome.is_err() {
                 stream.reset(ABANDONED);
             }
@@ -288,12 +329,13 @@ async fn send_to_peer(
         }
         Err(e) => Err(e.into()),
     };
+    let verified = matches!(outcome, Ok(()) | Err(TransferError::NotDurable(_)));
     TransferResult {
         peer,
         success: outcome.is_ok(),
         bytes_transferred: sent.bytes,
         resumed_from: sent.offset,
-        checksum_verified: outcome.is_ok(),
+        checksum_verified: verified,
         duration: started.elapsed(),
         error: outcome.err(),
     }
@@ -309,14 +351,36 @@ async fn within<T>(
         .map_err(|_| TransferError::Stalled(stall))
 }
 
+/// Writes `bytes`, failing as stalled only when the stream takes none of
+/// them for a whole `stall` period: a slow peer that keeps reading is
+/// waited for. The outer error is the stall, the inner one the stream's.
+async fn write_watched(
+    stream: &mut CallStream,
+    mut bytes: Bytes,
+    stall: Duration,
+    taken: &AtomicU64,
+) -> Result<Result<(), RpcError>, TransferError> {
+    while !bytes.is_empty() {
+        match within(stall, stream.write_some(&mut bytes)).await? {
+            Ok(n) => {
+                taken.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    Ok(Ok(()))
+}
+
 /// The protocol of one peer, from the accept to the verdict.
 async fn exchange(
     stream: &mut CallStream,
     request: &TransferRequest,
-    mut pieces: mpsc::Receiver<Piece>,
+    lane: PeerSide,
     options: &TransferOptions,
     sent: &mut Sent,
 ) -> Result<(), TransferError> {
+    let PeerSide { mut pieces, taken } = lane;
+    let taken = &*taken;
     let stall = options.stall_timeout;
     let size = request.size;
     let offset = read_accept(stream, stall, size).await?;
@@ -333,8 +397,10 @@ async fn exchange(
         Some(Fault::SizeDelta(delta)) => size.saturating_add_signed(delta),
         _ => size,
     };
+    let data_started = Instant::now();
     let header = protocol::size_header(announced);
-    if let Err(e) = within(stall, stream.write_raw(&header)).await? {
+    let header = Bytes::copy_from_slice(&header);
+    if let Err(e) = write_watched(stream, header, stall, taken).await? {
         return Err(verdict_after_write_error(stream, stall, e.into()).await);
     }
     let mut position = 0u64;
@@ -359,17 +425,22 @@ async fn exchange(
         };
         let buffer = inject(options.fault, buffer, position);
         let len = buffer.len() as u64;
-        if let Err(e) = within(stall, stream.write_bytes(buffer)).await? {
+        if let Err(e) = write_watched(stream, buffer, stall, taken).await? {
             return Err(verdict_after_write_error(stream, stall, e.into()).await);
         }
         sent.bytes += len;
         reporter.update(position);
     };
-    if let Err(e) = within(stall, stream.write_raw(&hash)).await? {
+    let hash = Bytes::copy_from_slice(&hash);
+    if let Err(e) = write_watched(stream, hash, stall, taken).await? {
         return Err(verdict_after_write_error(stream, stall, e.into()).await);
     }
     stream.finish();
-    let (status, reason) = within(stall, protocol::read_status(stream)).await??;
+    // The receiver may still be reading up to a flow-control window of
+    // data, then fsyncs: give it as long again as the data took to go out,
+    // on top of the stall timeout, since the sender cannot see its reads.
+    let patience = stall + data_started.elapsed();
+    let (status, reason) = within(patience, protocol::read_status(stream)).await??;
     verdict(status, reason)
 }
 
@@ -415,6 +486,7 @@ fn verdict(status: Status, reason: String) -> Result<(), TransferError> {
         Status::Ok => Ok(()),
         Status::ChecksumMismatch => Err(TransferError::ChecksumMismatch),
         Status::Error => Err(TransferError::Receiver(reason)),
+        Status::NotDurable => Err(TransferError::NotDurable(reason)),
     }
 }
 

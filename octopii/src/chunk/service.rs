@@ -21,7 +21,8 @@ use tokio::sync::mpsc;
 use super::TransferError;
 use super::progress::{ProgressFn, Reporter};
 use super::protocol::{self, Accept, Destination, METHOD, SERVICE, Status, TransferRequest};
-use super::receiver::{self, Outcome, Sealed, Sink, TempFile};
+use super::receiver::{self, CommitError, Outcome, Sealed, Sink, TempFile};
+use super::recv_dir::RecvDir;
 use crate::config::ChunkConfig;
 use crate::rpc::{self, CallStream, Code, Context, HandlerFuture, RpcError, Service, StreamFuture};
 use crate::transport::PeerInfo;
@@ -38,7 +39,9 @@ pub struct Received {
     /// The destination name (memory) or path (file) the sender gave.
     pub name: String,
     /// The verified data, or why the transfer failed (nothing was kept,
-    /// except a resumable partial file after a broken connection).
+    /// except a resumable partial file after a broken connection, and a
+    /// file in place whose directory fsync failed:
+    /// [`TransferError::NotDurable`]).
     pub outcome: std::result::Result<ReceivedData, TransferError>,
 }
 
@@ -93,8 +96,9 @@ impl std::fmt::Debug for ChunkService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChunkService")
             .field("name", &self.state.name)
-            .field("recv_dir", &self.state.recv_dir)
+            .field("recv_dir", &self.state.recv_dir.as_ref().map(RecvDir::path))
             .field("max_memory_bytes", &self.state.max_memory)
+            .field("max_file_bytes", &self.state.max_file)
             .finish_non_exhaustive()
     }
 }
@@ -102,9 +106,10 @@ impl std::fmt::Debug for ChunkService {
 struct State {
     /// The service name peers address.
     name: &'static str,
-    /// Canonical; `None` refuses transfers to files.
-    recv_dir: Option<PathBuf>,
+    /// Held while the service lives; `None` refuses transfers to files.
+    recv_dir: Option<RecvDir>,
     max_memory: u64,
+    max_file: u64,
     memory_in_use: AtomicU64,
     stall: Duration,
     /// Destinations with a transfer running, so two never share one.
@@ -115,8 +120,14 @@ struct State {
 }
 
 impl ChunkService {
-    /// A service receiving under `config` (its receive directory is
-    /// created if missing), calling `progress` as data arrives.
+    /// A service receiving under `config`, calling `progress` as data
+    /// arrives.
+    ///
+    /// Its receive directory is created if missing (durably: the parent of
+    /// each directory created is fsynced), locked for as long as the
+    /// service lives (a second service on the same directory is refused),
+    /// and cleared of the temporary files a previous receiver left there.
+    /// Partial files kept for resuming are left in place.
     pub fn new(config: &ChunkConfig, progress: Option<ProgressFn>) -> Result<(Self, ChunkInbox)> {
         Self::build(SERVICE, config, progress, None)
     }
@@ -159,16 +170,14 @@ impl ChunkService {
     ) -> Result<(Self, ChunkInbox)> {
         let recv_dir = match &config.recv_dir {
             None => None,
-            Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| OctopiiError::file(dir, e))?;
-                Some(dir.canonicalize().map_err(|e| OctopiiError::file(dir, e))?)
-            }
+            Some(dir) => Some(RecvDir::open(dir).map_err(|e| OctopiiError::file(dir, e))?),
         };
         let (inbox, taken) = mpsc::channel(INBOX_CAPACITY);
         let state = State {
             name,
             recv_dir,
             max_memory: config.max_memory_bytes,
+            max_file: config.max_file_bytes,
             memory_in_use: AtomicU64::new(0),
             stall: config.stall_timeout(),
             in_flight: Mutex::new(HashSet::new()),
@@ -297,10 +306,7 @@ impl State {
         )
         .await;
         let (status, reason) = match outcome {
-            Outcome::Verified(sealed) => match self.deliver(ctx.peer(), &request, sealed).await {
-                Ok(()) => (Status::Ok, String::new()),
-                Err(reason) => (Status::Error, reason),
-            },
+            Outcome::Verified(sealed) => self.deliver(ctx.peer(), &request, sealed).await,
             Outcome::Mismatch => (
                 Status::ChecksumMismatch,
                 "the data does not match its SHA-256".to_owned(),
@@ -323,6 +329,11 @@ impl State {
                 let error = TransferError::Receiver(reason.clone());
                 self.announce_failure(ctx.peer(), &request, error);
             }
+            Status::NotDurable => {
+                tracing::warn!(peer = %ctx.peer().addr, "chunk transfer not durable: {reason}");
+                let error = TransferError::NotDurable(reason.clone());
+                self.announce_failure(ctx.peer(), &request, error);
+            }
         }
         // Free the destination before the sender hears the verdict, so
         // its next transfer to the same name is not refused as running.
@@ -336,13 +347,23 @@ impl State {
         match &request.destination {
             Destination::Memory { .. } => self.prepare_memory(request.size),
             Destination::File { path } => {
-                let Some(root) = self.recv_dir.clone() else {
+                let Some(root) = &self.recv_dir else {
                     return Err(RpcError::new(
                         Code::Unavailable,
                         "this node has no receive directory for files",
                     ));
                 };
-                let dest = receiver::resolve(&root, path)
+                if request.size > self.max_file {
+                    return Err(RpcError::new(
+                        Code::ResourceExhausted,
+                        format!(
+                            "{} bytes exceed the limit of {} bytes per file \
+                             (chunk.max_file_bytes)",
+                            request.size, self.max_file
+                        ),
+                    ));
+                }
+                let dest = receiver::resolve(root.path(), path)
                     .map_err(|reason| RpcError::new(Code::InvalidArgument, reason))?;
                 if !self.in_flight().insert(dest.clone()) {
                     return Err(RpcError::new(
@@ -415,21 +436,24 @@ impl State {
         });
     }
 
-    /// Puts verified bytes in place and tells the application.
+    /// Puts verified bytes in place and tells the application; returns
+    /// the verdict for the sender.
     async fn deliver(
         &self,
         peer: &PeerInfo,
         request: &TransferRequest,
         sealed: Sealed,
-    ) -> std::result::Result<(), String> {
+    ) -> (Status, String) {
         let name = request.destination.name().to_owned();
+        let failed = |reason: String| (Status::Error, reason);
         match sealed.sink {
             Sink::Memory(buffer) => {
                 if let Some(handler) = &self.memory_handler {
                     let handled = handler(peer.clone(), name, buffer.freeze());
                     return match tokio::time::timeout(self.stall, handled).await {
-                        Ok(verdict) => verdict,
-                        Err(_) => Err(format!(
+                        Ok(Ok(())) => (Status::Ok, String::new()),
+                        Ok(Err(reason)) => failed(reason),
+                        Err(_) => failed(format!(
                             "the receiving application took no decision for {:?}",
                             self.stall
                         )),
@@ -441,25 +465,33 @@ impl State {
                     outcome: Ok(ReceivedData::Memory(buffer.freeze())),
                 };
                 match tokio::time::timeout(self.stall, self.inbox.send(received)).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(_)) => Err("the receiving application takes no data".into()),
-                    Err(_) => Err(format!(
+                    Ok(Ok(())) => (Status::Ok, String::new()),
+                    Ok(Err(_)) => failed("the receiving application takes no data".into()),
+                    Err(_) => failed(format!(
                         "the receiving application took no data for {:?}",
                         self.stall
                     )),
                 }
             }
             Sink::File(temp) => {
-                let path = tokio::task::spawn_blocking(move || temp.commit())
-                    .await
-                    .map_err(|e| format!("commit task failed: {e}"))?
-                    .map_err(|e| format!("putting the file in place: {e}"))?;
-                let _ = self.inbox.try_send(Received {
-                    peer: peer.clone(),
-                    name,
-                    outcome: Ok(ReceivedData::File(path)),
-                });
-                Ok(())
+                let committed = match tokio::task::spawn_blocking(move || temp.commit()).await {
+                    Ok(committed) => committed,
+                    Err(e) => return failed(format!("commit task failed: {e}")),
+                };
+                match committed {
+                    Ok(path) => {
+                        let _ = self.inbox.try_send(Received {
+                            peer: peer.clone(),
+                            name,
+                            outcome: Ok(ReceivedData::File(path)),
+                        });
+                        (Status::Ok, String::new())
+                    }
+                    Err(CommitError::NotPlaced(reason)) => {
+                        failed(format!("putting the file in place: {reason}"))
+                    }
+                    Err(CommitError::NotDurable(reason)) => (Status::NotDurable, reason),
+                }
             }
         }
     }

@@ -1,9 +1,10 @@
 //! [`ChunkSource`]: what a transfer sends, read once in 64 KiB buffers.
 //!
-//! One blocking reader thread reads the source from its start, hashes each
-//! buffer as it goes (so hashing never runs on the threads that drive QUIC
-//! connections) and hands the buffers on as [`Bytes`]: a buffer sent to
-//! several peers is shared, never copied or read again.
+//! The source is read from its start and each buffer hashed as it goes on
+//! a blocking thread (so neither runs on the threads that drive QUIC
+//! connections), held only while there is room for the buffers it reads;
+//! they are handed on as [`Bytes`]: a buffer sent to several peers is
+//! shared, never copied or read again.
 
 use std::fs::File;
 use std::io::Read;
@@ -88,63 +89,196 @@ impl OpenSource {
         self.size
     }
 
-    /// Starts the reader thread: every buffer, then the hash, into `out`.
-    /// It stops early when `out` closes (no peer is left).
+    /// Starts reading: every buffer, then the hash, into `out`. It stops
+    /// early when `out` closes (no peer is left).
     pub(crate) fn spawn_reader(self, out: mpsc::Sender<Piece>) {
-        tokio::task::spawn_blocking(move || {
-            let piece = match self.read_all(&out) {
-                Ok(Some(hash)) => Piece::End(hash),
-                Ok(None) => return,
-                Err(reason) => Piece::Failed(reason),
-            };
-            let _ = out.blocking_send(piece);
-        });
+        tokio::spawn(self.read_into(out));
     }
 
-    /// `Ok(None)` when the receiving side went away.
-    fn read_all(self, out: &mpsc::Sender<Piece>) -> Result<Option<[u8; HASH_LEN]>, String> {
-        let mut hasher = Sha256::new();
-        match self.input {
-            Input::Memory(bytes) => {
-                let mut at = 0;
-                while at < bytes.len() {
-                    let end = (at + BUFFER_SIZE).min(bytes.len());
-                    let buffer = bytes.slice(at..end);
-                    hasher.update(&buffer);
-                    if out.blocking_send(Piece::Data(buffer)).is_err() {
-                        return Ok(None);
-                    }
-                    at = end;
+    /// Reads on a blocking thread as many buffers as `out` has room for,
+    /// hands them on, and waits for room without holding the thread: a
+    /// transfer whose peers take nothing pins no blocking thread.
+    async fn read_into(self, out: mpsc::Sender<Piece>) {
+        let mut reading = Reading {
+            input: self.input,
+            size: self.size,
+            done: 0,
+            hasher: Sha256::new(),
+        };
+        loop {
+            // One sender only: once room is seen, it stays.
+            match out.reserve().await {
+                Ok(permit) => drop(permit),
+                Err(_) => return,
+            }
+            let room = out.capacity().max(1);
+            let step = tokio::task::spawn_blocking(move || {
+                let pieces = reading.next_pieces(room);
+                (reading, pieces)
+            })
+            .await;
+            let pieces = match step {
+                Ok((rest, pieces)) => {
+                    reading = rest;
+                    pieces
+                }
+                Err(e) => {
+                    let failed = Piece::Failed(format!("the reader thread failed: {e}"));
+                    let _ = out.send(failed).await;
+                    return;
+                }
+            };
+            let mut ended = false;
+            for piece in pieces {
+                ended |= !matches!(piece, Piece::Data(_));
+                if out.send(piece).await.is_err() {
+                    return;
                 }
             }
-            Input::File(mut file, path) => {
-                let mut left = self.size;
-                while left > 0 {
-                    let want = left.min(BUFFER_SIZE as u64) as usize;
-                    // `read_to_end` fills spare capacity without zeroing it first.
-                    let mut buffer = Vec::with_capacity(want);
-                    let read = (&mut file).take(want as u64).read_to_end(&mut buffer);
-                    let failure = match read {
-                        Ok(n) if n == want => None,
-                        Ok(_) => Some("the file shrank while being read".to_owned()),
-                        Err(e) => Some(e.to_string()),
-                    };
-                    if let Some(failure) = failure {
-                        return Err(format!(
-                            "{}: {failure} (after {} of {} bytes)",
-                            path.display(),
-                            self.size - left,
-                            self.size
-                        ));
-                    }
-                    hasher.update(&buffer);
-                    if out.blocking_send(Piece::Data(Bytes::from(buffer))).is_err() {
-                        return Ok(None);
-                    }
-                    left -= want as u64;
+            if ended {
+                return;
+            }
+        }
+    }
+}
+
+/// A source part-way through being read and hashed.
+struct Reading {
+    input: Input,
+    size: u64,
+    done: u64,
+    hasher: Sha256,
+}
+
+impl Reading {
+    /// Up to `max` next buffers, followed by the hash once the source
+    /// ends, or by the failure that stopped it.
+    fn next_pieces(&mut self, max: usize) -> Vec<Piece> {
+        let mut pieces = Vec::with_capacity(max + 1);
+        while pieces.len() < max && self.done < self.size {
+            match self.next_buffer() {
+                Ok(buffer) => {
+                    self.hasher.update(&buffer);
+                    self.done += buffer.len() as u64;
+                    pieces.push(Piece::Data(buffer));
+                }
+                Err(reason) => {
+                    pieces.push(Piece::Failed(reason));
+                    return pieces;
                 }
             }
         }
-        Ok(Some(hasher.finalize().into()))
+        if self.done == self.size {
+            pieces.push(Piece::End(self.hasher.finalize_reset().into()));
+        }
+        pieces
+    }
+
+    fn next_buffer(&mut self) -> Result<Bytes, String> {
+        let want = (self.size - self.done).min(BUFFER_SIZE as u64) as usize;
+        match &mut self.input {
+            Input::Memory(bytes) => {
+                let at = self.done as usize;
+                Ok(bytes.slice(at..at + want))
+            }
+            Input::File(file, path) => {
+                // `read_to_end` fills spare capacity without zeroing it first.
+                let mut buffer = Vec::with_capacity(want);
+                let failure = match file.take(want as u64).read_to_end(&mut buffer) {
+                    Ok(n) if n == want => return Ok(Bytes::from(buffer)),
+                    Ok(_) => "the file shrank while being read".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                Err(format!(
+                    "{}: {failure} (after {} of {} bytes)",
+                    path.display(),
+                    self.done,
+                    self.size
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(source: ChunkSource, capacity: usize) -> Vec<Piece> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (out, mut pieces) = mpsc::channel(capacity);
+            source.open().unwrap().spawn_reader(out);
+            let mut all = Vec::new();
+            while let Some(piece) = pieces.recv().await {
+                all.push(piece);
+            }
+            all
+        })
+    }
+
+    #[test]
+    fn every_buffer_then_the_hash_of_the_whole() {
+        for len in [0, 1, BUFFER_SIZE, 5 * BUFFER_SIZE + 3] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("source");
+            std::fs::write(&path, &data).unwrap();
+            let sources = [
+                ChunkSource::Memory(Bytes::from(data.clone())),
+                ChunkSource::File(path),
+            ];
+            for source in sources {
+                let pieces = read_all(source, 2);
+                let (last, buffers) = pieces.split_last().unwrap();
+                let mut got = Vec::new();
+                for piece in buffers {
+                    let Piece::Data(buffer) = piece else {
+                        panic!("only data before the end");
+                    };
+                    assert!(buffer.len() <= BUFFER_SIZE);
+                    got.extend_from_slice(buffer);
+                }
+                assert_eq!(got, data, "len {len}");
+                let Piece::End(hash) = last else {
+                    panic!("the hash comes last");
+                };
+                assert_eq!(hash[..], Sha256::digest(&data)[..], "len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_reader_whose_peers_take_nothing_holds_no_blocking_thread() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let data = Bytes::from(vec![7u8; 10 * BUFFER_SIZE]);
+            let (out, mut pieces) = mpsc::channel(1);
+            ChunkSource::Memory(data).open().unwrap().spawn_reader(out);
+            // The reader filled the channel's one slot and waits for room.
+            let first = pieces.recv().await;
+            assert!(matches!(first, Some(Piece::Data(_))));
+            while pieces.is_empty() {
+                tokio::task::yield_now().await;
+            }
+            let other = tokio::task::spawn_blocking(|| "ran");
+            let ran = tokio::time::timeout(std::time::Duration::from_secs(10), other).await;
+            assert_eq!(ran.expect("the blocking thread is free").unwrap(), "ran");
+            let mut count = 1;
+            while let Some(piece) = pieces.recv().await {
+                count += 1;
+                if matches!(piece, Piece::End(_)) {
+                    break;
+                }
+            }
+            assert_eq!(count, 11);
+        });
     }
 }

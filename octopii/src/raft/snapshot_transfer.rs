@@ -49,6 +49,7 @@ pub(crate) fn receiver(
         recv_dir: None,
         max_memory_bytes: max_snapshot_size,
         stall_timeout_ms: node.config().chunk.stall_timeout_ms,
+        ..ChunkConfig::default()
     };
     let handler: MemoryHandler = Arc::new(move |peer, _name, data| {
         let (commands, faults, forged) = (commands.clone(), faults.clone(), forged.clone());

@@ -109,6 +109,18 @@ impl CallStream {
         self.send.write_chunk(bytes).await.map_err(write_error)
     }
 
+    /// Writes as much of `bytes` as the stream takes now (at least one byte
+    /// unless `bytes` is empty), without copying; `bytes` is left holding
+    /// what was not written. Lets a writer see a slow peer's progress.
+    pub async fn write_some(&mut self, bytes: &mut Bytes) -> Result<usize, RpcError> {
+        let written = self
+            .send
+            .write_chunks(std::slice::from_mut(bytes))
+            .await
+            .map_err(write_error)?;
+        Ok(written.bytes)
+    }
+
     /// Writes a response frame: the encoded value, or a status.
     pub async fn respond(&mut self, result: &Result<Vec<u8>, RpcError>) -> Result<(), RpcError> {
         self.write_raw(&frame::response(result)).await
