@@ -47,4 +47,12 @@ pub enum RaftError {
     /// The raft node has stopped.
     #[error("the raft node has stopped")]
     Stopped,
+    /// The raft node stopped on a failure (a storage error, or a panic in
+    /// its driver or state machine); `reason` says which. The node must be
+    /// restarted.
+    #[error("the raft node stopped on a failure: {reason}")]
+    Failed {
+        /// What went wrong.
+        reason: String,
+    },
 }

@@ -3,10 +3,12 @@
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures::FutureExt;
+use tokio::runtime::RuntimeFlavor;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -62,6 +64,40 @@ struct Inner {
     addresses: AddressBook,
     faults: Arc<NetworkFaults>,
     driver: Mutex<Option<JoinHandle<()>>>,
+    /// Stops the driver when sent or dropped.
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    /// Disconnects once the driver's task has ended, however it ended.
+    done: Mutex<Option<std_mpsc::Receiver<()>>>,
+    /// Why the driver stopped, once it has.
+    outcome: watch::Receiver<Option<RaftError>>,
+}
+
+impl Drop for Inner {
+    /// The last handle is gone without `shutdown`: stop the driver, and
+    /// wait (bounded) for it to release the raft log, unless that would
+    /// block a single-threaded runtime.
+    fn drop(&mut self) {
+        let stop = self.stop.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if stop.take().is_none() {
+            return; // shut down already
+        }
+        let done = self.done.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let Some(done) = done.take() else {
+            return;
+        };
+        let limit = self.config.request_timeout;
+        let wait = move || {
+            let _ = done.recv_timeout(limit);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Err(_) => wait(),
+            Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            Ok(_) => {}
+        }
+        tracing::info!(node = self.id, "raft node stopped (dropped)");
+    }
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -163,7 +199,9 @@ impl RaftNode {
             snapshot_index: 0,
             voters: Vec::new(),
             learners: Vec::new(),
+            invalid_messages: 0,
         });
+        let (stop_tx, stop_rx) = oneshot::channel();
         let driver = Driver::new(
             raw,
             Box::new(machine),
@@ -171,6 +209,7 @@ impl RaftNode {
             config.clone(),
             commands_rx,
             feedback_rx,
+            stop_rx,
             status_tx,
         )?;
         node.serve(RaftServiceServer::new(RaftHandler {
@@ -187,17 +226,27 @@ impl RaftNode {
             commands_tx.clone(),
             faults.clone(),
         )?)?;
+        let (outcome_tx, outcome_rx) = watch::channel(None);
+        let (done_tx, done_rx) = std_mpsc::channel::<()>();
         let driver = node.runtime_handle().spawn(async move {
-            // raft-rs panics on states it deems impossible; the node then
-            // stops (callers get `Stopped`) rather than taking the runtime down.
-            if let Err(panic) = AssertUnwindSafe(driver.run()).catch_unwind().await {
-                let why = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("unknown");
-                tracing::error!(node = id, "raft driver panicked, the node stops: {why}");
-            }
+            let _done = done_tx;
+            // A panic (in raft-rs or the state machine) stops the node with
+            // the panic as its reason, rather than taking the runtime down.
+            let outcome = match AssertUnwindSafe(driver.run()).catch_unwind().await {
+                Ok(outcome) => outcome,
+                Err(panic) => {
+                    let why = panic
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| panic.downcast_ref::<&str>().copied())
+                        .unwrap_or("unknown");
+                    tracing::error!(node = id, "raft driver panicked, the node stops: {why}");
+                    RaftError::Failed {
+                        reason: format!("the raft driver panicked: {why}"),
+                    }
+                }
+            };
+            outcome_tx.send_replace(Some(outcome));
         });
         tracing::info!(node = id, "raft node started");
         Ok(RaftNode {
@@ -210,6 +259,9 @@ impl RaftNode {
                 addresses,
                 faults,
                 driver: Mutex::new(Some(driver)),
+                stop: Mutex::new(Some(stop_tx)),
+                done: Mutex::new(Some(done_rx)),
+                outcome: outcome_rx,
             }),
         })
     }
@@ -222,11 +274,35 @@ impl RaftNode {
     /// The node's current raft state.
     pub fn status(&self) -> RaftStatus {
         let mut status = self.inner.status.borrow().clone();
-        if self.inner.status.has_changed().is_err() {
+        if self.inner.status.has_changed().is_err() || self.stopped().is_some() {
             // The driver is gone.
             status.role = RaftRole::Stopped;
         }
         status
+    }
+
+    /// Why the node stopped: `None` while it runs,
+    /// [`RaftError::Stopped`] after [`shutdown`](Self::shutdown), and
+    /// [`RaftError::Failed`] naming the failure (a storage error, a panic
+    /// in the driver or the state machine) if it stopped by itself. Every
+    /// call made of a stopped node fails with this error.
+    pub fn stopped(&self) -> Option<RaftError> {
+        self.inner.outcome.borrow().clone()
+    }
+
+    /// The error of a call that found the driver gone: why it stopped.
+    async fn stop_reason(&self) -> OctopiiError {
+        let mut outcome = self.inner.outcome.clone();
+        // The driver drops its callers' replies just before it reports why.
+        let reason = tokio::time::timeout(
+            self.inner.config.request_timeout,
+            outcome.wait_for(Option::is_some),
+        )
+        .await;
+        match reason {
+            Ok(Ok(reason)) => reason.clone().unwrap_or(RaftError::Stopped).into(),
+            _ => RaftError::Stopped.into(),
+        }
     }
 
     /// Waits until this node knows a leader (possibly itself) and returns
@@ -234,13 +310,15 @@ impl RaftNode {
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64> {
         let mut status = self.inner.status.clone();
         let wait = status.wait_for(|s| s.leader_id.is_some() || s.role == RaftRole::Stopped);
-        let status = tokio::time::timeout(timeout, wait)
+        let leader = tokio::time::timeout(timeout, wait)
             .await
             .map_err(|_| OctopiiError::Timeout(timeout))?
-            .map_err(|_| RaftError::Stopped)?;
-        status
-            .leader_id
-            .ok_or(OctopiiError::Raft(RaftError::Stopped))
+            .ok()
+            .and_then(|status| status.leader_id);
+        match leader {
+            Some(leader) => Ok(leader),
+            None => Err(self.stop_reason().await),
+        }
     }
 
     /// The fault-injection hook of this node's raft traffic.
@@ -350,16 +428,17 @@ impl RaftNode {
         &self,
         command: impl FnOnce(oneshot::Sender<Result<Vec<u8>, RaftError>>) -> Command,
     ) -> Result<Vec<u8>> {
+        if let Some(reason) = self.stopped() {
+            return Err(reason.into());
+        }
         let (reply, answer) = oneshot::channel();
-        self.inner
-            .commands
-            .send(command(reply))
-            .await
-            .map_err(|_| RaftError::Stopped)?;
+        if self.inner.commands.send(command(reply)).await.is_err() {
+            return Err(self.stop_reason().await);
+        }
         let timeout = self.inner.config.request_timeout;
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(result)) => Ok(result?),
-            Ok(Err(_)) => Err(RaftError::Stopped.into()),
+            Ok(Err(_)) => Err(self.stop_reason().await),
             Err(_) => Err(RaftError::Timeout {
                 millis: timeout.as_millis() as u64,
             }
@@ -372,7 +451,15 @@ impl RaftNode {
     /// [`RaftError::Stopped`]); to run raft again, start a new node on the
     /// same `data_dir`.
     pub async fn shutdown(&self) {
-        let _ = self.inner.commands.send(Command::Shutdown).await;
+        let stop = self
+            .inner
+            .stop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(stop) = stop {
+            let _ = stop.send(());
+        }
         let driver = self
             .inner
             .driver
