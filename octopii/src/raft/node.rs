@@ -20,6 +20,7 @@ use super::service::{Proposal, RaftHandler, RaftServiceClient, RaftServiceServer
 use super::snapshot_transfer;
 use super::storage::{Bootstrap, RaftStorage};
 use super::{RaftConfig, RaftError};
+use crate::wal::{StdFs, WalFs};
 use crate::{OctopiiError, OctopiiNode, Result};
 
 /// Commands queued for the driver before callers wait.
@@ -132,6 +133,19 @@ impl RaftNode {
         config: RaftConfig,
         machine: impl StateMachine,
     ) -> Result<Self> {
+        Self::start_with_fs(node, dir, config, machine, Arc::new(StdFs))
+    }
+
+    /// As [`start_in`](Self::start_in), with the raft log's file operations
+    /// going through `wal_fs`: a seam for tests that stall or fail the
+    /// disk under a running node (see [`WalFs`]).
+    pub fn start_with_fs(
+        node: &OctopiiNode,
+        dir: impl Into<PathBuf>,
+        config: RaftConfig,
+        machine: impl StateMachine,
+        wal_fs: Arc<dyn WalFs>,
+    ) -> Result<Self> {
         config.validate()?;
         // An entry (a proposal plus its framing) must fit in one frame.
         let frame = node.config().transport.max_frame_size as usize;
@@ -158,7 +172,12 @@ impl RaftNode {
         } else {
             None
         };
-        let storage = RaftStorage::open(&dir.into(), config.wal.clone(), bootstrap.as_ref())?;
+        let storage = RaftStorage::open_with_fs(
+            &dir.into(),
+            config.wal.clone(),
+            bootstrap.as_ref(),
+            wal_fs,
+        )?;
         let raft_config = raft::Config {
             id,
             election_tick: config.election_ticks,

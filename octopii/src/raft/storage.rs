@@ -55,6 +55,7 @@ use std::collections::VecDeque;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
@@ -63,7 +64,7 @@ use serde::{Deserialize, Serialize};
 
 use super::RaftError;
 use crate::rpc::codec;
-use crate::wal::{Wal, WalOptions};
+use crate::wal::{StdFs, Wal, WalFs, WalOptions};
 use crate::{OctopiiError, Result};
 
 /// Name of the hard-state file.
@@ -154,8 +155,19 @@ impl RaftStorage {
         wal_options: WalOptions,
         bootstrap: Option<&Bootstrap>,
     ) -> Result<Self> {
+        Self::open_with_fs(dir, wal_options, bootstrap, Arc::new(StdFs))
+    }
+
+    /// As [`open`](Self::open), with the WAL's file operations going
+    /// through `wal_fs` (for tests that stall or fail them).
+    pub fn open_with_fs(
+        dir: &Path,
+        wal_options: WalOptions,
+        bootstrap: Option<&Bootstrap>,
+        wal_fs: Arc<dyn WalFs>,
+    ) -> Result<Self> {
         fs::create_dir_all(dir).map_err(|e| OctopiiError::file(dir, e))?;
-        let wal = Wal::open(dir.join("wal"), wal_options).map_err(|e| {
+        let wal = Wal::open_with_fs(dir.join("wal"), wal_options, wal_fs).map_err(|e| {
             storage_error(format!(
                 "the raft log in {} cannot be opened, refusing to start rather than rejoin \
                  with lost state: {e}",
