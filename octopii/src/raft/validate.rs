@@ -11,6 +11,7 @@
 use raft::eraftpb::{ConfState, Message, MessageType};
 use raft::{INVALID_ID, Raft};
 
+use super::snapshot::SnapshotData;
 use super::storage::RaftStorage;
 
 /// `Err(why)` if stepping `m` could hit a raft-rs panic, or `m` is a kind
@@ -138,7 +139,12 @@ fn check_snapshot(m: &Message) -> Result<(), String> {
             metadata.index, metadata.term, m.term
         ));
     }
-    check_conf_state(metadata.get_conf_state())
+    check_conf_state(metadata.get_conf_state())?;
+    // A snapshot may also arrive in a `step` batch, past the snapshot
+    // receiver's checks; damaged data would stop the driver at install.
+    SnapshotData::decode(&m.get_snapshot().data)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 fn check_conf_state(conf: &ConfState) -> Result<(), String> {
