@@ -157,7 +157,8 @@ impl Driver {
             ready_reads: Vec::new(),
             applied,
         };
-        driver.publish_status(true);
+        // The state recovered from disk: where this run starts, not a change.
+        driver.status.send_replace(driver.current_status(true));
         Ok(driver)
     }
 
@@ -512,6 +513,16 @@ impl Driver {
     }
 
     fn publish_status(&self, running: bool) {
+        let status = self.current_status(running);
+        self.status.send_if_modified(|current| {
+            log_changes(current, &status);
+            let changed = *current != status;
+            *current = status;
+            changed
+        });
+    }
+
+    fn current_status(&self, running: bool) -> RaftStatus {
         let raft = &self.raw.raft;
         let mut conf = raft.prs().conf().to_conf_state();
         conf.voters.sort_unstable();
@@ -523,7 +534,7 @@ impl Driver {
             StateRole::Candidate => RaftRole::Candidate,
             StateRole::Leader => RaftRole::Leader,
         };
-        let status = RaftStatus {
+        RaftStatus {
             id: self.id,
             leader_id: self.leader_hint(),
             term: raft.term,
@@ -535,13 +546,7 @@ impl Driver {
             voters: conf.voters,
             learners: conf.learners,
             invalid_messages: self.invalid_messages,
-        };
-        self.status.send_if_modified(|current| {
-            log_changes(current, &status);
-            let changed = *current != status;
-            *current = status;
-            changed
-        });
+        }
     }
 
     fn fail_all(&mut self, error: RaftError) {

@@ -192,7 +192,7 @@ impl RaftNode {
         raft_config
             .validate()
             .map_err(|e| OctopiiError::Raft(RaftError::Storage(format!("raft config: {e}"))))?;
-        let raw = raft::RawNode::new(&raft_config, storage, &super::log::logger(id))
+        let raw = raft::RawNode::new(&raft_config, storage, &super::log::logger())
             .map_err(|e| OctopiiError::Raft(RaftError::Storage(e.to_string())))?;
 
         let addresses: AddressBook = Arc::new(RwLock::new(config.peers.clone()));
@@ -267,7 +267,13 @@ impl RaftNode {
             };
             outcome_tx.send_replace(Some(outcome));
         });
-        tracing::info!(node = id, "raft node started");
+        let started = status_rx.borrow().clone();
+        tracing::info!(
+            node = id,
+            term = started.term,
+            last_index = started.last_index,
+            "raft node started"
+        );
         Ok(RaftNode {
             inner: Arc::new(Inner {
                 id,
