@@ -47,7 +47,10 @@ fn a_follower_acknowledges_an_append_only_once_it_is_fsynced() {
         status.commit_index < status.last_index,
         "committed while the follower's fsync was held: {status:?}"
     );
-    assert!(!held.is_finished(), "the put was answered before it was durable");
+    assert!(
+        !held.is_finished(),
+        "the put was answered before it was durable"
+    );
     cluster.fsync_gate(follower).open();
     let previous = cluster.runtime.block_on(held).unwrap().unwrap();
     assert_eq!(previous, None);

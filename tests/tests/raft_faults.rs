@@ -284,7 +284,10 @@ async fn step_raw(cluster: &Cluster, from: u64, to: u64, messages: Vec<raft::era
         .iter()
         .map(|m| m.write_to_bytes().unwrap())
         .collect();
-    client.step(encoded).await.expect("the call itself succeeds");
+    client
+        .step(encoded)
+        .await
+        .expect("the call itself succeeds");
 }
 
 /// Waits until node `id` has dropped at least `count` invalid messages.
@@ -399,8 +402,14 @@ fn a_panicking_state_machine_stops_the_node_with_the_panic_as_its_reason() {
     );
     assert_eq!(raft.status().role, RaftRole::Stopped);
     // Later calls say why, too.
-    let later = cluster.runtime.block_on(put(raft, "after", "x")).unwrap_err();
-    assert!(later.to_string().contains("state machine bug 42"), "{later}");
+    let later = cluster
+        .runtime
+        .block_on(put(raft, "after", "x"))
+        .unwrap_err();
+    assert!(
+        later.to_string().contains("state machine bug 42"),
+        "{later}"
+    );
     let read = cluster.runtime.block_on(get(raft, "after")).unwrap_err();
     assert!(read.to_string().contains("state machine bug 42"), "{read}");
 }

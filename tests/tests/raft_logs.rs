@@ -65,7 +65,11 @@ fn role_leader_term_and_snapshots_are_logged() {
     let follower_node = format!("node={follower}");
     let leader_field = format!("leader=Some({leader})");
     assert!(
-        !lines_with(&text, &["raft leader changed", &follower_node, &leader_field]).is_empty(),
+        !lines_with(
+            &text,
+            &["raft leader changed", &follower_node, &leader_field]
+        )
+        .is_empty(),
         "{text}"
     );
     assert!(

@@ -80,9 +80,7 @@ fn entries_applied_again_after_a_restart_answer_no_new_caller() {
         std::thread::sleep(Duration::from_millis(5));
     }
     cluster.fsync_gate(behind).open();
-    let outputs = cluster
-        .runtime
-        .block_on(futures::future::join_all(calls));
+    let outputs = cluster.runtime.block_on(futures::future::join_all(calls));
     for (j, output) in outputs.into_iter().enumerate() {
         let output: KvOutput = codec::decode(&output.unwrap()).unwrap();
         assert_eq!(output, KvOutput::Swapped(true), "caller {j}");
@@ -103,7 +101,9 @@ fn a_dropped_node_frees_its_data_directory_at_once() {
     });
     cluster.drop_without_shutdown(1);
     // The raft log opens again right away: the driver has stopped.
-    cluster.restart(1).expect("the data directory is free again");
+    cluster
+        .restart(1)
+        .expect("the data directory is free again");
     cluster.leader();
     cluster.runtime.block_on(async {
         let value = get(cluster.raft(1), "kept").await.unwrap();

@@ -80,7 +80,8 @@ impl RequestId {
         if context.len() != Self::LEN {
             return None;
         }
-        let word = |i: usize| u64::from_le_bytes(context[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        let word =
+            |i: usize| u64::from_le_bytes(context[i * 8..i * 8 + 8].try_into().unwrap_or_default());
         Some(RequestId {
             node: word(0),
             incarnation: word(1),
@@ -344,7 +345,11 @@ impl Driver {
                 if status == raft::SnapshotStatus::Finish {
                     tracing::info!(node = self.id, peer, "snapshot delivered");
                 } else {
-                    tracing::warn!(node = self.id, peer, "snapshot not delivered, raft retries later");
+                    tracing::warn!(
+                        node = self.id,
+                        peer,
+                        "snapshot not delivered, raft retries later"
+                    );
                 }
                 self.raw.report_snapshot(peer, status)
             }

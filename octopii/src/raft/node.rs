@@ -172,12 +172,8 @@ impl RaftNode {
         } else {
             None
         };
-        let storage = RaftStorage::open_with_fs(
-            &dir.into(),
-            config.wal.clone(),
-            bootstrap.as_ref(),
-            wal_fs,
-        )?;
+        let storage =
+            RaftStorage::open_with_fs(&dir.into(), config.wal.clone(), bootstrap.as_ref(), wal_fs)?;
         let raft_config = raft::Config {
             id,
             election_tick: config.election_ticks,
