@@ -471,6 +471,11 @@ impl RaftNode {
     /// [`OctopiiNode`] keeps running (its RaftService answers
     /// [`RaftError::Stopped`]); to run raft again, start a new node on the
     /// same `data_dir`.
+    ///
+    /// Dropping the last handle without `shutdown` stops the driver too,
+    /// and waits (up to [`RaftConfig::request_timeout`]) for it to release
+    /// the raft log, except inside a current-thread runtime, where it
+    /// cannot block: there the driver stops just after.
     pub async fn shutdown(&self) {
         let stop = self
             .inner
