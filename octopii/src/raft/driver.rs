@@ -13,6 +13,9 @@
 //! 7. `advance`, then handle the light ready the same way (send its
 //!    messages, apply its committed entries) and `advance_apply`.
 //!
+//! A peer's message is checked (`validate`) before it is stepped, so no
+//! peer input reaches a raft-rs panic.
+//!
 //! Everything queued while a Ready was persisted is taken before the next
 //! one, so concurrent proposals share one WAL fsync.
 
@@ -80,8 +83,10 @@ impl RequestId {
         if context.len() != Self::LEN {
             return None;
         }
-        let word =
-            |i: usize| u64::from_le_bytes(context[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        let word = |i: usize| {
+            let bytes: [u8; 8] = context[i * 8..i * 8 + 8].try_into().unwrap_or_default();
+            u64::from_le_bytes(bytes)
+        };
         Some(RequestId {
             node: word(0),
             incarnation: word(1),
@@ -213,9 +218,15 @@ impl Driver {
         }
     }
 
+    /// A new id for a proposal or read.
     fn request_id(&mut self) -> RequestId {
         let seq = self.next_seq;
         self.next_seq += 1;
+        self.id_of(seq)
+    }
+
+    /// The id this run gave (or gives) number `seq`.
+    fn id_of(&self, seq: u64) -> RequestId {
         RequestId {
             node: self.id,
             incarnation: self.incarnation,
@@ -329,12 +340,7 @@ impl Driver {
             if let Some(read) = self.reads.get_mut(&seq) {
                 read.asked = Instant::now();
             }
-            let id = RequestId {
-                node: self.id,
-                incarnation: self.incarnation,
-                seq,
-            };
-            self.raw.read_index(id.encode());
+            self.raw.read_index(self.id_of(seq).encode());
         }
     }
 
@@ -630,4 +636,28 @@ fn conf_change(change_type: ConfChangeType, node_id: u64, addr: Option<SocketAdd
 /// long to take a batch counts as unreachable.
 pub(crate) fn peer_call_deadline(config: &RaftConfig) -> Duration {
     config.election_timeout()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_id_is_24_bytes_and_nothing_else_parses() {
+        let id = RequestId {
+            node: 2,
+            incarnation: 0xdead_beef,
+            seq: 7,
+        };
+        let bytes = id.encode();
+        assert_eq!(bytes.len(), 24);
+        assert_eq!(&bytes[..8], &2u64.to_le_bytes());
+        assert_eq!(&bytes[8..16], &0xdead_beefu64.to_le_bytes());
+        assert_eq!(&bytes[16..], &7u64.to_le_bytes());
+        assert_eq!(RequestId::parse(&bytes), Some(id));
+        // The 16-byte ids of older versions, and any other length, match
+        // no caller.
+        assert_eq!(RequestId::parse(&bytes[..16]), None);
+        assert_eq!(RequestId::parse(&[]), None);
+    }
 }
