@@ -4,17 +4,19 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use octopii::config::TransportConfig;
 use octopii::raft::{RaftConfig, RaftNode, RaftRole, StateMachine};
 use octopii::rpc::codec;
 use octopii::transport::tls::ClusterCa;
-use octopii::wal::{FlushPolicy, WalOptions};
+use octopii::wal::WalOptions;
 use octopii::{Config, OctopiiNode, OctopiiRuntime};
 use serde::{Deserialize, Serialize};
+
+use crate::wal_fs::{FileHook, FileOp, HookedFs};
 
 /// A key-value command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +25,8 @@ pub enum KvCommand {
     Put(String, String),
     /// Sets `key` to `new` if it holds `expected`; the output is whether it did.
     Cas(String, Option<String>, String),
+    /// Makes the machine panic with this message (a bug in user code).
+    Crash(String),
 }
 
 /// A key-value map replicated by raft.
@@ -44,6 +48,7 @@ impl StateMachine for KvMachine {
                 }
                 KvOutput::Swapped(ok)
             }
+            Ok(KvCommand::Crash(message)) => panic!("{message}"),
             Err(_) => KvOutput::Invalid,
         };
         codec::encode(&output).unwrap_or_default()
@@ -109,7 +114,10 @@ pub async fn get(raft: &RaftNode, key: &str) -> octopii::Result<Option<String>> 
     codec::decode(&raft.read(key.as_bytes().to_vec()).await?)
 }
 
-/// Raft settings for tests: 20 ms ticks, no fsync, short timeouts.
+/// Raft settings for tests: 20 ms ticks, short timeouts, and the WAL's
+/// default flush policy, so every append is fsynced before raft is told
+/// it is durable (the cluster's files live on tmpfs where there is one,
+/// see [`Cluster::start`]).
 pub fn test_raft_config() -> RaftConfig {
     RaftConfig {
         tick_interval: Duration::from_millis(20),
@@ -117,11 +125,56 @@ pub fn test_raft_config() -> RaftConfig {
         heartbeat_ticks: 2,
         request_timeout: Duration::from_secs(3),
         wal: WalOptions {
-            flush_policy: FlushPolicy::NoSyncForTestsOnly,
             segment_size: 64 * 1024,
             ..WalOptions::default()
         },
         ..RaftConfig::default()
+    }
+}
+
+/// A temporary directory on tmpfs (`/dev/shm`) where the system has one,
+/// so fsync-on tests stay fast; else in the usual temporary directory.
+pub fn fast_temp_dir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// Holds the `fdatasync`s of one node's raft log while closed: a disk
+/// that has not yet made an append durable.
+#[derive(Debug, Default)]
+pub struct FsyncGate {
+    held: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl FsyncGate {
+    /// From now on, each `fdatasync` of the log waits until [`open`](Self::open).
+    pub fn hold(&self) {
+        *self.held.lock().unwrap_or_else(PoisonError::into_inner) = true;
+    }
+
+    /// Lets the held `fdatasync`s (and all later ones) run.
+    pub fn open(&self) {
+        *self.held.lock().unwrap_or_else(PoisonError::into_inner) = false;
+        self.changed.notify_all();
+    }
+}
+
+impl FileHook for FsyncGate {
+    fn before(&self, op: FileOp) -> std::io::Result<()> {
+        if op == FileOp::SyncData {
+            let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            let _open = self
+                .changed
+                .wait_while(held, |held| *held)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        Ok(())
     }
 }
 
@@ -139,6 +192,7 @@ pub struct Cluster {
     pub addrs: BTreeMap<u64, SocketAddr>,
     running: BTreeMap<u64, (OctopiiNode, RaftNode)>,
     restores: BTreeMap<u64, Arc<AtomicUsize>>,
+    gates: BTreeMap<u64, Arc<FsyncGate>>,
 }
 
 impl Cluster {
@@ -153,12 +207,13 @@ impl Cluster {
         let mut cluster = Cluster {
             runtime: OctopiiRuntime::new(4).expect("runtime"),
             ca: ClusterCa::generate().expect("CA"),
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir: fast_temp_dir(),
             config,
             transport,
             addrs: BTreeMap::new(),
             running: BTreeMap::new(),
             restores: BTreeMap::new(),
+            gates: BTreeMap::new(),
         };
         let nodes: Vec<(u64, OctopiiNode)> = (1..=n)
             .map(|id| (id, cluster.octopii_node(id, "127.0.0.1:0".parse().unwrap())))
@@ -218,7 +273,9 @@ impl Cluster {
         };
         let machine = KvMachine::default();
         self.restores.insert(id, machine.restores.clone());
-        let raft = RaftNode::start(&node, config, machine)?;
+        let gate = self.gates.entry(id).or_default().clone();
+        let dir = node.config().data_dir.join("raft");
+        let raft = RaftNode::start_in_with_fs(&node, dir, config, machine, Arc::new(HookedFs(gate)))?;
         self.running.insert(id, (node, raft));
         Ok(())
     }
@@ -231,6 +288,12 @@ impl Cluster {
     /// The Octopii node under running node `id`.
     pub fn octopii(&self, id: u64) -> &OctopiiNode {
         &self.running.get(&id).expect("node is running").0
+    }
+
+    /// The gate on the `fdatasync`s of node `id`'s raft log (kept across
+    /// restarts).
+    pub fn fsync_gate(&self, id: u64) -> &FsyncGate {
+        &self.gates[&id]
     }
 
     /// How many snapshots node `id` has restored since it last started.
@@ -250,6 +313,14 @@ impl Cluster {
             raft.shutdown().await;
             node.shutdown().await;
         });
+    }
+
+    /// Drops node `id`'s raft handle without `shutdown`, then stops its
+    /// QUIC endpoint.
+    pub fn drop_without_shutdown(&mut self, id: u64) {
+        let (node, raft) = self.running.remove(&id).expect("node is running");
+        drop(raft);
+        self.runtime.block_on(node.shutdown());
     }
 
     /// Restarts node `id` on its old address from its data directory.
@@ -326,6 +397,9 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         // Stop the drivers (releasing the logs); the endpoints go with the
         // runtime, without waiting for peers to acknowledge closes.
+        for gate in self.gates.values() {
+            gate.open();
+        }
         let running = std::mem::take(&mut self.running);
         self.runtime.block_on(futures::future::join_all(
             running.values().map(|(_, raft)| raft.shutdown()),

@@ -275,3 +275,141 @@ fn a_snapshot_above_the_size_cap_is_refused_before_its_data() {
         assert_eq!(value.as_deref(), Some("refusal"));
     });
 }
+
+/// Sends `messages` to `to`'s RaftService from `from`'s node.
+async fn step_raw(cluster: &Cluster, from: u64, to: u64, messages: Vec<raft::eraftpb::Message>) {
+    use protobuf::Message as _;
+    let client = RaftServiceClient::new(cluster.octopii(from), cluster.addrs[&to]);
+    let encoded = messages
+        .iter()
+        .map(|m| m.write_to_bytes().unwrap())
+        .collect();
+    client
+        .step(encoded)
+        .await
+        .expect("the call itself succeeds");
+}
+
+/// Waits until node `id` has dropped at least `count` invalid messages.
+fn wait_invalid(cluster: &Cluster, id: u64, count: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = cluster.raft(id).status();
+        assert_ne!(status.role, RaftRole::Stopped, "node {id} stopped");
+        if status.invalid_messages >= count {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node {id} dropped fewer than {count} messages: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_member_cannot_crash_a_node_with_messages_raft_would_panic_on() {
+    use raft::eraftpb::{Message, MessageType};
+
+    let cluster = Cluster::start(3, test_raft_config());
+    let leader = cluster.leader();
+    let follower = cluster.follower_of(leader);
+    cluster.runtime.block_on(async {
+        put(cluster.raft(leader), "before", "1").await.unwrap();
+    });
+    let applied = cluster.raft(leader).status().applied_index;
+    cluster.wait_applied(follower, applied, Duration::from_secs(5));
+    let status = cluster.raft(follower).status();
+    let (term, last) = (status.term, status.last_index);
+    let message = |kind: MessageType, from: u64, to: u64| {
+        let mut m = Message {
+            from,
+            to,
+            term,
+            ..Message::default()
+        };
+        m.set_msg_type(kind);
+        m
+    };
+
+    // To the follower, as if from the leader.
+    let heartbeat = Message {
+        commit: last + 1_000,
+        ..message(MessageType::MsgHeartbeat, leader, follower)
+    };
+    let append_past_the_log = Message {
+        index: last + 10,
+        log_term: 0,
+        commit: last + 10,
+        ..message(MessageType::MsgAppend, leader, follower)
+    };
+    let mut unrestorable = message(MessageType::MsgSnapshot, leader, follower);
+    let metadata = unrestorable.mut_snapshot().mut_metadata();
+    metadata.index = last + 1_000;
+    metadata.term = term;
+    metadata.mut_conf_state().voters = vec![follower];
+    metadata.mut_conf_state().learners = vec![follower];
+    // To the leader, as from the follower: messages raft-rs only makes
+    // itself.
+    let empty_proposal = Message {
+        term: 0,
+        ..message(MessageType::MsgPropose, follower, leader)
+    };
+    let read_without_context = Message {
+        term: 0,
+        ..message(MessageType::MsgReadIndex, follower, leader)
+    };
+
+    cluster.runtime.block_on(async {
+        let to_follower = vec![heartbeat, append_past_the_log, unrestorable];
+        step_raw(&cluster, leader, follower, to_follower).await;
+        let to_leader = vec![empty_proposal, read_without_context];
+        step_raw(&cluster, follower, leader, to_leader).await;
+    });
+    wait_invalid(&cluster, follower, 3);
+    wait_invalid(&cluster, leader, 2);
+    // Both keep serving.
+    cluster.runtime.block_on(async {
+        put(cluster.raft(follower), "after", "2").await.unwrap();
+        let value = get(cluster.raft(follower), "after").await.unwrap();
+        assert_eq!(value.as_deref(), Some("2"));
+    });
+    for id in cluster.running() {
+        assert_ne!(cluster.raft(id).status().role, RaftRole::Stopped);
+    }
+}
+
+#[test]
+fn a_panicking_state_machine_stops_the_node_with_the_panic_as_its_reason() {
+    use octopii_tests::raft::KvCommand;
+
+    let cluster = Cluster::start(1, test_raft_config());
+    cluster.leader();
+    let raft = cluster.raft(1);
+    let command = octopii::rpc::codec::encode(&KvCommand::Crash("state machine bug 42".into()));
+    let err = cluster
+        .runtime
+        .block_on(raft.propose(command.unwrap()))
+        .unwrap_err();
+    let OctopiiError::Raft(RaftError::Failed { reason }) = &err else {
+        panic!("expected a failure naming the panic, got {err}");
+    };
+    assert!(reason.contains("state machine bug 42"), "{reason}");
+    assert!(
+        matches!(raft.stopped(), Some(RaftError::Failed { reason: r }) if r == *reason),
+        "{:?}",
+        raft.stopped()
+    );
+    assert_eq!(raft.status().role, RaftRole::Stopped);
+    // Later calls say why, too.
+    let later = cluster
+        .runtime
+        .block_on(put(raft, "after", "x"))
+        .unwrap_err();
+    assert!(
+        later.to_string().contains("state machine bug 42"),
+        "{later}"
+    );
+    let read = cluster.runtime.block_on(get(raft, "after")).unwrap_err();
+    assert!(read.to_string().contains("state machine bug 42"), "{read}");
+}

@@ -13,6 +13,9 @@
 //! 7. `advance`, then handle the light ready the same way (send its
 //!    messages, apply its committed entries) and `advance_apply`.
 //!
+//! A peer's message is checked (`validate`) before it is stepped, so no
+//! peer input reaches a raft-rs panic.
+//!
 //! Everything queued while a Ready was persisted is taken before the next
 //! one, so concurrent proposals share one WAL fsync.
 
@@ -32,6 +35,7 @@ use super::peers::{Feedback, Peers};
 use super::service::Proposal;
 use super::snapshot::SnapshotData;
 use super::storage::RaftStorage;
+use super::validate;
 use super::{RaftConfig, RaftError};
 use crate::Result;
 
@@ -49,23 +53,46 @@ pub(crate) enum Command {
     Propose { proposal: Proposal, reply: Reply },
     /// A linearizable read.
     Read { query: Vec<u8>, reply: Reply },
-    /// Stop the driver.
-    Shutdown,
 }
 
-/// Identifies a proposal or read: the node that made it and a number it
-/// gave it. Carried in the entry's (or read request's) context.
-fn request_context(node: u64, seq: u64) -> Vec<u8> {
-    let mut context = Vec::with_capacity(16);
-    context.extend_from_slice(&node.to_le_bytes());
-    context.extend_from_slice(&seq.to_le_bytes());
-    context
+/// Identifies a proposal or read: the node that made it, the driver
+/// incarnation (a random number drawn at each start) and a number that
+/// incarnation gave it. Carried in the entry's (or read request's)
+/// context. The incarnation keeps the id unique across restarts: entries
+/// of an earlier run, applied again after a restart, and late read
+/// answers to an earlier run match no caller of this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RequestId {
+    node: u64,
+    incarnation: u64,
+    seq: u64,
 }
 
-fn parse_context(context: &[u8]) -> Option<(u64, u64)> {
-    let node = u64::from_le_bytes(context.get(..8)?.try_into().ok()?);
-    let seq = u64::from_le_bytes(context.get(8..16)?.try_into().ok()?);
-    Some((node, seq))
+impl RequestId {
+    const LEN: usize = 24;
+
+    fn encode(self) -> Vec<u8> {
+        let mut context = Vec::with_capacity(Self::LEN);
+        context.extend_from_slice(&self.node.to_le_bytes());
+        context.extend_from_slice(&self.incarnation.to_le_bytes());
+        context.extend_from_slice(&self.seq.to_le_bytes());
+        context
+    }
+
+    fn parse(context: &[u8]) -> Option<Self> {
+        if context.len() != Self::LEN {
+            return None;
+        }
+        let word = |i: usize| {
+            let bytes: [u8; 8] = context[i * 8..i * 8 + 8].try_into().unwrap_or_default();
+            u64::from_le_bytes(bytes)
+        };
+        Some(RequestId {
+            node: word(0),
+            incarnation: word(1),
+            seq: word(2),
+        })
+    }
 }
 
 struct PendingRead {
@@ -82,8 +109,14 @@ pub(crate) struct Driver {
     config: RaftConfig,
     commands: mpsc::Receiver<Command>,
     feedback: mpsc::UnboundedReceiver<Feedback>,
+    /// Resolves (sent or dropped) when the node is shut down or dropped.
+    stop: oneshot::Receiver<()>,
     status: watch::Sender<RaftStatus>,
+    /// This run's random number in every [`RequestId`].
+    incarnation: u64,
     next_seq: u64,
+    /// Peer messages refused by [`validate::check`].
+    invalid_messages: u64,
     proposals: HashMap<u64, Reply>,
     /// Reads waiting for their read index.
     reads: HashMap<u64, PendingRead>,
@@ -103,6 +136,7 @@ impl Driver {
         config: RaftConfig,
         commands: mpsc::Receiver<Command>,
         feedback: mpsc::UnboundedReceiver<Feedback>,
+        stop: oneshot::Receiver<()>,
         status: watch::Sender<RaftStatus>,
     ) -> Result<Self> {
         let store = raw.store();
@@ -119,72 +153,101 @@ impl Driver {
             config,
             commands,
             feedback,
+            stop,
             status,
+            incarnation: rand::random(),
             next_seq: 1,
+            invalid_messages: 0,
             proposals: HashMap::new(),
             reads: HashMap::new(),
             ready_reads: Vec::new(),
             applied,
         };
-        driver.publish_status(true);
+        // The state recovered from disk: where this run starts, not a change.
+        driver.status.send_replace(driver.current_status(true));
         Ok(driver)
     }
 
-    /// Runs until shut down or until storage fails.
-    pub(crate) async fn run(mut self) {
+    /// Runs until shut down (returns [`RaftError::Stopped`]) or until
+    /// storage fails (returns [`RaftError::Failed`]).
+    pub(crate) async fn run(mut self) -> RaftError {
         let mut ticker = tokio::time::interval(self.config.tick_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut running = true;
-        while running {
+        let mut outcome = None;
+        while outcome.is_none() {
             tokio::select! {
                 _ = ticker.tick() => self.on_tick(),
-                command = self.commands.recv() => match command {
-                    Some(command) => running = self.handle(command),
-                    None => running = false,
-                },
+                _ = &mut self.stop => outcome = Some(RaftError::Stopped),
+                Some(command) = self.commands.recv() => self.handle(command),
                 Some(feedback) = self.feedback.recv() => self.on_feedback(feedback),
             }
+            if outcome.is_some() {
+                break;
+            }
             for _ in 0..MAX_COMMANDS_PER_TURN {
-                if !running {
-                    break;
-                }
                 match self.commands.try_recv() {
-                    Ok(command) => running = self.handle(command),
+                    Ok(command) => self.handle(command),
                     Err(_) => break,
                 }
             }
             while let Ok(feedback) = self.feedback.try_recv() {
                 self.on_feedback(feedback);
             }
-            while running && self.raw.has_ready() {
+            while outcome.is_none() && self.raw.has_ready() {
                 if let Err(e) = self.handle_ready().await {
-                    tracing::error!(node = self.id, "raft node stops: {e}");
-                    running = false;
+                    outcome = Some(self.storage_failure(e));
                 }
             }
-            if running {
+            if outcome.is_none() {
                 if let Err(e) = self.maybe_snapshot().await {
-                    tracing::error!(node = self.id, "raft node stops: {e}");
-                    running = false;
+                    outcome = Some(self.storage_failure(e));
                 }
             }
-            self.publish_status(running);
+            self.publish_status(outcome.is_none());
         }
-        self.fail_all(RaftError::Stopped);
+        self.publish_status(false);
+        let outcome = outcome.unwrap_or(RaftError::Stopped);
+        self.fail_all(outcome.clone());
+        outcome
     }
 
-    /// Handles a command; `false` to stop.
-    fn handle(&mut self, command: Command) -> bool {
+    fn storage_failure(&self, e: crate::OctopiiError) -> RaftError {
+        tracing::error!(node = self.id, "raft node stops: {e}");
+        RaftError::Failed {
+            reason: e.to_string(),
+        }
+    }
+
+    /// A new id for a proposal or read.
+    fn request_id(&mut self) -> RequestId {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.id_of(seq)
+    }
+
+    /// The id this run gave (or gives) number `seq`.
+    fn id_of(&self, seq: u64) -> RequestId {
+        RequestId {
+            node: self.id,
+            incarnation: self.incarnation,
+            seq,
+        }
+    }
+
+    /// The sequence number of `context` if this run of this node made it.
+    fn own_seq(&self, context: &[u8]) -> Option<u64> {
+        let id = RequestId::parse(context)?;
+        (id.node == self.id && id.incarnation == self.incarnation).then_some(id.seq)
+    }
+
+    fn handle(&mut self, command: Command) {
         match command {
-            Command::Step(message) => {
-                if let Err(e) = self.raw.step(message) {
-                    tracing::debug!(node = self.id, "raft refused a message: {e}");
-                }
-            }
+            Command::Step(message) => self.step(message),
             Command::Propose { proposal, reply } => self.propose(proposal, reply),
             Command::Read { query, reply } => {
-                let seq = self.take_seq();
-                self.raw.read_index(request_context(self.id, seq));
+                let id = self.request_id();
+                let seq = id.seq;
+                self.raw.read_index(id.encode());
                 let asked = Instant::now();
                 self.reads.insert(
                     seq,
@@ -195,15 +258,25 @@ impl Driver {
                     },
                 );
             }
-            Command::Shutdown => return false,
         }
-        true
     }
 
-    fn take_seq(&mut self) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        seq
+    /// Steps a peer's message, unless raft-rs would panic on it.
+    fn step(&mut self, message: Message) {
+        if let Err(why) = validate::check(&self.raw.raft, &message) {
+            self.invalid_messages += 1;
+            tracing::warn!(
+                node = self.id,
+                from = message.from,
+                kind = ?message.get_msg_type(),
+                dropped = self.invalid_messages,
+                "dropping an invalid raft message: {why}"
+            );
+            return;
+        }
+        if let Err(e) = self.raw.step(message) {
+            tracing::debug!(node = self.id, "raft refused a message: {e}");
+        }
     }
 
     fn leader_hint(&self) -> Option<u64> {
@@ -216,8 +289,8 @@ impl Driver {
             let _ = reply.send(Err(RaftError::NotLeader { leader_hint }));
             return;
         }
-        let seq = self.take_seq();
-        let context = request_context(self.id, seq);
+        let id = self.request_id();
+        let (seq, context) = (id.seq, id.encode());
         let change = match proposal {
             Proposal::Command(command) => {
                 let result = self.raw.propose(context, command);
@@ -267,14 +340,25 @@ impl Driver {
             if let Some(read) = self.reads.get_mut(&seq) {
                 read.asked = Instant::now();
             }
-            self.raw.read_index(request_context(self.id, seq));
+            self.raw.read_index(self.id_of(seq).encode());
         }
     }
 
     fn on_feedback(&mut self, feedback: Feedback) {
         match feedback {
             Feedback::Unreachable(peer) => self.raw.report_unreachable(peer),
-            Feedback::Snapshot(peer, status) => self.raw.report_snapshot(peer, status),
+            Feedback::Snapshot(peer, status) => {
+                if status == raft::SnapshotStatus::Finish {
+                    tracing::info!(node = self.id, peer, "snapshot delivered");
+                } else {
+                    tracing::warn!(
+                        node = self.id,
+                        peer,
+                        "snapshot not delivered, raft retries later"
+                    );
+                }
+                self.raw.report_snapshot(peer, status)
+            }
         }
     }
 
@@ -306,6 +390,14 @@ impl Driver {
         for message in messages {
             let to = message.to;
             if message.get_msg_type() == MessageType::MsgSnapshot {
+                let metadata = message.get_snapshot().get_metadata();
+                tracing::info!(
+                    node = self.id,
+                    peer = to,
+                    index = metadata.index,
+                    term = metadata.term,
+                    "sending a snapshot"
+                );
                 self.peers.send_snapshot(message);
             } else if !self.peers.send(message) {
                 self.raw.report_unreachable(to);
@@ -328,12 +420,9 @@ impl Driver {
 
     fn note_read_states(&mut self, states: Vec<ReadState>) {
         for state in states {
-            let Some((node, seq)) = parse_context(&state.request_ctx) else {
+            let Some(seq) = self.own_seq(&state.request_ctx) else {
                 continue;
             };
-            if node != self.id {
-                continue;
-            }
             if let Some(read) = self.reads.remove(&seq) {
                 self.ready_reads.push((state.index, read.query, read.reply));
             }
@@ -364,11 +453,9 @@ impl Driver {
                     self.apply_conf_change(&entry)?
                 }
             };
-            if let Some((node, seq)) = parse_context(&entry.context) {
-                if node == self.id {
-                    if let Some(reply) = self.proposals.remove(&seq) {
-                        let _ = reply.send(output);
-                    }
+            if let Some(seq) = self.own_seq(&entry.context) {
+                if let Some(reply) = self.proposals.remove(&seq) {
+                    let _ = reply.send(output);
                 }
             }
         }
@@ -437,6 +524,16 @@ impl Driver {
     }
 
     fn publish_status(&self, running: bool) {
+        let status = self.current_status(running);
+        self.status.send_if_modified(|current| {
+            log_changes(current, &status);
+            let changed = *current != status;
+            *current = status;
+            changed
+        });
+    }
+
+    fn current_status(&self, running: bool) -> RaftStatus {
         let raft = &self.raw.raft;
         let mut conf = raft.prs().conf().to_conf_state();
         conf.voters.sort_unstable();
@@ -448,7 +545,7 @@ impl Driver {
             StateRole::Candidate => RaftRole::Candidate,
             StateRole::Leader => RaftRole::Leader,
         };
-        let status = RaftStatus {
+        RaftStatus {
             id: self.id,
             leader_id: self.leader_hint(),
             term: raft.term,
@@ -459,12 +556,8 @@ impl Driver {
             snapshot_index: self.raw.store().snapshot_metadata().index,
             voters: conf.voters,
             learners: conf.learners,
-        };
-        self.status.send_if_modified(|current| {
-            let changed = *current != status;
-            *current = status;
-            changed
-        });
+            invalid_messages: self.invalid_messages,
+        }
     }
 
     fn fail_all(&mut self, error: RaftError) {
@@ -477,6 +570,36 @@ impl Driver {
         for (_, _, reply) in self.ready_reads.drain(..) {
             let _ = reply.send(Err(error.clone()));
         }
+    }
+}
+
+/// Logs a node's changes of role, leader and term.
+fn log_changes(old: &RaftStatus, new: &RaftStatus) {
+    if old.role != new.role {
+        tracing::info!(
+            node = new.id,
+            term = new.term,
+            from = ?old.role,
+            to = ?new.role,
+            "raft role changed"
+        );
+    }
+    if old.leader_id != new.leader_id {
+        tracing::info!(
+            node = new.id,
+            term = new.term,
+            leader = ?new.leader_id,
+            previous = ?old.leader_id,
+            "raft leader changed"
+        );
+    }
+    if old.term != new.term {
+        tracing::info!(
+            node = new.id,
+            term = new.term,
+            previous = old.term,
+            "raft term changed"
+        );
     }
 }
 
@@ -513,4 +636,28 @@ fn conf_change(change_type: ConfChangeType, node_id: u64, addr: Option<SocketAdd
 /// long to take a batch counts as unreachable.
 pub(crate) fn peer_call_deadline(config: &RaftConfig) -> Duration {
     config.election_timeout()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_id_is_24_bytes_and_nothing_else_parses() {
+        let id = RequestId {
+            node: 2,
+            incarnation: 0xdead_beef,
+            seq: 7,
+        };
+        let bytes = id.encode();
+        assert_eq!(bytes.len(), 24);
+        assert_eq!(&bytes[..8], &2u64.to_le_bytes());
+        assert_eq!(&bytes[8..16], &0xdead_beefu64.to_le_bytes());
+        assert_eq!(&bytes[16..], &7u64.to_le_bytes());
+        assert_eq!(RequestId::parse(&bytes), Some(id));
+        // The 16-byte ids of older versions, and any other length, match
+        // no caller.
+        assert_eq!(RequestId::parse(&bytes[..16]), None);
+        assert_eq!(RequestId::parse(&[]), None);
+    }
 }

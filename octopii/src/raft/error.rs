@@ -47,6 +47,14 @@ pub enum RaftError {
     /// The raft node has stopped.
     #[error("the raft node has stopped")]
     Stopped,
+    /// The raft node stopped on a failure (a storage error, or a panic in
+    /// its driver or state machine); `reason` says which. The node must be
+    /// restarted.
+    #[error("the raft node stopped on a failure: {reason}")]
+    Failed {
+        /// What went wrong.
+        reason: String,
+    },
     /// The caller may not make this request (for example a membership
     /// change that would move another member to a new address).
     #[error("refused: {0}")]

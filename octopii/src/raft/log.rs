@@ -51,7 +51,7 @@ impl Serializer for FieldText {
     }
 }
 
-/// The logger handed to raft-rs for node `id`.
-pub(crate) fn logger(id: u64) -> slog::Logger {
-    slog::Logger::root(TracingDrain, slog::o!("raft_id" => id))
+/// The logger handed to raft-rs (which adds `raft_id` itself).
+pub(crate) fn logger() -> slog::Logger {
+    slog::Logger::root(TracingDrain, slog::o!())
 }

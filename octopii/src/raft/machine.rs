@@ -62,7 +62,8 @@ pub enum RaftRole {
     Candidate,
     /// Leading.
     Leader,
-    /// The driver has stopped (shut down, or a storage failure).
+    /// The driver has stopped (shut down, or a failure:
+    /// [`RaftNode::stopped`](super::RaftNode::stopped) says which).
     Stopped,
 }
 
@@ -89,4 +90,8 @@ pub struct RaftStatus {
     pub voters: Vec<u64>,
     /// Non-voting members.
     pub learners: Vec<u64>,
+    /// Peer messages dropped since start because raft could not take them
+    /// safely (a commit index past this node's log, entries rewriting
+    /// committed ones, a configuration that cannot be restored, …).
+    pub invalid_messages: u64,
 }

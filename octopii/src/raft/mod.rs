@@ -19,8 +19,9 @@
 //!   leader), `read` (linearizable through ReadIndex), membership changes.
 //!
 //! Proposals are matched to their callers by an id carried in each entry's
-//! context (the proposing node's id and a sequence number), never by
-//! position in a queue.
+//! context (the proposing node's id, a random number drawn at each start
+//! of the node and a sequence number), never by position in a queue, so
+//! entries applied again after a restart answer nobody.
 //!
 //! `docs/ARCHITECTURE.md` (`## Raft`) describes the layers and file layout;
 //! `docs/PROTOCOL.md` (`## RaftService`) the bytes on the wire.
@@ -37,6 +38,7 @@ pub mod service;
 mod snapshot;
 mod snapshot_transfer;
 pub mod storage;
+mod validate;
 
 pub use config::RaftConfig;
 pub use error::RaftError;

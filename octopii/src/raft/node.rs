@@ -4,10 +4,12 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures::FutureExt;
+use tokio::runtime::RuntimeFlavor;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -19,6 +21,7 @@ use super::service::{Membership, Proposal, RaftHandler, RaftServiceClient, RaftS
 use super::snapshot_transfer;
 use super::storage::{Bootstrap, RaftStorage};
 use super::{RaftConfig, RaftError};
+use crate::wal::{StdFs, WalFs};
 use crate::{OctopiiError, OctopiiNode, Result};
 
 /// Commands queued for the driver before callers wait.
@@ -64,6 +67,40 @@ struct Inner {
     faults: Arc<NetworkFaults>,
     forged: Arc<AtomicU64>,
     driver: Mutex<Option<JoinHandle<()>>>,
+    /// Stops the driver when sent or dropped.
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    /// Disconnects once the driver's task has ended, however it ended.
+    done: Mutex<Option<std_mpsc::Receiver<()>>>,
+    /// Why the driver stopped, once it has.
+    outcome: watch::Receiver<Option<RaftError>>,
+}
+
+impl Drop for Inner {
+    /// The last handle is gone without `shutdown`: stop the driver, and
+    /// wait (bounded) for it to release the raft log, unless that would
+    /// block a single-threaded runtime.
+    fn drop(&mut self) {
+        let stop = self.stop.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if stop.take().is_none() {
+            return; // shut down already
+        }
+        let done = self.done.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let Some(done) = done.take() else {
+            return;
+        };
+        let limit = self.config.request_timeout;
+        let wait = move || {
+            let _ = done.recv_timeout(limit);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Err(_) => wait(),
+            Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            Ok(_) => {}
+        }
+        tracing::info!(node = self.id, "raft node stopped (dropped)");
+    }
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -98,7 +135,7 @@ impl RaftNode {
         config: RaftConfig,
         machine: impl StateMachine,
     ) -> Result<Self> {
-        Self::start_in_with_fs(node, dir, config, machine, Arc::new(crate::wal::StdFs))
+        Self::start_in_with_fs(node, dir, config, machine, Arc::new(StdFs))
     }
 
     /// As [`start_in`](Self::start_in), with every file operation of the
@@ -109,7 +146,7 @@ impl RaftNode {
         dir: impl Into<PathBuf>,
         config: RaftConfig,
         machine: impl StateMachine,
-        fs: Arc<dyn crate::wal::WalFs>,
+        fs: Arc<dyn WalFs>,
     ) -> Result<Self> {
         config.validate()?;
         super::service::check_own_certificate(node)?;
@@ -154,7 +191,7 @@ impl RaftNode {
         raft_config
             .validate()
             .map_err(|e| OctopiiError::Raft(RaftError::Storage(format!("raft config: {e}"))))?;
-        let raw = raft::RawNode::new(&raft_config, storage, &super::log::logger(id))
+        let raw = raft::RawNode::new(&raft_config, storage, &super::log::logger())
             .map_err(|e| OctopiiError::Raft(RaftError::Storage(e.to_string())))?;
 
         let addresses: AddressBook = Arc::new(RwLock::new(config.peers.clone()));
@@ -180,7 +217,9 @@ impl RaftNode {
             snapshot_index: 0,
             voters: Vec::new(),
             learners: Vec::new(),
+            invalid_messages: 0,
         });
+        let (stop_tx, stop_rx) = oneshot::channel();
         let driver = Driver::new(
             raw,
             Box::new(machine),
@@ -188,6 +227,7 @@ impl RaftNode {
             config.clone(),
             commands_rx,
             feedback_rx,
+            stop_rx,
             status_tx,
         )?;
         let membership = Membership(status_rx.clone());
@@ -213,18 +253,32 @@ impl RaftNode {
         )?;
         node.serve(crate::rpc::Authorized::new(snapshots, membership.policy()))?;
         let driver = node.runtime_handle().spawn(async move {
-            // raft-rs panics on states it deems impossible; the node then
-            // stops (callers get `Stopped`) rather than taking the runtime down.
-            if let Err(panic) = AssertUnwindSafe(driver.run()).catch_unwind().await {
-                let why = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("unknown");
-                tracing::error!(node = id, "raft driver panicked, the node stops: {why}");
-            }
+            let _done = done_tx;
+            // A panic (in raft-rs or the state machine) stops the node with
+            // the panic as its reason, rather than taking the runtime down.
+            let outcome = match AssertUnwindSafe(driver.run()).catch_unwind().await {
+                Ok(outcome) => outcome,
+                Err(panic) => {
+                    let why = panic
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| panic.downcast_ref::<&str>().copied())
+                        .unwrap_or("unknown");
+                    tracing::error!(node = id, "raft driver panicked, the node stops: {why}");
+                    RaftError::Failed {
+                        reason: format!("the raft driver panicked: {why}"),
+                    }
+                }
+            };
+            outcome_tx.send_replace(Some(outcome));
         });
-        tracing::info!(node = id, "raft node started");
+        let started = status_rx.borrow().clone();
+        tracing::info!(
+            node = id,
+            term = started.term,
+            last_index = started.last_index,
+            "raft node started"
+        );
         Ok(RaftNode {
             inner: Arc::new(Inner {
                 id,
@@ -236,6 +290,9 @@ impl RaftNode {
                 faults,
                 forged,
                 driver: Mutex::new(Some(driver)),
+                stop: Mutex::new(Some(stop_tx)),
+                done: Mutex::new(Some(done_rx)),
+                outcome: outcome_rx,
             }),
         })
     }
@@ -248,11 +305,35 @@ impl RaftNode {
     /// The node's current raft state.
     pub fn status(&self) -> RaftStatus {
         let mut status = self.inner.status.borrow().clone();
-        if self.inner.status.has_changed().is_err() {
+        if self.inner.status.has_changed().is_err() || self.stopped().is_some() {
             // The driver is gone.
             status.role = RaftRole::Stopped;
         }
         status
+    }
+
+    /// Why the node stopped: `None` while it runs,
+    /// [`RaftError::Stopped`] after [`shutdown`](Self::shutdown), and
+    /// [`RaftError::Failed`] naming the failure (a storage error, a panic
+    /// in the driver or the state machine) if it stopped by itself. Every
+    /// call made of a stopped node fails with this error.
+    pub fn stopped(&self) -> Option<RaftError> {
+        self.inner.outcome.borrow().clone()
+    }
+
+    /// The error of a call that found the driver gone: why it stopped.
+    async fn stop_reason(&self) -> OctopiiError {
+        let mut outcome = self.inner.outcome.clone();
+        // The driver drops its callers' replies just before it reports why.
+        let reason = tokio::time::timeout(
+            self.inner.config.request_timeout,
+            outcome.wait_for(Option::is_some),
+        )
+        .await;
+        match reason {
+            Ok(Ok(reason)) => reason.clone().unwrap_or(RaftError::Stopped).into(),
+            _ => RaftError::Stopped.into(),
+        }
     }
 
     /// Waits until this node knows a leader (possibly itself) and returns
@@ -260,13 +341,15 @@ impl RaftNode {
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64> {
         let mut status = self.inner.status.clone();
         let wait = status.wait_for(|s| s.leader_id.is_some() || s.role == RaftRole::Stopped);
-        let status = tokio::time::timeout(timeout, wait)
+        let leader = tokio::time::timeout(timeout, wait)
             .await
             .map_err(|_| OctopiiError::Timeout(timeout))?
-            .map_err(|_| RaftError::Stopped)?;
-        status
-            .leader_id
-            .ok_or(OctopiiError::Raft(RaftError::Stopped))
+            .ok()
+            .and_then(|status| status.leader_id);
+        match leader {
+            Some(leader) => Ok(leader),
+            None => Err(self.stop_reason().await),
+        }
     }
 
     /// Raft messages this node dropped because their `from` was not the
@@ -385,16 +468,17 @@ impl RaftNode {
         &self,
         command: impl FnOnce(oneshot::Sender<Result<Vec<u8>, RaftError>>) -> Command,
     ) -> Result<Vec<u8>> {
+        if let Some(reason) = self.stopped() {
+            return Err(reason.into());
+        }
         let (reply, answer) = oneshot::channel();
-        self.inner
-            .commands
-            .send(command(reply))
-            .await
-            .map_err(|_| RaftError::Stopped)?;
+        if self.inner.commands.send(command(reply)).await.is_err() {
+            return Err(self.stop_reason().await);
+        }
         let timeout = self.inner.config.request_timeout;
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(result)) => Ok(result?),
-            Ok(Err(_)) => Err(RaftError::Stopped.into()),
+            Ok(Err(_)) => Err(self.stop_reason().await),
             Err(_) => Err(RaftError::Timeout {
                 millis: timeout.as_millis() as u64,
             }
@@ -406,8 +490,21 @@ impl RaftNode {
     /// [`OctopiiNode`] keeps running (its RaftService answers
     /// [`RaftError::Stopped`]); to run raft again, start a new node on the
     /// same `data_dir`.
+    ///
+    /// Dropping the last handle without `shutdown` stops the driver too,
+    /// and waits (up to [`RaftConfig::request_timeout`]) for it to release
+    /// the raft log, except inside a current-thread runtime, where it
+    /// cannot block: there the driver stops just after.
     pub async fn shutdown(&self) {
-        let _ = self.inner.commands.send(Command::Shutdown).await;
+        let stop = self
+            .inner
+            .stop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(stop) = stop {
+            let _ = stop.send(());
+        }
         let driver = self
             .inner
             .driver
