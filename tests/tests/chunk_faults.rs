@@ -220,7 +220,7 @@ fn files_over_the_size_limit_are_refused_before_any_data() {
         ..ChunkConfig::default()
     };
     let (receiver, mut inbox) = chunk_node(&ca, "receiver", &rt, chunk);
-    let sender = OctopiiNode::new(config(ca.issue_node("sender").unwrap()), &rt).unwrap();
+    let sender = OctopiiNode::new(config(ca.issue_node("sender", 1).unwrap()), &rt).unwrap();
     let send = |data: Vec<u8>, name: &str| {
         let source = ChunkSource::Memory(data.into());
         let options = TransferOptions::to_file(name).resume(true);

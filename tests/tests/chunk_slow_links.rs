@@ -32,7 +32,7 @@ fn a_sender_that_trickles_its_bytes_is_not_broken_by_the_receiver() {
         ..ChunkConfig::default()
     };
     let (receiver, mut inbox) = chunk_node(&ca, "receiver", &rt, chunk);
-    let sender = OctopiiNode::new(config(ca.issue_node("sender").unwrap()), &rt).unwrap();
+    let sender = OctopiiNode::new(config(ca.issue_node("sender", 1).unwrap()), &rt).unwrap();
     // 40 bytes one at a time: the whole transfer lasts twice the stall
     // timeout, and no single pause comes near it.
     let data = random_bytes(40);
@@ -123,13 +123,13 @@ impl Service for SlowReader {
 fn a_receiver_that_reads_slowly_is_not_failed_by_the_sender() {
     let rt = OctopiiRuntime::new(2).unwrap();
     let ca = ClusterCa::generate().unwrap();
-    let mut slow_config = config(ca.issue_node("slow").unwrap());
+    let mut slow_config = config(ca.issue_node("slow", 2).unwrap());
     // A small window: the sender's writes wait on the slow reads, its
     // 64 KiB buffer for longer than the stall timeout.
     slow_config.transport.stream_receive_window = 8 * 1024;
     let slow = OctopiiNode::new(slow_config, &rt).unwrap();
     slow.serve(SlowReader).unwrap();
-    let sender = OctopiiNode::new(config(ca.issue_node("sender").unwrap()), &rt).unwrap();
+    let sender = OctopiiNode::new(config(ca.issue_node("sender", 1).unwrap()), &rt).unwrap();
     let data = random_bytes(64 * 1024);
     let options = TransferOptions::to_file("slow.bin").stall_timeout(STALL);
     let result = rt

@@ -36,7 +36,7 @@ fn single_node(
         .bind_addr("127.0.0.1:0".parse().expect("address"))
         .data_dir(dir)
         .worker_threads(2)
-        .credentials(ca.issue_node("node-1").expect("certificate"))
+        .credentials(ca.issue_node("node-1", 1).expect("certificate"))
         .build()
         .expect("config");
     let node = OctopiiNode::new(config, runtime).expect("node");

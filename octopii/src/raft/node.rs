@@ -252,6 +252,8 @@ impl RaftNode {
             forged.clone(),
         )?;
         node.serve(crate::rpc::Authorized::new(snapshots, membership.policy()))?;
+        let (outcome_tx, outcome_rx) = watch::channel(None);
+        let (done_tx, done_rx) = std_mpsc::channel::<()>();
         let driver = node.runtime_handle().spawn(async move {
             let _done = done_tx;
             // A panic (in raft-rs or the state machine) stops the node with
