@@ -122,7 +122,8 @@ impl RaftNode {
         } else {
             None
         };
-        let storage = RaftStorage::open(&dir.into(), config.wal.clone(), bootstrap.as_ref())?;
+        let dir: PathBuf = dir.into();
+        let storage = RaftStorage::open(&dir, config.wal.clone(), bootstrap.as_ref())?;
         let raft_config = raft::Config {
             id,
             election_tick: config.election_ticks,
@@ -183,7 +184,7 @@ impl RaftNode {
         node.serve(snapshot_transfer::receiver(
             node,
             id,
-            config.max_snapshot_size,
+            &dir,
             commands_tx.clone(),
             faults.clone(),
         )?)?;

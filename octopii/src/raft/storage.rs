@@ -9,11 +9,14 @@
 //! * `raft-state`: the hard state (term, vote, commit), the current
 //!   configuration, the latest snapshot's metadata, and the mapping from WAL
 //!   record indexes to raft indexes;
-//! * `snapshot-<index>-<term>`: the latest snapshot's data.
+//! * `snapshot-<index>-<term>`: the latest snapshot's data, streamed to
+//!   and from the file, never held whole in memory (see `snapshot.rs`);
+//! * `incoming-snapshots/`: snapshot files arriving from the leader.
 //!
 //! Both files are written atomically (temporary file, `fsync`, rename,
 //! directory `fsync`) and framed as `magic ‖ length ‖ CRC32C ‖ payload`
-//! (`docs/ARCHITECTURE.md` gives the bytes).
+//! (`docs/ARCHITECTURE.md` gives the bytes; the snapshot file's length is
+//! 64-bit).
 //!
 //! # Why entries alone go to the WAL
 //!
@@ -56,12 +59,12 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use serde::{Deserialize, Serialize};
 
 use super::RaftError;
+use super::snapshot::{self, Fingerprint, SnapshotWriter};
 use crate::rpc::codec;
 use crate::wal::{Wal, WalOptions};
 use crate::{OctopiiError, Result};
@@ -70,8 +73,8 @@ use crate::{OctopiiError, Result};
 const STATE_FILE: &str = "raft-state";
 /// First bytes of the hard-state file.
 const STATE_MAGIC: &[u8; 8] = b"OCTORFTS";
-/// First bytes of a snapshot file.
-const SNAPSHOT_MAGIC: &[u8; 8] = b"OCTORFSN";
+/// Directory, inside the raft directory, that receives snapshot files.
+pub(crate) const INCOMING_DIR: &str = "incoming-snapshots";
 /// Magic, length and CRC before a file's payload.
 const FILE_HEADER: usize = 16;
 
@@ -99,7 +102,8 @@ pub struct RaftStorage {
     hard_state: HardState,
     conf_state: ConfState,
     snapshot: SnapshotMetadata,
-    snapshot_data: Bytes,
+    /// The latest snapshot file's fingerprint (`None` before the first).
+    snapshot_file: Option<Fingerprint>,
     /// What `raft-state` holds now.
     saved: StateRecord,
     /// Entries `snapshot.index + 1 ..`, all durable.
@@ -170,12 +174,8 @@ impl RaftStorage {
         } else {
             let fresh = fresh_state(&wal, bootstrap)?;
             if let Some(bootstrap) = bootstrap {
-                write_framed(
-                    dir,
-                    &snapshot_file_name(fresh.snapshot_index, fresh.snapshot_term),
-                    SNAPSHOT_MAGIC,
-                    &bootstrap.snapshot_data,
-                )?;
+                let name = snapshot::file_name(fresh.snapshot_index, fresh.snapshot_term);
+                snapshot::write_file(&dir.join(name), &bootstrap.snapshot_data)?;
             }
             write_framed(dir, STATE_FILE, STATE_MAGIC, &codec::encode(&fresh)?)?;
             fresh
@@ -192,14 +192,11 @@ impl RaftStorage {
             "snapshot conf state",
             &state_path,
         )?);
-        let snapshot_data = if saved.snapshot_index > 0 {
-            let path = dir.join(snapshot_file_name(
-                saved.snapshot_index,
-                saved.snapshot_term,
-            ));
-            Bytes::from(read_framed(&path, SNAPSHOT_MAGIC)?)
+        let snapshot_file = if saved.snapshot_index > 0 {
+            let name = snapshot::file_name(saved.snapshot_index, saved.snapshot_term);
+            Some(snapshot::verify(&dir.join(name))?)
         } else {
-            Bytes::new()
+            None
         };
         let hard_state = HardState {
             term: saved.term,
@@ -213,13 +210,14 @@ impl RaftStorage {
             hard_state,
             conf_state,
             snapshot,
-            snapshot_data,
+            snapshot_file,
             saved,
             entries: VecDeque::new(),
             entry_bytes: 0,
             snapshot_wanted: Cell::new(false),
         };
         storage.load_entries()?;
+        storage.remove_old_snapshots();
         let (commit, first, last) = (
             storage.hard_state.commit,
             storage.snapshot.index,
@@ -284,9 +282,16 @@ impl RaftStorage {
         &self.snapshot
     }
 
-    /// The latest snapshot's data (empty before the first snapshot).
-    pub fn snapshot_data(&self) -> &Bytes {
-        &self.snapshot_data
+    /// The directory holding this raft state.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The latest snapshot's file (`None` before the first snapshot).
+    pub fn snapshot_path(&self) -> Option<PathBuf> {
+        self.snapshot_file?;
+        let name = snapshot::file_name(self.snapshot.index, self.snapshot.term);
+        Some(self.dir.join(name))
     }
 
     /// Bytes of commands (entry data and context) held since the latest
@@ -362,16 +367,17 @@ impl RaftStorage {
         self.save()
     }
 
-    /// Installs a snapshot received from the leader: its data, metadata and
+    /// Installs a snapshot received from the leader: its file (received
+    /// and checked already, waiting at its `.received` name), metadata and
     /// configuration replace the whole log, durably.
     pub async fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<()> {
         let meta = snapshot.get_metadata().clone();
-        write_framed(
-            &self.dir,
-            &snapshot_file_name(meta.index, meta.term),
-            SNAPSHOT_MAGIC,
-            &snapshot.data,
-        )?;
+        let fingerprint = Fingerprint::from_reference(&snapshot.data)
+            .ok_or_else(|| storage_error("the snapshot carries no usable file reference"))?;
+        let received = snapshot::received_path(&self.dir, meta.index, meta.term);
+        let path = self.dir.join(snapshot::file_name(meta.index, meta.term));
+        fs::rename(&received, &path).map_err(|e| OctopiiError::file(&received, e))?;
+        snapshot::sync_parent(&path)?;
         self.conf_state = meta.get_conf_state().clone();
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
         if meta.term > self.hard_state.term {
@@ -382,39 +388,59 @@ impl RaftStorage {
         self.entries.clear();
         self.entry_bytes = 0;
         self.snapshot = meta;
-        self.snapshot_data = snapshot.data;
+        self.snapshot_file = Some(fingerprint);
         let (wal_base, raft_base) = (self.wal.last_index() + 1, self.snapshot.index + 1);
         self.save_with_base(wal_base, raft_base)?;
         self.remove_old_snapshots();
         self.wal.compact_prefix(wal_base).await
     }
 
-    /// Takes a snapshot at `index` (an applied entry) holding `data`, then
-    /// drops the entries it covers from memory and compacts the WAL.
-    pub async fn compact(&mut self, index: u64, data: Vec<u8>) -> Result<()> {
+    /// Takes a snapshot at `index` (an applied entry) whose data `write`
+    /// streams into the snapshot file, then drops the entries it covers
+    /// from memory and compacts the WAL.
+    ///
+    /// `write` runs before the returned future is first polled and is not
+    /// kept in it, so it may borrow what is not `Send` (the state machine).
+    pub fn compact(
+        &mut self,
+        index: u64,
+        write: impl FnOnce(&mut dyn Write) -> Result<()>,
+    ) -> impl Future<Output = Result<()>> + Send + '_ {
+        let taken = self.take_snapshot(index, write);
+        async move {
+            match taken? {
+                Some(upto) => self.wal.compact_prefix(upto).await,
+                None => Ok(()),
+            }
+        }
+    }
+
+    /// Writes the snapshot file and records it; the WAL index below which
+    /// records are dead, or `None` if `index` is not past the latest snapshot.
+    fn take_snapshot(
+        &mut self,
+        index: u64,
+        write: impl FnOnce(&mut dyn Write) -> Result<()>,
+    ) -> Result<Option<u64>> {
         if index <= self.snapshot.index {
-            return Ok(());
+            return Ok(None);
         }
         let term = self
             .term(index)
             .map_err(|e| storage_error(format!("snapshot at {index}: {e}")))?;
-        write_framed(
-            &self.dir,
-            &snapshot_file_name(index, term),
-            SNAPSHOT_MAGIC,
-            &data,
-        )?;
+        let mut writer = SnapshotWriter::create(&self.dir.join(snapshot::file_name(index, term)))?;
+        write(&mut writer)?;
+        let fingerprint = writer.finish()?;
         let covered = (index - self.snapshot.index) as usize;
         let dropped: u64 = self.entries.drain(..covered).map(|e| entry_size(&e)).sum();
         self.entry_bytes -= dropped;
         self.snapshot.index = index;
         self.snapshot.term = term;
         self.snapshot.set_conf_state(self.conf_state.clone());
-        self.snapshot_data = Bytes::from(data);
+        self.snapshot_file = Some(fingerprint);
         self.save()?;
         self.remove_old_snapshots();
-        let upto = self.raft_to_wal(index + 1)?;
-        self.wal.compact_prefix(upto).await
+        self.raft_to_wal(index + 1).map(Some)
     }
 
     fn save(&mut self) -> Result<()> {
@@ -443,22 +469,23 @@ impl RaftStorage {
         Ok(())
     }
 
-    /// Deletes snapshot files other than the current one (best effort:
-    /// a leftover file is harmless).
+    /// Deletes snapshot files other than the current one, here and among
+    /// the received ones, that raft can no longer install: those up to the
+    /// current snapshot's index (raft refuses a snapshot below its commit
+    /// index, and the current one covers at most that). Newer received
+    /// files may still be on their way in, so they stay; so does anything
+    /// in this directory that is not a snapshot file. Best effort: a
+    /// leftover file is harmless.
     fn remove_old_snapshots(&self) {
-        let current = snapshot_file_name(self.snapshot.index, self.snapshot.term);
-        let Ok(listing) = fs::read_dir(&self.dir) else {
-            return;
-        };
-        for item in listing.flatten() {
-            let name = item.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with("snapshot-") && name != current {
-                if let Err(e) = fs::remove_file(item.path()) {
-                    tracing::warn!(file = %item.path().display(), "cannot remove an old snapshot: {e}");
-                }
-            }
-        }
+        let current = snapshot::file_name(self.snapshot.index, self.snapshot.term);
+        let index = self.snapshot.index;
+        let stale = |name: &str| snapshot::index_of(name).is_some_and(|i| i <= index);
+        remove_files(&self.dir, |name| name != current && stale(name));
+        // Anything a peer left in the incoming directory goes too, except
+        // a newer snapshot still arriving.
+        remove_files(&self.dir.join(INCOMING_DIR), |name| {
+            snapshot::index_of(name).is_none_or(|i| i <= index)
+        });
     }
 }
 
@@ -511,8 +538,19 @@ fn entry_size(entry: &Entry) -> u64 {
     (entry.data.len() + entry.context.len()) as u64
 }
 
-fn snapshot_file_name(index: u64, term: u64) -> String {
-    format!("snapshot-{index:016x}-{term:016x}")
+/// Removes the files of `dir` whose name `doomed` picks (best effort).
+fn remove_files(dir: &Path, doomed: impl Fn(&str) -> bool) {
+    let Ok(listing) = fs::read_dir(dir) else {
+        return;
+    };
+    for item in listing.flatten() {
+        let is_file = item.file_type().is_ok_and(|t| t.is_file());
+        if is_file && doomed(&item.file_name().to_string_lossy()) {
+            if let Err(e) = fs::remove_file(item.path()) {
+                tracing::warn!(file = %item.path().display(), "cannot remove an old snapshot: {e}");
+            }
+        }
+    }
 }
 
 /// Writes `magic ‖ len u32 LE ‖ CRC32C u32 LE ‖ payload` to `dir/name`
@@ -627,8 +665,16 @@ impl Storage for RaftStorage {
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
+        // raft carries only a reference; the file itself travels apart
+        // (`snapshot_transfer.rs`).
+        let Some(fingerprint) = self.snapshot_file else {
+            self.snapshot_wanted.set(true);
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        };
         let mut snapshot = Snapshot {
-            data: self.snapshot_data.clone(),
+            data: fingerprint.to_reference().into(),
             ..Snapshot::default()
         };
         snapshot.set_metadata(self.snapshot.clone());
@@ -640,6 +686,13 @@ impl Storage for RaftStorage {
 mod tests {
     use super::*;
     use crate::wal::FlushPolicy;
+    use bytes::Bytes;
+
+    /// The payload of the storage's current snapshot file.
+    fn snapshot_payload(s: &RaftStorage) -> Vec<u8> {
+        let bytes = fs::read(s.snapshot_path().unwrap()).unwrap();
+        bytes[snapshot::HEADER_LEN..].to_vec()
+    }
 
     fn options() -> WalOptions {
         WalOptions {
@@ -717,7 +770,7 @@ mod tests {
             let entries: Vec<Entry> = (1..=100).map(|i| entry(i, 1)).collect();
             block_on(s.append(&entries)).unwrap();
             s.set_commit(100);
-            block_on(s.compact(60, b"state at 60".to_vec())).unwrap();
+            block_on(s.compact(60, |out| Ok(out.write_all(b"state at 60")?))).unwrap();
             assert!(s.wal.first_index() > 1, "whole segments were compacted");
             assert_eq!(s.first_index().unwrap(), 61);
             assert_eq!(s.log_bytes(), 40 * 100, "40 entries of 100 bytes are left");
@@ -728,15 +781,18 @@ mod tests {
         }
         {
             let mut s = RaftStorage::open(dir.path(), options(), None).unwrap();
-            assert_eq!(s.snapshot_data().as_ref(), b"state at 60");
+            assert_eq!(snapshot_payload(&s), b"state at 60");
             assert_eq!(
                 (s.first_index().unwrap(), s.last_index().unwrap()),
                 (61, 100)
             );
             assert_eq!(s.term(60).unwrap(), 1);
-            // A leader's snapshot far ahead replaces the whole log.
+            // A leader's snapshot far ahead replaces the whole log; its
+            // file arrived and was checked already.
+            let received = snapshot::received_path(dir.path(), 500, 7);
+            let fingerprint = snapshot::write_file(&received, b"state at 500").unwrap();
             let mut snap = Snapshot {
-                data: Bytes::from_static(b"state at 500"),
+                data: fingerprint.to_reference().into(),
                 ..Snapshot::default()
             };
             snap.mut_metadata().index = 500;
@@ -746,7 +802,7 @@ mod tests {
             block_on(s.append(&[entry(501, 7), entry(502, 7)])).unwrap();
         }
         let s = RaftStorage::open(dir.path(), options(), None).unwrap();
-        assert_eq!(s.snapshot_data().as_ref(), b"state at 500");
+        assert_eq!(snapshot_payload(&s), b"state at 500");
         assert_eq!(
             (s.first_index().unwrap(), s.last_index().unwrap()),
             (501, 502)
@@ -793,7 +849,10 @@ mod tests {
                 (1, 1)
             );
             assert_eq!(snap.get_metadata().get_conf_state().voters, vec![1, 2, 3]);
-            assert_eq!(snap.data.as_ref(), b"initial");
+            assert_eq!(snapshot_payload(&s), b"initial");
+            let path = s.snapshot_path().unwrap();
+            let fingerprint = snapshot::verify(&path).unwrap();
+            assert_eq!(snap.data.as_ref(), fingerprint.to_reference());
             assert_eq!(s.initial_state().unwrap().conf_state.voters, vec![1, 2, 3]);
         }
     }
