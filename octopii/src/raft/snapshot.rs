@@ -269,14 +269,19 @@ pub(crate) fn verify(path: &Path) -> Result<Fingerprint> {
     Ok(fingerprint)
 }
 
-/// Checks a snapshot file, then restores `machine` from it by streaming
-/// its state; returns the members' addresses it holds.
+/// Restores `machine` from a snapshot file by streaming its state;
+/// returns the members' addresses it holds. The CRC is checked on the way
+/// (the file was checked whole before it was installed or opened): a
+/// mismatch is an `Err`, after which the machine's state is unusable.
 pub(crate) fn restore(
     path: &Path,
     machine: &mut dyn StateMachine,
 ) -> Result<Vec<(u64, SocketAddr)>> {
-    verify(path)?;
-    let (mut reader, fingerprint) = open_checked(path)?;
+    let (reader, fingerprint) = open_checked(path)?;
+    let mut reader = CrcReader {
+        inner: reader,
+        crc32c: 0,
+    };
     let mut len = [0u8; 4];
     reader
         .read_exact(&mut len)
@@ -293,8 +298,28 @@ pub(crate) fn restore(
         .map_err(|e| OctopiiError::file(path, e))?;
     let peers = codec::decode(&peers)
         .map_err(|e| damaged(path, format!("the address list does not decode: {e}")))?;
-    machine.restore_from(&mut reader.take(state_len), state_len)?;
+    let mut state = (&mut reader).take(state_len);
+    machine.restore_from(&mut state, state_len)?;
+    // What the machine left unread still counts for the CRC.
+    std::io::copy(&mut state, &mut std::io::sink()).map_err(|e| OctopiiError::file(path, e))?;
+    if reader.crc32c != fingerprint.crc32c {
+        return Err(damaged(path, "CRC mismatch"));
+    }
     Ok(peers)
+}
+
+/// Computes the CRC32C of what passes through.
+struct CrcReader<R> {
+    inner: R,
+    crc32c: u32,
+}
+
+impl<R: Read> Read for CrcReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.crc32c = crc32c::crc32c_append(self.crc32c, &buf[..n]);
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
