@@ -412,6 +412,23 @@ mod tests {
         assert!(err.contains("length mismatch"), "{err}");
     }
 
+    /// The example file `docs/PROTOCOL.md` gives, byte by byte.
+    #[test]
+    fn a_snapshot_file_is_laid_out_as_documented() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("documented");
+        let fingerprint = write(&path, &[], b"hi");
+        let mut expected = b"OCTORFSN".to_vec();
+        expected.extend_from_slice(&[0x0e, 0, 0, 0, 0, 0, 0, 0]);
+        expected.extend_from_slice(&[0x33, 0xde, 0x75, 0xd9]);
+        expected.extend_from_slice(&[8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        expected.extend_from_slice(b"hi");
+        assert_eq!(fs::read(&path).unwrap(), expected);
+        let mut reference = vec![0x0e, 0, 0, 0, 0, 0, 0, 0];
+        reference.extend_from_slice(&[0x33, 0xde, 0x75, 0xd9]);
+        assert_eq!(fingerprint.to_reference(), reference);
+    }
+
     #[test]
     fn names_give_their_snapshot_index() {
         assert_eq!(index_of(&file_name(0x2a, 3)), Some(0x2a));
