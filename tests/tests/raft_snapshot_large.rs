@@ -153,8 +153,9 @@ fn snapshot_file_size(dir: &std::path::Path, id: u64) -> u64 {
 
 #[test]
 fn a_snapshot_many_times_the_memory_cap_reaches_a_new_member() {
-    // 32 MiB of state: 32 times what a receiver takes into memory.
-    const BLOCKS: u64 = 512;
+    // 8 MiB of state: 8 times what a receiver takes into memory (kept
+    // at that: transfers are slow in an unoptimized build).
+    const BLOCKS: u64 = 128;
     let runtime = OctopiiRuntime::new(4).unwrap();
     let ca = ClusterCa::generate().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -181,7 +182,7 @@ fn a_snapshot_many_times_the_memory_cap_reaches_a_new_member() {
     });
     let size = snapshot_file_size(dir.path(), 1);
     assert!(size > BLOCKS * BLOCK as u64, "{size} bytes");
-    assert!(size > 32 * MAX_SNAPSHOT_MESSAGE);
+    assert!(size > 8 * MAX_SNAPSHOT_MESSAGE);
 
     let joining = RaftConfig {
         bootstrap: false,

@@ -494,7 +494,8 @@ impl RaftStorage {
 pub struct Bootstrap {
     /// The founding voters.
     pub voters: Vec<u64>,
-    /// Snapshot data of the initial state (the same on every founder).
+    /// The payload of the initial snapshot file (the same on every
+    /// founder): the initial state is small, so it is held in memory.
     pub snapshot_data: Vec<u8>,
 }
 
