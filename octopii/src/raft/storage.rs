@@ -858,6 +858,56 @@ mod tests {
         }
     }
 
+    /// A compaction removes what raft can no longer install and keeps a
+    /// newer received snapshot, which may be installed next.
+    #[test]
+    fn compaction_keeps_newer_received_snapshots_and_drops_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = RaftStorage::open(dir.path(), options(), None).unwrap();
+        block_on(s.append(&(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>())).unwrap();
+        s.set_commit(10);
+        let incoming = dir.path().join(INCOMING_DIR);
+        fs::create_dir_all(&incoming).unwrap();
+        let name = |index| snapshot::file_name(index, 1);
+        let left_over = [
+            dir.path().join(name(3)),
+            snapshot::received_path(dir.path(), 3, 1),
+            snapshot::received_path(dir.path(), 20, 1),
+            dir.path().join(format!("{}.checking-0", name(20))),
+            dir.path().join("notes"),
+            incoming.join(name(4)),
+            incoming.join(format!(".{}.octopii-partial", name(30))),
+            incoming.join("anything"),
+        ];
+        for path in &left_over {
+            fs::write(path, b"x").unwrap();
+        }
+        block_on(s.compact(5, |out| Ok(out.write_all(b"state at 5")?))).unwrap();
+        let names = |dir: &Path| {
+            let mut names: Vec<String> = fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let mut kept = vec![
+            name(20) + ".checking-0",
+            name(20) + ".received",
+            name(5),
+            INCOMING_DIR.to_owned(),
+            "notes".to_owned(),
+            STATE_FILE.to_owned(),
+            "wal".to_owned(),
+        ];
+        kept.sort();
+        assert_eq!(names(dir.path()), kept);
+        assert_eq!(
+            names(&incoming),
+            vec![format!(".{}.octopii-partial", name(30))]
+        );
+    }
+
     #[test]
     fn a_damaged_state_file_refuses_to_open() {
         let dir = tempfile::tempdir().unwrap();
