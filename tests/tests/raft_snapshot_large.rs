@@ -229,8 +229,22 @@ fn a_snapshot_many_times_the_memory_cap_reaches_a_new_member() {
     }
     runtime.block_on(async {
         member.raft.shutdown().await;
-        leader.raft.shutdown().await;
         member.node.shutdown().await;
+    });
+    // Restarted, the member restores, streaming, from its own file.
+    let rejoining = RaftConfig {
+        bootstrap: false,
+        peers: [(1, leader.node.local_addr())].into_iter().collect(),
+        ..test_raft_config()
+    };
+    let restarted = start(&runtime, &ca, dir.path(), 2, rejoining);
+    // `restore_from` checks every block, so this counts a whole state.
+    assert_eq!(restarted.restores.load(Ordering::SeqCst), 1);
+    assert!(!restarted.whole_state_used.load(Ordering::SeqCst));
+    runtime.block_on(async {
+        restarted.raft.shutdown().await;
+        leader.raft.shutdown().await;
+        restarted.node.shutdown().await;
         leader.node.shutdown().await;
     });
 }
