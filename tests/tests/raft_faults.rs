@@ -7,7 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use octopii::chunk::{ChunkSource, TransferError, TransferOptions};
 use octopii::raft::service::RaftServiceClient;
-use octopii::raft::{RaftError, RaftRole, SNAPSHOT_DESTINATION, SNAPSHOT_SERVICE};
+use octopii::raft::{
+    MAX_SNAPSHOT_MESSAGE, RaftError, RaftRole, SNAPSHOT_DESTINATION, SNAPSHOT_SERVICE,
+};
 use octopii::{OctopiiError, OctopiiNode};
 use octopii_tests::raft::{Cluster, get, put, test_raft_config};
 
@@ -209,31 +211,82 @@ fn a_corrupted_wal_stops_the_node_from_rejoining() {
     assert!(message.contains("CRC mismatch"), "{message}");
 }
 
-#[test]
-fn a_snapshot_failing_its_digest_is_refused() {
+/// A snapshot file as `docs/PROTOCOL.md` lays it out: magic, payload
+/// length (u64 LE), `crc` (u32 LE), then the payload (no addresses, then
+/// the state).
+fn snapshot_file(state: &[u8], crc: u32) -> (Vec<u8>, u64) {
+    let mut payload = vec![8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    payload.extend_from_slice(state);
+    let len = payload.len() as u64;
+    let mut file = b"OCTORFSN".to_vec();
+    file.extend_from_slice(&len.to_le_bytes());
+    file.extend_from_slice(&crc.to_le_bytes());
+    file.extend_from_slice(&payload);
+    (file, len)
+}
+
+/// A `MsgSnapshot` from `from` to `to` at `index`, term 1, whose data is
+/// the reference `(len, crc)` to its file.
+fn snapshot_message(
+    cluster: &Cluster,
+    from: u64,
+    to: u64,
+    index: u64,
+    len: u64,
+    crc: u32,
+) -> Vec<u8> {
     use protobuf::Message as _;
     use raft::eraftpb::{Message, MessageType};
 
-    let cluster = Cluster::start(3, test_raft_config());
-    let leader = cluster.leader();
-    let follower = cluster.follower_of(leader);
-    // Snapshot data as docs/PROTOCOL.md lays it out, with a wrong digest.
-    let no_peers: Vec<(u64, std::net::SocketAddr)> = Vec::new();
-    let data = octopii::rpc::codec::encode(&(no_peers, b"state".to_vec(), [0u8; 32])).unwrap();
     let mut message = Message {
-        to: follower,
-        from: leader,
-        term: cluster.raft(leader).status().term,
+        to,
+        from,
+        term: cluster.raft(from).status().term,
         ..Message::default()
     };
     message.set_msg_type(MessageType::MsgSnapshot);
-    message.mut_snapshot().data = data.into();
-    message.mut_snapshot().mut_metadata().index = 1_000;
+    let mut reference = len.to_le_bytes().to_vec();
+    reference.extend_from_slice(&crc.to_le_bytes());
+    message.mut_snapshot().data = reference.into();
+    message.mut_snapshot().mut_metadata().index = index;
     message.mut_snapshot().mut_metadata().term = 1;
+    message
+        .mut_snapshot()
+        .mut_metadata()
+        .mut_conf_state()
+        .voters = vec![1, 2, 3];
+    message.write_to_bytes().unwrap()
+}
+
+#[test]
+fn a_damaged_or_missing_snapshot_file_is_refused() {
+    let cluster = Cluster::start(3, test_raft_config());
+    let leader = cluster.leader();
+    let follower = cluster.follower_of(leader);
     cluster.runtime.block_on(async {
-        let bytes = message.write_to_bytes().unwrap();
-        let refused = send_as_snapshot(&cluster, leader, follower, bytes).await;
-        assert!(refused.contains("SHA-256"), "{refused}");
+        // No file has arrived for this snapshot.
+        let message = snapshot_message(&cluster, leader, follower, 1_000, 16, 0);
+        let refused = send_as_snapshot(&cluster, leader, follower, message).await;
+        assert!(refused.contains("has arrived"), "{refused}");
+
+        // A file whose CRC does not match its payload (a damaged disk at
+        // the sender: the transfer's SHA-256 cannot see that).
+        let (file, len) = snapshot_file(b"state", 0x1234_5678);
+        assert_ne!(crc32c::crc32c(&file[20..]), 0x1234_5678);
+        let options = TransferOptions::to_file("snapshot-00000000000003e8-0000000000000001")
+            .service(SNAPSHOT_SERVICE);
+        cluster
+            .octopii(leader)
+            .transfer_chunk(
+                ChunkSource::Memory(Bytes::from(file)),
+                cluster.addrs[&follower],
+                options,
+            )
+            .await
+            .expect("the file arrives intact");
+        let message = snapshot_message(&cluster, leader, follower, 1_000, len, 0x1234_5678);
+        let refused = send_as_snapshot(&cluster, leader, follower, message).await;
+        assert!(refused.contains("CRC mismatch"), "{refused}");
         put(cluster.raft(leader), "after", "refusal").await.unwrap();
         let value = get(cluster.raft(follower), "after").await.unwrap();
         assert_eq!(value.as_deref(), Some("refusal"));
@@ -242,17 +295,14 @@ fn a_snapshot_failing_its_digest_is_refused() {
 }
 
 #[test]
-fn a_snapshot_above_the_size_cap_is_refused_before_its_data() {
-    let config = octopii::raft::RaftConfig {
-        max_snapshot_size: 4096,
-        ..test_raft_config()
-    };
-    let cluster = Cluster::start(3, config);
+fn a_snapshot_message_above_the_memory_cap_is_refused_before_its_data() {
+    let cluster = Cluster::start(3, test_raft_config());
     let leader = cluster.leader();
     let follower = cluster.follower_of(leader);
     cluster.runtime.block_on(async {
         let options = TransferOptions::to_memory(SNAPSHOT_DESTINATION).service(SNAPSHOT_SERVICE);
-        let source = ChunkSource::Memory(Bytes::from(vec![0u8; 4097]));
+        let too_big = MAX_SNAPSHOT_MESSAGE as usize + 1;
+        let source = ChunkSource::Memory(Bytes::from(vec![0u8; too_big]));
         let result = cluster
             .octopii(leader)
             .transfer_chunk_to_peers(source, &[cluster.addrs[&follower]], options)

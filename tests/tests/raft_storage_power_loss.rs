@@ -179,7 +179,8 @@ fn run(fs: &CrashFs) -> (Model, Option<Step>) {
             }),
             Step::Compact(index) => {
                 storage.set_commit(*index);
-                block_on(storage.compact(*index, compact_data(*index)))
+                let data = compact_data(*index);
+                block_on(storage.compact(*index, |out| Ok(out.write_all(&data)?)))
             }
             Step::Conf(voters) => storage.set_conf_state(ConfState {
                 voters: voters.clone(),
@@ -190,8 +191,14 @@ fn run(fs: &CrashFs) -> (Model, Option<Step>) {
                 term,
                 voters,
             } => {
+                // The leader's file arrives (and is checked) before raft
+                // installs the snapshot.
+                let Ok(reference) = receive_snapshot(fs, *index, *term, &install_data(*index))
+                else {
+                    return (model, Some(step));
+                };
                 let mut snapshot = Snapshot {
-                    data: Bytes::from(install_data(*index)),
+                    data: reference,
                     ..Snapshot::default()
                 };
                 snapshot.mut_metadata().index = *index;
@@ -208,9 +215,41 @@ fn run(fs: &CrashFs) -> (Model, Option<Step>) {
     (model, None)
 }
 
+/// Writes, durably, the file of a snapshot received from a leader (as
+/// `docs/PROTOCOL.md`, "Snapshot data", lays it out) where the storage
+/// installs it from; returns the reference raft carries for it.
+fn receive_snapshot(fs: &CrashFs, index: u64, term: u64, payload: &[u8]) -> std::io::Result<Bytes> {
+    let path = Path::new(DIR).join(format!("snapshot-{index:016x}-{term:016x}.received"));
+    let mut reference = (payload.len() as u64).to_le_bytes().to_vec();
+    reference.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    let mut bytes = b"OCTORFSN".to_vec();
+    bytes.extend_from_slice(&reference);
+    bytes.extend_from_slice(payload);
+    let file = fs.create(&path)?;
+    file.write_all_at(&bytes, 0)?;
+    file.sync_all()?;
+    fs.sync_dir(Path::new(DIR))?;
+    Ok(Bytes::from(reference))
+}
+
+/// The payload of the storage's current snapshot file, read through `fs`.
+fn snapshot_payload(fs: &CrashFs, storage: &RaftStorage) -> Vec<u8> {
+    let path = storage.snapshot_path().expect("a snapshot");
+    let file = fs.open(&path).expect("snapshot file");
+    let mut bytes = vec![0; file.size().expect("size") as usize];
+    let mut done = 0;
+    while done < bytes.len() {
+        match file.read_at(&mut bytes[done..], done as u64).expect("read") {
+            0 => break,
+            n => done += n,
+        }
+    }
+    bytes.split_off(20)
+}
+
 /// What the reopened storage reports, in the model's terms; every entry's
 /// data is checked against what was appended at that index and term.
-fn observe(storage: &RaftStorage, at: &str) -> Model {
+fn observe(fs: &CrashFs, storage: &RaftStorage, at: &str) -> Model {
     let state = storage.initial_state().expect("initial state");
     let meta = storage.snapshot_metadata();
     let (first, last) = (
@@ -232,7 +271,7 @@ fn observe(storage: &RaftStorage, at: &str) -> Model {
         term: state.hard_state.term,
         vote: state.hard_state.vote,
         voters: state.conf_state.voters.clone(),
-        snapshot: (meta.index, meta.term, storage.snapshot_data().to_vec()),
+        snapshot: (meta.index, meta.term, snapshot_payload(fs, storage)),
         entries,
     }
 }
@@ -301,7 +340,7 @@ fn raft_storage_a_power_loss_at_every_step_keeps_what_was_acknowledged() {
             assert!(fs.power_failed(), "{at}");
             fs.crash(tear);
             let storage = open(&fs).unwrap_or_else(|e| panic!("{at}: reopen refused: {e}"));
-            let got = observe(&storage, &at);
+            let got = observe(&fs, &storage, &at);
             assert!(
                 acceptable(&got, &before, step.as_ref()),
                 "{at}: recovered {got:?}\nbefore {before:?}\nstep {step:?}"

@@ -56,11 +56,6 @@ pub struct RaftConfig {
     /// snapshot (the log since the last snapshot is kept in memory, so this
     /// bounds its size).
     pub snapshot_log_bytes: u64,
-    /// Largest snapshot this node receives, in bytes (a snapshot is held
-    /// in memory while it arrives; a larger one is refused before any byte
-    /// is sent). Snapshots travel as ChunkService transfers, so this is
-    /// not bound by `transport.max_frame_size`.
-    pub max_snapshot_size: u64,
     /// How long [`propose`](super::RaftNode::propose) and
     /// [`read`](super::RaftNode::read) wait for an outcome.
     pub request_timeout: Duration,
@@ -84,7 +79,6 @@ impl Default for RaftConfig {
             max_proposal_size: 1024 * 1024,
             snapshot_interval: 10_000,
             snapshot_log_bytes: 64 * 1024 * 1024,
-            max_snapshot_size: 1024 * 1024 * 1024,
             request_timeout: Duration::from_secs(10),
             peer_queue_capacity: 4096,
             wal: WalOptions::default(),
@@ -128,9 +122,6 @@ impl RaftConfig {
         }
         if self.snapshot_log_bytes == 0 {
             return bad("raft.snapshot_log_bytes", "must be at least 1");
-        }
-        if self.max_snapshot_size == 0 {
-            return bad("raft.max_snapshot_size", "must be at least 1");
         }
         if self.request_timeout.is_zero() {
             return bad("raft.request_timeout", "must be longer than zero");
@@ -185,10 +176,5 @@ mod tests {
             ..base()
         };
         assert_eq!(field_of(never), "raft.snapshot_interval");
-        let no_snapshots = RaftConfig {
-            max_snapshot_size: 0,
-            ..base()
-        };
-        assert_eq!(field_of(no_snapshots), "raft.max_snapshot_size");
     }
 }

@@ -21,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
@@ -33,11 +34,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::machine::{RaftRole, RaftStatus, StateMachine};
 use super::peers::{Feedback, Peers};
 use super::service::Proposal;
-use super::snapshot::SnapshotData;
+use super::snapshot;
 use super::storage::RaftStorage;
 use super::validate;
 use super::{RaftConfig, RaftError};
 use crate::Result;
+use crate::wal::WalFs;
 
 /// Commands taken per loop turn at most, before the Ready is handled.
 const MAX_COMMANDS_PER_TURN: usize = 4096;
@@ -141,8 +143,8 @@ impl Driver {
     ) -> Result<Self> {
         let store = raw.store();
         let applied = store.snapshot_metadata().index;
-        if !store.snapshot_data().is_empty() {
-            restore(&mut machine, &mut peers, store.snapshot_data())?;
+        if let Some(path) = store.snapshot_path() {
+            restore(store.fs(), &mut machine, &mut peers, &path)?;
         }
         let id = raw.raft.id;
         let driver = Driver {
@@ -398,7 +400,7 @@ impl Driver {
                     term = metadata.term,
                     "sending a snapshot"
                 );
-                self.peers.send_snapshot(message);
+                self.peers.send_snapshot(message, self.raw.store().dir());
             } else if !self.peers.send(message) {
                 self.raw.report_unreachable(to);
             }
@@ -407,8 +409,18 @@ impl Driver {
 
     async fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<()> {
         let index = snapshot.get_metadata().index;
-        restore(&mut self.machine, &mut self.peers, &snapshot.data)?;
+        // The file is put in place first, then read back: on a crash in
+        // between, the restart restores from it.
         self.raw.mut_store().apply_snapshot(snapshot).await?;
+        let path = self.raw.store().snapshot_path();
+        let path =
+            path.ok_or_else(|| RaftError::Storage("the installed snapshot has no file".into()))?;
+        restore(
+            self.raw.store().fs(),
+            &mut self.machine,
+            &mut self.peers,
+            &path,
+        )?;
         self.applied = index;
         tracing::info!(
             node = self.id,
@@ -516,9 +528,10 @@ impl Driver {
         if !due || self.applied <= since {
             return Ok(());
         }
-        let data = SnapshotData::encode(self.peers.addresses(), self.machine.snapshot())?;
+        let (peers, machine) = (self.peers.addresses(), self.machine.as_ref());
         let index = self.applied;
-        self.raw.mut_store().compact(index, data).await?;
+        let write = |out: &mut dyn std::io::Write| snapshot::write_payload(out, &peers, machine);
+        self.raw.mut_store().compact(index, write).await?;
         tracing::debug!(node = self.id, index, "snapshot taken, log compacted");
         Ok(())
     }
@@ -606,16 +619,22 @@ fn log_changes(old: &RaftStatus, new: &RaftStatus) {
 /// Snapshot data of a founding member's initial state (no addresses: each
 /// member has its own from its configuration).
 pub(crate) fn bootstrap_snapshot(machine: &dyn StateMachine) -> Result<Vec<u8>> {
-    SnapshotData::encode(Vec::new(), machine.snapshot())
+    let mut payload = Vec::new();
+    snapshot::write_payload(&mut payload, &[], machine)?;
+    Ok(payload)
 }
 
-/// Restores the state machine and address book from snapshot data.
-fn restore(machine: &mut Box<dyn StateMachine>, peers: &mut Peers, data: &[u8]) -> Result<()> {
-    let snapshot = SnapshotData::decode(data)?;
-    for (id, addr) in snapshot.peers {
+/// Restores the state machine and address book from a snapshot file.
+fn restore(
+    fs: &dyn WalFs,
+    machine: &mut Box<dyn StateMachine>,
+    peers: &mut Peers,
+    path: &Path,
+) -> Result<()> {
+    for (id, addr) in snapshot::restore(fs, path, machine.as_mut())? {
         peers.set_address(id, addr);
     }
-    machine.restore(&snapshot.state)
+    Ok(())
 }
 
 /// The raft-rs change for a membership proposal; the new member's address

@@ -1,5 +1,7 @@
 //! [`StateMachine`]: the user's replicated state, and [`RaftStatus`].
 
+use std::io::{Read, Write};
+
 use crate::Result;
 
 /// The state replicated by a [`RaftNode`](super::RaftNode).
@@ -7,6 +9,14 @@ use crate::Result;
 /// Every node applies the same committed commands in the same order, so
 /// `apply` must be deterministic: the same state and command always give
 /// the same new state and output.
+///
+/// Snapshots go through [`snapshot_to`](Self::snapshot_to) and
+/// [`restore_from`](Self::restore_from), which stream the state to and
+/// from the snapshot file. Their defaults use the byte methods
+/// [`snapshot`](Self::snapshot) and [`restore`](Self::restore), so a
+/// small state needs nothing more; a state too large to hold twice in
+/// memory overrides the streaming pair, and the byte pair is then never
+/// called by raft.
 ///
 /// ```
 /// use octopii::raft::StateMachine;
@@ -49,6 +59,84 @@ pub trait StateMachine: Send + 'static {
 
     /// Replaces the whole state with a snapshot made by [`snapshot`](Self::snapshot).
     fn restore(&mut self, snapshot: &[u8]) -> Result<()>;
+
+    /// Writes the whole state into `out` (the snapshot file) without
+    /// holding it in memory whole; what it writes is what
+    /// [`restore_from`](Self::restore_from) reads back. The default writes
+    /// [`snapshot`](Self::snapshot)'s bytes.
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use octopii::raft::StateMachine;
+    ///
+    /// /// A log of commands, streamed in and out without a copy of it all.
+    /// #[derive(Default)]
+    /// struct Log(Vec<Vec<u8>>);
+    ///
+    /// impl StateMachine for Log {
+    ///     fn apply(&mut self, command: &[u8]) -> Vec<u8> {
+    ///         self.0.push(command.to_vec());
+    ///         Vec::new()
+    ///     }
+    ///     fn query(&self, _query: &[u8]) -> Vec<u8> {
+    ///         (self.0.len() as u64).to_le_bytes().to_vec()
+    ///     }
+    ///     fn snapshot(&self) -> Vec<u8> {
+    ///         let mut bytes = Vec::new();
+    ///         self.snapshot_to(&mut bytes).expect("writing to memory");
+    ///         bytes
+    ///     }
+    ///     fn restore(&mut self, snapshot: &[u8]) -> octopii::Result<()> {
+    ///         self.restore_from(&mut &snapshot[..], snapshot.len() as u64)
+    ///     }
+    ///     fn snapshot_to(&self, out: &mut dyn Write) -> octopii::Result<()> {
+    ///         for command in &self.0 {
+    ///             out.write_all(&(command.len() as u32).to_le_bytes())?;
+    ///             out.write_all(command)?;
+    ///         }
+    ///         Ok(())
+    ///     }
+    ///     fn restore_from(&mut self, input: &mut dyn Read, len: u64) -> octopii::Result<()> {
+    ///         self.0.clear();
+    ///         let mut left = len;
+    ///         while left > 0 {
+    ///             let mut size = [0u8; 4];
+    ///             input.read_exact(&mut size)?;
+    ///             let mut command = vec![0u8; u32::from_le_bytes(size) as usize];
+    ///             input.read_exact(&mut command)?;
+    ///             left = left.saturating_sub(4 + command.len() as u64);
+    ///             self.0.push(command);
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let mut log = Log::default();
+    /// log.apply(b"one");
+    /// let mut copy = Log::default();
+    /// copy.restore(&log.snapshot()).unwrap();
+    /// assert_eq!(copy.0, vec![b"one".to_vec()]);
+    /// ```
+    fn snapshot_to(&self, out: &mut dyn Write) -> Result<()> {
+        out.write_all(&self.snapshot())?;
+        Ok(())
+    }
+
+    /// Replaces the whole state with the `len` bytes `input` yields, as
+    /// [`snapshot_to`](Self::snapshot_to) wrote them. The bytes have
+    /// passed their checksum before this is called. The default reads them
+    /// into memory and calls [`restore`](Self::restore).
+    fn restore_from(&mut self, input: &mut dyn Read, len: u64) -> Result<()> {
+        let mut bytes = Vec::new();
+        input.take(len).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 != len {
+            return Err(crate::OctopiiError::Serialization(format!(
+                "the snapshot state ended after {} of {len} bytes",
+                bytes.len()
+            )));
+        }
+        self.restore(&bytes)
+    }
 }
 
 /// A node's role in its raft group.

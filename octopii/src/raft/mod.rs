@@ -10,9 +10,10 @@
 //!   each `Ready` in raft-rs's documented order;
 //! * [`service`]: [`RaftService`](service::RaftService), the built-in
 //!   service that carries raft messages and forwarded proposals;
-//! * `snapshot_transfer`: snapshots, sent as ChunkService transfers to
-//!   each node's own `RaftSnapshot` chunk receiver, so their size is not
-//!   bound by the frame limit;
+//! * `snapshot`: snapshot files, streamed to and from the state machine;
+//! * `snapshot_transfer`: snapshots, sent from file to file as ChunkService
+//!   transfers to each node's own `RaftSnapshot` chunk receiver, so their
+//!   size is bound neither by the frame limit nor by memory;
 //! * `peers`: one bounded, ordered send queue per peer; a peer that cannot
 //!   keep up is reported unreachable rather than blocking the driver;
 //! * [`RaftNode`]: `propose` (from any member: followers forward to the
@@ -35,7 +36,7 @@ mod machine;
 mod node;
 mod peers;
 pub mod service;
-mod snapshot;
+pub(crate) mod snapshot;
 mod snapshot_transfer;
 pub mod storage;
 mod validate;
@@ -46,5 +47,5 @@ pub use faults::NetworkFaults;
 pub use machine::{RaftRole, RaftStatus, StateMachine};
 pub use node::RaftNode;
 pub use service::Proposal;
-pub use snapshot_transfer::{SNAPSHOT_DESTINATION, SNAPSHOT_SERVICE};
+pub use snapshot_transfer::{MAX_SNAPSHOT_MESSAGE, SNAPSHOT_DESTINATION, SNAPSHOT_SERVICE};
 pub use storage::RaftStorage;

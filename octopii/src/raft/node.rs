@@ -175,8 +175,9 @@ impl RaftNode {
         } else {
             None
         };
+        let dir: PathBuf = dir.into();
         let storage =
-            RaftStorage::open_with_fs(&dir.into(), config.wal.clone(), bootstrap.as_ref(), fs)?;
+            RaftStorage::open_with_fs(&dir, config.wal.clone(), bootstrap.as_ref(), fs)?;
         let raft_config = raft::Config {
             id,
             election_tick: config.election_ticks,
@@ -246,7 +247,7 @@ impl RaftNode {
         let snapshots = snapshot_transfer::receiver(
             node,
             id,
-            config.max_snapshot_size,
+            &dir,
             commands_tx.clone(),
             faults.clone(),
             forged.clone(),

@@ -143,10 +143,11 @@ impl Peers {
         self.queues.get(&to)
     }
 
-    /// Sends a `MsgSnapshot` (snapshot data inside) on its own, as a
-    /// ChunkService transfer, reporting the outcome as
-    /// [`Feedback::Snapshot`]. The one place that moves snapshot data.
-    pub(crate) fn send_snapshot(&mut self, message: Message) {
+    /// Sends a `MsgSnapshot` on its own, with its snapshot file from the
+    /// raft directory `dir`, as ChunkService transfers, reporting the
+    /// outcome as [`Feedback::Snapshot`]. The one place that moves
+    /// snapshot data.
+    pub(crate) fn send_snapshot(&mut self, message: Message, dir: &std::path::Path) {
         let to = message.to;
         let Some(addr) = address_of(&self.addresses, to) else {
             let _ = self
@@ -156,11 +157,12 @@ impl Peers {
         };
         let node = self.node.clone();
         let (faults, feedback) = (self.faults.clone(), self.feedback.clone());
+        let dir = dir.to_path_buf();
         self.node.runtime_handle().spawn(async move {
             let status = if faults.blocks(to) {
                 SnapshotStatus::Failure
             } else {
-                snapshot_transfer::send(&node, addr, message).await
+                snapshot_transfer::send(&node, &dir, addr, message).await
             };
             let _ = feedback.send(Feedback::Snapshot(to, status));
         });

@@ -1,17 +1,30 @@
 //! Snapshots between members travel as ChunkService transfers, not as
-//! one RPC: a snapshot may be far larger than a frame, and the chunk
-//! protocol streams it in 64 KiB pieces and checks its SHA-256.
+//! one RPC, and straight from file to file: a snapshot may be far larger
+//! than a frame, or than memory.
 //!
 //! Each [`RaftNode`](super::RaftNode) serves a `ChunkService` of its own
-//! under the name [`SNAPSHOT_SERVICE`], memory destinations only, capped by
-//! [`RaftConfig::max_snapshot_size`](super::RaftConfig::max_snapshot_size).
-//! What arrives is one protobuf-encoded `MsgSnapshot`; it is checked and
-//! stepped into the driver before the receiver answers status 0, so the
-//! sender's acknowledgement means the driver has taken the snapshot.
+//! under the name [`SNAPSHOT_SERVICE`], receiving files into its raft
+//! directory's `incoming-snapshots/`. The leader sends two transfers:
+//!
+//! 1. the snapshot file, from its raft directory (`ChunkSource::File`,
+//!    resumable), to the file `snapshot-<index>-<term>`;
+//! 2. the `MsgSnapshot` itself, protobuf-encoded, to memory. Its
+//!    `snapshot.data` is only the file's fingerprint (length and CRC32C),
+//!    so the memory it takes is capped at [`MAX_SNAPSHOT_MESSAGE`].
+//!
+//! On the message, the receiver moves the arrived file out of the
+//! incoming directory (so no later transfer can replace it), checks it
+//! against the fingerprint and its own CRC, leaves it where the storage
+//! installs it from, and steps the message into the driver; only then does
+//! it answer status 0, so the sender's acknowledgement means the driver
+//! has taken the snapshot. Neither end ever holds the snapshot data in
+//! memory.
 
+use std::fs;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -23,53 +36,62 @@ use tokio::sync::mpsc;
 use super::driver::Command;
 use super::faults::NetworkFaults;
 use super::service::{decode_message, sent_by_caller};
-use super::snapshot::SnapshotData;
+use super::snapshot::{self, Fingerprint};
+use super::storage::INCOMING_DIR;
 use crate::chunk::{ChunkService, ChunkSource, MemoryHandler, TransferOptions};
 use crate::config::ChunkConfig;
+use crate::wal::StdFs;
 use crate::transport::tls::Role;
 use crate::{OctopiiNode, Result};
 
 /// The service name of the `ChunkService` that receives snapshots.
 pub const SNAPSHOT_SERVICE: &str = "RaftSnapshot";
-/// The memory destination's name snapshots are sent to (a label: the
-/// receiver takes any name).
+/// The memory destination's name snapshot messages are sent to (a label:
+/// the receiver takes any name).
 pub const SNAPSHOT_DESTINATION: &str = "raft-snapshot";
+/// Largest snapshot message (metadata and file fingerprint, no data) a
+/// node takes into memory; a larger one is refused before any byte is sent.
+pub const MAX_SNAPSHOT_MESSAGE: u64 = 1024 * 1024;
 
-/// The `ChunkService` that receives this node's snapshots and hands them
-/// to its driver.
+/// The `ChunkService` that receives this node's snapshots (files into
+/// `dir/incoming-snapshots`, messages into memory) and hands them to its
+/// driver.
 pub(crate) fn receiver(
     node: &OctopiiNode,
     id: u64,
-    max_snapshot_size: u64,
+    dir: &Path,
     commands: mpsc::Sender<Command>,
     faults: Arc<NetworkFaults>,
     forged: Arc<AtomicU64>,
 ) -> Result<ChunkService> {
     let config = ChunkConfig {
-        recv_dir: None,
-        max_memory_bytes: max_snapshot_size,
-        stall_timeout_ms: node.config().chunk.stall_timeout_ms,
-        ..ChunkConfig::default()
+        recv_dir: Some(dir.join(INCOMING_DIR)),
+        max_memory_bytes: MAX_SNAPSHOT_MESSAGE,
+        ..node.config().chunk.clone()
     };
+    let dir = dir.to_path_buf();
     let handler: MemoryHandler = Arc::new(move |peer, _name, data| {
-        let (commands, faults, forged) = (commands.clone(), faults.clone(), forged.clone());
+        let (commands, faults, forged, dir) =
+            (commands.clone(), faults.clone(), forged.clone(), dir.clone());
         async move {
             let message = decode_message(id, &faults, &data)
                 .filter(|message| sent_by_caller(id, &peer, message, &forged))
                 .ok_or_else(|| "unusable snapshot message".to_owned())?;
-            take(id, &commands, message).await
+            take(id, &dir, &commands, message).await
         }
         .boxed()
     });
-    // Only failures would reach the inbox: nothing to read there.
+    // File arrivals and failures would reach the inbox: nothing to read
+    // there, the message that follows a file is what counts.
     let (service, _inbox) = ChunkService::with_memory_handler(SNAPSHOT_SERVICE, &config, handler)?;
     Ok(service)
 }
 
-/// Checks a received snapshot message and steps it into the driver; the
-/// `Err` is the reason the sender gets with status 2.
+/// Checks a received snapshot message and its file and steps it into the
+/// driver; the `Err` is the reason the sender gets with status 2.
 async fn take(
     id: u64,
+    dir: &Path,
     commands: &mpsc::Sender<Command>,
     message: Message,
 ) -> std::result::Result<(), String> {
@@ -80,12 +102,18 @@ async fn take(
         );
         return Err("not a snapshot message".into());
     }
-    // Checked before raft takes it: a snapshot whose state is damaged is
-    // refused here (the leader retries) rather than installed, where it
-    // would stop the driver.
-    if let Err(e) = SnapshotData::decode(&message.get_snapshot().data) {
+    let fingerprint = Fingerprint::from_reference(&message.get_snapshot().data)
+        .ok_or_else(|| "unusable snapshot file reference".to_owned())?;
+    let meta = message.get_snapshot().get_metadata();
+    let (index, term, dir) = (meta.index, meta.term, dir.to_path_buf());
+    // Checked before raft takes it: a damaged file is refused here (the
+    // leader retries) rather than installed, where it would stop the driver.
+    let claimed = tokio::task::spawn_blocking(move || claim(&dir, index, term, fingerprint))
+        .await
+        .map_err(|e| format!("checking the snapshot file failed: {e}"))?;
+    if let Err(e) = claimed {
         tracing::warn!(node = id, from = message.from, "refusing a snapshot: {e}");
-        return Err(e.to_string());
+        return Err(e);
     }
     commands
         .send(Command::Step(message))
@@ -93,18 +121,57 @@ async fn take(
         .map_err(|_| "the raft node has stopped".to_owned())
 }
 
-/// Sends a `MsgSnapshot` (snapshot data inside) to `addr`: `Finish` once
-/// the receiver acknowledged it with status 0, `Failure` otherwise.
-pub(crate) async fn send(node: &OctopiiNode, addr: SocketAddr, message: Message) -> SnapshotStatus {
-    let to = message.to;
-    let bytes = match message.write_to_bytes() {
-        Ok(bytes) => Bytes::from(bytes),
-        Err(e) => {
-            tracing::error!(peer = to, "cannot encode a snapshot message: {e}");
-            return SnapshotStatus::Failure;
+/// Takes the arrived file of snapshot `index`/`term` out of the incoming
+/// directory under a name of its own, checks it against `expected`, and
+/// leaves it where the storage installs it from.
+fn claim(
+    dir: &Path,
+    index: u64,
+    term: u64,
+    expected: Fingerprint,
+) -> std::result::Result<(), String> {
+    // Distinct per claim, so two messages for one snapshot never check
+    // the same file; a leftover from before a restart is overwritten.
+    static CLAIMS: AtomicU64 = AtomicU64::new(0);
+    let name = snapshot::file_name(index, term);
+    let arrived = dir.join(INCOMING_DIR).join(&name);
+    let claim = CLAIMS.fetch_add(1, Ordering::Relaxed);
+    let checking: PathBuf = dir.join(format!("{name}.checking-{claim}"));
+    fs::rename(&arrived, &checking)
+        .map_err(|e| format!("no snapshot file {name} has arrived: {e}"))?;
+    let checked = match snapshot::verify(&StdFs, &checking) {
+        Ok(found) if found == expected => {
+            fs::rename(&checking, snapshot::received_path(dir, index, term))
+                .map_err(|e| format!("cannot keep the snapshot file {name}: {e}"))
         }
+        Ok(found) => Err(format!(
+            "the snapshot file {name} holds {} bytes with CRC32C {:08x}, the message names {} \
+             bytes with CRC32C {:08x}",
+            found.len, found.crc32c, expected.len, expected.crc32c
+        )),
+        Err(e) => Err(e.to_string()),
     };
-    // Only peer `to`'s own certificate may receive its snapshot.
+    if checked.is_err() {
+        let _ = fs::remove_file(&checking);
+    }
+    checked
+}
+
+/// Sends a `MsgSnapshot` to `addr`: first its snapshot file from the raft
+/// directory `dir`, then the message. `Finish` once the receiver
+/// acknowledged the message with status 0, `Failure` otherwise.
+pub(crate) async fn send(
+    node: &OctopiiNode,
+    dir: &Path,
+    addr: SocketAddr,
+    message: Message,
+) -> SnapshotStatus {
+    let to = message.to;
+    let meta = message.get_snapshot().get_metadata();
+    let name = snapshot::file_name(meta.index, meta.term);
+    let stall = node.config().chunk.stall_timeout();
+    // Only peer `to`'s own certificate may receive its snapshot (file or
+    // message).
     match node.connect(addr).await {
         Ok(conn) if conn.peer().role == Role::Node { id: to } => {}
         Ok(conn) => {
@@ -123,9 +190,28 @@ pub(crate) async fn send(node: &OctopiiNode, addr: SocketAddr, message: Message)
             return SnapshotStatus::Failure;
         }
     }
+    // Resumable: a broken transfer of a large file goes on where it broke.
+    let options = TransferOptions::to_file(name.clone())
+        .service(SNAPSHOT_SERVICE)
+        .resume(true)
+        .stall_timeout(stall);
+    // Opened once: a newer snapshot replacing the file meanwhile does not
+    // disturb this transfer.
+    let source = ChunkSource::File(dir.join(&name));
+    if let Err(e) = node.transfer_chunk(source, addr, options).await {
+        tracing::warn!(peer = to, "sending the snapshot file {name} failed: {e}");
+        return SnapshotStatus::Failure;
+    }
+    let bytes = match message.write_to_bytes() {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(e) => {
+            tracing::error!(peer = to, "cannot encode a snapshot message: {e}");
+            return SnapshotStatus::Failure;
+        }
+    };
     let options = TransferOptions::to_memory(SNAPSHOT_DESTINATION)
         .service(SNAPSHOT_SERVICE)
-        .stall_timeout(node.config().chunk.stall_timeout());
+        .stall_timeout(stall);
     match node
         .transfer_chunk(ChunkSource::Memory(bytes), addr, options)
         .await
@@ -144,9 +230,9 @@ mod tests {
     use crate::chunk::protocol::{Destination, TransferRequest};
     use crate::rpc::codec;
 
-    /// The arguments frame `docs/PROTOCOL.md` gives for a snapshot transfer.
+    /// The arguments frames `docs/PROTOCOL.md` gives for a snapshot transfer.
     #[test]
-    fn the_transfer_request_encodes_as_documented() {
+    fn the_transfer_requests_encode_as_documented() {
         let request = TransferRequest {
             destination: Destination::Memory {
                 name: SNAPSHOT_DESTINATION.into(),
@@ -159,5 +245,17 @@ mod tests {
         expected.extend_from_slice(&[2, 1, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(codec::encode(&request).unwrap(), expected);
         assert_eq!(SNAPSHOT_SERVICE, "RaftSnapshot");
+
+        let request = TransferRequest {
+            destination: Destination::File {
+                path: snapshot::file_name(0x2a, 3),
+            },
+            size: 0x0102,
+            resume: true,
+        };
+        let mut expected = vec![1, 0, 0, 0, 42, 0, 0, 0, 0, 0, 0, 0];
+        expected.extend_from_slice(b"snapshot-000000000000002a-0000000000000003");
+        expected.extend_from_slice(&[2, 1, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(codec::encode(&request).unwrap(), expected);
     }
 }

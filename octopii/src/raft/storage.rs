@@ -9,11 +9,14 @@
 //! * `raft-state`: the hard state (term, vote, commit), the current
 //!   configuration, the latest snapshot's metadata, and the mapping from WAL
 //!   record indexes to raft indexes;
-//! * `snapshot-<index>-<term>`: the latest snapshot's data.
+//! * `snapshot-<index>-<term>`: the latest snapshot's data, streamed to
+//!   and from the file, never held whole in memory (see `snapshot.rs`);
+//! * `incoming-snapshots/`: snapshot files arriving from the leader.
 //!
 //! Both files are written atomically (temporary file, `fsync`, rename,
 //! directory `fsync`) and framed as `magic ‖ length ‖ CRC32C ‖ payload`
-//! (`docs/ARCHITECTURE.md` gives the bytes).
+//! (`docs/ARCHITECTURE.md` gives the bytes; the snapshot file's length is
+//! 64-bit).
 //!
 //! # Why entries alone go to the WAL
 //!
@@ -52,16 +55,16 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use serde::{Deserialize, Serialize};
 
 use super::RaftError;
+use super::snapshot::{self, Fingerprint, SnapshotWriter};
 use crate::rpc::codec;
 use crate::wal::fs::{read_whole, write_atomic};
 use crate::wal::{StdFs, Wal, WalFs, WalOptions, create_dir_durable};
@@ -71,8 +74,8 @@ use crate::{OctopiiError, Result};
 const STATE_FILE: &str = "raft-state";
 /// First bytes of the hard-state file.
 pub(crate) const STATE_MAGIC: &[u8; 8] = b"OCTORFTS";
-/// First bytes of a snapshot file.
-pub(crate) const SNAPSHOT_MAGIC: &[u8; 8] = b"OCTORFSN";
+/// Directory, inside the raft directory, that receives snapshot files.
+pub(crate) const INCOMING_DIR: &str = "incoming-snapshots";
 /// Magic, length and CRC before a file's payload.
 const FILE_HEADER: usize = 16;
 /// Largest index or term a `raft-state` file or an installed snapshot may
@@ -105,7 +108,8 @@ pub struct RaftStorage {
     hard_state: HardState,
     conf_state: ConfState,
     snapshot: SnapshotMetadata,
-    snapshot_data: Bytes,
+    /// The latest snapshot file's fingerprint (`None` before the first).
+    snapshot_file: Option<Fingerprint>,
     /// What `raft-state` holds now.
     saved: StateRecord,
     /// Entries `snapshot.index + 1 ..`, all durable.
@@ -206,13 +210,8 @@ impl RaftStorage {
         if let Some(bootstrap) = bootstrap {
             if saved.is_untouched(&wal) {
                 let founded = fresh_state(&wal, Some(bootstrap))?;
-                write_framed(
-                    fs.as_ref(),
-                    dir,
-                    &snapshot_file_name(founded.snapshot_index, founded.snapshot_term),
-                    SNAPSHOT_MAGIC,
-                    &bootstrap.snapshot_data,
-                )?;
+                let name = snapshot::file_name(founded.snapshot_index, founded.snapshot_term);
+                snapshot::write_file(&fs, &dir.join(name), &bootstrap.snapshot_data)?;
                 write_framed(
                     fs.as_ref(),
                     dir,
@@ -235,14 +234,11 @@ impl RaftStorage {
             "snapshot conf state",
             &state_path,
         )?);
-        let snapshot_data = if saved.snapshot_index > 0 {
-            let path = dir.join(snapshot_file_name(
-                saved.snapshot_index,
-                saved.snapshot_term,
-            ));
-            Bytes::from(read_framed(fs.as_ref(), &path, SNAPSHOT_MAGIC)?)
+        let snapshot_file = if saved.snapshot_index > 0 {
+            let name = snapshot::file_name(saved.snapshot_index, saved.snapshot_term);
+            Some(snapshot::verify(fs.as_ref(), &dir.join(name))?)
         } else {
-            Bytes::new()
+            None
         };
         let hard_state = HardState {
             term: saved.term,
@@ -257,13 +253,14 @@ impl RaftStorage {
             hard_state,
             conf_state,
             snapshot,
-            snapshot_data,
+            snapshot_file,
             saved,
             entries: VecDeque::new(),
             entry_bytes: 0,
             snapshot_wanted: Cell::new(false),
         };
         storage.load_entries()?;
+        storage.remove_old_snapshots();
         let (commit, first, last) = (
             storage.hard_state.commit,
             storage.snapshot.index,
@@ -325,9 +322,29 @@ impl RaftStorage {
         &self.snapshot
     }
 
-    /// The latest snapshot's data (empty before the first snapshot).
-    pub fn snapshot_data(&self) -> &Bytes {
-        &self.snapshot_data
+    /// Whether the checked file of snapshot `index`/`term` from a leader
+    /// is waiting to be installed.
+    pub(crate) fn has_received_snapshot(&self, index: u64, term: u64) -> bool {
+        self.fs
+            .open(&snapshot::received_path(&self.dir, index, term))
+            .is_ok()
+    }
+
+    /// The file system this raft state is kept on.
+    pub(crate) fn fs(&self) -> &dyn WalFs {
+        self.fs.as_ref()
+    }
+
+    /// The directory holding this raft state.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The latest snapshot's file (`None` before the first snapshot).
+    pub fn snapshot_path(&self) -> Option<PathBuf> {
+        self.snapshot_file?;
+        let name = snapshot::file_name(self.snapshot.index, self.snapshot.term);
+        Some(self.dir.join(name))
     }
 
     /// Bytes of commands (entry data and context) held since the latest
@@ -403,7 +420,8 @@ impl RaftStorage {
         self.save()
     }
 
-    /// Installs a snapshot received from the leader: its data, metadata and
+    /// Installs a snapshot received from the leader: its file (received
+    /// and checked already, waiting at its `.received` name), metadata and
     /// configuration replace the whole log, durably.
     pub async fn apply_snapshot(&mut self, snapshot: Snapshot) -> Result<()> {
         let meta = snapshot.get_metadata().clone();
@@ -413,13 +431,14 @@ impl RaftStorage {
                 meta.index, meta.term
             )));
         }
-        write_framed(
-            self.fs.as_ref(),
-            &self.dir,
-            &snapshot_file_name(meta.index, meta.term),
-            SNAPSHOT_MAGIC,
-            &snapshot.data,
-        )?;
+        let fingerprint = Fingerprint::from_reference(&snapshot.data)
+            .ok_or_else(|| storage_error("the snapshot carries no usable file reference"))?;
+        let received = snapshot::received_path(&self.dir, meta.index, meta.term);
+        let path = self.dir.join(snapshot::file_name(meta.index, meta.term));
+        self.fs
+            .rename(&received, &path)
+            .map_err(|e| OctopiiError::file(&received, e))?;
+        snapshot::sync_parent(self.fs.as_ref(), &path)?;
         self.conf_state = meta.get_conf_state().clone();
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
         if meta.term > self.hard_state.term {
@@ -430,40 +449,60 @@ impl RaftStorage {
         self.entries.clear();
         self.entry_bytes = 0;
         self.snapshot = meta;
-        self.snapshot_data = snapshot.data;
+        self.snapshot_file = Some(fingerprint);
         let (wal_base, raft_base) = (self.wal.last_index() + 1, self.snapshot.index + 1);
         self.save_with_base(wal_base, raft_base)?;
         self.remove_old_snapshots();
         self.wal.compact_prefix(wal_base).await
     }
 
-    /// Takes a snapshot at `index` (an applied entry) holding `data`, then
-    /// drops the entries it covers from memory and compacts the WAL.
-    pub async fn compact(&mut self, index: u64, data: Vec<u8>) -> Result<()> {
+    /// Takes a snapshot at `index` (an applied entry) whose data `write`
+    /// streams into the snapshot file, then drops the entries it covers
+    /// from memory and compacts the WAL.
+    ///
+    /// `write` runs before the returned future is first polled and is not
+    /// kept in it, so it may borrow what is not `Send` (the state machine).
+    pub fn compact(
+        &mut self,
+        index: u64,
+        write: impl FnOnce(&mut dyn Write) -> Result<()>,
+    ) -> impl Future<Output = Result<()>> + Send + '_ {
+        let taken = self.take_snapshot(index, write);
+        async move {
+            match taken? {
+                Some(upto) => self.wal.compact_prefix(upto).await,
+                None => Ok(()),
+            }
+        }
+    }
+
+    /// Writes the snapshot file and records it; the WAL index below which
+    /// records are dead, or `None` if `index` is not past the latest snapshot.
+    fn take_snapshot(
+        &mut self,
+        index: u64,
+        write: impl FnOnce(&mut dyn Write) -> Result<()>,
+    ) -> Result<Option<u64>> {
         if index <= self.snapshot.index {
-            return Ok(());
+            return Ok(None);
         }
         let term = self
             .term(index)
             .map_err(|e| storage_error(format!("snapshot at {index}: {e}")))?;
-        write_framed(
-            self.fs.as_ref(),
-            &self.dir,
-            &snapshot_file_name(index, term),
-            SNAPSHOT_MAGIC,
-            &data,
-        )?;
+        let mut writer =
+            SnapshotWriter::create(&self.fs, &self.dir.join(snapshot::file_name(index, term)))?;
+        write(&mut writer)?;
+        let fingerprint = writer.finish()?;
         let covered = (index - self.snapshot.index) as usize;
         let dropped: u64 = self.entries.drain(..covered).map(|e| entry_size(&e)).sum();
         self.entry_bytes -= dropped;
         self.snapshot.index = index;
         self.snapshot.term = term;
         self.snapshot.set_conf_state(self.conf_state.clone());
-        self.snapshot_data = Bytes::from(data);
+        self.snapshot_file = Some(fingerprint);
         self.save()?;
         self.remove_old_snapshots();
-        let upto = self.raft_to_wal(index + 1)?;
-        self.wal.compact_prefix(upto).await
+        self.raft_to_wal(index + 1).map(Some)
     }
 
     fn save(&mut self) -> Result<()> {
@@ -498,23 +537,23 @@ impl RaftStorage {
         Ok(())
     }
 
-    /// Deletes snapshot files other than the current one (best effort:
-    /// a leftover file is harmless).
+    /// Deletes snapshot files other than the current one, here and among
+    /// the received ones, that raft can no longer install: those up to the
+    /// current snapshot's index (raft refuses a snapshot below its commit
+    /// index, and the current one covers at most that). Newer received
+    /// files may still be on their way in, so they stay; so does anything
+    /// in this directory that is not a snapshot file. Best effort: a
+    /// leftover file is harmless.
     fn remove_old_snapshots(&self) {
-        let current = snapshot_file_name(self.snapshot.index, self.snapshot.term);
-        let Ok(listing) = self.fs.read_dir(&self.dir) else {
-            return;
-        };
-        for path in listing {
-            let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-                continue;
-            };
-            if name.starts_with(SNAPSHOT_PREFIX) && name != current {
-                if let Err(e) = self.fs.remove_file(&path) {
-                    tracing::warn!(file = %path.display(), "cannot remove an old snapshot: {e}");
-                }
-            }
-        }
+        let current = snapshot::file_name(self.snapshot.index, self.snapshot.term);
+        let index = self.snapshot.index;
+        let stale = |name: &str| snapshot::index_of(name).is_some_and(|i| i <= index);
+        remove_files(self.fs.as_ref(), &self.dir, |name| name != current && stale(name));
+        // Anything a peer left in the incoming directory goes too, except
+        // a newer snapshot still arriving.
+        remove_files(self.fs.as_ref(), &self.dir.join(INCOMING_DIR), |name| {
+            snapshot::index_of(name).is_none_or(|i| i <= index)
+        });
     }
 }
 
@@ -523,7 +562,8 @@ impl RaftStorage {
 pub struct Bootstrap {
     /// The founding voters.
     pub voters: Vec<u64>,
-    /// Snapshot data of the initial state (the same on every founder).
+    /// The payload of the initial snapshot file (the same on every
+    /// founder): the initial state is small, so it is held in memory.
     pub snapshot_data: Vec<u8>,
 }
 
@@ -559,11 +599,21 @@ fn entry_size(entry: &Entry) -> u64 {
     (entry.data.len() + entry.context.len()) as u64
 }
 
-/// What every snapshot file's name starts with.
-const SNAPSHOT_PREFIX: &str = "snapshot-";
-
-fn snapshot_file_name(index: u64, term: u64) -> String {
-    format!("{SNAPSHOT_PREFIX}{index:016x}-{term:016x}")
+/// Removes the files of `dir` whose name `doomed` picks (best effort).
+fn remove_files(fs: &dyn WalFs, dir: &Path, doomed: impl Fn(&str) -> bool) {
+    let Ok(listing) = fs.read_dir(dir) else {
+        return;
+    };
+    for path in listing {
+        let doomed = path
+            .file_name()
+            .is_some_and(|name| doomed(&name.to_string_lossy()));
+        if doomed && !path.is_dir() {
+            if let Err(e) = fs.remove_file(&path) {
+                tracing::warn!(file = %path.display(), "cannot remove an old snapshot: {e}");
+            }
+        }
+    }
 }
 
 /// Writes `magic ‖ len u32 LE ‖ CRC32C u32 LE ‖ payload` to `dir/name`
@@ -606,12 +656,6 @@ pub(crate) fn blank_state() -> Result<StateRecord> {
         wal_base: 1,
         raft_base: 1,
     })
-}
-
-/// Reads and checks a file written by [`write_framed`].
-fn read_framed(fs: &dyn WalFs, path: &Path, magic: &[u8; 8]) -> Result<Vec<u8>> {
-    let bytes = read_whole(fs, path).map_err(|e| OctopiiError::file(path, e))?;
-    decode_framed(path, &bytes, magic).map(<[u8]>::to_vec)
 }
 
 /// The payload of the bytes of a file written by [`write_framed`], once
@@ -788,7 +832,7 @@ fn refuse_unless_blank(fs: &dyn WalFs, dir: &Path, wal: &Wal) -> Result<()> {
     for path in listing {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         if let Some(name) = name {
-            if name.starts_with(SNAPSHOT_PREFIX) && !name.ends_with(".tmp") {
+            if snapshot::index_of(&name).is_some() && !name.ends_with(".tmp") {
                 return Err(lost(format!("snapshot file {} exists", path.display())));
             }
         }
@@ -867,8 +911,16 @@ impl Storage for RaftStorage {
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
+        // raft carries only a reference; the file itself travels apart
+        // (`snapshot_transfer.rs`).
+        let Some(fingerprint) = self.snapshot_file else {
+            self.snapshot_wanted.set(true);
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        };
         let mut snapshot = Snapshot {
-            data: self.snapshot_data.clone(),
+            data: fingerprint.to_reference().into(),
             ..Snapshot::default()
         };
         snapshot.set_metadata(self.snapshot.clone());
@@ -878,8 +930,17 @@ impl Storage for RaftStorage {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
     use crate::wal::FlushPolicy;
+    use bytes::Bytes;
+
+    /// The payload of the storage's current snapshot file.
+    fn snapshot_payload(s: &RaftStorage) -> Vec<u8> {
+        let bytes = fs::read(s.snapshot_path().unwrap()).unwrap();
+        bytes[snapshot::HEADER_LEN..].to_vec()
+    }
 
     fn options() -> WalOptions {
         WalOptions {
@@ -957,7 +1018,7 @@ mod tests {
             let entries: Vec<Entry> = (1..=100).map(|i| entry(i, 1)).collect();
             block_on(s.append(&entries)).unwrap();
             s.set_commit(100);
-            block_on(s.compact(60, b"state at 60".to_vec())).unwrap();
+            block_on(s.compact(60, |out| Ok(out.write_all(b"state at 60")?))).unwrap();
             assert!(s.wal.first_index() > 1, "whole segments were compacted");
             assert_eq!(s.first_index().unwrap(), 61);
             assert_eq!(s.log_bytes(), 40 * 100, "40 entries of 100 bytes are left");
@@ -968,15 +1029,18 @@ mod tests {
         }
         {
             let mut s = RaftStorage::open(dir.path(), options(), None).unwrap();
-            assert_eq!(s.snapshot_data().as_ref(), b"state at 60");
+            assert_eq!(snapshot_payload(&s), b"state at 60");
             assert_eq!(
                 (s.first_index().unwrap(), s.last_index().unwrap()),
                 (61, 100)
             );
             assert_eq!(s.term(60).unwrap(), 1);
-            // A leader's snapshot far ahead replaces the whole log.
+            // A leader's snapshot far ahead replaces the whole log; its
+            // file arrived and was checked already.
+            let received = snapshot::received_path(dir.path(), 500, 7);
+            let fingerprint = snapshot::write_file(&(Arc::new(StdFs) as Arc<dyn WalFs>), &received, b"state at 500").unwrap();
             let mut snap = Snapshot {
-                data: Bytes::from_static(b"state at 500"),
+                data: fingerprint.to_reference().into(),
                 ..Snapshot::default()
             };
             snap.mut_metadata().index = 500;
@@ -986,7 +1050,7 @@ mod tests {
             block_on(s.append(&[entry(501, 7), entry(502, 7)])).unwrap();
         }
         let s = RaftStorage::open(dir.path(), options(), None).unwrap();
-        assert_eq!(s.snapshot_data().as_ref(), b"state at 500");
+        assert_eq!(snapshot_payload(&s), b"state at 500");
         assert_eq!(
             (s.first_index().unwrap(), s.last_index().unwrap()),
             (501, 502)
@@ -1033,9 +1097,62 @@ mod tests {
                 (1, 1)
             );
             assert_eq!(snap.get_metadata().get_conf_state().voters, vec![1, 2, 3]);
-            assert_eq!(snap.data.as_ref(), b"initial");
+            assert_eq!(snapshot_payload(&s), b"initial");
+            let path = s.snapshot_path().unwrap();
+            let fingerprint = snapshot::verify(&StdFs, &path).unwrap();
+            assert_eq!(snap.data.as_ref(), fingerprint.to_reference());
             assert_eq!(s.initial_state().unwrap().conf_state.voters, vec![1, 2, 3]);
         }
+    }
+
+    /// A compaction removes what raft can no longer install and keeps a
+    /// newer received snapshot, which may be installed next.
+    #[test]
+    fn compaction_keeps_newer_received_snapshots_and_drops_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = RaftStorage::open(dir.path(), options(), None).unwrap();
+        block_on(s.append(&(1..=10).map(|i| entry(i, 1)).collect::<Vec<_>>())).unwrap();
+        s.set_commit(10);
+        let incoming = dir.path().join(INCOMING_DIR);
+        fs::create_dir_all(&incoming).unwrap();
+        let name = |index| snapshot::file_name(index, 1);
+        let left_over = [
+            dir.path().join(name(3)),
+            snapshot::received_path(dir.path(), 3, 1),
+            snapshot::received_path(dir.path(), 20, 1),
+            dir.path().join(format!("{}.checking-0", name(20))),
+            dir.path().join("notes"),
+            incoming.join(name(4)),
+            incoming.join(format!(".{}.octopii-partial", name(30))),
+            incoming.join("anything"),
+        ];
+        for path in &left_over {
+            fs::write(path, b"x").unwrap();
+        }
+        block_on(s.compact(5, |out| Ok(out.write_all(b"state at 5")?))).unwrap();
+        let names = |dir: &Path| {
+            let mut names: Vec<String> = fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let mut kept = vec![
+            name(20) + ".checking-0",
+            name(20) + ".received",
+            name(5),
+            INCOMING_DIR.to_owned(),
+            "notes".to_owned(),
+            STATE_FILE.to_owned(),
+            "wal".to_owned(),
+        ];
+        kept.sort();
+        assert_eq!(names(dir.path()), kept);
+        assert_eq!(
+            names(&incoming),
+            vec![format!(".{}.octopii-partial", name(30))]
+        );
     }
 
     #[test]
@@ -1107,7 +1224,7 @@ mod tests {
         };
         let s = RaftStorage::open(dir.path(), options(), Some(&bootstrap)).unwrap();
         assert_eq!(s.snapshot_metadata().index, 1);
-        assert_eq!(s.snapshot_data().as_ref(), b"initial");
+        assert_eq!(snapshot_payload(&s), b"initial");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use raft::eraftpb::{ConfState, Message, MessageType};
 use raft::{INVALID_ID, Raft};
 
-use super::snapshot::SnapshotData;
+use super::snapshot::Fingerprint;
 use super::storage::RaftStorage;
 
 /// `Err(why)` if stepping `m` could hit a raft-rs panic, or `m` is a kind
@@ -47,7 +47,7 @@ pub(crate) fn check(raft: &Raft<RaftStorage>, m: &Message) -> Result<(), String>
         _ if m.term < raft.term => Ok(()),
         MessageType::MsgHeartbeat => check_heartbeat(raft, m),
         MessageType::MsgAppend => check_append(raft, m),
-        MessageType::MsgSnapshot => check_snapshot(m),
+        MessageType::MsgSnapshot => check_snapshot(raft.raft_log.store(), m),
         MessageType::MsgAppendResponse if !m.reject => {
             let last = raft.raft_log.last_index();
             if m.index > last {
@@ -131,7 +131,7 @@ fn check_append(raft: &Raft<RaftStorage>, m: &Message) -> Result<(), String> {
 /// `Raft::restore` panics on a configuration it cannot rebuild. Octopii
 /// changes membership one node at a time, so a configuration is never
 /// joint.
-fn check_snapshot(m: &Message) -> Result<(), String> {
+fn check_snapshot(store: &RaftStorage, m: &Message) -> Result<(), String> {
     let metadata = m.get_snapshot().get_metadata();
     if metadata.index == 0 || metadata.term == 0 || metadata.term > m.term {
         return Err(format!(
@@ -141,10 +141,17 @@ fn check_snapshot(m: &Message) -> Result<(), String> {
     }
     check_conf_state(metadata.get_conf_state())?;
     // A snapshot may also arrive in a `step` batch, past the snapshot
-    // receiver's checks; damaged data would stop the driver at install.
-    SnapshotData::decode(&m.get_snapshot().data)
-        .map(drop)
-        .map_err(|e| e.to_string())
+    // receiver's checks; one whose checked file is not here would stop
+    // the driver at install.
+    Fingerprint::from_reference(&m.get_snapshot().data)
+        .ok_or_else(|| "snapshot data is not a file reference".to_owned())?;
+    if !store.has_received_snapshot(metadata.index, metadata.term) {
+        return Err(format!(
+            "no checked snapshot file for index {} term {} was received",
+            metadata.index, metadata.term
+        ));
+    }
+    Ok(())
 }
 
 fn check_conf_state(conf: &ConfState) -> Result<(), String> {
