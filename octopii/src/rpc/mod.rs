@@ -18,6 +18,7 @@
 pub mod client;
 pub mod codec;
 mod context;
+mod decode_guard;
 pub mod frame;
 pub mod server;
 mod service;
