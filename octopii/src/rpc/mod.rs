@@ -5,6 +5,7 @@
 //! [`Service`]; a node serves it with [`OctopiiNode::serve`](crate::OctopiiNode::serve).
 //!
 //! * [`frame`]: `[u32 length][bytes]` frames and the request header.
+//! * [`budget`]: what a peer can make a server hold, and its limits.
 //! * [`codec`]: bincode with fixed-width integers and size-limited decoding.
 //! * [`client`]: the call path over pooled bidirectional streams.
 //! * [`server`]: the [`Router`] that serves inbound streams.
@@ -15,6 +16,7 @@
 //!
 //! The wire format is specified in `docs/PROTOCOL.md`.
 
+pub mod budget;
 pub mod client;
 pub mod codec;
 mod context;
@@ -27,6 +29,7 @@ pub mod stream;
 pub mod streaming;
 pub mod streaming_call;
 
+pub use budget::RpcStats;
 pub use client::{Channels, Client, Connect};
 pub use context::{Context, Metadata};
 pub use server::Router;
