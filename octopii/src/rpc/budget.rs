@@ -139,11 +139,14 @@ impl Budgets {
     }
 }
 
+/// A peer's share of the user call permits, registered by peer.
+type PeerShare = Arc<Entry<String, Arc<Semaphore>>>;
+
 /// Held while a call runs; its permits return when it is dropped.
 #[derive(Debug)]
 pub(crate) struct CallPermit {
     // The peer's share is kept registered while its permit is out.
-    _peer: Option<(OwnedSemaphorePermit, Arc<Entry<String, Arc<Semaphore>>>)>,
+    _peer: Option<(OwnedSemaphorePermit, PeerShare)>,
     _node: OwnedSemaphorePermit,
 }
 

@@ -153,19 +153,6 @@ fn parse_item<T: DeserializeOwned>(payload: &[u8]) -> Option<Result<T, RpcError>
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_end_frame_must_be_empty() {
-        assert!(parse_item::<u8>(&[END]).is_none());
-        let err = parse_item::<u8>(&[END, 0]).unwrap().unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument);
-        assert_eq!(parse_item::<u8>(&[ITEM, 7]).unwrap().unwrap(), 7);
-    }
-}
-
 type Filling = Pin<Box<dyn Future<Output = (ItemSource, Result<(), RpcError>)> + Send>>;
 
 /// The items still to come from an [`ItemSource`]. The items of the bytes
@@ -239,5 +226,18 @@ impl ItemSource {
             decoded: VecDeque::new(),
             end: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_end_frame_must_be_empty() {
+        assert!(parse_item::<u8>(&[END]).is_none());
+        let err = parse_item::<u8>(&[END, 0]).unwrap().unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert_eq!(parse_item::<u8>(&[ITEM, 7]).unwrap().unwrap(), 7);
     }
 }
