@@ -196,23 +196,114 @@ impl TransportConfig {
     }
 }
 
-/// Limits of the RPC layer.
+/// Limits of the RPC layer: what a peer can make a node hold.
+///
+/// ```toml
+/// [rpc]
+/// max_concurrent_calls = 10000
+/// max_concurrent_calls_per_peer = 1000
+/// max_concurrent_raft_calls = 1024
+/// max_incomplete_frame_bytes_per_connection = 67108864
+/// max_incomplete_frame_bytes = 536870912
+/// request_read_timeout_ms = 10000
+/// stream_idle_timeout_ms = 60000
+/// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RpcConfig {
-    /// Handlers a node runs at once; calls beyond it are answered
-    /// `ResourceExhausted` at once rather than queued.
+    /// Handlers of user services a node runs at once, all peers together;
+    /// calls beyond it are answered `ResourceExhausted` at once rather
+    /// than queued.
     pub max_concurrent_calls: usize,
+    /// Of those, the most one peer may run at once (peers are told apart
+    /// by their verified certificate name, or by address without
+    /// verification), so that one peer cannot take them all.
+    pub max_concurrent_calls_per_peer: usize,
+    /// Handlers of raft traffic (`RaftService`, `RaftSnapshot`) a node runs
+    /// at once: a pool of their own, which user calls never take.
+    pub max_concurrent_raft_calls: usize,
+    /// Bytes a connection's streams may hold in frames they have begun but
+    /// not finished reading (counted by their announced lengths); a frame
+    /// that would go above it is refused with `ResourceExhausted`. At least
+    /// `transport.max_frame_size`.
+    pub max_incomplete_frame_bytes_per_connection: u64,
+    /// The same, all connections of the node together. At least
+    /// `max_incomplete_frame_bytes_per_connection`.
+    pub max_incomplete_frame_bytes: u64,
+    /// Once the first bytes of a request have arrived, its header and
+    /// arguments must follow within this many milliseconds, or the stream
+    /// is given up (`DeadlineExceeded`).
+    pub request_read_timeout_ms: u64,
+    /// A streaming call that waits this long on its peer (for an item, or
+    /// for room to write one) is ended, with or without a deadline of the
+    /// caller's, in milliseconds.
+    pub stream_idle_timeout_ms: u64,
     /// Idle streams kept open per peer for reuse by later calls.
     pub max_idle_streams_per_peer: usize,
 }
 
 impl Default for RpcConfig {
     fn default() -> Self {
+        const MIB: u64 = 1024 * 1024;
         RpcConfig {
             max_concurrent_calls: 10_000,
+            max_concurrent_calls_per_peer: 1_000,
+            max_concurrent_raft_calls: 1_024,
+            max_incomplete_frame_bytes_per_connection: 64 * MIB,
+            max_incomplete_frame_bytes: 512 * MIB,
+            request_read_timeout_ms: 10_000,
+            stream_idle_timeout_ms: 60_000,
             max_idle_streams_per_peer: 256,
         }
+    }
+}
+
+impl RpcConfig {
+    /// The request read timeout.
+    pub fn request_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_read_timeout_ms)
+    }
+
+    /// The streaming idle timeout.
+    pub fn stream_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.stream_idle_timeout_ms)
+    }
+
+    fn validate(&self, max_frame_size: u32) -> Result<()> {
+        let bad = |field: &'static str, message: &str| {
+            Err(OctopiiError::Config {
+                field,
+                message: message.into(),
+            })
+        };
+        if self.max_concurrent_calls == 0 {
+            return bad("rpc.max_concurrent_calls", "must be at least 1");
+        }
+        if self.max_concurrent_calls_per_peer == 0 {
+            return bad("rpc.max_concurrent_calls_per_peer", "must be at least 1");
+        }
+        if self.max_concurrent_raft_calls == 0 {
+            return bad("rpc.max_concurrent_raft_calls", "must be at least 1");
+        }
+        if self.max_incomplete_frame_bytes_per_connection < u64::from(max_frame_size) {
+            return bad(
+                "rpc.max_incomplete_frame_bytes_per_connection",
+                "must be at least transport.max_frame_size",
+            );
+        }
+        if self.max_incomplete_frame_bytes < self.max_incomplete_frame_bytes_per_connection {
+            return bad(
+                "rpc.max_incomplete_frame_bytes",
+                "must be at least rpc.max_incomplete_frame_bytes_per_connection",
+            );
+        }
+        if self.request_read_timeout_ms == 0 {
+            return bad("rpc.request_read_timeout_ms", "must not be 0");
+        }
+        if self.stream_idle_timeout_ms == 0 {
+            return bad("rpc.stream_idle_timeout_ms", "must not be 0");
+        }
+        Ok(())
     }
 }
 
@@ -437,9 +528,7 @@ impl Config {
             }
             Some(_) => {}
         }
-        if self.rpc.max_concurrent_calls == 0 {
-            return bad("rpc.max_concurrent_calls", "must be at least 1");
-        }
+        self.rpc.validate(self.transport.max_frame_size)?;
         self.chunk.validate()?;
         self.transport.validate()
     }
@@ -496,6 +585,12 @@ impl ConfigBuilder {
     /// Sets the transport limits.
     pub fn transport(mut self, transport: TransportConfig) -> Self {
         self.config.transport = transport;
+        self
+    }
+
+    /// Sets the RPC limits.
+    pub fn rpc(mut self, rpc: RpcConfig) -> Self {
+        self.config.rpc = rpc;
         self
     }
 
@@ -605,6 +700,44 @@ mod tests {
         let err =
             Config::from_toml_str(&format!("{base}[chunk]\nmax_file_bytes = 0\n")).unwrap_err();
         assert_eq!(field_of(err), "chunk.max_file_bytes");
+    }
+
+    #[test]
+    fn rpc_section_is_parsed_and_checked() {
+        let base = "[tls]\ninsecure_accept_any_certificate = true\n";
+        let config = Config::from_toml_str(&format!(
+            "{base}[rpc]\nmax_concurrent_calls_per_peer = 7\nrequest_read_timeout_ms = 50\n"
+        ))
+        .unwrap();
+        assert_eq!(config.rpc.max_concurrent_calls_per_peer, 7);
+        assert_eq!(config.rpc.request_read_timeout(), Duration::from_millis(50));
+        assert_eq!(config.rpc.max_concurrent_raft_calls, 1_024);
+        assert_eq!(config.rpc.stream_idle_timeout_ms, 60_000);
+        let cases = [
+            ("max_concurrent_calls = 0", "rpc.max_concurrent_calls"),
+            (
+                "max_concurrent_calls_per_peer = 0",
+                "rpc.max_concurrent_calls_per_peer",
+            ),
+            (
+                "max_concurrent_raft_calls = 0",
+                "rpc.max_concurrent_raft_calls",
+            ),
+            (
+                "max_incomplete_frame_bytes_per_connection = 1000",
+                "rpc.max_incomplete_frame_bytes_per_connection",
+            ),
+            (
+                "max_incomplete_frame_bytes = 16777216",
+                "rpc.max_incomplete_frame_bytes",
+            ),
+            ("request_read_timeout_ms = 0", "rpc.request_read_timeout_ms"),
+            ("stream_idle_timeout_ms = 0", "rpc.stream_idle_timeout_ms"),
+        ];
+        for (line, field) in cases {
+            let err = Config::from_toml_str(&format!("{base}[rpc]\n{line}\n")).unwrap_err();
+            assert_eq!(field_of(err), field, "for {line:?}");
+        }
     }
 
     #[test]

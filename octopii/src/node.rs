@@ -14,7 +14,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use crate::chunk::{self, ChunkInbox, ChunkService, ChunkSource, TransferOptions, TransferResult};
-use crate::rpc::{Channels, Connect, Router, Service};
+use crate::rpc::{Channels, Connect, Router, RpcStats, Service};
 use crate::transport::{InboundHandler, PeerConnection, Transport, TransportStats};
 use crate::{Config, OctopiiError, OctopiiRuntime, Result};
 
@@ -62,10 +62,7 @@ impl OctopiiNode {
     /// Starts a node on `runtime`, serving the services added later with
     /// [`serve`](Self::serve).
     pub fn new(config: Config, runtime: &OctopiiRuntime) -> Result<Self> {
-        let router = Arc::new(Router::new(
-            config.rpc.max_concurrent_calls,
-            config.transport.max_frame_size,
-        ));
+        let router = Arc::new(Router::new(&config.rpc, config.transport.max_frame_size));
         Self::start(config, runtime, Arc::new(router.clone()), Some(router))
     }
 
@@ -105,6 +102,17 @@ impl OctopiiNode {
                 accept_loop: Mutex::new(Some(accept_loop)),
             }),
         })
+    }
+
+    /// Counters of the RPC server's budgets: bytes held in incomplete
+    /// frames, refusals, timeouts. All zero for a node started
+    /// [`with_handler`](Self::with_handler).
+    pub fn rpc_stats(&self) -> RpcStats {
+        self.inner
+            .router
+            .as_deref()
+            .map(Router::stats)
+            .unwrap_or_default()
     }
 
     /// Serves `service` (a generated `XServer`) to every peer.

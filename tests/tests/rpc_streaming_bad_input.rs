@@ -109,6 +109,14 @@ fn a_client_sending_bad_items_gets_a_clear_error_on_the_server() {
         stream.finish();
         assert_eq!(reply(&mut stream).await, 1);
 
+        // An end frame must be empty.
+        let mut stream = upload_with(&rpc, &[0, 0, 0, 2, END, 0]).await;
+        stream.finish();
+        assert_eq!(reply(&mut stream).await, 1);
+        let err = upload_error(&probes).await;
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("end frame with a body"), "{err}");
+
         // Through it all, the connection served the others.
         let lines: Vec<_> = logs.tail(0, 3).await.unwrap().collect().await;
         assert_eq!(lines.len(), 3);
@@ -116,6 +124,40 @@ fn a_client_sending_bad_items_gets_a_clear_error_on_the_server() {
     });
     assert_eq!(probes.upload_error(), None);
     assert_eq!(client.stats().pool.handshakes, 1);
+}
+
+#[test]
+fn a_stream_of_its_own_for_a_unary_method_is_refused_and_stopped() {
+    let (rt, server, client, _probes) = logs_cluster(|_| {});
+    rt.block_on(async {
+        let conn = client.connect(server.local_addr()).await.unwrap();
+        for (service, method) in [("Logs", "ping"), ("Logs", "nope"), ("Nope", "ping")] {
+            let header = rpc::frame::RequestHeader {
+                service: service.into(),
+                method: method.into(),
+                timeout_micros: None,
+                metadata: vec![].into(),
+                owns_stream: true,
+            };
+            let mut request = Vec::new();
+            rpc::frame::put_encoded(&mut request, &header).unwrap();
+            rpc::frame::put_bytes(&mut request, &[]).unwrap();
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            send.write_all(&request).await.unwrap();
+            // The answer, then the end of the server's side.
+            let answer = recv.read_to_end(1024).await.unwrap();
+            assert_eq!(
+                answer[4],
+                Code::Unimplemented.to_wire(),
+                "{service}.{method}"
+            );
+            // What the client would send next is not wanted.
+            let stopped = send.stopped().await.unwrap();
+            assert_eq!(stopped, Some(255u32.into()), "{service}.{method}");
+        }
+        let logs = LogsClient::new(&client, server.local_addr());
+        assert_eq!(logs.ping().await.unwrap(), 7);
+    });
 }
 
 /// A `Logs` impostor whose `tail` sends a head and a good line, then

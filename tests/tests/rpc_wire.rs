@@ -263,6 +263,45 @@ fn context_carries_identity_metadata_and_deadline() {
 }
 
 #[test]
+fn pipelined_requests_are_answered_in_order() {
+    let p = pair();
+    p.rt.block_on(async {
+        let args = |s: &str| rpc::codec::encode(&(s.to_string(),)).unwrap();
+        let mut bytes = request("Test", "sleep", &rpc::codec::encode(&(50u64,)).unwrap());
+        bytes.extend(request("Test", "echo", &args("second")));
+        bytes.extend(request("Test", "echo", &args("third")));
+        // All three written at once, before any answer.
+        let mut reply = &p.raw(&bytes).await[..];
+        let mut answers = Vec::new();
+        while !reply.is_empty() {
+            let len = u32::from_be_bytes(reply[..4].try_into().unwrap()) as usize;
+            let (code, body) = (reply[4], &reply[5..4 + len]);
+            answers.push((code, body.to_vec()));
+            reply = &reply[4 + len..];
+        }
+        let expected = [
+            (0, rpc::codec::encode(&()).unwrap()),
+            (0, rpc::codec::encode("second").unwrap()),
+            (0, rpc::codec::encode("third").unwrap()),
+        ];
+        assert_eq!(answers, expected);
+    });
+}
+
+#[test]
+fn no_unidirectional_stream_can_be_opened() {
+    use futures::FutureExt;
+    let p = pair();
+    p.rt.block_on(async {
+        let conn = p.client.connect(p.server.local_addr()).await.unwrap();
+        // The server granted none: opening one waits for credit forever.
+        assert!(conn.quinn().open_uni().now_or_never().is_none());
+        assert!(conn.quinn().open_bi().now_or_never().is_some());
+        p.still_serving().await;
+    });
+}
+
+#[test]
 fn a_deadline_stops_the_call_and_the_server_handler() {
     let p = pair();
     p.rt.block_on(async {
@@ -273,6 +312,8 @@ fn a_deadline_stops_the_call_and_the_server_handler() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::DeadlineExceeded);
+        // DeadlineExceeded does not mean the handler did not run: it
+        // started, and was dropped where it was.
         wait_for(|| p.probe.cancelled.load(Ordering::SeqCst) == 1).await;
         assert_eq!(p.probe.running.load(Ordering::SeqCst), 0);
         p.still_serving().await;

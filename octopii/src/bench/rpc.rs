@@ -79,6 +79,9 @@ impl RpcBench {
             config.transport.max_concurrent_bidi_streams =
                 config.transport.max_concurrent_bidi_streams.max(streams);
             config.rpc.max_concurrent_calls = config.rpc.max_concurrent_calls.max(max_callers);
+            // All callers are one peer.
+            config.rpc.max_concurrent_calls_per_peer =
+                config.rpc.max_concurrent_calls_per_peer.max(max_callers);
             config.rpc.max_idle_streams_per_peer = max_callers;
             Ok(config)
         };

@@ -7,11 +7,19 @@
 //! satisfied by more bytes than the input holds): a bogus claim costs at most
 //! sixteen times the frame, and the frame itself was bounded by
 //! `transport.max_frame_size` before it was read.
+//!
+//! Decoding is also bounded in nesting and in sequence elements (see
+//! [`MAX_DEPTH`] and [`SPARE_ELEMENTS`]), so a small frame can neither
+//! overflow the stack nor loop over zero-sized elements it never pays for.
+
+use std::marker::PhantomData;
 
 use bincode::config::{Configuration, Fixint, LittleEndian, NoLimit};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::decode_guard::{GuardedSeed, Limits};
+pub use super::decode_guard::{MAX_DEPTH, SPARE_ELEMENTS};
 use crate::OctopiiError;
 
 fn config() -> Configuration<LittleEndian, Fixint, NoLimit> {
@@ -45,16 +53,19 @@ impl bincode::enc::write::Writer for Append<'_> {
     }
 }
 
-/// Decodes a `T` that must fill `bytes` exactly.
+/// Decodes a `T` that must fill `bytes` exactly, within the limits of
+/// size, nesting and elements described above.
 #[inline]
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, OctopiiError> {
+    let limits = Limits::for_input(bytes.len());
     macro_rules! with_limit {
         ($($limit:expr),*) => {{
             let len = bytes.len();
+            let seed = || GuardedSeed::<T> { limits: &limits, _value: PhantomData };
             $(if len <= $limit {
-                bincode::serde::decode_from_slice(bytes, config().with_limit::<{ $limit }>())
+                bincode::serde::seed_decode_from_slice(seed(), bytes, config().with_limit::<{ $limit }>())
             } else)* {
-                bincode::serde::decode_from_slice(bytes, config().with_limit::<{ usize::MAX }>())
+                bincode::serde::seed_decode_from_slice(seed(), bytes, config().with_limit::<{ usize::MAX }>())
             }
         }};
     }
@@ -103,6 +114,89 @@ mod tests {
         bytes.extend_from_slice(b"xy");
         assert!(decode::<Vec<u8>>(&bytes).is_err());
         assert!(decode::<String>(&bytes).is_err());
+    }
+
+    /// A type that contains itself, as a JSON-like value does.
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    enum Tree {
+        Leaf,
+        Node(Vec<Tree>),
+    }
+
+    /// The encoding of a `Tree` nested `depth` levels deep, built by hand:
+    /// encoding it would recurse as deeply.
+    fn nested_tree(depth: usize) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(depth * 12 + 4);
+        for _ in 0..depth {
+            bytes.extend_from_slice(&1u32.to_le_bytes()); // Node
+            bytes.extend_from_slice(&1u64.to_le_bytes()); // one child
+        }
+        bytes.extend_from_slice(&0u32.to_le_bytes()); // Leaf
+        bytes
+    }
+
+    #[test]
+    fn a_value_nested_a_million_levels_is_refused_not_a_stack_overflow() {
+        // 12 MB: under the default maximum frame of 16 MiB. Decoded on a
+        // thread with the 2 MiB stack of a runtime worker.
+        let bytes = nested_tree(1_000_000);
+        let err = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || decode::<Tree>(&bytes).unwrap_err())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(err.to_string().contains("nests deeper"), "{err}");
+        let rpc = crate::rpc::RpcError::from(err);
+        assert_eq!(rpc.code(), crate::rpc::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_decodes_on_a_runtime_threads_stack() {
+        // Each level is an enum and a sequence (two levels of the limit),
+        // and the leaf is an enum.
+        let depth = (MAX_DEPTH as usize - 1) / 2;
+        let bytes = nested_tree(depth);
+        let tree = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || decode::<Tree>(&bytes).unwrap())
+            .unwrap()
+            .join()
+            .unwrap();
+        let mut levels = 0;
+        let mut at = &tree;
+        while let Tree::Node(children) = at {
+            levels += 1;
+            at = &children[0];
+        }
+        assert_eq!(levels, depth);
+        assert!(decode::<Tree>(&nested_tree(depth + 1)).is_err());
+    }
+
+    #[test]
+    fn zero_sized_elements_are_bounded_by_a_count() {
+        let bytes = u64::MAX.to_le_bytes();
+        let err = decode::<Vec<()>>(&bytes).unwrap_err();
+        assert!(err.to_string().contains("elements"), "{err}");
+        // As many as the spare allowance beyond the bytes still decode.
+        let n = 8 + SPARE_ELEMENTS;
+        let units: Vec<()> = decode(&n.to_le_bytes()).unwrap();
+        assert_eq!(units.len() as u64, n);
+        assert!(decode::<Vec<()>>(&(n + 1).to_le_bytes()).is_err());
+        // Maps too.
+        let err = decode::<std::collections::BTreeMap<(), ()>>(&bytes).unwrap_err();
+        assert!(err.to_string().contains("elements"), "{err}");
+    }
+
+    #[test]
+    fn elements_paid_for_by_their_bytes_are_never_refused() {
+        // One element per byte, nested: all allowed.
+        let value: Vec<Vec<u8>> = vec![vec![7; 3]; 40_000];
+        let back: Vec<Vec<u8>> = decode(&encode(&value).unwrap()).unwrap();
+        assert_eq!(back, value);
+        let bytes = vec![1u8; 1 << 20];
+        let back: Vec<u8> = decode(&encode(&bytes).unwrap()).unwrap();
+        assert_eq!(back, bytes);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use quinn::{ReadError, RecvStream};
 use serde::{Deserialize, Serialize};
 
+use super::budget::{FrameBudget, FrameReservation, OverBudget};
 use super::{Code, RpcError, codec};
 use crate::OctopiiError;
 
@@ -43,6 +44,14 @@ pub enum FrameError {
         /// The configured maximum.
         max: u32,
     },
+    /// Reading the frame would take the bytes held in incomplete frames
+    /// above the connection's or the node's budget.
+    OverBudget {
+        /// The announced length.
+        len: u32,
+        /// Which budget refuses it.
+        refused: OverBudget,
+    },
     /// The stream ended inside a frame.
     Truncated,
     /// The stream was reset, stopped, or its connection was lost.
@@ -56,6 +65,13 @@ impl From<FrameError> for RpcError {
                 Code::ResourceExhausted,
                 format!("frame of {len} bytes exceeds the maximum of {max}"),
             ),
+            FrameError::OverBudget { len, refused } => RpcError::new(
+                Code::ResourceExhausted,
+                format!(
+                    "a frame of {len} bytes would take the {}'s incomplete frames above their budget of {} bytes",
+                    refused.scope, refused.limit
+                ),
+            ),
             FrameError::Truncated => RpcError::new(Code::Unavailable, "stream ended mid-frame"),
             FrameError::Stream(ReadError::ConnectionLost(e)) => {
                 RpcError::from(crate::transport::connection_error(e))
@@ -68,15 +84,30 @@ impl From<FrameError> for RpcError {
 /// Reads frames from a stream, taking whatever chunks quinn has ready, so
 /// a request (header and arguments frames) that arrived in one packet is
 /// read with one call into quinn, not four.
+///
+/// A reader with a [`FrameBudget`] (a server's) reserves the announced
+/// length of a frame that is not yet wholly buffered before it reads on,
+/// and gives it back once the frame is complete or the reader is dropped.
 #[derive(Debug, Default)]
 pub struct FrameReader {
     buf: BytesMut,
+    budget: Option<FrameBudget>,
+    /// The reservation of the incomplete frame at the head of `buf`.
+    held: Option<FrameReservation>,
 }
 
 impl FrameReader {
     /// A reader with nothing buffered.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A reader whose incomplete frames draw on `budget`.
+    pub(crate) fn with_budget(budget: FrameBudget) -> Self {
+        FrameReader {
+            budget: Some(budget),
+            ..Self::default()
+        }
     }
 
     /// Whether bytes past the last frame returned are buffered.
@@ -101,6 +132,7 @@ impl FrameReader {
     ) -> Result<Option<Bytes>, FrameError> {
         loop {
             if let Some(len) = self.buffered_len(max)? {
+                self.held = None;
                 self.buf.advance(PREFIX);
                 return Ok(Some(self.buf.split_to(len).freeze()));
             }
@@ -120,6 +152,7 @@ impl FrameReader {
         let Some(len) = self.buffered_len(max)? else {
             return Ok(None);
         };
+        self.held = None;
         let out = f(&self.buf[PREFIX..PREFIX + len]);
         self.buf.advance(PREFIX + len);
         Ok(Some(out))
@@ -158,7 +191,13 @@ impl FrameReader {
         if self.buf.len() >= end {
             return Ok(Some(len as usize));
         }
-        // The length is within the limit: now it may be reserved.
+        if let (Some(budget), None) = (&self.budget, &self.held) {
+            let held = budget
+                .reserve(u64::from(len))
+                .map_err(|refused| FrameError::OverBudget { len, refused })?;
+            self.held = Some(held);
+        }
+        // The length is within the limits: now it may be reserved.
         self.buf.reserve(end - self.buf.len());
         Ok(None)
     }

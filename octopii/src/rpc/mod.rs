@@ -5,6 +5,7 @@
 //! [`Service`]; a node serves it with [`OctopiiNode::serve`](crate::OctopiiNode::serve).
 //!
 //! * [`frame`]: `[u32 length][bytes]` frames and the request header.
+//! * [`budget`]: what a peer can make a server hold, and its limits.
 //! * [`codec`]: bincode with fixed-width integers and size-limited decoding.
 //! * [`client`]: the call path over pooled bidirectional streams.
 //! * [`server`]: the [`Router`] that serves inbound streams.
@@ -16,9 +17,11 @@
 //!
 //! The wire format is specified in `docs/PROTOCOL.md`.
 
+pub mod budget;
 pub mod client;
 pub mod codec;
 mod context;
+mod decode_guard;
 pub mod frame;
 mod policy;
 pub mod server;
@@ -28,6 +31,7 @@ pub mod stream;
 pub mod streaming;
 pub mod streaming_call;
 
+pub use budget::RpcStats;
 pub use client::{Channels, Client, Connect};
 pub use context::{Context, Metadata};
 pub use policy::{Authorized, Call, Policy};

@@ -5,6 +5,10 @@
 //! handler runs, the server watches the stream: a stop from the client (its
 //! call future was dropped) or a lost connection cancels the handler by
 //! dropping it.
+//!
+//! What a peer can make the server hold is bounded (see [`budget`](super::budget)):
+//! call permits, bytes of incomplete frames, and time: a request that has
+//! begun must arrive whole within `rpc.request_read_timeout_ms`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,10 +18,11 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use tokio::sync::Semaphore;
 
+use super::budget::{Budgets, RpcStats};
 use super::frame::{self, FrameError, FrameReader, RequestHeader};
 use super::{CallStream, Code, Context, RpcError, Service, codec};
+use crate::config::RpcConfig;
 use crate::transport::{InboundHandler, PeerConnection};
 use crate::{OctopiiError, Result};
 
@@ -27,8 +32,10 @@ const PROTOCOL_ERROR: quinn::VarInt = quinn::VarInt::from_u32(2);
 /// The services of a node, and the limits they are served under.
 pub struct Router {
     services: RwLock<HashMap<&'static str, Arc<dyn Service>>>,
-    calls: Arc<Semaphore>,
+    budgets: Arc<Budgets>,
     max_frame_size: u32,
+    request_read_timeout: Duration,
+    stream_idle_timeout: Duration,
 }
 
 impl std::fmt::Debug for Router {
@@ -38,14 +45,22 @@ impl std::fmt::Debug for Router {
 }
 
 impl Router {
-    /// A router with no services, running at most `max_concurrent_calls`
-    /// handlers at once (more are answered `ResourceExhausted`).
-    pub fn new(max_concurrent_calls: usize, max_frame_size: u32) -> Self {
+    /// A router with no services, serving under the limits of `rpc`
+    /// (calls beyond them are answered `ResourceExhausted`) and accepting
+    /// frames up to `max_frame_size` bytes.
+    pub fn new(rpc: &RpcConfig, max_frame_size: u32) -> Self {
         Router {
             services: RwLock::new(HashMap::new()),
-            calls: Arc::new(Semaphore::new(max_concurrent_calls)),
+            budgets: Arc::new(Budgets::new(rpc)),
             max_frame_size,
+            request_read_timeout: rpc.request_read_timeout(),
+            stream_idle_timeout: rpc.stream_idle_timeout(),
         }
+    }
+
+    /// Current counters of the router's budgets.
+    pub fn stats(&self) -> RpcStats {
+        self.budgets.stats()
     }
 
     /// Adds `service`; a second service of the same name is refused.
@@ -76,7 +91,7 @@ impl Router {
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
     ) {
-        let mut reader = FrameReader::new();
+        let mut reader = FrameReader::with_budget(self.budgets.frame_budget(&conn));
         loop {
             let request = match self.read_request(&mut reader, &mut recv).await {
                 Ok(Some(request)) => request,
@@ -88,9 +103,19 @@ impl Router {
                     // Framing is lost: answer if the client can still hear,
                     // then end the stream.
                     tracing::debug!(peer = %conn.peer().addr, "bad request: {error}");
-                    let _ = send.write_all(&frame::response(&Err(error))).await;
-                    let _ = send.finish();
                     let _ = recv.stop(PROTOCOL_ERROR);
+                    // A peer that does not read its answer does not hold
+                    // the stream for it either.
+                    let answer = frame::response(&Err(error));
+                    let write = send.write_all(&answer);
+                    match tokio::time::timeout(self.request_read_timeout, write).await {
+                        Ok(_) => {
+                            let _ = send.finish();
+                        }
+                        Err(_) => {
+                            let _ = send.reset(PROTOCOL_ERROR);
+                        }
+                    }
                     return;
                 }
                 Err(Abandon::Silently) => return,
@@ -100,7 +125,8 @@ impl Router {
             if header.owns_stream {
                 // The stream now belongs to this call's own protocol.
                 let peer = conn.peer().clone();
-                let stream = CallStream::new(send, recv, reader, self.max_frame_size, peer);
+                let mut stream = CallStream::new(send, recv, reader, self.max_frame_size, peer);
+                stream.set_idle_timeout(self.stream_idle_timeout);
                 self.serve_owned(service, &conn, header, args, stream).await;
                 return;
             }
@@ -117,7 +143,31 @@ impl Router {
         }
     }
 
+    /// Reads the next request. A pooled stream may wait idle for it as long
+    /// as the client likes; once its first bytes are in, the header and
+    /// arguments must follow within the request read timeout.
     async fn read_request(
+        &self,
+        reader: &mut FrameReader,
+        recv: &mut quinn::RecvStream,
+    ) -> Result<Option<(RequestHeader<'static>, bytes::Bytes)>, Abandon> {
+        if !reader.has_buffered() && !reader.fill(recv).await? {
+            return Ok(None);
+        }
+        let timeout = self.request_read_timeout;
+        let read = tokio::time::timeout(timeout, self.read_begun_request(reader, recv));
+        read.await.unwrap_or_else(|_| {
+            self.budgets
+                .requests_timed_out
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(Abandon::Answer(RpcError::new(
+                Code::DeadlineExceeded,
+                format!("the request did not arrive whole within {timeout:?}"),
+            )))
+        })
+    }
+
+    async fn read_begun_request(
         &self,
         reader: &mut FrameReader,
         recv: &mut quinn::RecvStream,
@@ -155,11 +205,9 @@ impl Router {
         if let Err(refused) = super::policy::admit(&*service, conn.peer(), &header.method) {
             return Some(Err(refused));
         }
-        let Ok(_permit) = self.calls.clone().try_acquire_owned() else {
-            return Some(Err(RpcError::new(
-                Code::ResourceExhausted,
-                "the server is at its limit of concurrent calls",
-            )));
+        let _permit = match self.budgets.call_permit(&header.service, conn.peer()) {
+            Ok(permit) => permit,
+            Err(busy) => return Some(Err(busy)),
         };
         let timeout = header.timeout_micros.map(Duration::from_micros);
         let ctx = Context::new(
@@ -233,12 +281,9 @@ impl Router {
             stream.fail(refused).await;
             return;
         }
-        let Ok(_permit) = self.calls.clone().try_acquire_owned() else {
-            let busy = "the server is at its limit of concurrent calls";
-            stream
-                .fail(RpcError::new(Code::ResourceExhausted, busy))
-                .await;
-            return;
+        let _permit = match self.budgets.call_permit(&header.service, conn.peer()) {
+            Ok(permit) => permit,
+            Err(busy) => return stream.fail(busy).await,
         };
         let timeout = header.timeout_micros.map(Duration::from_micros);
         let ctx = Context::new(
@@ -270,7 +315,9 @@ enum Abandon {
 impl From<FrameError> for Abandon {
     fn from(e: FrameError) -> Self {
         match e {
-            FrameError::TooLarge { .. } => Abandon::Answer(e.into()),
+            FrameError::TooLarge { .. } | FrameError::OverBudget { .. } => {
+                Abandon::Answer(e.into())
+            }
             FrameError::Truncated | FrameError::Stream(_) => Abandon::Silently,
         }
     }

@@ -10,6 +10,7 @@
 //! [`Client::open_stream`](super::Client::open_stream).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 
@@ -25,6 +26,7 @@ pub struct CallStream {
     reader: FrameReader,
     max_frame_size: u32,
     peer: Arc<PeerInfo>,
+    idle_timeout: Option<Duration>,
 }
 
 impl CallStream {
@@ -41,12 +43,25 @@ impl CallStream {
             reader,
             max_frame_size,
             peer,
+            idle_timeout: None,
         }
     }
 
+    /// Bounds how long a streaming call on this stream waits on its peer
+    /// (for an item, or for room to write one).
+    pub(crate) fn set_idle_timeout(&mut self, idle: Duration) {
+        self.idle_timeout = Some(idle);
+    }
+
     /// The stream's parts, for the streaming-call machinery.
-    pub(crate) fn into_parts(self) -> (quinn::SendStream, quinn::RecvStream, FrameReader, u32) {
-        (self.send, self.recv, self.reader, self.max_frame_size)
+    pub(crate) fn into_parts(self) -> StreamParts {
+        StreamParts {
+            send: self.send,
+            recv: self.recv,
+            reader: self.reader,
+            max_frame_size: self.max_frame_size,
+            idle_timeout: self.idle_timeout,
+        }
     }
 
     /// The node at the other end.
@@ -126,8 +141,11 @@ impl CallStream {
         self.write_raw(&frame::response(result)).await
     }
 
-    /// Answers `error` and ends this side of the stream.
+    /// Answers `error` and ends this side of the stream. What the peer
+    /// still sends is not wanted: the receiving side is stopped with code
+    /// 255, as by any side that answers before it has read everything.
     pub async fn fail(mut self, error: RpcError) {
+        let _ = self.recv.stop(crate::rpc::client::CANCELLED);
         let _ = self.respond(&Err(error)).await;
         self.finish();
     }
@@ -148,6 +166,16 @@ impl CallStream {
     pub async fn stopped(&mut self) {
         let _ = self.send.stopped().await;
     }
+}
+
+/// A [`CallStream`] taken apart by the streaming-call machinery.
+pub(crate) struct StreamParts {
+    pub(crate) send: quinn::SendStream,
+    pub(crate) recv: quinn::RecvStream,
+    pub(crate) reader: FrameReader,
+    pub(crate) max_frame_size: u32,
+    /// How long the server waits on the peer; `None` on the client side.
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 fn write_error(e: quinn::WriteError) -> RpcError {

@@ -53,8 +53,8 @@ enum Source<T> {
     /// Any stream of the application's.
     Local(BoxStream<'static, Result<T, RpcError>>),
     /// The peer's items off a call's stream, polled without a dynamic call
-    /// per item.
-    Remote(RemoteItems<T>),
+    /// per item. Boxed: it is far larger than the other variant.
+    Remote(Box<RemoteItems<T>>),
 }
 
 impl<T: Send + 'static> Streaming<T> {
@@ -121,7 +121,7 @@ impl<T> Streaming<T> {
     /// The peer's items, as a streaming call receives them.
     pub(crate) fn remote(items: RemoteItems<T>) -> Self {
         Streaming {
-            source: Source::Remote(items),
+            source: Source::Remote(Box::new(items)),
         }
     }
 }

@@ -224,6 +224,8 @@ fn transport_config(limits: &Limits) -> Result<TransportConfig> {
         .receive_window(VarInt::from_u32(limits.receive_window))
         .send_window(limits.send_window)
         .max_concurrent_bidi_streams(VarInt::from_u32(limits.max_concurrent_bidi_streams))
+        // No unidirectional stream is served: none may be opened.
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
         .max_idle_timeout(Some(idle))
         .keep_alive_interval(Some(limits.keep_alive_interval()));
     Ok(transport)

@@ -31,6 +31,7 @@ pub use sink::ItemSink;
 pub(crate) use source::RemoteItems;
 use source::{AbortOnDrop, ItemSource};
 
+use super::stream::StreamParts;
 use super::{CallStream, Client, Code, HandlerFuture, RpcError, StreamFuture, Streaming, codec};
 
 /// Tag of an item frame.
@@ -62,6 +63,23 @@ async fn bounded<R>(
     }
 }
 
+/// Runs `wait`, a wait on the peer, for at most `idle`: a server does not
+/// wait forever on a caller that neither sends nor reads.
+async fn waiting_on_peer<R>(
+    idle: Option<Duration>,
+    wait: impl Future<Output = Result<R, RpcError>>,
+) -> Result<R, RpcError> {
+    let Some(idle) = idle else {
+        return wait.await;
+    };
+    tokio::time::timeout(idle, wait).await.unwrap_or_else(|_| {
+        Err(RpcError::new(
+            Code::DeadlineExceeded,
+            format!("the peer made no progress for {idle:?}"),
+        ))
+    })
+}
+
 fn deadline_of(client: &Client) -> Option<Instant> {
     client.deadline().map(|d: Duration| Instant::now() + d)
 }
@@ -81,13 +99,13 @@ where
 {
     let deadline = deadline_of(client);
     bounded(deadline, async {
-        let (mut send, recv, reader, max) = client
+        let mut parts = client
             .open_stream(service, method, args)
             .await?
             .into_parts();
         // Nothing streams this way: the request is all the client sends.
-        let _ = send.finish();
-        let mut source = ItemSource::new(recv, reader, max, deadline);
+        let _ = parts.send.finish();
+        let mut source = ItemSource::new(parts.recv, parts.reader, parts.max_frame_size, deadline);
         let head = source.head().await?;
         Ok((head, source.into_streaming()))
     })
@@ -111,11 +129,17 @@ where
 {
     let deadline = deadline_of(client);
     bounded(deadline, async {
-        let (send, recv, reader, max) = client
+        let StreamParts {
+            send,
+            recv,
+            reader,
+            max_frame_size: max,
+            ..
+        } = client
             .open_stream(service, method, args)
             .await?
             .into_parts();
-        let mut sink = ItemSink::new(send, max);
+        let mut sink = ItemSink::new(send, max, None);
         let pump = tokio::spawn(async move {
             let _ = sink.send_items(None, input).await;
         });
@@ -143,11 +167,17 @@ where
 {
     let deadline = deadline_of(client);
     let reply = bounded(deadline, async {
-        let (send, recv, reader, max) = client
+        let StreamParts {
+            send,
+            recv,
+            reader,
+            max_frame_size: max,
+            ..
+        } = client
             .open_stream(service, method, args)
             .await?
             .into_parts();
-        let mut sink = ItemSink::new(send, max);
+        let mut sink = ItemSink::new(send, max, None);
         let mut source = ItemSource::new(recv, reader, max, deadline);
         let pump = sink.send_items(None, input);
         let reply = source.head();
@@ -188,17 +218,21 @@ pub fn split<In>(stream: CallStream) -> (ItemSink, Streaming<In>)
 where
     In: DeserializeOwned + Send + 'static,
 {
-    let (send, recv, reader, max) = stream.into_parts();
-    // The call's deadline is the router's to enforce on this side.
-    let source = ItemSource::new(recv, reader, max, None);
-    (ItemSink::new(send, max), source.into_streaming())
+    let parts = stream.into_parts();
+    let max = parts.max_frame_size;
+    // The call's deadline is the router's to enforce on this side; the
+    // idle timeout is this side's own.
+    let mut source = ItemSource::new(parts.recv, parts.reader, max, None);
+    source.idle_timeout = parts.idle_timeout;
+    let sink = ItemSink::new(parts.send, max, parts.idle_timeout);
+    (sink, source.into_streaming())
 }
 
 /// Server side of a method that takes no stream: the sending half.
 #[doc(hidden)]
 pub fn sink(stream: CallStream) -> ItemSink {
-    let (send, _recv, _reader, max) = stream.into_parts();
-    ItemSink::new(send, max)
+    let parts = stream.into_parts();
+    ItemSink::new(parts.send, parts.max_frame_size, parts.idle_timeout)
 }
 
 /// The reply to a unary request for a streaming method.

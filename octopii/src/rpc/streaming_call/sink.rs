@@ -3,12 +3,13 @@
 
 use std::future::Future;
 use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Duration;
 
 use bytes::BufMut;
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::{END, ITEM};
+use super::{END, ITEM, waiting_on_peer};
 use crate::rpc::client::CANCELLED;
 use crate::rpc::frame;
 use crate::rpc::{Code, RpcError, Streaming, codec};
@@ -24,6 +25,8 @@ const BATCH: usize = 64 * 1024;
 pub struct ItemSink {
     send: quinn::SendStream,
     max_frame_size: u32,
+    /// How long to wait for room to write (a server's own limit).
+    idle_timeout: Option<Duration>,
     done: bool,
 }
 
@@ -36,16 +39,22 @@ impl Drop for ItemSink {
 }
 
 impl ItemSink {
-    pub(super) fn new(send: quinn::SendStream, max_frame_size: u32) -> Self {
+    pub(super) fn new(
+        send: quinn::SendStream,
+        max_frame_size: u32,
+        idle_timeout: Option<Duration>,
+    ) -> Self {
         ItemSink {
             send,
             max_frame_size,
+            idle_timeout,
             done: false,
         }
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), RpcError> {
-        self.send.write_all(bytes).await.map_err(stopped)
+        let write = async { self.send.write_all(bytes).await.map_err(stopped) };
+        waiting_on_peer(self.idle_timeout, write).await
     }
 
     /// Writes and empties `out`: a large batch is handed over as it is,
@@ -57,7 +66,8 @@ impl ItemSink {
             return Ok(());
         }
         let batch = std::mem::replace(out, Vec::with_capacity(BATCH + 1024));
-        self.send.write_chunk(batch.into()).await.map_err(stopped)
+        let write = async { self.send.write_chunk(batch.into()).await.map_err(stopped) };
+        waiting_on_peer(self.idle_timeout, write).await
     }
 
     fn finish(&mut self) {

@@ -6,13 +6,13 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::Stream;
 use serde::de::DeserializeOwned;
 
-use super::{END, ITEM, bounded};
+use super::{END, ITEM, bounded, waiting_on_peer};
 use crate::rpc::client::CANCELLED;
 use crate::rpc::frame::{self, FrameReader};
 use crate::rpc::{Code, RpcError, Streaming, codec};
@@ -35,6 +35,8 @@ pub(super) struct ItemSource {
     reader: FrameReader,
     max_frame_size: u32,
     deadline: Option<Instant>,
+    /// How long to wait for the peer's next bytes (a server's own limit).
+    pub(super) idle_timeout: Option<Duration>,
     done: bool,
     /// The task sending this call's items the other way, if any: it goes
     /// when the receiving side goes.
@@ -61,6 +63,7 @@ impl ItemSource {
             reader,
             max_frame_size,
             deadline,
+            idle_timeout: None,
             done: false,
             _pump: None,
         }
@@ -120,7 +123,7 @@ impl ItemSource {
                 ))
             }
         };
-        bounded(self.deadline, read).await
+        bounded(self.deadline, waiting_on_peer(self.idle_timeout, read)).await
     }
 }
 
@@ -134,7 +137,11 @@ fn parse_item<T: DeserializeOwned>(payload: &[u8]) -> Option<Result<T, RpcError>
                 format!("stream item does not decode: {e}"),
             )
         })),
-        Some(&END) => None,
+        Some(&END) if payload.len() == 1 => None,
+        Some(&END) => Some(Err(RpcError::new(
+            Code::InvalidArgument,
+            "an end frame with a body in a stream",
+        ))),
         Some(&code) => Some(Err(RpcError::new(
             Code::from_wire(code),
             String::from_utf8_lossy(&payload[1..]).into_owned(),
@@ -219,5 +226,18 @@ impl ItemSource {
             decoded: VecDeque::new(),
             end: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_end_frame_must_be_empty() {
+        assert!(parse_item::<u8>(&[END]).is_none());
+        let err = parse_item::<u8>(&[END, 0]).unwrap().unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert_eq!(parse_item::<u8>(&[ITEM, 7]).unwrap().unwrap(), 7);
     }
 }
