@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn::{Endpoint, EndpointConfig, IdleTimeout, ServerConfig, TransportConfig, VarInt};
+use quinn::{Endpoint, IdleTimeout, ServerConfig, TransportConfig, VarInt};
 
 use tokio::runtime::Handle;
 
 use super::pool::{ConnectionPool, PoolStats};
 use super::quinn_runtime::PinnedRuntime;
+use super::restart_keys::endpoint_config;
 use super::{PeerConnection, connection_error, tls};
 use crate::config::{Config, TransportConfig as Limits};
 use crate::{OctopiiError, Result};
@@ -94,7 +95,9 @@ impl Transport {
                 message: format!("cannot bind {}: {e}", config.bind_addr),
             })?;
         let runtime = Arc::new(PinnedRuntime(handle.clone()));
-        let mut endpoint = Endpoint::new(EndpointConfig::default(), Some(server), socket, runtime)?;
+        // A restarted node resets its peers' stale connections: see `restart_keys`.
+        let endpoint_config = endpoint_config(&creds)?;
+        let mut endpoint = Endpoint::new(endpoint_config, Some(server), socket, runtime)?;
         endpoint.set_default_client_config(client);
         Ok(Transport {
             endpoint,

@@ -11,6 +11,7 @@
 mod endpoint;
 mod pool;
 mod quinn_runtime;
+mod restart_keys;
 pub mod tls;
 
 use std::net::SocketAddr;
