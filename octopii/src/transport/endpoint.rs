@@ -4,7 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -12,6 +12,7 @@ use quinn::{Endpoint, IdleTimeout, ServerConfig, TransportConfig, VarInt};
 
 use tokio::runtime::Handle;
 
+use super::log_limit::LogLimit;
 use super::pool::{ConnectionPool, PoolStats};
 use super::quinn_runtime::PinnedRuntime;
 use super::restart_keys::endpoint_config;
@@ -42,6 +43,14 @@ pub struct TransportStats {
     pub connections_accepted: u64,
     /// Inbound connections refused or failed during the handshake.
     pub handshakes_failed: u64,
+    /// Inbound handshakes in progress now.
+    pub handshakes_in_progress: usize,
+    /// Connection attempts refused because
+    /// `transport.max_concurrent_handshakes` were in progress.
+    pub handshakes_refused: u64,
+    /// Connection attempts answered with a QUIC Retry (address validation)
+    /// because `transport.retry_handshakes_above` were in progress.
+    pub handshakes_retried: u64,
 }
 
 /// A node's QUIC endpoint with its outgoing connection pool.
@@ -53,6 +62,10 @@ pub struct Transport {
     verified: bool,
     accepted: AtomicU64,
     failed: AtomicU64,
+    in_progress: Arc<AtomicUsize>,
+    refused: AtomicU64,
+    retried: AtomicU64,
+    failure_logs: LogLimit,
 }
 
 impl Transport {
@@ -106,6 +119,10 @@ impl Transport {
             verified: !insecure,
             accepted: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            in_progress: Arc::new(AtomicUsize::new(0)),
+            refused: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            failure_logs: LogLimit::new(config.transport.handshake_failure_logs_per_second),
         })
     }
 
@@ -143,28 +160,78 @@ impl Transport {
             pool: self.pool.stats(),
             connections_accepted: self.accepted.load(Ordering::Relaxed),
             handshakes_failed: self.failed.load(Ordering::Relaxed),
+            handshakes_in_progress: self.in_progress.load(Ordering::Relaxed),
+            handshakes_refused: self.refused.load(Ordering::Relaxed),
+            handshakes_retried: self.retried.load(Ordering::Relaxed),
         }
     }
 
     /// Accepts connections until the endpoint closes, serving each inbound
-    /// stream with `handler`. A failed handshake is logged and counted; it
-    /// never stops the loop.
+    /// stream with `handler`. A failed handshake is logged (at a limited
+    /// rate) and counted; it never stops the loop.
+    ///
+    /// Handshakes cost the node memory and TLS work before it knows who is
+    /// calling, so their number is bounded: past
+    /// `transport.retry_handshakes_above` in progress, a client must first
+    /// prove its address with a QUIC Retry (a spoofed flood cannot), and
+    /// past `transport.max_concurrent_handshakes` attempts are refused.
     pub async fn run_accept_loop(self: Arc<Self>, handler: Arc<dyn InboundHandler>) {
         while let Some(incoming) = self.endpoint.accept().await {
+            // Only this loop adds to the count, so it cannot pass the cap
+            // between this check and the increment.
+            let in_progress = self.in_progress.load(Ordering::Relaxed);
+            if in_progress >= self.limits.max_concurrent_handshakes {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                self.log_failure(
+                    incoming.remote_address(),
+                    &format!("refused: {in_progress} handshakes in progress"),
+                );
+                incoming.refuse();
+                continue;
+            }
+            if in_progress >= self.limits.retry_handshakes_above
+                && !incoming.remote_address_validated()
+                && incoming.may_retry()
+            {
+                self.retried.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().ignore();
+                }
+                continue;
+            }
+            let slot = HandshakeSlot::take(&self.in_progress);
             let this = self.clone();
             let handler = handler.clone();
             tokio::spawn(async move {
-                match this.handshake(incoming).await {
+                let remote = incoming.remote_address();
+                let handshake = this.handshake(incoming).await;
+                drop(slot);
+                match handshake {
                     Ok(conn) => {
                         this.accepted.fetch_add(1, Ordering::Relaxed);
                         serve_connection(conn, handler).await;
                     }
                     Err(e) => {
                         this.failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!("inbound handshake failed: {e}");
+                        this.log_failure(remote, &e.to_string());
                     }
                 }
             });
+        }
+    }
+
+    /// Logs a failed inbound handshake, unless too many were logged lately.
+    fn log_failure(&self, remote: SocketAddr, reason: &str) {
+        if let Some(suppressed) = self.failure_logs.allow(std::time::Instant::now()) {
+            if suppressed == 0 {
+                tracing::warn!(%remote, "inbound handshake failed: {reason}");
+            } else {
+                tracing::warn!(
+                    %remote,
+                    suppressed,
+                    "inbound handshake failed: {reason} ({suppressed} more not logged)"
+                );
+            }
         }
     }
 
@@ -199,6 +266,22 @@ impl Transport {
                 return;
             }
         }
+    }
+}
+
+/// One inbound handshake in progress, counted until dropped.
+struct HandshakeSlot(Arc<AtomicUsize>);
+
+impl HandshakeSlot {
+    fn take(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        HandshakeSlot(count.clone())
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

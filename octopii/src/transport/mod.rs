@@ -9,6 +9,7 @@
 //! peer's verified [`PeerInfo`].
 
 mod endpoint;
+mod log_limit;
 mod pool;
 mod quinn_runtime;
 mod restart_keys;
