@@ -246,25 +246,44 @@ impl Transport {
     }
 
     /// Closes every connection, telling peers, and waits up to `timeout`
-    /// for them to acknowledge.
+    /// for them to acknowledge; then frees the listening port.
     pub async fn close(&self, timeout: Duration) {
         self.endpoint
             .close(VarInt::from_u32(0), b"node shutting down");
         let _ = tokio::time::timeout(timeout, self.endpoint.wait_idle()).await;
-        // Free the listening port now, not when the last handle to the
-        // endpoint goes away, so a restarted node can bind it again. quinn
-        // keeps the previous socket until the new one receives a packet; a
-        // second rebind replaces that one, and the listening socket is closed.
-        let any_port = match self.endpoint.local_addr() {
-            Ok(SocketAddr::V6(_)) => SocketAddr::from(([0u16; 8], 0)),
-            _ => SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        for _ in 0..2 {
-            let rebound = std::net::UdpSocket::bind(any_port).and_then(|s| self.endpoint.rebind(s));
-            if let Err(e) = rebound {
-                tracing::warn!("could not release the listening port: {e}");
-                return;
-            }
+        release_port(&self.endpoint);
+    }
+
+    /// As [`close`](Self::close), without waiting: the wait and the release
+    /// of the port run as a task on `handle`'s runtime (for `Drop`, which
+    /// cannot wait).
+    pub(crate) fn close_in_background(&self, timeout: Duration, handle: &Handle) {
+        self.endpoint
+            .close(VarInt::from_u32(0), b"node shutting down");
+        let endpoint = self.endpoint.clone();
+        // On a runtime already shut down the task is dropped unrun, and the
+        // port is freed when the runtime's sockets are.
+        handle.spawn(async move {
+            let _ = tokio::time::timeout(timeout, endpoint.wait_idle()).await;
+            release_port(&endpoint);
+        });
+    }
+}
+
+/// Frees the listening port now, not when the last handle to the endpoint
+/// goes away, so a restarted node can bind it again. quinn keeps the
+/// previous socket until the new one receives a packet; a second rebind
+/// replaces that one, and the listening socket is closed.
+fn release_port(endpoint: &Endpoint) {
+    let any_port = match endpoint.local_addr() {
+        Ok(SocketAddr::V6(_)) => SocketAddr::from(([0u16; 8], 0)),
+        _ => SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    for _ in 0..2 {
+        let rebound = std::net::UdpSocket::bind(any_port).and_then(|s| endpoint.rebind(s));
+        if let Err(e) = rebound {
+            tracing::warn!("could not release the listening port: {e}");
+            return;
         }
     }
 }
