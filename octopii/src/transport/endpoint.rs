@@ -16,7 +16,7 @@ use super::log_limit::LogLimit;
 use super::pool::{ConnectionPool, PoolStats};
 use super::quinn_runtime::PinnedRuntime;
 use super::restart_keys::endpoint_config;
-use super::{PeerConnection, connection_error, tls};
+use super::{PeerConnection, PeerInfo, connection_error, tls};
 use crate::config::{Config, TransportConfig as Limits};
 use crate::{OctopiiError, Result};
 
@@ -66,6 +66,7 @@ pub struct Transport {
     refused: AtomicU64,
     retried: AtomicU64,
     failure_logs: LogLimit,
+    handle: Handle,
 }
 
 impl Transport {
@@ -123,6 +124,7 @@ impl Transport {
             refused: AtomicU64::new(0),
             retried: AtomicU64::new(0),
             failure_logs: LogLimit::new(config.transport.handshake_failure_logs_per_second),
+            handle: handle.clone(),
         })
     }
 
@@ -138,7 +140,13 @@ impl Transport {
 
     /// The pooled connection to `addr`, dialling it if needed.
     pub async fn connect(&self, addr: SocketAddr) -> Result<PeerConnection> {
-        self.pool.get(addr, || self.dial(addr)).await
+        self.pool
+            .get(addr, || async {
+                let conn = self.dial(addr).await?;
+                self.watch_pooled(&conn);
+                Ok(conn)
+            })
+            .await
     }
 
     /// A new connection to `addr`, outside the pool.
@@ -151,7 +159,20 @@ impl Transport {
             .await
             .map_err(|_| OctopiiError::Timeout(timeout))?
             .map_err(connection_error)?;
-        PeerConnection::new(connection, self.verified)
+        let conn = PeerConnection::new(connection, self.verified)?;
+        log_connected(&conn, "outbound");
+        Ok(conn)
+    }
+
+    /// Logs when a pooled connection is lost. The watcher's handle keeps
+    /// the connection no longer than the pool does: until it closes.
+    fn watch_pooled(&self, conn: &PeerConnection) {
+        let conn = conn.clone();
+        // On the node's runtime, whoever dialled: the host's is not ours.
+        self.handle.spawn(async move {
+            let reason = conn.quinn().closed().await;
+            log_lost(conn.peer(), &reason);
+        });
     }
 
     /// Current counters.
@@ -242,7 +263,9 @@ impl Transport {
             .await
             .map_err(|_| OctopiiError::Timeout(timeout))?
             .map_err(connection_error)?;
-        PeerConnection::new(connection, self.verified)
+        let conn = PeerConnection::new(connection, self.verified)?;
+        log_connected(&conn, "inbound");
+        Ok(conn)
     }
 
     /// Closes every connection, telling peers, and waits up to `timeout`
@@ -288,6 +311,23 @@ fn release_port(endpoint: &Endpoint) {
     }
 }
 
+fn log_connected(conn: &PeerConnection, direction: &'static str) {
+    let peer = conn.peer();
+    tracing::info!(peer = %peer.addr, identity = %peer.identity, direction, "peer connected");
+}
+
+/// A close by either side is news; a timeout or reset is a loss.
+fn log_lost(peer: &PeerInfo, reason: &quinn::ConnectionError) {
+    use quinn::ConnectionError as E;
+    let (addr, identity) = (peer.addr, &peer.identity);
+    match reason {
+        E::LocallyClosed | E::ApplicationClosed(_) => {
+            tracing::info!(peer = %addr, %identity, "peer disconnected: {reason}");
+        }
+        _ => tracing::warn!(peer = %addr, %identity, "peer lost: {reason}"),
+    }
+}
+
 /// One inbound handshake in progress, counted until dropped.
 struct HandshakeSlot(Arc<AtomicUsize>);
 
@@ -311,7 +351,7 @@ async fn serve_connection(conn: PeerConnection, handler: Arc<dyn InboundHandler>
                 tokio::spawn(handler.handle_stream(conn.clone(), send, recv));
             }
             Err(e) => {
-                tracing::debug!(peer = %conn.peer().addr, "connection ended: {e}");
+                log_lost(conn.peer(), &e);
                 return;
             }
         }
