@@ -73,8 +73,7 @@ impl Drop for NodeInner {
             .take();
         if let Some(task) = accept_loop {
             task.abort();
-            self.transport
-                .close_in_background(CLOSE_TIMEOUT, &self.handle);
+            self.transport.close_in_background(CLOSE_TIMEOUT);
             tracing::info!(node = self.config.node_id, "node dropped, stopping");
         }
     }

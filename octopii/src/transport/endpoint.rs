@@ -278,18 +278,27 @@ impl Transport {
     }
 
     /// As [`close`](Self::close), without waiting: the wait and the release
-    /// of the port run as a task on `handle`'s runtime (for `Drop`, which
+    /// of the port run as a task on the node's runtime (for `Drop`, which
     /// cannot wait).
-    pub(crate) fn close_in_background(&self, timeout: Duration, handle: &Handle) {
+    pub(crate) fn close_in_background(&self, timeout: Duration) {
         self.endpoint
             .close(VarInt::from_u32(0), b"node shutting down");
         let endpoint = self.endpoint.clone();
         // On a runtime already shut down the task is dropped unrun, and the
         // port is freed when the runtime's sockets are.
-        handle.spawn(async move {
+        self.handle.spawn(async move {
             let _ = tokio::time::timeout(timeout, endpoint.wait_idle()).await;
             release_port(&endpoint);
         });
+    }
+}
+
+impl Drop for Transport {
+    /// Connections outlive their handles only while the transport does:
+    /// the pool's watchers hold them until they close.
+    fn drop(&mut self) {
+        self.endpoint
+            .close(VarInt::from_u32(0), b"node shutting down");
     }
 }
 
