@@ -21,6 +21,8 @@
 //! [transport]
 //! max_frame_size = 16777216
 //! idle_timeout_ms = 30000
+//! max_concurrent_handshakes = 256
+//! retry_handshakes_above = 64
 //! ```
 
 use std::net::SocketAddr;
@@ -121,6 +123,16 @@ pub struct TransportConfig {
     pub idle_timeout_ms: u64,
     /// Time allowed for a QUIC + TLS handshake, in milliseconds.
     pub handshake_timeout_ms: u64,
+    /// Inbound handshakes in progress at once; a connection attempt beyond
+    /// it is refused (QUIC `CONNECTION_REFUSED`) before any TLS work.
+    pub max_concurrent_handshakes: usize,
+    /// With this many inbound handshakes in progress, a client that has not
+    /// yet proved it receives at its address is first sent a QUIC Retry,
+    /// which costs the node no state; 0 asks every client.
+    pub retry_handshakes_above: usize,
+    /// Failed inbound handshakes logged per second at most; the next line
+    /// logged says how many were left out.
+    pub handshake_failure_logs_per_second: u32,
 }
 
 impl Default for TransportConfig {
@@ -135,6 +147,9 @@ impl Default for TransportConfig {
             keep_alive_interval_ms: 5_000,
             idle_timeout_ms: 30_000,
             handshake_timeout_ms: 10_000,
+            max_concurrent_handshakes: 256,
+            retry_handshakes_above: 64,
+            handshake_failure_logs_per_second: 10,
         }
     }
 }
@@ -191,6 +206,15 @@ impl TransportConfig {
         }
         if self.handshake_timeout_ms == 0 {
             return bad("transport.handshake_timeout_ms", "must not be 0");
+        }
+        if self.max_concurrent_handshakes == 0 {
+            return bad("transport.max_concurrent_handshakes", "must not be 0");
+        }
+        if self.retry_handshakes_above > self.max_concurrent_handshakes {
+            return bad(
+                "transport.retry_handshakes_above",
+                "must not exceed transport.max_concurrent_handshakes",
+            );
         }
         Ok(())
     }
@@ -662,6 +686,14 @@ mod tests {
         let err =
             Config::from_toml_str(&format!("{base}[transport]\nmax_frame_size = 5\n")).unwrap_err();
         assert_eq!(field_of(err), "transport.max_frame_size");
+        let handshakes = "max_concurrent_handshakes = 8\nretry_handshakes_above = 9\n";
+        let err = Config::from_toml_str(&format!("{base}[transport]\n{handshakes}")).unwrap_err();
+        assert_eq!(field_of(err), "transport.retry_handshakes_above");
+        let err = Config::from_toml_str(&format!(
+            "{base}[transport]\nmax_concurrent_handshakes = 0\nretry_handshakes_above = 0\n"
+        ))
+        .unwrap_err();
+        assert_eq!(field_of(err), "transport.max_concurrent_handshakes");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::chunk::{self, ChunkInbox, ChunkService, ChunkSource, TransferOptions, TransferResult};
@@ -56,6 +57,26 @@ struct NodeInner {
     router: Option<Arc<Router>>,
     handle: Handle,
     accept_loop: Mutex<Option<JoinHandle<()>>>,
+    /// Set by `shutdown`, and dropped with the node: either ends the tasks
+    /// started with `run`.
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for NodeInner {
+    /// The last handle is gone: stop accepting, close the connections
+    /// (telling peers) and free the port, without blocking the dropper.
+    fn drop(&mut self) {
+        let accept_loop = self
+            .accept_loop
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = accept_loop {
+            task.abort();
+            self.transport.close_in_background(CLOSE_TIMEOUT);
+            tracing::info!(node = self.config.node_id, "node dropped, stopping");
+        }
+    }
 }
 
 impl OctopiiNode {
@@ -100,6 +121,7 @@ impl OctopiiNode {
                 router,
                 handle,
                 accept_loop: Mutex::new(Some(accept_loop)),
+                stop: watch::channel(false).0,
             }),
         })
     }
@@ -246,16 +268,31 @@ impl OctopiiNode {
     }
 
     /// Runs `future` on the node's runtime and waits for its output.
+    ///
+    /// The task belongs to the node: [`shutdown`](Self::shutdown), or the
+    /// drop of the node's last handle, drops `future` where it stands (its
+    /// caller, if still waiting, gets [`OctopiiError::Shutdown`]). A caller
+    /// that stops waiting leaves the task running until then.
     pub async fn run<F, T>(&self, future: F) -> Result<T>
     where
         F: Future<Output = Result<T>> + Send + 'static,
         T: Send + 'static,
     {
-        self.inner
-            .handle
-            .spawn(future)
-            .await
-            .map_err(|e| OctopiiError::Shutdown(format!("node task did not finish: {e}")))?
+        let mut stop = self.inner.stop.subscribe();
+        let task = self.inner.handle.spawn(async move {
+            tokio::select! {
+                output = future => Some(output),
+                // Set, or the sender dropped with the node: stop either way.
+                _ = stop.wait_for(|stopped| *stopped) => None,
+            }
+        });
+        match task.await {
+            Ok(Some(output)) => output,
+            Ok(None) => Err(OctopiiError::Shutdown("the node stopped".into())),
+            Err(e) => Err(OctopiiError::Shutdown(format!(
+                "node task did not finish: {e}"
+            ))),
+        }
     }
 
     /// Transport counters (pool, accepted and failed handshakes).
@@ -263,9 +300,11 @@ impl OctopiiNode {
         self.inner.transport.stats()
     }
 
-    /// Stops accepting, closes every connection and waits briefly for peers
-    /// to acknowledge.
+    /// Stops accepting, ends the tasks started with [`run`](Self::run),
+    /// closes every connection and waits briefly for peers to acknowledge.
+    /// Dropping the last handle of a node does the same without waiting.
     pub async fn shutdown(&self) {
+        self.inner.stop.send_replace(true);
         let accept_loop = self
             .inner
             .accept_loop

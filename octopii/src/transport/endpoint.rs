@@ -4,17 +4,19 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn::{Endpoint, EndpointConfig, IdleTimeout, ServerConfig, TransportConfig, VarInt};
+use quinn::{Endpoint, IdleTimeout, ServerConfig, TransportConfig, VarInt};
 
 use tokio::runtime::Handle;
 
+use super::log_limit::LogLimit;
 use super::pool::{ConnectionPool, PoolStats};
 use super::quinn_runtime::PinnedRuntime;
-use super::{PeerConnection, connection_error, tls};
+use super::restart_keys::endpoint_config;
+use super::{PeerConnection, PeerInfo, connection_error, tls};
 use crate::config::{Config, TransportConfig as Limits};
 use crate::{OctopiiError, Result};
 
@@ -41,6 +43,14 @@ pub struct TransportStats {
     pub connections_accepted: u64,
     /// Inbound connections refused or failed during the handshake.
     pub handshakes_failed: u64,
+    /// Inbound handshakes in progress now.
+    pub handshakes_in_progress: usize,
+    /// Connection attempts refused because
+    /// `transport.max_concurrent_handshakes` were in progress.
+    pub handshakes_refused: u64,
+    /// Connection attempts answered with a QUIC Retry (address validation)
+    /// because `transport.retry_handshakes_above` were in progress.
+    pub handshakes_retried: u64,
 }
 
 /// A node's QUIC endpoint with its outgoing connection pool.
@@ -52,6 +62,11 @@ pub struct Transport {
     verified: bool,
     accepted: AtomicU64,
     failed: AtomicU64,
+    in_progress: Arc<AtomicUsize>,
+    refused: AtomicU64,
+    retried: AtomicU64,
+    failure_logs: LogLimit,
+    handle: Handle,
 }
 
 impl Transport {
@@ -94,7 +109,9 @@ impl Transport {
                 message: format!("cannot bind {}: {e}", config.bind_addr),
             })?;
         let runtime = Arc::new(PinnedRuntime(handle.clone()));
-        let mut endpoint = Endpoint::new(EndpointConfig::default(), Some(server), socket, runtime)?;
+        // A restarted node resets its peers' stale connections: see `restart_keys`.
+        let endpoint_config = endpoint_config(&creds)?;
+        let mut endpoint = Endpoint::new(endpoint_config, Some(server), socket, runtime)?;
         endpoint.set_default_client_config(client);
         Ok(Transport {
             endpoint,
@@ -103,6 +120,11 @@ impl Transport {
             verified: !insecure,
             accepted: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            in_progress: Arc::new(AtomicUsize::new(0)),
+            refused: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            failure_logs: LogLimit::new(config.transport.handshake_failure_logs_per_second),
+            handle: handle.clone(),
         })
     }
 
@@ -118,7 +140,13 @@ impl Transport {
 
     /// The pooled connection to `addr`, dialling it if needed.
     pub async fn connect(&self, addr: SocketAddr) -> Result<PeerConnection> {
-        self.pool.get(addr, || self.dial(addr)).await
+        self.pool
+            .get(addr, || async {
+                let conn = self.dial(addr).await?;
+                self.watch_pooled(&conn);
+                Ok(conn)
+            })
+            .await
     }
 
     /// A new connection to `addr`, outside the pool.
@@ -131,7 +159,20 @@ impl Transport {
             .await
             .map_err(|_| OctopiiError::Timeout(timeout))?
             .map_err(connection_error)?;
-        PeerConnection::new(connection, self.verified)
+        let conn = PeerConnection::new(connection, self.verified)?;
+        log_connected(&conn, "outbound");
+        Ok(conn)
+    }
+
+    /// Logs when a pooled connection is lost. The watcher's handle keeps
+    /// the connection no longer than the pool does: until it closes.
+    fn watch_pooled(&self, conn: &PeerConnection) {
+        let conn = conn.clone();
+        // On the node's runtime, whoever dialled: the host's is not ours.
+        self.handle.spawn(async move {
+            let reason = conn.quinn().closed().await;
+            log_lost(conn.peer(), &reason);
+        });
     }
 
     /// Current counters.
@@ -140,28 +181,78 @@ impl Transport {
             pool: self.pool.stats(),
             connections_accepted: self.accepted.load(Ordering::Relaxed),
             handshakes_failed: self.failed.load(Ordering::Relaxed),
+            handshakes_in_progress: self.in_progress.load(Ordering::Relaxed),
+            handshakes_refused: self.refused.load(Ordering::Relaxed),
+            handshakes_retried: self.retried.load(Ordering::Relaxed),
         }
     }
 
     /// Accepts connections until the endpoint closes, serving each inbound
-    /// stream with `handler`. A failed handshake is logged and counted; it
-    /// never stops the loop.
+    /// stream with `handler`. A failed handshake is logged (at a limited
+    /// rate) and counted; it never stops the loop.
+    ///
+    /// Handshakes cost the node memory and TLS work before it knows who is
+    /// calling, so their number is bounded: past
+    /// `transport.retry_handshakes_above` in progress, a client must first
+    /// prove its address with a QUIC Retry (a spoofed flood cannot), and
+    /// past `transport.max_concurrent_handshakes` attempts are refused.
     pub async fn run_accept_loop(self: Arc<Self>, handler: Arc<dyn InboundHandler>) {
         while let Some(incoming) = self.endpoint.accept().await {
+            // Only this loop adds to the count, so it cannot pass the cap
+            // between this check and the increment.
+            let in_progress = self.in_progress.load(Ordering::Relaxed);
+            if in_progress >= self.limits.max_concurrent_handshakes {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                self.log_failure(
+                    incoming.remote_address(),
+                    &format!("refused: {in_progress} handshakes in progress"),
+                );
+                incoming.refuse();
+                continue;
+            }
+            if in_progress >= self.limits.retry_handshakes_above
+                && !incoming.remote_address_validated()
+                && incoming.may_retry()
+            {
+                self.retried.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().ignore();
+                }
+                continue;
+            }
+            let slot = HandshakeSlot::take(&self.in_progress);
             let this = self.clone();
             let handler = handler.clone();
             tokio::spawn(async move {
-                match this.handshake(incoming).await {
+                let remote = incoming.remote_address();
+                let handshake = this.handshake(incoming).await;
+                drop(slot);
+                match handshake {
                     Ok(conn) => {
                         this.accepted.fetch_add(1, Ordering::Relaxed);
                         serve_connection(conn, handler).await;
                     }
                     Err(e) => {
                         this.failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!("inbound handshake failed: {e}");
+                        this.log_failure(remote, &e.to_string());
                     }
                 }
             });
+        }
+    }
+
+    /// Logs a failed inbound handshake, unless too many were logged lately.
+    fn log_failure(&self, remote: SocketAddr, reason: &str) {
+        if let Some(suppressed) = self.failure_logs.allow(std::time::Instant::now()) {
+            if suppressed == 0 {
+                tracing::warn!(%remote, "inbound handshake failed: {reason}");
+            } else {
+                tracing::warn!(
+                    %remote,
+                    suppressed,
+                    "inbound handshake failed: {reason} ({suppressed} more not logged)"
+                );
+            }
         }
     }
 
@@ -172,30 +263,93 @@ impl Transport {
             .await
             .map_err(|_| OctopiiError::Timeout(timeout))?
             .map_err(connection_error)?;
-        PeerConnection::new(connection, self.verified)
+        let conn = PeerConnection::new(connection, self.verified)?;
+        log_connected(&conn, "inbound");
+        Ok(conn)
     }
 
     /// Closes every connection, telling peers, and waits up to `timeout`
-    /// for them to acknowledge.
+    /// for them to acknowledge; then frees the listening port.
     pub async fn close(&self, timeout: Duration) {
         self.endpoint
             .close(VarInt::from_u32(0), b"node shutting down");
         let _ = tokio::time::timeout(timeout, self.endpoint.wait_idle()).await;
-        // Free the listening port now, not when the last handle to the
-        // endpoint goes away, so a restarted node can bind it again. quinn
-        // keeps the previous socket until the new one receives a packet; a
-        // second rebind replaces that one, and the listening socket is closed.
-        let any_port = match self.endpoint.local_addr() {
-            Ok(SocketAddr::V6(_)) => SocketAddr::from(([0u16; 8], 0)),
-            _ => SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        for _ in 0..2 {
-            let rebound = std::net::UdpSocket::bind(any_port).and_then(|s| self.endpoint.rebind(s));
-            if let Err(e) = rebound {
-                tracing::warn!("could not release the listening port: {e}");
-                return;
-            }
+        release_port(&self.endpoint);
+    }
+
+    /// As [`close`](Self::close), without waiting: the wait and the release
+    /// of the port run as a task on the node's runtime (for `Drop`, which
+    /// cannot wait).
+    pub(crate) fn close_in_background(&self, timeout: Duration) {
+        self.endpoint
+            .close(VarInt::from_u32(0), b"node shutting down");
+        let endpoint = self.endpoint.clone();
+        // On a runtime already shut down the task is dropped unrun, and the
+        // port is freed when the runtime's sockets are.
+        self.handle.spawn(async move {
+            let _ = tokio::time::timeout(timeout, endpoint.wait_idle()).await;
+            release_port(&endpoint);
+        });
+    }
+}
+
+impl Drop for Transport {
+    /// Connections outlive their handles only while the transport does:
+    /// the pool's watchers hold them until they close.
+    fn drop(&mut self) {
+        self.endpoint
+            .close(VarInt::from_u32(0), b"node shutting down");
+    }
+}
+
+/// Frees the listening port now, not when the last handle to the endpoint
+/// goes away, so a restarted node can bind it again. quinn keeps the
+/// previous socket until the new one receives a packet; a second rebind
+/// replaces that one, and the listening socket is closed.
+fn release_port(endpoint: &Endpoint) {
+    let any_port = match endpoint.local_addr() {
+        Ok(SocketAddr::V6(_)) => SocketAddr::from(([0u16; 8], 0)),
+        _ => SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    for _ in 0..2 {
+        let rebound = std::net::UdpSocket::bind(any_port).and_then(|s| endpoint.rebind(s));
+        if let Err(e) = rebound {
+            tracing::warn!("could not release the listening port: {e}");
+            return;
         }
+    }
+}
+
+fn log_connected(conn: &PeerConnection, direction: &'static str) {
+    let peer = conn.peer();
+    tracing::info!(peer = %peer.addr, identity = %peer.identity, direction, "peer connected");
+}
+
+/// A close by either side is news; a timeout or reset is a loss.
+fn log_lost(peer: &PeerInfo, reason: &quinn::ConnectionError) {
+    use quinn::ConnectionError as E;
+    let (addr, identity) = (peer.addr, &peer.identity);
+    match reason {
+        E::LocallyClosed | E::ApplicationClosed(_) => {
+            tracing::info!(peer = %addr, %identity, "peer disconnected: {reason}");
+        }
+        _ => tracing::warn!(peer = %addr, %identity, "peer lost: {reason}"),
+    }
+}
+
+/// One inbound handshake in progress, counted until dropped.
+struct HandshakeSlot(Arc<AtomicUsize>);
+
+impl HandshakeSlot {
+    fn take(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        HandshakeSlot(count.clone())
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -206,7 +360,7 @@ async fn serve_connection(conn: PeerConnection, handler: Arc<dyn InboundHandler>
                 tokio::spawn(handler.handle_stream(conn.clone(), send, recv));
             }
             Err(e) => {
-                tracing::debug!(peer = %conn.peer().addr, "connection ended: {e}");
+                log_lost(conn.peer(), &e);
                 return;
             }
         }

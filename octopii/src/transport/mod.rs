@@ -9,8 +9,10 @@
 //! peer's verified [`PeerInfo`].
 
 mod endpoint;
+mod log_limit;
 mod pool;
 mod quinn_runtime;
+mod restart_keys;
 pub mod tls;
 
 use std::net::SocketAddr;
