@@ -22,7 +22,7 @@ async fn stalled_handshakes(
     server: SocketAddr,
     count: usize,
 ) -> tokio::net::UdpSocket {
-    let creds = ca.issue_node("ghost").unwrap();
+    let creds = ca.issue_node("ghost", 9).unwrap();
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(
         tls::client_config(&creds, false).unwrap(),
     )
@@ -64,7 +64,7 @@ async fn wait_for(node: &OctopiiNode, done: impl Fn(&TransportStats) -> bool) ->
 }
 
 fn server(ca: &ClusterCa, rt: &OctopiiRuntime, max: usize, retry_above: usize) -> OctopiiNode {
-    let mut cfg = config(ca.issue_node("server").unwrap());
+    let mut cfg = config(ca.issue_node("server", 1).unwrap());
     cfg.transport.max_concurrent_handshakes = max;
     cfg.transport.retry_handshakes_above = retry_above;
     cfg.transport.handshake_timeout_ms = 3_000;

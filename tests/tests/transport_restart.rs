@@ -118,7 +118,7 @@ impl Drop for Server {
 fn a_restarted_peer_is_reached_again_within_two_seconds() {
     let dir = tempfile::tempdir().unwrap();
     let ca = ClusterCa::generate().unwrap();
-    let server = ca.issue_node("server").unwrap();
+    let server = ca.issue_node("server", 1).unwrap();
     std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
     std::fs::write(dir.path().join("server.pem"), server.cert_pem()).unwrap();
     std::fs::write(dir.path().join("server.key.pem"), server.key_pem()).unwrap();

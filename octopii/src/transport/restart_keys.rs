@@ -92,10 +92,10 @@ mod tests {
     #[test]
     fn the_same_private_key_gives_the_same_keys() {
         let ca = ClusterCa::generate().unwrap();
-        let creds = ca.issue_node("a").unwrap();
+        let creds = ca.issue_node("a", 1).unwrap();
         let first = RestartKeys::derive(&creds).unwrap();
         let again = RestartKeys::derive(&creds.clone()).unwrap();
-        let other = RestartKeys::derive(&ca.issue_node("b").unwrap()).unwrap();
+        let other = RestartKeys::derive(&ca.issue_node("b", 2).unwrap()).unwrap();
         let cid = b"connection-id";
         assert_eq!(token(&first, cid), token(&again, cid));
         assert_ne!(token(&first, cid), token(&other, cid));
