@@ -214,11 +214,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "seed-snapshot",
             snapshot_file_bytes(&[(1, "127.0.0.1:7001")], b"state machine bytes"),
         ),
-        (
-            "snapshot_file",
-            "seed-empty",
-            snapshot_file_bytes(&[], b""),
-        ),
+        ("snapshot_file", "seed-empty", snapshot_file_bytes(&[], b"")),
         ("rpc_frames", "seed-request", request),
         ("rpc_frames", "seed-responses", response),
     ]

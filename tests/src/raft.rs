@@ -275,7 +275,8 @@ impl Cluster {
         self.restores.insert(id, machine.restores.clone());
         let gate = self.gates.entry(id).or_default().clone();
         let dir = node.config().data_dir.join("raft");
-        let raft = RaftNode::start_in_with_fs(&node, dir, config, machine, Arc::new(HookedFs(gate)))?;
+        let raft =
+            RaftNode::start_in_with_fs(&node, dir, config, machine, Arc::new(HookedFs(gate)))?;
         self.running.insert(id, (node, raft));
         Ok(())
     }

@@ -176,8 +176,7 @@ impl RaftNode {
             None
         };
         let dir: PathBuf = dir.into();
-        let storage =
-            RaftStorage::open_with_fs(&dir, config.wal.clone(), bootstrap.as_ref(), fs)?;
+        let storage = RaftStorage::open_with_fs(&dir, config.wal.clone(), bootstrap.as_ref(), fs)?;
         let raft_config = raft::Config {
             id,
             election_tick: config.election_ticks,

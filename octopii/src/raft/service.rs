@@ -309,9 +309,12 @@ mod tests {
             count.fetch_add(1, Ordering::SeqCst);
             async { Ok(()) }.boxed()
         });
-        let (leader_dir, impostor_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (leader_dir, impostor_dir) =
+            (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let fs: Arc<dyn crate::wal::WalFs> = Arc::new(crate::wal::StdFs);
-        let file = leader_dir.path().join(crate::raft::snapshot::file_name(0, 0));
+        let file = leader_dir
+            .path()
+            .join(crate::raft::snapshot::file_name(0, 0));
         crate::raft::snapshot::write_file(&fs, &file, b"state").unwrap();
         let config = ChunkConfig {
             recv_dir: Some(impostor_dir.path().to_owned()),
@@ -328,10 +331,20 @@ mod tests {
             message
         };
         let addr = impostor.local_addr();
-        let status = runtime.block_on(snapshot_transfer::send(&leader, leader_dir.path(), addr, snapshot(2)));
+        let status = runtime.block_on(snapshot_transfer::send(
+            &leader,
+            leader_dir.path(),
+            addr,
+            snapshot(2),
+        ));
         assert_eq!(status, SnapshotStatus::Failure);
         assert_eq!(received.load(Ordering::SeqCst), 0);
-        let status = runtime.block_on(snapshot_transfer::send(&leader, leader_dir.path(), addr, snapshot(7)));
+        let status = runtime.block_on(snapshot_transfer::send(
+            &leader,
+            leader_dir.path(),
+            addr,
+            snapshot(7),
+        ));
         assert_eq!(status, SnapshotStatus::Finish);
         assert_eq!(received.load(Ordering::SeqCst), 1);
         runtime.block_on(async {

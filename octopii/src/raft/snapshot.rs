@@ -463,7 +463,9 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         fs::write(&path, &bytes).unwrap();
-        let err = restore(&StdFs, &path, &mut machine).unwrap_err().to_string();
+        let err = restore(&StdFs, &path, &mut machine)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("CRC mismatch"), "{err}");
         fs::write(&path, &bytes[..last]).unwrap();
         let err = verify(&StdFs, &path).unwrap_err().to_string();

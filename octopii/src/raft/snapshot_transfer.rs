@@ -40,8 +40,8 @@ use super::snapshot::{self, Fingerprint};
 use super::storage::INCOMING_DIR;
 use crate::chunk::{ChunkService, ChunkSource, MemoryHandler, TransferOptions};
 use crate::config::ChunkConfig;
-use crate::wal::StdFs;
 use crate::transport::tls::Role;
+use crate::wal::StdFs;
 use crate::{OctopiiNode, Result};
 
 /// The service name of the `ChunkService` that receives snapshots.
@@ -71,8 +71,12 @@ pub(crate) fn receiver(
     };
     let dir = dir.to_path_buf();
     let handler: MemoryHandler = Arc::new(move |peer, _name, data| {
-        let (commands, faults, forged, dir) =
-            (commands.clone(), faults.clone(), forged.clone(), dir.clone());
+        let (commands, faults, forged, dir) = (
+            commands.clone(),
+            faults.clone(),
+            forged.clone(),
+            dir.clone(),
+        );
         async move {
             let message = decode_message(id, &faults, &data)
                 .filter(|message| sent_by_caller(id, &peer, message, &forged))

@@ -548,7 +548,9 @@ impl RaftStorage {
         let current = snapshot::file_name(self.snapshot.index, self.snapshot.term);
         let index = self.snapshot.index;
         let stale = |name: &str| snapshot::index_of(name).is_some_and(|i| i <= index);
-        remove_files(self.fs.as_ref(), &self.dir, |name| name != current && stale(name));
+        remove_files(self.fs.as_ref(), &self.dir, |name| {
+            name != current && stale(name)
+        });
         // Anything a peer left in the incoming directory goes too, except
         // a newer snapshot still arriving.
         remove_files(self.fs.as_ref(), &self.dir.join(INCOMING_DIR), |name| {
@@ -1038,7 +1040,12 @@ mod tests {
             // A leader's snapshot far ahead replaces the whole log; its
             // file arrived and was checked already.
             let received = snapshot::received_path(dir.path(), 500, 7);
-            let fingerprint = snapshot::write_file(&(Arc::new(StdFs) as Arc<dyn WalFs>), &received, b"state at 500").unwrap();
+            let fingerprint = snapshot::write_file(
+                &(Arc::new(StdFs) as Arc<dyn WalFs>),
+                &received,
+                b"state at 500",
+            )
+            .unwrap();
             let mut snap = Snapshot {
                 data: fingerprint.to_reference().into(),
                 ..Snapshot::default()
