@@ -399,6 +399,18 @@ fn a_member_cannot_crash_a_node_with_messages_raft_would_panic_on() {
     metadata.term = term;
     metadata.mut_conf_state().voters = vec![follower];
     metadata.mut_conf_state().learners = vec![follower];
+    // Indexes where raft-rs's own `index + 1` would overflow.
+    let append_at_the_end_of_indexes = Message {
+        index: u64::MAX,
+        log_term: term,
+        entries: vec![Default::default()].into(),
+        ..message(MessageType::MsgAppend, leader, follower)
+    };
+    let mut snapshot_at_the_end_of_indexes = message(MessageType::MsgSnapshot, leader, follower);
+    let metadata = snapshot_at_the_end_of_indexes.mut_snapshot().mut_metadata();
+    metadata.index = u64::MAX;
+    metadata.term = term;
+    metadata.mut_conf_state().voters = vec![leader, follower];
     // To the leader, as from the follower: messages raft-rs only makes
     // itself.
     let empty_proposal = Message {
@@ -411,12 +423,18 @@ fn a_member_cannot_crash_a_node_with_messages_raft_would_panic_on() {
     };
 
     cluster.runtime.block_on(async {
-        let to_follower = vec![heartbeat, append_past_the_log, unrestorable];
+        let to_follower = vec![
+            heartbeat,
+            append_past_the_log,
+            unrestorable,
+            append_at_the_end_of_indexes,
+            snapshot_at_the_end_of_indexes,
+        ];
         step_raw(&cluster, leader, follower, to_follower).await;
         let to_leader = vec![empty_proposal, read_without_context];
         step_raw(&cluster, follower, leader, to_leader).await;
     });
-    wait_invalid(&cluster, follower, 3);
+    wait_invalid(&cluster, follower, 5);
     wait_invalid(&cluster, leader, 2);
     // Both keep serving.
     cluster.runtime.block_on(async {

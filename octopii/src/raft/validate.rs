@@ -14,11 +14,28 @@ use raft::{INVALID_ID, Raft};
 use super::snapshot::Fingerprint;
 use super::storage::RaftStorage;
 
+/// Largest index or term a peer's message may name. raft-rs adds to them
+/// unchecked (`index + 1`), and storage refuses larger ones anyway.
+const MAX_INDEX: u64 = i64::MAX as u64;
+
 /// `Err(why)` if stepping `m` could hit a raft-rs panic, or `m` is a kind
 /// of message only the node itself may step.
 pub(crate) fn check(raft: &Raft<RaftStorage>, m: &Message) -> Result<(), String> {
     if m.from == INVALID_ID || m.from == raft.id {
         return Err(format!("sender id {} is not a peer", m.from));
+    }
+    let snapshot = m.get_snapshot().get_metadata();
+    let named = [
+        m.term,
+        m.log_term,
+        m.index,
+        m.commit,
+        snapshot.index,
+        snapshot.term,
+    ];
+    let entries = m.entries.iter().flat_map(|e| [e.index, e.term]);
+    if let Some(huge) = named.into_iter().chain(entries).find(|&v| v > MAX_INDEX) {
+        return Err(format!("names index or term {huge}, above {MAX_INDEX}"));
     }
     match m.get_msg_type() {
         // Local messages: raft-rs makes them itself. MsgPropose from a
