@@ -301,7 +301,9 @@ impl OctopiiNode {
     }
 
     /// Stops accepting, ends the tasks started with [`run`](Self::run),
-    /// closes every connection and waits briefly for peers to acknowledge.
+    /// closes every connection and waits briefly for peers to acknowledge,
+    /// then drops the node's services (releasing what they hold, such as a
+    /// chunk receive directory's lock, for a node restarted in-process).
     /// Dropping the last handle of a node does the same without waiting.
     pub async fn shutdown(&self) {
         self.inner.stop.send_replace(true);
@@ -315,6 +317,9 @@ impl OctopiiNode {
             task.abort();
         }
         self.inner.transport.close(CLOSE_TIMEOUT).await;
+        if let Some(router) = &self.inner.router {
+            router.clear();
+        }
         tracing::info!(node = self.id(), "node stopped");
     }
 }

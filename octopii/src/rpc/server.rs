@@ -79,6 +79,18 @@ impl Router {
         Ok(())
     }
 
+    /// Drops every service, releasing what each holds (a chunk receive
+    /// directory's lock, say): a stopped node serves nothing.
+    pub fn clear(&self) {
+        let drained: Vec<_> = self
+            .services
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .collect();
+        drop(drained);
+    }
+
     fn service(&self, name: &str) -> Option<Arc<dyn Service>> {
         let services = self.services.read().unwrap_or_else(PoisonError::into_inner);
         services.get(name).cloned()
