@@ -73,20 +73,20 @@ fn raft_a_failing_wal_stops_the_node_without_acknowledging() {
             .expect_err("a proposal that cannot be written is not acknowledged");
         assert!(
             matches!(
-                err,
-                OctopiiError::Raft(RaftError::Stopped | RaftError::Storage(_))
+                &err,
+                OctopiiError::Raft(RaftError::Failed { reason }) if reason.contains("injected")
             ),
-            "{err}"
+            "the error names the storage failure: {err}"
         );
         // The node takes nothing more, even with the disk back.
         faults.0.store(false, Ordering::SeqCst);
         let err = put(&raft, "later", "3").await.expect_err("stopped");
         assert!(
             matches!(
-                err,
-                OctopiiError::Raft(RaftError::Stopped | RaftError::Storage(_))
+                &err,
+                OctopiiError::Raft(RaftError::Failed { reason }) if reason.contains("injected")
             ),
-            "{err}"
+            "the error names the storage failure: {err}"
         );
     });
     assert_eq!(raft.status().role, RaftRole::Stopped);
