@@ -31,15 +31,20 @@ async fn stalled_handshakes(
     let mut ghost = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     ghost.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
     let relay_addr = relay.local_addr().unwrap();
+    let ghost_addr = ghost.local_addr().unwrap();
     let attempts: Vec<_> = (0..count)
         .map(|_| ghost.connect(relay_addr, "server").unwrap())
         .collect();
     // One Initial per attempt, told apart by its destination connection id
-    // (a retransmission repeats it).
+    // (a retransmission repeats it). The server's answers reach the relay
+    // too and must not be counted or sent on as the ghost's.
     let mut seen = HashSet::new();
     let mut buf = [0u8; 2048];
     while seen.len() < count {
-        let (len, _) = relay.recv_from(&mut buf).await.unwrap();
+        let (len, from) = relay.recv_from(&mut buf).await.unwrap();
+        if from != ghost_addr {
+            continue;
+        }
         let packet = &buf[..len];
         let cid_len = usize::from(packet[5]);
         if seen.insert(packet[6..6 + cid_len].to_vec()) {
