@@ -380,3 +380,60 @@ fn a_streaming_call_whose_caller_reads_nothing_ends_at_the_idle_timeout() {
         assert_eq!(err.code(), Code::Unavailable, "{err}");
     });
 }
+
+#[test]
+fn the_documented_call_limits_and_timeouts_are_the_code_defaults() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md");
+    let protocol = std::fs::read_to_string(path).unwrap();
+    let defaults = octopii::config::RpcConfig::default();
+    // The call limits table: `| name | default | counts |`, the default
+    // written with a space between thousands.
+    for (name, value) in [
+        ("rpc.max_concurrent_calls", defaults.max_concurrent_calls),
+        (
+            "rpc.max_concurrent_calls_per_peer",
+            defaults.max_concurrent_calls_per_peer,
+        ),
+        (
+            "rpc.max_concurrent_raft_calls",
+            defaults.max_concurrent_raft_calls,
+        ),
+    ] {
+        let row = protocol
+            .lines()
+            .find(|line| line.starts_with(&format!("| `{name}` ")))
+            .unwrap_or_else(|| panic!("docs/PROTOCOL.md has a row for {name}"));
+        let documented = row.split('|').nth(2).unwrap().replace(' ', "");
+        assert_eq!(documented, value.to_string(), "{name}");
+    }
+    // Defaults given in the running text, whose lines break anywhere.
+    let text = protocol.split_whitespace().collect::<Vec<_>>().join(" ");
+    const MIB: u64 = 1024 * 1024;
+    for phrase in [
+        format!(
+            "(`rpc.max_incomplete_frame_bytes_per_connection`, default {} MiB)",
+            defaults.max_incomplete_frame_bytes_per_connection / MIB
+        ),
+        format!(
+            "(`rpc.max_incomplete_frame_bytes`, default {} MiB)",
+            defaults.max_incomplete_frame_bytes / MIB
+        ),
+    ] {
+        assert!(text.contains(&phrase), "docs/PROTOCOL.md says {phrase}");
+    }
+    let millis = |name: &str| {
+        let at = text
+            .find(&format!("`{name}` (default "))
+            .unwrap_or_else(|| panic!("docs/PROTOCOL.md gives the default of {name}"));
+        let rest = &text[at + name.len() + "`` (default ".len()..];
+        rest[..rest.find(" ms)").unwrap()].replace(' ', "")
+    };
+    assert_eq!(
+        millis("rpc.request_read_timeout_ms"),
+        defaults.request_read_timeout_ms.to_string()
+    );
+    assert_eq!(
+        millis("rpc.stream_idle_timeout_ms"),
+        defaults.stream_idle_timeout_ms.to_string()
+    );
+}

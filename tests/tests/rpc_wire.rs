@@ -57,6 +57,7 @@ impl Service for Test {
             "whoami" => Box::pin(async move {
                 let reply = (
                     ctx.caller().to_owned(),
+                    ctx.node_id(),
                     ctx.metadata("trace-id").map(str::to_owned),
                     ctx.remaining().is_some(),
                 );
@@ -82,7 +83,7 @@ fn pair_with(edit: impl Fn(&mut octopii::Config)) -> Pair {
     let server = OctopiiNode::new(cfg, &rt).unwrap();
     let probe = Arc::new(Probe::default());
     server.serve(Test(probe.clone())).unwrap();
-    let client = OctopiiNode::new(config(ca.issue_node("client", 1).unwrap()), &rt).unwrap();
+    let client = OctopiiNode::new(config(ca.issue_node("client", 2).unwrap()), &rt).unwrap();
     Pair {
         rt,
         server,
@@ -249,14 +250,15 @@ fn context_carries_identity_metadata_and_deadline() {
     let p = pair();
     p.rt.block_on(async {
         let rpc = p.rpc().with_metadata("trace-id", "abc");
-        let (who, trace, has_deadline): (String, Option<String>, bool) =
+        // The caller's certificate name and, typed, the raft id it carries.
+        let (who, id, trace, has_deadline): (String, Option<u64>, Option<String>, bool) =
             rpc.call("Test", "whoami", &()).await.unwrap();
         assert_eq!(
-            (who.as_str(), trace.as_deref(), has_deadline),
-            ("client", Some("abc"), false)
+            (who.as_str(), id, trace.as_deref(), has_deadline),
+            ("client", Some(2), Some("abc"), false)
         );
         let timed = rpc.with_deadline(Duration::from_secs(5));
-        let (_, _, has_deadline): (String, Option<String>, bool) =
+        let (_, _, _, has_deadline): (String, Option<u64>, Option<String>, bool) =
             timed.call("Test", "whoami", &()).await.unwrap();
         assert!(has_deadline);
     });

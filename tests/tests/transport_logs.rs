@@ -1,4 +1,5 @@
-//! A node says what it is doing: peers connected and lost are logged.
+//! A node says what it is doing: peers connected and lost, and callers
+//! refused with their identity, are logged.
 //!
 //! Its own test binary, because it installs the process-wide subscriber
 //! (the node logs from its runtime's threads).
@@ -7,9 +8,11 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use octopii::OctopiiRuntime;
-use octopii::transport::tls::ClusterCa;
-use octopii_tests::{echo, echo_node};
+use bytes::Bytes;
+use octopii::chunk::{ChunkSource, TransferOptions};
+use octopii::transport::tls::{ClusterCa, Role};
+use octopii::{OctopiiNode, OctopiiRuntime};
+use octopii_tests::{chunk_node, config, echo, echo_node};
 
 /// Everything logged, as text.
 #[derive(Clone, Default)]
@@ -50,7 +53,7 @@ async fn logged(logs: &Captured, parts: &[&str]) -> bool {
 }
 
 #[test]
-fn peers_connected_and_lost_are_logged() {
+fn peers_connected_and_lost_and_refused_callers_are_logged() {
     let logs = Captured::default();
     let writer = logs.clone();
     tracing_subscriber::fmt()
@@ -75,5 +78,21 @@ fn peers_connected_and_lost_are_logged() {
         server.shutdown().await;
         let lost = ["peer disconnected", "identity=server", "node shutting down"];
         assert!(logged(&logs, &lost).await, "{}", logs.text());
+    });
+
+    // A certificate that names no role may not send chunks; the refusal
+    // is logged with who was refused and why.
+    let (store, _inbox) = chunk_node(&ca, "store", &rt, Default::default());
+    let creds = ca.issue("legacy", Role::Unknown).unwrap();
+    let legacy = OctopiiNode::new(config(creds), &rt).unwrap();
+    rt.block_on(async {
+        let source = ChunkSource::Memory(Bytes::from_static(b"data"));
+        let options = TransferOptions::to_memory("blob");
+        let sent = legacy
+            .transfer_chunk(source, store.local_addr(), options)
+            .await;
+        assert!(sent.is_err(), "a certificate without a role sent chunks");
+        let refused = ["refused a call", "name=legacy", "role=no role"];
+        assert!(logged(&logs, &refused).await, "{}", logs.text());
     });
 }
