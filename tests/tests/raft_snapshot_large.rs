@@ -1,11 +1,13 @@
 //! A snapshot far larger than the memory a receiver grants it reaches a
-//! new member from file to file, streamed through the state machine.
+//! new member from file to file, streamed through the state machine, and
+//! the node's size limit for user transfers does not apply to it.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use octopii::config::ChunkConfig;
 use octopii::raft::{MAX_SNAPSHOT_MESSAGE, RaftConfig, RaftNode, StateMachine};
 use octopii::transport::tls::ClusterCa;
 use octopii::{Config, OctopiiError, OctopiiNode, OctopiiRuntime};
@@ -112,6 +114,12 @@ fn start(
         .data_dir(dir.join(format!("node-{id}")))
         .worker_threads(2)
         .credentials(ca.issue_node(&format!("node-{id}"), id).unwrap())
+        // User transfers are capped far below the snapshot: the cap is
+        // not the snapshot's.
+        .chunk(ChunkConfig {
+            max_file_bytes: MAX_SNAPSHOT_MESSAGE,
+            ..ChunkConfig::default()
+        })
         .build()
         .unwrap();
     let node = OctopiiNode::new(config_node, runtime).unwrap();

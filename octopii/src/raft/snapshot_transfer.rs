@@ -67,6 +67,10 @@ pub(crate) fn receiver(
     let config = ChunkConfig {
         recv_dir: Some(dir.join(INCOMING_DIR)),
         max_memory_bytes: MAX_SNAPSHOT_MESSAGE,
+        // A snapshot is as large as the replicated state, and only members
+        // may send one: the node's limit for user transfers must not leave
+        // a lagging follower refused forever.
+        max_file_bytes: u64::MAX,
         ..node.config().chunk.clone()
     };
     let dir = dir.to_path_buf();
