@@ -8,6 +8,7 @@ use octopii::transport::tls::{ClusterCa, NodeCredentials};
 use octopii::transport::{InboundHandler, PeerConnection};
 use octopii::{Config, OctopiiNode, OctopiiRuntime};
 
+pub mod captured_logs;
 pub mod crash_fs;
 pub mod wal_fs;
 

@@ -1,7 +1,6 @@
 //! Raft under faults and bad input: a partitioned minority, undecodable
 //! messages, oversized proposals, a corrupted WAL.
 
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,6 +10,7 @@ use octopii::raft::{
     MAX_SNAPSHOT_MESSAGE, RaftError, RaftRole, SNAPSHOT_DESTINATION, SNAPSHOT_SERVICE,
 };
 use octopii::{OctopiiError, OctopiiNode};
+use octopii_tests::captured_logs::capture_logs;
 use octopii_tests::raft::{Cluster, get, put, test_raft_config};
 
 /// Cuts all raft traffic between `a` and `b`, both ways.
@@ -82,34 +82,6 @@ fn a_cut_off_minority_cannot_commit_while_the_majority_can() {
     cluster.leader();
 }
 
-/// Log lines written while this test binary runs (warnings and above).
-fn capture_logs() -> Arc<Mutex<Vec<u8>>> {
-    let buffer = Arc::new(Mutex::new(Vec::new()));
-    let sink = buffer.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
-        .with_ansi(false)
-        .with_writer(move || Sink(sink.clone()))
-        .try_init()
-        .expect("the only subscriber of this test binary");
-    buffer
-}
-
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Sink {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn undecodable_raft_messages_are_dropped_and_the_node_keeps_serving() {
     let logs = capture_logs();
@@ -124,11 +96,8 @@ fn undecodable_raft_messages_are_dropped_and_the_node_keeps_serving() {
             .step(vec![vec![0xff; 64], b"not protobuf".to_vec(), Vec::new()])
             .await
             .expect("the call itself succeeds");
-        let logged = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
-        assert!(
-            logged.contains("dropping a raft message that does not decode"),
-            "{logged}"
-        );
+        let dropped = ["dropping a raft message that does not decode"];
+        assert!(logs.logged(&dropped).await, "{}", logs.text());
         let refused = send_as_snapshot(&cluster, follower, leader, vec![0x0a, 0xff, 0xff]).await;
         assert!(refused.contains("unusable snapshot message"), "{refused}");
         // The leader is unharmed and still serves.

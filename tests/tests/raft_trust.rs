@@ -14,6 +14,7 @@ use octopii::raft::{RaftError, SNAPSHOT_DESTINATION, SNAPSHOT_SERVICE};
 use octopii::rpc::{Client, Code, Context};
 use octopii::transport::tls::{NodeCredentials, Role};
 use octopii::{OctopiiNode, rpc::codec};
+use octopii_tests::captured_logs::capture_logs;
 use octopii_tests::config;
 use octopii_tests::raft::{Cluster, KvCommand, test_raft_config};
 use protobuf::Message as _;
@@ -69,7 +70,8 @@ fn certificates_that_name_no_member_may_not_speak_raft() {
 }
 
 #[test]
-fn a_member_speaking_for_another_is_dropped_and_counted() {
+fn a_member_speaking_for_another_is_dropped_logged_and_counted() {
+    let logs = capture_logs();
     let cluster = Cluster::start(3, test_raft_config());
     let leader = cluster.leader();
     let follower = cluster.follower_of(leader);
@@ -89,6 +91,14 @@ fn a_member_speaking_for_another_is_dropped_and_counted() {
     let raft = RaftServiceClient::new(&forger, cluster.addrs[&follower]);
     cluster.runtime.block_on(async {
         raft.step(vec![forged]).await.unwrap();
+        let caller = format!("caller=node-{third}");
+        let from = format!("from={leader}");
+        let dropped = [
+            "dropping a raft message whose sender is not its caller",
+            &caller,
+            &from,
+        ];
+        assert!(logs.logged(&dropped).await, "{}", logs.text());
     });
     assert_eq!(cluster.raft(follower).forged_messages(), 1);
     assert!(cluster.raft(follower).status().term < term + 100);
@@ -105,6 +115,37 @@ fn a_member_speaking_for_another_is_dropped_and_counted() {
     assert!(sent.is_err(), "{sent:?}");
     assert_eq!(cluster.raft(follower).forged_messages(), 2);
     cluster.runtime.block_on(forger.shutdown());
+}
+
+#[test]
+fn a_removed_member_may_no_longer_speak_raft() {
+    let cluster = Cluster::start(3, test_raft_config());
+    let leader = cluster.leader();
+    let removed = cluster.follower_of(leader);
+    // The removed member's own certificate, from a node of its own.
+    let former = holder(
+        &cluster,
+        cluster.ca().issue_node(&format!("node-{removed}"), removed),
+    );
+    let raft = RaftServiceClient::new(&former, cluster.addrs[&leader]);
+    cluster.runtime.block_on(async {
+        // While it is a member, its certificate is admitted.
+        raft.step(Vec::new()).await.unwrap();
+        cluster.raft(leader).remove_node(removed).await.unwrap();
+        let stepped = raft.step(Vec::new()).await.unwrap_err();
+        assert_eq!(stepped.code(), Code::PermissionDenied, "{stepped}");
+        let proposal = Proposal::Command(b"x".to_vec());
+        let proposed = raft.propose(proposal).await.unwrap_err();
+        assert_eq!(proposed.code(), Code::PermissionDenied, "{proposed}");
+        let snapshot = TransferOptions::to_memory(SNAPSHOT_DESTINATION).service(SNAPSHOT_SERVICE);
+        let source = ChunkSource::Memory(Bytes::from_static(b"not a snapshot"));
+        let sent = former
+            .transfer_chunk(source, cluster.addrs[&leader], snapshot)
+            .await;
+        let refused = sent.unwrap_err().to_string();
+        assert!(refused.contains("PermissionDenied"), "{refused}");
+        former.shutdown().await;
+    });
 }
 
 #[test]
