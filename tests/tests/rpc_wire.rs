@@ -17,6 +17,8 @@ use octopii_tests::config;
 struct Probe {
     cancelled: AtomicUsize,
     running: AtomicUsize,
+    /// Writes made by `write_then_sleep`.
+    written: AtomicUsize,
 }
 
 struct DropCounter(Arc<Probe>);
@@ -35,7 +37,7 @@ impl Service for Test {
         "Test"
     }
     fn methods(&self) -> &'static [&'static str] {
-        &["echo", "sleep", "panic", "whoami"]
+        &["echo", "sleep", "write_then_sleep", "panic", "whoami"]
     }
     fn call(&self, method: &str, ctx: Context, args: Bytes) -> HandlerFuture {
         let probe = self.0.clone();
@@ -51,6 +53,12 @@ impl Service for Test {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 std::mem::forget(guard);
                 probe.running.fetch_sub(1, Ordering::SeqCst);
+                rpc::encode_output(&())
+            }),
+            "write_then_sleep" => Box::pin(async move {
+                let (ms,): (u64,) = rpc::decode_args(&args)?;
+                probe.written.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
                 rpc::encode_output(&())
             }),
             "panic" => Box::pin(async move { panic!("handler exploded") }),
@@ -318,6 +326,23 @@ fn a_deadline_stops_the_call_and_the_server_handler() {
         // started, and was dropped where it was.
         wait_for(|| p.probe.cancelled.load(Ordering::SeqCst) == 1).await;
         assert_eq!(p.probe.running.load(Ordering::SeqCst), 0);
+        p.still_serving().await;
+    });
+}
+
+#[test]
+fn deadline_exceeded_does_not_mean_the_write_did_not_happen() {
+    let p = pair();
+    p.rt.block_on(async {
+        let err = p
+            .rpc()
+            .with_deadline(Duration::from_millis(100))
+            .call::<_, ()>("Test", "write_then_sleep", &(60_000u64,))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded);
+        // The handler's write was made before the deadline passed.
+        assert_eq!(p.probe.written.load(Ordering::SeqCst), 1);
         p.still_serving().await;
     });
 }
