@@ -316,11 +316,17 @@ impl Cluster {
         });
     }
 
-    /// Drops node `id`'s raft handle without `shutdown`, then stops its
-    /// QUIC endpoint.
+    /// Drops node `id`'s raft handle without `shutdown`, checks that its
+    /// raft log is free at once while the node still runs, then stops the
+    /// node.
     pub fn drop_without_shutdown(&mut self, id: u64) {
         let (node, raft) = self.running.remove(&id).expect("node is running");
         drop(raft);
+        // The driver has let go of its log by the time the drop returns,
+        // while the node that hosted it still runs.
+        let wal = self.data_dir(id).join("raft").join("wal");
+        let reopened = octopii::wal::Wal::open(&wal, octopii::wal::WalOptions::default());
+        reopened.expect("the raft log is free once its RaftNode is dropped");
         self.runtime.block_on(node.shutdown());
     }
 
