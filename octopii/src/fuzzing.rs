@@ -9,6 +9,8 @@ use std::path::Path;
 
 use bytes::Bytes;
 
+use crate::chunk::protocol::{Destination, TransferRequest};
+use crate::chunk::{is_reserved, resolve};
 use crate::raft::snapshot;
 use crate::raft::storage::decode_state;
 use crate::rpc::codec;
@@ -90,6 +92,42 @@ pub fn rpc_frames(data: &[u8]) {
     }
 }
 
+/// A receive directory for [`chunk_request`]: a subdirectory `sub` and a
+/// symlink `out` that leads outside it. Made once per process.
+fn receive_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = std::env::temp_dir().join(format!("octopii-fuzz-{}", std::process::id()));
+        let root = base.join("recv");
+        std::fs::create_dir_all(root.join("sub")).expect("fuzz receive directory");
+        let _ = std::os::unix::fs::symlink(&base, root.join("out"));
+        root.canonicalize().expect("canonical receive directory")
+    })
+}
+
+/// A transfer's arguments frame, decoded as `ChunkService` decodes it;
+/// a file destination is then resolved as the receiver resolves it, and a
+/// path it accepts must lie inside the receive directory and name none of
+/// the receiver's temporary files.
+pub fn chunk_request(data: &[u8]) {
+    let Ok(request) = crate::rpc::decode_args::<TransferRequest>(data) else {
+        return;
+    };
+    let Destination::File { path } = request.destination else {
+        return;
+    };
+    let root = receive_dir();
+    if let Ok(dest) = resolve(root, &path) {
+        let inside = dest
+            .strip_prefix(root)
+            .expect("a destination inside the directory");
+        assert!(
+            !inside.iter().any(is_reserved),
+            "{path:?} names a temporary file"
+        );
+    }
+}
+
 /// A fuzz target's entry point.
 pub type Target = fn(&[u8]);
 
@@ -99,6 +137,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("raft_state", raft_state),
     ("snapshot_file", snapshot_file),
     ("rpc_frames", rpc_frames),
+    ("chunk_request", chunk_request),
 ];
 
 /// Seed inputs of each target, `(target, file name, bytes)`: valid files
@@ -168,6 +207,15 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         "no such method",
     ))));
 
+    let chunk_request_bytes = |path: &str| {
+        let request = TransferRequest {
+            destination: Destination::File { path: path.into() },
+            size: 1000,
+            resume: true,
+        };
+        codec::encode(&request).expect("request encodes")
+    };
+
     vec![
         ("wal_segment", "seed-three-records", full),
         ("wal_segment", "seed-header-only", segment(1, &[])),
@@ -216,6 +264,26 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ),
         ("snapshot_file", "seed-empty", snapshot_file_bytes(&[], b"")),
         ("rpc_frames", "seed-request", request),
+        (
+            "chunk_request",
+            "seed-file",
+            chunk_request_bytes("sub/file.bin"),
+        ),
+        (
+            "chunk_request",
+            "seed-dot-dot",
+            chunk_request_bytes("sub/../../x"),
+        ),
+        (
+            "chunk_request",
+            "seed-symlink",
+            chunk_request_bytes("out/x"),
+        ),
+        (
+            "chunk_request",
+            "seed-partial-name",
+            chunk_request_bytes("sub/.x.octopii-partial"),
+        ),
         ("rpc_frames", "seed-responses", response),
     ]
 }

@@ -32,8 +32,11 @@ pub mod service;
 pub mod source;
 
 pub use error::TransferError;
+// For the fuzz target of destination names.
+pub(crate) use names::is_reserved;
 pub use progress::{Progress, ProgressFn};
 pub use protocol::Destination;
+pub(crate) use receiver::resolve;
 pub(crate) use sender::transfer;
 pub use sender::{TransferOptions, TransferResult};
 pub use service::{ChunkInbox, ChunkService, MemoryHandler, Received, ReceivedData};
