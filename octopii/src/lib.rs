@@ -25,8 +25,10 @@
 // Lets `#[octopii::service]` (whose output names `::octopii`) be used here.
 extern crate self as octopii;
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod chunk;
+pub mod codec;
 pub mod config;
 pub mod error;
 #[doc(hidden)]
