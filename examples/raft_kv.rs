@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use octopii::codec;
 use octopii::config::TlsConfig;
 use octopii::raft::{RaftConfig, RaftNode, StateMachine};
-use octopii::rpc::codec;
 use octopii::transport::tls::{ClusterCa, write_pem};
 use octopii::{Config, OctopiiNode, OctopiiRuntime};
 use serde::{Deserialize, Serialize};

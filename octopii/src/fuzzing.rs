@@ -11,9 +11,9 @@ use bytes::Bytes;
 
 use crate::chunk::protocol::{Destination, TransferRequest};
 use crate::chunk::{is_reserved, resolve};
+use crate::codec;
 use crate::raft::snapshot;
 use crate::raft::storage::decode_state;
-use crate::rpc::codec;
 use crate::rpc::frame::{self, RequestHeader};
 use crate::wal::format::decode_record;
 use crate::wal::recovery::check_segment;

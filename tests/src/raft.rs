@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use octopii::codec;
 use octopii::config::TransportConfig;
 use octopii::raft::{RaftConfig, RaftNode, RaftRole, StateMachine};
-use octopii::rpc::codec;
 use octopii::transport::tls::ClusterCa;
 use octopii::wal::WalOptions;
 use octopii::{Config, OctopiiNode, OctopiiRuntime};

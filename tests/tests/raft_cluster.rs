@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use octopii::codec;
 use octopii::raft::RaftRole;
-use octopii::rpc::codec;
 use octopii_tests::raft::{Cluster, KvOutput, get, put, test_raft_config};
 
 #[test]

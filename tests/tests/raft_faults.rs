@@ -423,7 +423,7 @@ fn a_panicking_state_machine_stops_the_node_with_the_panic_as_its_reason() {
     let cluster = Cluster::start(1, test_raft_config());
     cluster.leader();
     let raft = cluster.raft(1);
-    let command = octopii::rpc::codec::encode(&KvCommand::Crash("state machine bug 42".into()));
+    let command = octopii::codec::encode(&KvCommand::Crash("state machine bug 42".into()));
     let err = cluster
         .runtime
         .block_on(raft.propose(command.unwrap()))

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use octopii::OctopiiError;
+use octopii::codec;
 use octopii::raft::{RaftConfig, RaftError, RaftNode};
-use octopii::rpc::codec;
 use octopii_tests::raft::{Cluster, KvCommand, KvOutput, get, put, test_raft_config};
 
 /// Proposes `command`, retrying while there is no leader yet, as a client

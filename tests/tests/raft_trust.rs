@@ -13,7 +13,7 @@ use octopii::raft::service::{Proposal, RaftService, RaftServiceClient, RaftServi
 use octopii::raft::{RaftError, SNAPSHOT_DESTINATION, SNAPSHOT_SERVICE};
 use octopii::rpc::{Client, Code, Context};
 use octopii::transport::tls::{NodeCredentials, Role};
-use octopii::{OctopiiNode, rpc::codec};
+use octopii::{OctopiiNode, codec};
 use octopii_tests::captured_logs::capture_logs;
 use octopii_tests::config;
 use octopii_tests::raft::{Cluster, KvCommand, test_raft_config};

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use octopii::codec;
 use octopii::rpc::{self, Client, Code, Context, HandlerFuture, Service};
 use octopii::transport::PeerConnection;
 use octopii::transport::tls::ClusterCa;
@@ -244,7 +245,7 @@ fn a_request_begun_and_stalled_is_given_up_after_the_read_timeout() {
     c.rt.block_on(async {
         let conn = c.conn(0).await;
         // Half a header frame, then nothing.
-        let whole = request("Test", "echo", &rpc::codec::encode(&("x",)).unwrap(), false);
+        let whole = request("Test", "echo", &codec::encode(&("x",)).unwrap(), false);
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
         send.write_all(&whole[..whole.len() / 2]).await.unwrap();
         let answer = tokio::time::timeout(Duration::from_secs(10), read_response(&mut recv));

@@ -2,6 +2,7 @@
 //! are routed by the same request header.
 
 use bytes::Bytes;
+use octopii::codec;
 use octopii::rpc::{
     self, CallStream, Client, Code, Context, HandlerFuture, RpcError, Service, StreamFuture,
 };
@@ -43,7 +44,7 @@ impl Service for Summer {
             let mut total = start;
             loop {
                 match stream.read_frame().await {
-                    Ok(Some(frame)) => match rpc::codec::decode::<u64>(&frame) {
+                    Ok(Some(frame)) => match codec::decode::<u64>(&frame) {
                         Ok(n) => total += n,
                         Err(e) => return stream.fail(e.into()).await,
                     },
@@ -69,13 +70,13 @@ fn a_stream_call_and_unary_calls_share_the_connection() {
         let mut stream = rpc.open_stream("Summer", "sum", &(100u64,)).await.unwrap();
         for n in 1..=10u64 {
             stream
-                .write_frame(&rpc::codec::encode(&n).unwrap())
+                .write_frame(&codec::encode(&n).unwrap())
                 .await
                 .unwrap();
         }
         stream.finish();
         let reply = stream.read_frame().await.unwrap().unwrap();
-        let total: u64 = rpc::codec::decode(&rpc::frame::parse_response(reply).unwrap()).unwrap();
+        let total: u64 = codec::decode(&rpc::frame::parse_response(reply).unwrap()).unwrap();
         assert_eq!(total, 155);
 
         // Unknown method: a status, then the end of the stream.
@@ -121,7 +122,7 @@ fn finished_stream_calls_give_their_stream_credit_back() {
                 stream.finish();
                 let reply = stream.read_frame().await.unwrap().unwrap();
                 let total: u64 =
-                    rpc::codec::decode(&rpc::frame::parse_response(reply).unwrap()).unwrap();
+                    codec::decode(&rpc::frame::parse_response(reply).unwrap()).unwrap();
                 assert_eq!(total, n);
             };
             tokio::time::timeout(std::time::Duration::from_secs(5), call)

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use octopii::codec;
 use octopii::rpc::streaming_call::{END, ITEM};
 use octopii::rpc::{
-    self, CallStream, Client, Code, Context, HandlerFuture, RpcError, Service, StreamFuture, codec,
+    self, CallStream, Client, Code, Context, HandlerFuture, RpcError, Service, StreamFuture,
 };
 use octopii::transport::tls::ClusterCa;
 use octopii::{OctopiiNode, OctopiiRuntime};

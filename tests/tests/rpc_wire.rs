@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use octopii::codec;
 use octopii::rpc::{self, Client, Code, Context, HandlerFuture, Service};
 use octopii::transport::tls::ClusterCa;
 use octopii::{OctopiiNode, OctopiiRuntime};
@@ -276,8 +277,8 @@ fn context_carries_identity_metadata_and_deadline() {
 fn pipelined_requests_are_answered_in_order() {
     let p = pair();
     p.rt.block_on(async {
-        let args = |s: &str| rpc::codec::encode(&(s.to_string(),)).unwrap();
-        let mut bytes = request("Test", "sleep", &rpc::codec::encode(&(50u64,)).unwrap());
+        let args = |s: &str| codec::encode(&(s.to_string(),)).unwrap();
+        let mut bytes = request("Test", "sleep", &codec::encode(&(50u64,)).unwrap());
         bytes.extend(request("Test", "echo", &args("second")));
         bytes.extend(request("Test", "echo", &args("third")));
         // All three written at once, before any answer.
@@ -290,9 +291,9 @@ fn pipelined_requests_are_answered_in_order() {
             reply = &reply[4 + len..];
         }
         let expected = [
-            (0, rpc::codec::encode(&()).unwrap()),
-            (0, rpc::codec::encode("second").unwrap()),
-            (0, rpc::codec::encode("third").unwrap()),
+            (0, codec::encode(&()).unwrap()),
+            (0, codec::encode("second").unwrap()),
+            (0, codec::encode("third").unwrap()),
         ];
         assert_eq!(answers, expected);
     });

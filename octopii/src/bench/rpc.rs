@@ -6,7 +6,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::rpc::{codec, frame};
+use crate::codec;
+use crate::rpc::frame;
 use crate::transport::tls::ClusterCa;
 use crate::transport::{InboundHandler, PeerConnection};
 use crate::{Config, OctopiiError, OctopiiNode, OctopiiRuntime, Result};

@@ -14,8 +14,9 @@ use bytes::{BufMut, Bytes};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use crate::codec;
+use crate::rpc::frame;
 use crate::rpc::streaming_call::{END, ITEM};
-use crate::rpc::{codec, frame};
 use crate::transport::tls::ClusterCa;
 use crate::transport::{InboundHandler, PeerConnection};
 use crate::{Config, OctopiiError, OctopiiNode, OctopiiRuntime, Result, Streaming};

@@ -128,7 +128,7 @@ pub async fn read_status(stream: &mut CallStream) -> Result<(Status, String), Rp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::codec;
+    use crate::codec;
 
     #[test]
     fn request_bytes_are_as_documented() {

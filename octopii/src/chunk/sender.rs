@@ -25,7 +25,8 @@ use super::TransferError;
 use super::progress::{ProgressFn, Reporter};
 use super::protocol::{self, Accept, Destination, METHOD, SERVICE, Status, TransferRequest};
 use super::source::{ChunkSource, Piece};
-use crate::rpc::{CallStream, Channels, Client, Connect, RpcError, codec, frame};
+use crate::codec;
+use crate::rpc::{CallStream, Channels, Client, Connect, RpcError, frame};
 
 /// Buffers (of 64 KiB) queued per peer: what one slow peer may lag behind.
 const LANE_BUFFERS: usize = 32;

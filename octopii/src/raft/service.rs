@@ -280,10 +280,10 @@ mod tests {
 
     use super::*;
     use crate::chunk::{ChunkService, MemoryHandler};
+    use crate::codec;
     use crate::config::ChunkConfig;
     use crate::raft::SNAPSHOT_SERVICE;
     use crate::raft::snapshot_transfer;
-    use crate::rpc::codec;
     use crate::transport::tls::ClusterCa;
     use crate::{Config, OctopiiNode, OctopiiRuntime};
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use super::RaftError;
 use super::machine::StateMachine;
-use crate::rpc::codec;
+use crate::codec;
 use crate::wal::{WalFile, WalFs};
 use crate::{OctopiiError, Result};
 

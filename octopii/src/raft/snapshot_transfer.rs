@@ -236,7 +236,7 @@ pub(crate) async fn send(
 mod tests {
     use super::*;
     use crate::chunk::protocol::{Destination, TransferRequest};
-    use crate::rpc::codec;
+    use crate::codec;
 
     /// The arguments frames `docs/PROTOCOL.md` gives for a snapshot transfer.
     #[test]

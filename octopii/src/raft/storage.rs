@@ -65,7 +65,7 @@ use serde::{Deserialize, Serialize};
 
 use super::RaftError;
 use super::snapshot::{self, Fingerprint, SnapshotWriter};
-use crate::rpc::codec;
+use crate::codec;
 use crate::wal::fs::{read_whole, write_atomic};
 use crate::wal::{StdFs, Wal, WalFs, WalOptions, create_dir_durable};
 use crate::{OctopiiError, Result};

@@ -18,7 +18,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use super::frame::{self, FrameReader, RequestHeader};
-use super::{CallStream, Code, RpcError, codec};
+use super::{CallStream, Code, RpcError};
+use crate::codec;
 use crate::transport::tls::Role;
 use crate::transport::{PeerConnection, Transport};
 

@@ -10,8 +10,9 @@ use quinn::{ReadError, RecvStream};
 use serde::{Deserialize, Serialize};
 
 use super::budget::{FrameBudget, FrameReservation, OverBudget};
-use super::{Code, RpcError, codec};
+use super::{Code, RpcError};
 use crate::OctopiiError;
+use crate::codec;
 
 /// Bytes of a frame's length prefix.
 pub const PREFIX: usize = 4;

@@ -19,9 +19,7 @@
 
 pub mod budget;
 pub mod client;
-pub mod codec;
 mod context;
-mod decode_guard;
 pub mod frame;
 mod policy;
 pub mod server;

@@ -21,7 +21,8 @@ use futures::FutureExt;
 
 use super::budget::{Budgets, RpcStats};
 use super::frame::{self, FrameError, FrameReader, RequestHeader};
-use super::{CallStream, Code, Context, RpcError, Service, codec};
+use super::{CallStream, Code, Context, RpcError, Service};
+use crate::codec;
 use crate::config::RpcConfig;
 use crate::transport::{InboundHandler, PeerConnection};
 use crate::{OctopiiError, Result};

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Call, CallStream, Code, Context, RpcError, codec};
+use super::{Call, CallStream, Code, Context, RpcError};
+use crate::codec;
 
 /// The future a handler returns: the encoded reply value, or a status.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, RpcError>> + Send + 'static>>;

@@ -32,7 +32,8 @@ pub(crate) use source::RemoteItems;
 use source::{AbortOnDrop, ItemSource};
 
 use super::stream::StreamParts;
-use super::{CallStream, Client, Code, HandlerFuture, RpcError, StreamFuture, Streaming, codec};
+use super::{CallStream, Client, Code, HandlerFuture, RpcError, StreamFuture, Streaming};
+use crate::codec;
 
 /// Tag of an item frame.
 pub const ITEM: u8 = 0;

@@ -10,9 +10,10 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::{END, ITEM, waiting_on_peer};
+use crate::codec;
 use crate::rpc::client::CANCELLED;
 use crate::rpc::frame;
-use crate::rpc::{Code, RpcError, Streaming, codec};
+use crate::rpc::{Code, RpcError, Streaming};
 
 /// Items are gathered into writes of about this many bytes while the
 /// producer has them ready, so small items do not cost one write each.

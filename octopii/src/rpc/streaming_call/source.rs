@@ -13,9 +13,10 @@ use futures::Stream;
 use serde::de::DeserializeOwned;
 
 use super::{END, ITEM, bounded, waiting_on_peer};
+use crate::codec;
 use crate::rpc::client::CANCELLED;
 use crate::rpc::frame::{self, FrameReader};
-use crate::rpc::{Code, RpcError, Streaming, codec};
+use crate::rpc::{Code, RpcError, Streaming};
 
 /// Aborts a spawned task when dropped.
 #[derive(Debug)]

@@ -88,17 +88,17 @@ fn main() {
             .unwrap()
             .block_on(future)
     };
-    let encode = |value: &(i64, i64)| octopii::rpc::codec::encode(value).unwrap();
+    let encode = |value: &(i64, i64)| octopii::codec::encode(value).unwrap();
 
     let sum = call("add", encode(&(2, 3))).unwrap();
-    assert_eq!(octopii::rpc::codec::decode::<i64>(&sum).unwrap(), 5);
+    assert_eq!(octopii::codec::decode::<i64>(&sum).unwrap(), 5);
 
     let quotient = call("div", encode(&(7, 2))).unwrap();
-    let quotient: Result<i64, MathError> = octopii::rpc::codec::decode(&quotient).unwrap();
+    let quotient: Result<i64, MathError> = octopii::codec::decode(&quotient).unwrap();
     assert_eq!(quotient, Ok(3));
 
     let by_zero = call("div", encode(&(7, 0))).unwrap();
-    let by_zero: Result<i64, MathError> = octopii::rpc::codec::decode(&by_zero).unwrap();
+    let by_zero: Result<i64, MathError> = octopii::codec::decode(&by_zero).unwrap();
     assert_eq!(by_zero, Err(MathError::DivByZero));
 
     let missing = call("mul", encode(&(7, 2))).unwrap_err();

@@ -69,7 +69,7 @@ fn main() {
             .block_on(service.call(method, ctx.clone(), args.into()))
             .unwrap()
     };
-    use octopii::rpc::codec::{decode, encode};
+    use octopii::codec::{decode, encode};
 
     let name: String = decode(&call("full_path", encode(&()).unwrap())).unwrap();
     assert_eq!(name, "bob");

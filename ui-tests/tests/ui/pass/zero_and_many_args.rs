@@ -74,7 +74,7 @@ fn main() {
             .block_on(service.call(method, ctx.clone(), args.into()))
             .unwrap()
     };
-    use octopii::rpc::codec::{decode, encode};
+    use octopii::codec::{decode, encode};
 
     decode::<()>(&call("nothing", encode(&()).unwrap())).unwrap();
     assert_eq!(

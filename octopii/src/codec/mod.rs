@@ -18,9 +18,11 @@ use bincode::config::{Configuration, Fixint, LittleEndian, NoLimit};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::decode_guard::{GuardedSeed, Limits};
-pub use super::decode_guard::{MAX_DEPTH, SPARE_ELEMENTS};
+mod decode_guard;
+
 use crate::OctopiiError;
+use decode_guard::{GuardedSeed, Limits};
+pub use decode_guard::{MAX_DEPTH, SPARE_ELEMENTS};
 
 fn config() -> Configuration<LittleEndian, Fixint, NoLimit> {
     bincode::config::standard().with_fixed_int_encoding()
