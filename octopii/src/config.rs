@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::transport::tls::NodeCredentials;
+use crate::identity::NodeCredentials;
 use crate::{OctopiiError, Result};
 
 /// Where a node's certificates come from, and how it judges its peers'.

@@ -4,21 +4,31 @@
 //! mutually authenticated multiplexed transport, verified bulk transfer and
 //! replicated durable state.
 //!
-//! The crate is built in layers, each calling only the ones below it:
+//! The crate is built in layers, each calling only the ones below it.
+//! Raft is a service hosted on a node:
 //!
 //! ```text
-//! node → raft → {rpc, wal, chunk} → transport → runtime
+//! raft → node → chunk → rpc → transport → runtime
+//!   ↘ wal
 //! ```
 //!
-//! * [`runtime`]: [`OctopiiRuntime`], an isolated tokio thread pool.
-//! * [`transport`]: one QUIC endpoint per node, mutual TLS, a connection pool.
-//! * [`rpc`]: typed calls over pooled QUIC streams (`#[octopii::service]`).
-//! * [`wal`]: the node's write-ahead log.
-//! * [`chunk`]: verified bulk transfer of files and buffers to many peers.
-
 //! * [`raft`]: a replicated state machine over raft-rs, durable in the WAL.
 //! * [`node`]: [`OctopiiNode`] ties the layers together.
-//! * [`config`]: [`Config`], loaded from TOML or built in code.
+//! * [`chunk`]: verified bulk transfer of files and buffers to many peers.
+//! * [`rpc`]: typed calls over pooled QUIC streams (`#[octopii::service]`).
+//! * [`transport`]: one QUIC endpoint per node, mutual TLS, a connection pool.
+//! * [`runtime`]: [`OctopiiRuntime`], an isolated tokio thread pool.
+//! * [`wal`]: the write-ahead log, standalone.
+//!
+//! Beneath them all, plain data every layer may use: [`config`]
+//! ([`Config`], loaded from TOML or built in code), [`identity`] (what a
+//! certificate says its holder is), [`codec`] (how values become bytes on
+//! the wire and on disk). [`error`] wraps the errors of every layer.
+//!
+//! ## Features
+//!
+//! None by default. `bench` adds `octopii::bench`, the
+//! measurement harnesses; `cli` adds the `octopii` command-line binary.
 
 #![warn(missing_docs)]
 
@@ -33,6 +43,7 @@ pub mod config;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod identity;
 pub mod node;
 pub mod raft;
 pub mod rpc;

@@ -447,7 +447,7 @@ impl RaftNode {
         }
         // Only the leader's own certificate may answer for the leader.
         let client = crate::rpc::Client::new(&self.inner.node, addr)
-            .expect_peer(crate::transport::tls::Role::Node { id: leader })
+            .expect_peer(crate::identity::Role::Node { id: leader })
             .with_deadline(self.inner.config.request_timeout);
         let client = RaftServiceClient::from_client(client);
         self.inner

@@ -124,7 +124,7 @@ impl Peers {
             let (tx, rx) = mpsc::channel(self.capacity);
             // Only peer `to`'s own certificate may answer for it.
             let client = crate::rpc::Client::new(&self.node, addr)
-                .expect_peer(crate::transport::tls::Role::Node { id: to })
+                .expect_peer(crate::identity::Role::Node { id: to })
                 .with_deadline(self.call_deadline);
             let client = RaftServiceClient::from_client(client);
             let frame = self.node.config().transport.max_frame_size as usize;

@@ -22,9 +22,9 @@ use super::driver::Command;
 use super::faults::NetworkFaults;
 use super::machine::RaftStatus;
 use super::peers::{AddressBook, address_of};
+use crate::identity::Role;
 use crate::rpc::{Context, Policy};
 use crate::transport::PeerInfo;
-use crate::transport::tls::Role;
 
 /// A change proposed to the replicated state machine, carried to the
 /// leader by [`RaftService::propose`].

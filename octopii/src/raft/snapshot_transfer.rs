@@ -40,7 +40,7 @@ use super::snapshot::{self, Fingerprint};
 use super::storage::INCOMING_DIR;
 use crate::chunk::{ChunkService, ChunkSource, MemoryHandler, TransferOptions};
 use crate::config::ChunkConfig;
-use crate::transport::tls::Role;
+use crate::identity::Role;
 use crate::wal::StdFs;
 use crate::{OctopiiNode, Result};
 

@@ -303,7 +303,7 @@ mod tests {
         PeerInfo {
             addr: "127.0.0.1:1".parse().unwrap(),
             identity: name.into(),
-            role: crate::transport::tls::Role::Client,
+            role: crate::identity::Role::Client,
             verified: true,
         }
     }

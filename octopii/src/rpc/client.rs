@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use super::frame::{self, FrameReader, RequestHeader};
 use super::{CallStream, Code, RpcError};
 use crate::codec;
-use crate::transport::tls::Role;
+use crate::identity::Role;
 use crate::transport::{PeerConnection, Transport};
 
 /// Application error code of a stream reset because its call was abandoned.

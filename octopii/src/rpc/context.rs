@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::identity::Role;
 use crate::transport::PeerInfo;
-use crate::transport::tls::Role;
 
 /// Metadata of a call: ordered `(key, value)` string pairs.
 pub type Metadata = Vec<(String, String)>;

@@ -6,7 +6,7 @@
 //!
 //! * [`frame`]: `[u32 length][bytes]` frames and the request header.
 //! * [`budget`]: what a peer can make a server hold, and its limits.
-//! * [`codec`]: bincode with fixed-width integers and size-limited decoding.
+//! * [`codec`](crate::codec): how arguments and results become bytes.
 //! * [`client`]: the call path over pooled bidirectional streams.
 //! * [`server`]: the [`Router`] that serves inbound streams.
 //! * [`Code`] and [`RpcError`]: the status of a call.

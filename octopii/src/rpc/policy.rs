@@ -18,8 +18,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{CallStream, Code, Context, HandlerFuture, RpcError, Service, StreamFuture};
+use crate::identity::Role;
 use crate::transport::PeerInfo;
-use crate::transport::tls::Role;
 
 /// One call as a policy sees it: the verified caller, service and method.
 #[derive(Debug, Clone, Copy)]

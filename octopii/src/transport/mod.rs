@@ -22,6 +22,7 @@ pub use endpoint::{InboundHandler, Transport, TransportStats};
 pub use pool::{ConnectionPool, PoolStats};
 
 use crate::OctopiiError;
+use crate::identity::Role;
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +32,7 @@ pub struct PeerInfo {
     /// The subject common name of the peer's certificate.
     pub identity: String,
     /// What the peer's certificate says it is (its `octopii://` SAN URI).
-    pub role: tls::Role,
+    pub role: Role,
     /// Whether `identity` was verified against the cluster CA (false only
     /// under `insecure_accept_any_certificate`).
     pub verified: bool,
@@ -54,7 +55,7 @@ impl PeerConnection {
             .and_then(|cert| {
                 Some((
                     tls::subject_common_name(&cert)?,
-                    tls::Role::of_certificate(&cert),
+                    Role::of_certificate(&cert),
                 ))
             })
             .ok_or_else(|| OctopiiError::Tls("peer presented no named certificate".into()))?;

@@ -20,7 +20,7 @@ use ring::{hkdf, hmac};
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 
-use super::tls::NodeCredentials;
+use crate::identity::NodeCredentials;
 use crate::{OctopiiError, Result};
 
 /// Fixed salt of the derivation: these keys are used for nothing else.
