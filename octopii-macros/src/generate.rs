@@ -238,7 +238,7 @@ fn client_body(method: &Method) -> TokenStream {
     let Method { name, output, .. } = method;
     let types = method.args.iter().map(|arg| &arg.ty);
     let args = quote!((#(#types,)*));
-    let calls = quote!(::octopii::rpc::streaming_call);
+    let calls = quote!(::octopii::rpc::streaming::call);
     let input = method.input_stream.as_ref().map(|stream| {
         let (ident, item) = (&stream.arg.ident, &stream.item);
         (quote!(::core::convert::Into::into(#ident)), item)
@@ -307,7 +307,7 @@ fn server(service: &Service) -> TokenStream {
         let method_name = &method.name;
         if method.is_streaming() {
             return quote! {
-                #method_name => ::octopii::rpc::streaming_call::streaming_only(#name, __method),
+                #method_name => ::octopii::rpc::streaming::call::streaming_only(#name, __method),
             };
         }
         let (decode, invoke) = decode_and_invoke(service, method, &s);
@@ -447,7 +447,7 @@ fn value_reply(method: &Method, invoke: TokenStream) -> TokenStream {
 /// `Service::serve_stream` for the methods that stream, if there are any.
 fn serve_stream(service: &Service, s: &Ident) -> TokenStream {
     let name = &service.name;
-    let calls = quote!(::octopii::rpc::streaming_call);
+    let calls = quote!(::octopii::rpc::streaming::call);
     let arms: Vec<TokenStream> = service
         .methods
         .iter()

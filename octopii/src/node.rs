@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::chunk::{self, ChunkInbox, ChunkService, ChunkSource, TransferOptions, TransferResult};
-use crate::rpc::{Channels, Connect, Router, RpcStats, Service};
+use crate::rpc::{Connect, Router, RpcStats, Service, StreamPool};
 use crate::transport::{InboundHandler, PeerConnection, Transport, TransportStats};
 use crate::{Config, OctopiiError, OctopiiRuntime, Result};
 
@@ -52,7 +52,7 @@ struct NodeInner {
     config: Config,
     local_addr: SocketAddr,
     transport: Arc<Transport>,
-    channels: Arc<Channels>,
+    streams: Arc<StreamPool>,
     /// `None` for a node started with a raw [`InboundHandler`].
     router: Option<Arc<Router>>,
     handle: Handle,
@@ -106,7 +106,7 @@ impl OctopiiNode {
         let handle = runtime.handle().clone();
         let transport = Arc::new(Transport::bind(&config, &handle)?);
         let local_addr = transport.local_addr()?;
-        let channels = Arc::new(Channels::new(
+        let streams = Arc::new(StreamPool::new(
             transport.clone(),
             config.rpc.max_idle_streams_per_peer,
         ));
@@ -117,7 +117,7 @@ impl OctopiiNode {
                 config,
                 local_addr,
                 transport,
-                channels,
+                streams,
                 router,
                 handle,
                 accept_loop: Mutex::new(Some(accept_loop)),
@@ -188,13 +188,13 @@ impl OctopiiNode {
         peers: &[SocketAddr],
         options: TransferOptions,
     ) -> Vec<TransferResult> {
-        let channels = self.inner.channels.clone();
+        let streams = self.inner.streams.clone();
         let targets = peers.to_vec();
         // Runs on the node's runtime; dropping this future abandons it
         // (a JoinSet aborts its task when dropped).
         let mut run = tokio::task::JoinSet::new();
         run.spawn_on(
-            async move { chunk::transfer(channels, source, &targets, options).await },
+            async move { chunk::transfer(streams, source, &targets, options).await },
             &self.inner.handle,
         );
         match run.join_next().await {
@@ -325,7 +325,7 @@ impl OctopiiNode {
 }
 
 impl Connect for OctopiiNode {
-    fn channels(&self) -> Arc<Channels> {
-        self.inner.channels.clone()
+    fn stream_pool(&self) -> Arc<StreamPool> {
+        self.inner.streams.clone()
     }
 }

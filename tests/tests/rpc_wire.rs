@@ -160,8 +160,8 @@ fn calls_reuse_one_pooled_stream() {
                 .unwrap();
             assert_eq!(s, format!("n{i}"));
         }
-        let channels = octopii::rpc::Connect::channels(&p.client);
-        assert_eq!(channels.idle_streams(p.server.local_addr()), 1);
+        let streams = octopii::rpc::Connect::stream_pool(&p.client);
+        assert_eq!(streams.idle_streams(p.server.local_addr()), 1);
     });
 }
 
@@ -353,14 +353,14 @@ fn dropping_the_call_cancels_the_handler_and_discards_the_stream() {
     let p = pair();
     p.rt.block_on(async {
         p.still_serving().await;
-        let channels = octopii::rpc::Connect::channels(&p.client);
-        assert_eq!(channels.idle_streams(p.server.local_addr()), 1);
+        let streams = octopii::rpc::Connect::stream_pool(&p.client);
+        assert_eq!(streams.idle_streams(p.server.local_addr()), 1);
         let rpc = p.rpc();
         let call = rpc.call::<_, ()>("Test", "sleep", &(60_000u64,));
         let dropped = tokio::time::timeout(Duration::from_millis(100), call).await;
         assert!(dropped.is_err());
         // The stream the dropped call held was reset, not returned.
-        assert_eq!(channels.idle_streams(p.server.local_addr()), 0);
+        assert_eq!(streams.idle_streams(p.server.local_addr()), 0);
         wait_for(|| p.probe.cancelled.load(Ordering::SeqCst) == 1).await;
         p.still_serving().await;
     });

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::rpc::frame;
-use crate::rpc::streaming_call::{END, ITEM};
+use crate::rpc::streaming::call::{END, ITEM};
 use crate::transport::tls::ClusterCa;
 use crate::transport::{InboundHandler, PeerConnection};
 use crate::{Config, OctopiiError, OctopiiNode, OctopiiRuntime, Result, Streaming};

@@ -26,7 +26,7 @@ use super::progress::{ProgressFn, Reporter};
 use super::protocol::{self, Accept, Destination, METHOD, SERVICE, Status, TransferRequest};
 use super::source::{ChunkSource, Piece};
 use crate::codec;
-use crate::rpc::{CallStream, Channels, Client, Connect, RpcError, frame};
+use crate::rpc::{CallStream, Client, RpcError, StreamPool, frame};
 
 /// Buffers (of 64 KiB) queued per peer: what one slow peer may lag behind.
 const LANE_BUFFERS: usize = 32;
@@ -160,20 +160,11 @@ pub struct TransferResult {
     pub error: Option<TransferError>,
 }
 
-/// Lets the chunk layer make [`Client`]s from a node's shared channels.
-struct Via(Arc<Channels>);
-
-impl Connect for Via {
-    fn channels(&self) -> Arc<Channels> {
-        self.0.clone()
-    }
-}
-
 /// Sends `source` to every peer at once; one result per peer, in order.
 /// Dropping the future abandons every peer's transfer (their streams are
 /// reset or end early, so receivers keep nothing).
 pub(crate) async fn transfer(
-    channels: Arc<Channels>,
+    streams: Arc<StreamPool>,
     source: ChunkSource,
     peers: &[SocketAddr],
     options: TransferOptions,
@@ -196,7 +187,6 @@ pub(crate) async fn transfer(
         size: source.size(),
         resume: options.resume,
     };
-    let via = Via(channels);
     let mut lanes = Vec::with_capacity(peers.len());
     // A JoinSet aborts its tasks when dropped.
     let mut tasks = JoinSet::new();
@@ -207,7 +197,7 @@ pub(crate) async fn transfer(
             pieces: lane,
             taken: taken.clone(),
         });
-        let client = Client::new(&via, peer);
+        let client = Client::new(&streams, peer);
         let peer_side = PeerSide { pieces, taken };
         let task = send_to_peer(client, request.clone(), peer_side, options.clone(), started);
         tasks.spawn(async move { (index, task.await) });

@@ -191,7 +191,7 @@ impl RaftNode {
         raft_config
             .validate()
             .map_err(|e| OctopiiError::Raft(RaftError::Storage(format!("raft config: {e}"))))?;
-        let raw = raft::RawNode::new(&raft_config, storage, &super::log::logger())
+        let raw = raft::RawNode::new(&raft_config, storage, &super::slog_bridge::logger())
             .map_err(|e| OctopiiError::Raft(RaftError::Storage(e.to_string())))?;
 
         let addresses: AddressBook = Arc::new(RwLock::new(config.peers.clone()));

@@ -26,11 +26,17 @@ use crate::transport::{PeerConnection, Transport};
 /// Application error code of a stream reset because its call was abandoned.
 pub(crate) const CANCELLED: quinn::VarInt = quinn::VarInt::from_u32(u8::MAX as u32);
 
-/// Something that can reach peers for RPC: implemented by
-/// [`OctopiiNode`](crate::OctopiiNode).
+/// What a [`Client`] calls through: [`OctopiiNode`](crate::OctopiiNode),
+/// or a node's [`StreamPool`] itself.
 pub trait Connect {
-    /// The node's shared client state.
-    fn channels(&self) -> Arc<Channels>;
+    /// The node's pool of idle streams, over its transport.
+    fn stream_pool(&self) -> Arc<StreamPool>;
+}
+
+impl Connect for Arc<StreamPool> {
+    fn stream_pool(&self) -> Arc<StreamPool> {
+        self.clone()
+    }
 }
 
 type Stream = (quinn::SendStream, quinn::RecvStream);
@@ -46,24 +52,25 @@ struct IdleStreams {
     returned: Arc<Notify>,
 }
 
-/// A node's client side: its transport and the idle streams of each peer.
-pub struct Channels {
+/// A node's client side: its transport and a pool of idle streams per
+/// peer, which unary calls check out and return.
+pub struct StreamPool {
     transport: Arc<Transport>,
     idle: Mutex<HashMap<SocketAddr, IdleStreams>>,
     max_idle_per_peer: usize,
 }
 
-impl std::fmt::Debug for Channels {
+impl std::fmt::Debug for StreamPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Channels").finish_non_exhaustive()
+        f.debug_struct("StreamPool").finish_non_exhaustive()
     }
 }
 
-impl Channels {
+impl StreamPool {
     /// Client state over `transport`, keeping up to `max_idle_per_peer`
     /// idle streams per peer.
     pub fn new(transport: Arc<Transport>, max_idle_per_peer: usize) -> Self {
-        Channels {
+        StreamPool {
             transport,
             idle: Mutex::new(HashMap::new()),
             max_idle_per_peer,
@@ -103,7 +110,7 @@ impl Channels {
         };
         Ok(StreamGuard {
             stream: Some(stream),
-            channels: self.clone(),
+            pool: self.clone(),
             addr,
             connection,
         })
@@ -124,7 +131,7 @@ impl Channels {
 /// reset: whatever state it was in, it never goes back to the pool.
 struct StreamGuard {
     stream: Option<Stream>,
-    channels: Arc<Channels>,
+    pool: Arc<StreamPool>,
     addr: SocketAddr,
     connection: usize,
 }
@@ -139,7 +146,7 @@ impl StreamGuard {
 
     fn release(mut self) {
         if let Some(stream) = self.stream.take() {
-            self.channels.check_in(self.addr, self.connection, stream);
+            self.pool.check_in(self.addr, self.connection, stream);
         }
     }
 }
@@ -157,7 +164,7 @@ impl Drop for StreamGuard {
 /// Cheap to clone: clones share the node's connection and streams.
 #[derive(Clone)]
 pub struct Client {
-    channels: Arc<Channels>,
+    pool: Arc<StreamPool>,
     peer: SocketAddr,
     deadline: Option<Duration>,
     metadata: Arc<Vec<(String, String)>>,
@@ -179,7 +186,7 @@ impl Client {
     /// A client of the node at `peer`, through `node`'s connections.
     pub fn new(node: &impl Connect, peer: SocketAddr) -> Self {
         Client {
-            channels: node.channels(),
+            pool: node.stream_pool(),
             peer,
             deadline: None,
             metadata: Arc::new(Vec::new()),
@@ -229,7 +236,7 @@ impl Client {
 
     /// The connection to the peer, if it is the one expected.
     async fn connect(&self) -> Result<PeerConnection, RpcError> {
-        let conn = self.channels.transport.connect(self.peer).await?;
+        let conn = self.pool.transport.connect(self.peer).await?;
         match self.expected {
             Some(expected) if conn.peer().role != expected => {
                 let found = conn.peer();
@@ -301,7 +308,7 @@ impl Client {
         send.write_all(&request)
             .await
             .map_err(|e| RpcError::new(Code::Unavailable, format!("sending the request: {e}")))?;
-        let max = self.channels.transport.limits().max_frame_size;
+        let max = self.pool.transport.limits().max_frame_size;
         Ok(CallStream::new(
             send,
             recv,
@@ -335,9 +342,9 @@ impl Client {
     }
 
     async fn round_trip(&self, request: &[u8]) -> Result<Bytes, RpcError> {
-        let max = self.channels.transport.limits().max_frame_size;
+        let max = self.pool.transport.limits().max_frame_size;
         let conn = self.connect().await?;
-        let mut stream = self.channels.checkout(&conn).await?;
+        let mut stream = self.pool.checkout(&conn).await?;
         let (send, recv) = stream.parts();
         send.write_all(request)
             .await

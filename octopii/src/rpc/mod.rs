@@ -11,13 +11,15 @@
 //! * [`server`]: the [`Router`] that serves inbound streams.
 //! * [`Code`] and [`RpcError`]: the status of a call.
 //! * [`Policy`]: which verified callers a service serves.
-//! * [`stream`]: the [`CallStream`] of a call that owns its stream.
-//! * [`streaming`]: [`Streaming`], the items of a streaming call.
-//! * [`streaming_call`]: how streaming calls use their stream.
+//! * [`CallStream`]: the stream of a call that owns one (streaming calls,
+//!   bulk transfers).
+//! * [`streaming`]: [`Streaming`], the items of a streaming call, and
+//!   [`streaming::call`], how streaming calls carry them on their stream.
 //!
 //! The wire format is specified in `docs/PROTOCOL.md`.
 
 pub mod budget;
+mod call_stream;
 pub mod client;
 mod context;
 pub mod frame;
@@ -25,12 +27,11 @@ mod policy;
 pub mod server;
 mod service;
 mod status;
-pub mod stream;
 pub mod streaming;
-pub mod streaming_call;
 
 pub use budget::RpcStats;
-pub use client::{Channels, Client, Connect};
+pub use call_stream::CallStream;
+pub use client::{Client, Connect, StreamPool};
 pub use context::{Context, Metadata};
 pub use policy::{Authorized, Call, Policy};
 pub use server::Router;
@@ -38,5 +39,4 @@ pub use service::{
     HandlerFuture, Service, StreamFuture, Wire, decode_args, encode_output, unimplemented,
 };
 pub use status::{Code, RpcError};
-pub use stream::CallStream;
 pub use streaming::{StreamSender, Streaming};

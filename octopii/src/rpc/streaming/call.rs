@@ -15,11 +15,8 @@
 //! side that goes away resets or stops the stream, which ends the other
 //! side's producer.
 //!
-//! `sink.rs` writes a side's items ([`ItemSink`]), `source.rs` reads the
-//! peer's; this file holds the entry points the generated code calls.
-
-mod sink;
-mod source;
+//! `item_sink.rs` writes a side's items ([`ItemSink`]), `item_source.rs`
+//! reads the peer's; this file holds the entry points the generated code calls.
 
 use std::time::{Duration, Instant};
 
@@ -27,13 +24,13 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use sink::ItemSink;
-pub(crate) use source::RemoteItems;
-use source::{AbortOnDrop, ItemSource};
+pub use super::item_sink::ItemSink;
+pub(crate) use super::item_source::RemoteItems;
+use super::item_source::{AbortOnDrop, ItemSource};
 
-use super::stream::StreamParts;
-use super::{CallStream, Client, Code, HandlerFuture, RpcError, StreamFuture, Streaming};
 use crate::codec;
+use crate::rpc::call_stream::StreamParts;
+use crate::rpc::{CallStream, Client, Code, HandlerFuture, RpcError, StreamFuture, Streaming};
 
 /// Tag of an item frame.
 pub const ITEM: u8 = 0;
@@ -50,7 +47,7 @@ fn deadline_exceeded() -> RpcError {
 /// Runs `call` to its deadline, if it has one. A failure once the deadline
 /// has passed is the deadline's doing: the server resets the stream when
 /// its own copy of the deadline passes, which may be seen first.
-async fn bounded<R>(
+pub(super) async fn bounded<R>(
     deadline: Option<Instant>,
     call: impl Future<Output = Result<R, RpcError>>,
 ) -> Result<R, RpcError> {
@@ -66,7 +63,7 @@ async fn bounded<R>(
 
 /// Runs `wait`, a wait on the peer, for at most `idle`: a server does not
 /// wait forever on a caller that neither sends nor reads.
-async fn waiting_on_peer<R>(
+pub(super) async fn waiting_on_peer<R>(
     idle: Option<Duration>,
     wait: impl Future<Output = Result<R, RpcError>>,
 ) -> Result<R, RpcError> {

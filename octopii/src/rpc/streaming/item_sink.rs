@@ -9,7 +9,7 @@ use bytes::BufMut;
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::{END, ITEM, waiting_on_peer};
+use super::call::{END, ITEM, waiting_on_peer};
 use crate::codec;
 use crate::rpc::client::CANCELLED;
 use crate::rpc::frame;

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::Stream;
 use serde::de::DeserializeOwned;
 
-use super::{END, ITEM, bounded, waiting_on_peer};
+use super::call::{END, ITEM, bounded, waiting_on_peer};
 use crate::codec;
 use crate::rpc::client::CANCELLED;
 use crate::rpc::frame::{self, FrameReader};

@@ -23,8 +23,12 @@ use futures::stream::{BoxStream, Stream, StreamExt};
 use pin_project_lite::pin_project;
 use tokio::sync::mpsc;
 
+pub mod call;
+mod item_sink;
+mod item_source;
+
 use super::RpcError;
-use super::streaming_call::RemoteItems;
+use call::RemoteItems;
 
 /// A stream of `T`s in a streaming RPC: a [`Stream`] of
 /// `Result<T, RpcError>` whose first `Err` is also its last item.
