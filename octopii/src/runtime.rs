@@ -171,6 +171,15 @@ fn shutdown_runtime(runtime: Runtime, timeout: Duration, wait: bool) {
     }
 }
 
+/// The message a panic was raised with, for logs and errors.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,7 @@
 
 mod config;
 mod driver;
+mod driver_handle;
 mod error;
 mod faults;
 mod machine;

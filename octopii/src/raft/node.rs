@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::driver::{Command, Driver, bootstrap_snapshot, peer_call_deadline};
+use super::driver_handle::DriverHandle;
 use super::faults::NetworkFaults;
 use super::machine::{RaftRole, RaftStatus, StateMachine};
 use super::peers::{AddressBook, Peers, address_of};
@@ -21,6 +22,7 @@ use super::service::{Membership, Proposal, RaftHandler, RaftServiceClient, RaftS
 use super::snapshot_transfer;
 use super::storage::{Bootstrap, RaftStorage};
 use super::{RaftConfig, RaftError};
+use crate::runtime::panic_message;
 use crate::wal::{StdFs, WalFs};
 use crate::{OctopiiError, OctopiiNode, Result};
 
@@ -61,18 +63,17 @@ struct Inner {
     id: u64,
     node: OctopiiNode,
     config: RaftConfig,
-    commands: mpsc::Sender<Command>,
+    /// The driver's command queue, and why it stopped once it has.
+    driver: DriverHandle,
     status: watch::Receiver<RaftStatus>,
     addresses: AddressBook,
     faults: Arc<NetworkFaults>,
     forged: Arc<AtomicU64>,
-    driver: Mutex<Option<JoinHandle<()>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
     /// Stops the driver when sent or dropped.
     stop: Mutex<Option<oneshot::Sender<()>>>,
     /// Disconnects once the driver's task has ended, however it ended.
     done: Mutex<Option<std_mpsc::Receiver<()>>>,
-    /// Why the driver stopped, once it has.
-    outcome: watch::Receiver<Option<RaftError>>,
 }
 
 impl Drop for Inner {
@@ -230,14 +231,15 @@ impl RaftNode {
             stop_rx,
             status_tx,
         )?;
+        let (outcome_tx, outcome_rx) = watch::channel(None);
+        let driver_handle = DriverHandle::new(commands_tx, outcome_rx, config.request_timeout);
         let membership = Membership(status_rx.clone());
         let forged = Arc::new(AtomicU64::new(0));
         let handler = RaftHandler {
             id,
-            commands: commands_tx.clone(),
+            driver: driver_handle.clone(),
             faults: faults.clone(),
             max_proposal_size: config.max_proposal_size,
-            request_timeout: config.request_timeout,
             membership: membership.clone(),
             addresses: addresses.clone(),
             forged: forged.clone(),
@@ -247,12 +249,11 @@ impl RaftNode {
             node,
             id,
             &dir,
-            commands_tx.clone(),
+            driver_handle.commands.clone(),
             faults.clone(),
             forged.clone(),
         )?;
         node.serve(crate::rpc::Authorized::new(snapshots, membership.policy()))?;
-        let (outcome_tx, outcome_rx) = watch::channel(None);
         let (done_tx, done_rx) = std_mpsc::channel::<()>();
         let driver = node.runtime_handle().spawn(async move {
             let _done = done_tx;
@@ -261,11 +262,7 @@ impl RaftNode {
             let outcome = match AssertUnwindSafe(driver.run()).catch_unwind().await {
                 Ok(outcome) => outcome,
                 Err(panic) => {
-                    let why = panic
-                        .downcast_ref::<String>()
-                        .map(String::as_str)
-                        .or_else(|| panic.downcast_ref::<&str>().copied())
-                        .unwrap_or("unknown");
+                    let why = panic_message(&*panic);
                     tracing::error!(node = id, "raft driver panicked, the node stops: {why}");
                     RaftError::Failed {
                         reason: format!("the raft driver panicked: {why}"),
@@ -286,15 +283,14 @@ impl RaftNode {
                 id,
                 node: node.clone(),
                 config,
-                commands: commands_tx,
+                driver: driver_handle,
                 status: status_rx,
                 addresses,
                 faults,
                 forged,
-                driver: Mutex::new(Some(driver)),
+                task: Mutex::new(Some(driver)),
                 stop: Mutex::new(Some(stop_tx)),
                 done: Mutex::new(Some(done_rx)),
-                outcome: outcome_rx,
             }),
         })
     }
@@ -320,22 +316,7 @@ impl RaftNode {
     /// in the driver or the state machine) if it stopped by itself. Every
     /// call made of a stopped node fails with this error.
     pub fn stopped(&self) -> Option<RaftError> {
-        self.inner.outcome.borrow().clone()
-    }
-
-    /// The error of a call that found the driver gone: why it stopped.
-    async fn stop_reason(&self) -> OctopiiError {
-        let mut outcome = self.inner.outcome.clone();
-        // The driver drops its callers' replies just before it reports why.
-        let reason = tokio::time::timeout(
-            self.inner.config.request_timeout,
-            outcome.wait_for(Option::is_some),
-        )
-        .await;
-        match reason {
-            Ok(Ok(reason)) => reason.clone().unwrap_or(RaftError::Stopped).into(),
-            _ => RaftError::Stopped.into(),
-        }
+        self.inner.driver.stopped()
     }
 
     /// Waits until this node knows a leader (possibly itself) and returns
@@ -350,7 +331,7 @@ impl RaftNode {
             .and_then(|status| status.leader_id);
         match leader {
             Some(leader) => Ok(leader),
-            None => Err(self.stop_reason().await),
+            None => Err(self.inner.driver.stop_reason().await.into()),
         }
     }
 
@@ -409,11 +390,11 @@ impl RaftNode {
         for _ in 0..PROPOSE_ATTEMPTS {
             let result = match leader {
                 None => {
-                    self.ask_driver(|reply| Command::Propose {
+                    let propose = |reply| Command::Propose {
                         proposal: proposal.clone(),
                         reply,
-                    })
-                    .await
+                    };
+                    self.inner.driver.ask(propose).await.map_err(Into::into)
                 }
                 Some(leader) => self.forward(leader, proposal.clone()).await,
             };
@@ -462,30 +443,8 @@ impl RaftNode {
     /// index, then answers from its own state).
     pub async fn read(&self, query: impl Into<Vec<u8>>) -> Result<Vec<u8>> {
         let query = query.into();
-        self.ask_driver(|reply| Command::Read { query, reply })
-            .await
-    }
-
-    async fn ask_driver(
-        &self,
-        command: impl FnOnce(oneshot::Sender<Result<Vec<u8>, RaftError>>) -> Command,
-    ) -> Result<Vec<u8>> {
-        if let Some(reason) = self.stopped() {
-            return Err(reason.into());
-        }
-        let (reply, answer) = oneshot::channel();
-        if self.inner.commands.send(command(reply)).await.is_err() {
-            return Err(self.stop_reason().await);
-        }
-        let timeout = self.inner.config.request_timeout;
-        match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(result)) => Ok(result?),
-            Ok(Err(_)) => Err(self.stop_reason().await),
-            Err(_) => Err(RaftError::Timeout {
-                millis: timeout.as_millis() as u64,
-            }
-            .into()),
-        }
+        let read = |reply| Command::Read { query, reply };
+        Ok(self.inner.driver.ask(read).await?)
     }
 
     /// Stops the driver and waits for it, releasing the raft log. The
@@ -507,14 +466,14 @@ impl RaftNode {
         if let Some(stop) = stop {
             let _ = stop.send(());
         }
-        let driver = self
+        let task = self
             .inner
-            .driver
+            .task
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(driver) = driver {
-            let _ = driver.await;
+        if let Some(task) = task {
+            let _ = task.await;
         }
         tracing::info!(node = self.inner.id, "raft node stopped");
     }

@@ -10,15 +10,15 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
 use super::RaftError;
 use super::driver::Command;
+use super::driver_handle::DriverHandle;
 use super::faults::NetworkFaults;
 use super::machine::RaftStatus;
 use super::peers::{AddressBook, address_of};
@@ -162,10 +162,9 @@ pub(crate) fn sent_by_caller(
 /// The server side: decodes and hands everything to the driver.
 pub(crate) struct RaftHandler {
     pub(crate) id: u64,
-    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) driver: DriverHandle,
     pub(crate) faults: Arc<NetworkFaults>,
     pub(crate) max_proposal_size: usize,
-    pub(crate) request_timeout: Duration,
     pub(crate) membership: Membership,
     pub(crate) addresses: AddressBook,
     /// Messages dropped because their sender was not their caller.
@@ -238,7 +237,13 @@ impl RaftService for RaftHandler {
             if !sent_by_caller(self.id, ctx.peer(), &message, &self.forged) {
                 continue;
             }
-            if self.commands.send(Command::Step(message)).await.is_err() {
+            if self
+                .driver
+                .commands
+                .send(Command::Step(message))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -254,19 +259,8 @@ impl RaftService for RaftHandler {
                 });
             }
         }
-        let (reply, answer) = oneshot::channel();
-        let command = Command::Propose { proposal, reply };
-        self.commands
-            .send(command)
-            .await
-            .map_err(|_| RaftError::Stopped)?;
-        match tokio::time::timeout(self.request_timeout, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(RaftError::Stopped),
-            Err(_) => Err(RaftError::Timeout {
-                millis: self.request_timeout.as_millis() as u64,
-            }),
-        }
+        let propose = |reply| Command::Propose { proposal, reply };
+        self.driver.ask(propose).await
     }
 }
 

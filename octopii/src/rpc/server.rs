@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 
-use super::budget::{Budgets, RpcStats};
+use super::budget::{Budgets, CallPermit, RpcStats};
 use super::frame::{self, FrameError, FrameReader, RequestHeader};
 use super::{CallStream, Code, Context, RpcError, Service};
 use crate::codec;
 use crate::config::RpcConfig;
+use crate::runtime::panic_message;
 use crate::transport::{InboundHandler, PeerConnection};
 use crate::{OctopiiError, Result};
 
@@ -209,32 +210,23 @@ impl Router {
         (header, args): (RequestHeader<'static>, bytes::Bytes),
         send: &mut quinn::SendStream,
     ) -> Option<Result<Vec<u8>, RpcError>> {
-        let Some(service) = service else {
-            return Some(Err(RpcError::new(
-                Code::Unimplemented,
-                format!("no service named `{}`", header.service),
-            )));
+        let (call, _permit) = match self.admit(service, conn, header) {
+            Ok(admitted) => admitted,
+            Err(refused) => return Some(Err(refused)),
         };
-        if let Err(refused) = super::policy::admit(&*service, conn.peer(), &header.method) {
-            return Some(Err(refused));
-        }
-        let _permit = match self.budgets.call_permit(&header.service, conn.peer()) {
-            Ok(permit) => permit,
-            Err(busy) => return Some(Err(busy)),
-        };
-        let timeout = header.timeout_micros.map(Duration::from_micros);
-        let ctx = Context::new(
-            conn.peer().clone(),
-            timeout.map(|t| Instant::now() + t),
-            header.metadata.into_owned(),
-        );
-        let handler = AssertUnwindSafe(service.call(&header.method, ctx, args)).catch_unwind();
+        let Admitted {
+            service,
+            method,
+            ctx,
+            timeout,
+        } = call;
+        let handler = AssertUnwindSafe(service.call(&method, ctx, args)).catch_unwind();
         let handler = async {
             match handler.await {
                 Ok(result) => result,
                 Err(panic) => Err(RpcError::new(
                     Code::Internal,
-                    format!("the handler panicked: {}", panic_message(&panic)),
+                    format!("the handler panicked: {}", panic_message(&*panic)),
                 )),
             }
         };
@@ -273,7 +265,47 @@ impl Router {
     }
 }
 
+/// A call that may run: its service, method and context.
+struct Admitted {
+    service: Arc<dyn Service>,
+    method: String,
+    ctx: Context,
+    timeout: Option<Duration>,
+}
+
 impl Router {
+    /// What every call passes before its handler runs, unary or owning its
+    /// stream: the service exists, its policy admits the caller, and a
+    /// call permit is free (held for as long as the returned permit).
+    fn admit(
+        &self,
+        service: Option<Arc<dyn Service>>,
+        conn: &PeerConnection,
+        header: RequestHeader<'static>,
+    ) -> Result<(Admitted, CallPermit), RpcError> {
+        let Some(service) = service else {
+            return Err(RpcError::new(
+                Code::Unimplemented,
+                format!("no service named `{}`", header.service),
+            ));
+        };
+        super::policy::admit(&*service, conn.peer(), &header.method)?;
+        let permit = self.budgets.call_permit(&header.service, conn.peer())?;
+        let timeout = header.timeout_micros.map(Duration::from_micros);
+        let ctx = Context::new(
+            conn.peer().clone(),
+            timeout.map(|t| Instant::now() + t),
+            header.metadata.into_owned(),
+        );
+        let call = Admitted {
+            service,
+            method: header.method.into_owned(),
+            ctx,
+            timeout,
+        };
+        Ok((call, permit))
+    }
+
     /// Runs a call that owns its stream, under the call limit and deadline.
     async fn serve_owned(
         &self,
@@ -283,36 +315,25 @@ impl Router {
         args: bytes::Bytes,
         stream: CallStream,
     ) {
-        let Some(service) = service else {
-            let missing = format!("no service named `{}`", header.service);
-            stream
-                .fail(RpcError::new(Code::Unimplemented, missing))
-                .await;
-            return;
+        let (call, _permit) = match self.admit(service, conn, header) {
+            Ok(admitted) => admitted,
+            Err(refused) => return stream.fail(refused).await,
         };
-        if let Err(refused) = super::policy::admit(&*service, conn.peer(), &header.method) {
-            stream.fail(refused).await;
-            return;
-        }
-        let _permit = match self.budgets.call_permit(&header.service, conn.peer()) {
-            Ok(permit) => permit,
-            Err(busy) => return stream.fail(busy).await,
-        };
-        let timeout = header.timeout_micros.map(Duration::from_micros);
-        let ctx = Context::new(
-            conn.peer().clone(),
-            timeout.map(|t| Instant::now() + t),
-            header.metadata.into_owned(),
-        );
-        let call = AssertUnwindSafe(service.serve_stream(&header.method, ctx, args, stream))
-            .catch_unwind();
+        let Admitted {
+            service,
+            method,
+            ctx,
+            timeout,
+        } = call;
+        let call =
+            AssertUnwindSafe(service.serve_stream(&method, ctx, args, stream)).catch_unwind();
         let outcome = match timeout {
             None => Ok(call.await),
             Some(t) => tokio::time::timeout(t, call).await,
         };
         // Dropping the call on timeout drops its stream, which resets it.
         if let Ok(Err(panic)) = outcome {
-            tracing::warn!("stream handler panicked: {}", panic_message(&panic));
+            tracing::warn!("stream handler panicked: {}", panic_message(&*panic));
         }
     }
 }
@@ -334,14 +355,6 @@ impl From<FrameError> for Abandon {
             FrameError::Truncated | FrameError::Stream(_) => Abandon::Silently,
         }
     }
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(no message)")
 }
 
 impl InboundHandler for Arc<Router> {

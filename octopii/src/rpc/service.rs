@@ -55,14 +55,7 @@ pub trait Service: Send + Sync + 'static {
         stream: CallStream,
     ) -> StreamFuture {
         let _ = (ctx, args);
-        let error = RpcError::new(
-            Code::Unimplemented,
-            format!(
-                "service `{}` has no streaming method `{method}`",
-                self.name()
-            ),
-        );
-        Box::pin(stream.fail(error))
+        super::streaming::call::no_streaming_method(self.name(), method, stream)
     }
 }
 

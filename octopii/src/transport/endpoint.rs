@@ -154,13 +154,23 @@ impl Transport {
         // Nodes are dialled by address; the name only fills the TLS field
         // (certificates are checked against the cluster CA, not a name).
         let connecting = self.endpoint.connect(addr, "octopii-node")?;
+        self.finish_handshake(connecting, "outbound").await
+    }
+
+    /// Completes a handshake within the handshake timeout and reads the
+    /// peer's verified identity.
+    async fn finish_handshake(
+        &self,
+        connecting: quinn::Connecting,
+        direction: &str,
+    ) -> Result<PeerConnection> {
         let timeout = self.limits.handshake_timeout();
         let connection = tokio::time::timeout(timeout, connecting)
             .await
             .map_err(|_| OctopiiError::Timeout(timeout))?
             .map_err(connection_error)?;
         let conn = PeerConnection::new(connection, self.verified)?;
-        log_connected(&conn, "outbound");
+        log_connected(&conn, direction);
         Ok(conn)
     }
 
@@ -258,14 +268,7 @@ impl Transport {
 
     async fn handshake(&self, incoming: quinn::Incoming) -> Result<PeerConnection> {
         let connecting = incoming.accept().map_err(connection_error)?;
-        let timeout = self.limits.handshake_timeout();
-        let connection = tokio::time::timeout(timeout, connecting)
-            .await
-            .map_err(|_| OctopiiError::Timeout(timeout))?
-            .map_err(connection_error)?;
-        let conn = PeerConnection::new(connection, self.verified)?;
-        log_connected(&conn, "inbound");
-        Ok(conn)
+        self.finish_handshake(connecting, "inbound").await
     }
 
     /// Closes every connection, telling peers, and waits up to `timeout`
@@ -320,7 +323,7 @@ fn release_port(endpoint: &Endpoint) {
     }
 }
 
-fn log_connected(conn: &PeerConnection, direction: &'static str) {
+fn log_connected(conn: &PeerConnection, direction: &str) {
     let peer = conn.peer();
     tracing::info!(peer = %peer.addr, identity = %peer.identity, direction, "peer connected");
 }
