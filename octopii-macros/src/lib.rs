@@ -32,22 +32,26 @@ mod validate;
 ///   hand to `OctopiiNode::serve`.
 ///
 /// The generated items take the trait's visibility. A method may take
-/// `&Context` (any path ending in `Context`) right after `&self`: the server
-/// fills it in, and the client method leaves it out. The other arguments
-/// travel as one tuple, in order; the result travels as the declared type,
-/// so a method returning `Result<T, E>` delivers its error as `Ok(Err(e))`.
+/// `&Context` right after `&self`: the server fills it in, and the client
+/// method leaves it out. The other arguments travel as one tuple, in order;
+/// the result travels as the declared type, so a method returning
+/// `Result<T, E>` delivers its error as `Ok(Err(e))`.
 ///
-/// Streaming: a method may take `Streaming<T>` (any path ending in
-/// `Streaming`) as its last argument, and may return `Streaming<T>` or
-/// `Result<Streaming<T>, E>`. Such a method is a streaming call on a QUIC
-/// stream of its own: the client method takes `impl Into<Streaming<T>>`
-/// (a `Streaming`, or a `Vec<T>`) for the streaming argument and returns
-/// `Result<Streaming<T>, RpcError>` (or `Result<Result<Streaming<T>, E>,
-/// RpcError>`) for a streamed result, once the server's handler has
-/// returned its stream (so a bidirectional handler should return it without
-/// first waiting for the client's items). A second `Streaming` argument, one
-/// that is not last, a nested `Streaming` and a `Streaming` inside another
-/// type are rejected.
+/// Streaming: a method may take `Streaming<T>` as its last argument, and
+/// may return `Streaming<T>` or `Result<Streaming<T>, E>`. Such a method is
+/// a streaming call on a QUIC stream of its own: the client method takes
+/// `impl Into<Streaming<T>>` (a `Streaming`, or a `Vec<T>`) for the
+/// streaming argument and returns `Result<Streaming<T>, RpcError>` (or
+/// `Result<Result<Streaming<T>, E>, RpcError>`) for a streamed result, once
+/// the server's handler has returned its stream (so a bidirectional handler
+/// should return it without first waiting for the client's items). A second
+/// `Streaming` argument, one that is not last, a nested `Streaming` and a
+/// `Streaming` inside another type are rejected.
+///
+/// `Context` and `Streaming` are Octopii's when written bare or by a path
+/// through `octopii` (`octopii::rpc::Context`, `::octopii::Streaming<T>`).
+/// A type of either name from another module is an ordinary type, which
+/// travels on the wire like any other.
 ///
 /// Rejected, each with an error at the offending token: a method that is
 /// not `async`, does not take `&self`, is generic, has a default body or a

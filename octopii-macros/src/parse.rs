@@ -1,7 +1,10 @@
 //! From a checked syn trait to the [`model`](crate::model).
 
 use syn::ext::IdentExt;
-use syn::{Attribute, FnArg, ItemTrait, Pat, ReturnType, TraitItem, Type, TypeReference};
+use syn::{
+    Attribute, FnArg, GenericArgument, ItemTrait, Pat, PathArguments, PathSegment, ReturnType,
+    TraitItem, Type, TypeReference,
+};
 
 use crate::model::{Arg, Method, Reply, Service, StreamArg};
 
@@ -116,65 +119,120 @@ pub fn ungroup(mut ty: &Type) -> &Type {
     ty
 }
 
-/// The reference, if `ty` is the call context: `&Context` through any path
-/// (`&octopii::rpc::Context`, `&Context`) whose last segment is `Context`.
-pub fn context_type(ty: &Type) -> Option<&TypeReference> {
-    let Type::Reference(reference) = ungroup(ty) else {
-        return None;
-    };
-    let Type::Path(path) = ungroup(&reference.elem) else {
-        return None;
-    };
-    let last = path.path.segments.last()?;
-    (path.qself.is_none() && last.ident == "Context" && last.arguments.is_none())
-        .then_some(reference)
+/// The path of `ty`, if `ty` is a plain path.
+fn plain_path(ty: &Type) -> Option<&syn::Path> {
+    match ungroup(ty) {
+        Type::Path(path) if path.qself.is_none() => Some(&path.path),
+        _ => None,
+    }
 }
 
-/// The last segment of `ty` and its type arguments, if `ty` is a plain path.
-fn path_end(ty: &Type) -> Option<(&syn::Ident, Vec<&Type>)> {
-    let Type::Path(path) = ungroup(ty) else {
-        return None;
-    };
-    if path.qself.is_some() {
-        return None;
-    }
-    let last = path.path.segments.last()?;
-    let types = match &last.arguments {
-        syn::PathArguments::None => Vec::new(),
-        syn::PathArguments::AngleBracketed(args) => args
+/// The type arguments of a path segment: `[A, B]` for `X<A, B>`.
+fn type_args(segment: &PathSegment) -> Vec<&Type> {
+    match &segment.arguments {
+        PathArguments::AngleBracketed(args) => args
             .args
             .iter()
             .filter_map(|arg| match arg {
-                syn::GenericArgument::Type(ty) => Some(ty),
+                GenericArgument::Type(ty) => Some(ty),
                 _ => None,
             })
             .collect(),
-        syn::PathArguments::Parenthesized(_) => return None,
-    };
-    Some((&last.ident, types))
+        _ => Vec::new(),
+    }
 }
 
-/// `T`, if `ty` is `Streaming<T>` through any path (`octopii::Streaming<T>`,
-/// `Streaming<T>`) whose last segment is `Streaming`.
-pub fn streaming_item(ty: &Type) -> Option<&Type> {
-    match path_end(ty)? {
-        (ident, types) if ident == "Streaming" && types.len() == 1 => Some(types[0]),
+/// The last segment of `ty`, if `ty` names Octopii's own `name`: bare
+/// (`Context`) or by a path through the `octopii` crate
+/// (`octopii::Context`, `::octopii::rpc::Context`). A type of that name
+/// in any other module is the user's own, and an ordinary type.
+fn octopii_type<'a>(ty: &'a Type, name: &str) -> Option<&'a PathSegment> {
+    let path = plain_path(ty)?;
+    let last = path.segments.last()?;
+    let ours = match path.segments.len() {
+        1 => path.leading_colon.is_none(),
+        _ => path.segments[0].ident == "octopii",
+    };
+    (ours && last.ident == name).then_some(last)
+}
+
+/// Whether `ty` is the call context, `Context`, by value.
+pub fn is_context(ty: &Type) -> bool {
+    octopii_type(ty, "Context").is_some_and(|last| last.arguments.is_none())
+}
+
+/// The reference, if `ty` is `&Context`.
+pub fn context_type(ty: &Type) -> Option<&TypeReference> {
+    match ungroup(ty) {
+        Type::Reference(reference) if is_context(&reference.elem) => Some(reference),
         _ => None,
     }
 }
 
-/// Whether `ty` is a path whose last segment is `Streaming`, well-formed
-/// or not.
-pub fn names_streaming(ty: &Type) -> bool {
-    path_end(ty).is_some_and(|(ident, _)| ident == "Streaming")
+/// `T`, if `ty` is `Streaming<T>`.
+pub fn streaming_item(ty: &Type) -> Option<&Type> {
+    match type_args(octopii_type(ty, "Streaming")?)[..] {
+        [item] => Some(item),
+        _ => None,
+    }
 }
 
-/// `(T, E)`, if `ty` is `Result<Streaming<T>, E>`.
+/// Whether `ty` is a `Streaming`, well-formed or not.
+pub fn names_streaming(ty: &Type) -> bool {
+    octopii_type(ty, "Streaming").is_some()
+}
+
+/// `(T, E)`, if `ty` is `Result<Streaming<T>, E>` (any `Result`).
 pub fn fallible_stream(ty: &Type) -> Option<(&Type, &Type)> {
-    match path_end(ty)? {
-        (ident, types) if ident == "Result" && types.len() == 2 => {
-            Some((streaming_item(types[0])?, types[1]))
-        }
+    let last = plain_path(ty)?.segments.last()?;
+    match type_args(last)[..] {
+        [ok, error] if last.ident == "Result" => Some((streaming_item(ok)?, error)),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use syn::{Type, parse_quote};
+
+    use super::{context_type, streaming_item};
+
+    #[test]
+    fn only_octopii_context_and_streaming_are_recognised() {
+        let contexts: [Type; 4] = [
+            parse_quote!(&Context),
+            parse_quote!(&octopii::Context),
+            parse_quote!(&octopii::rpc::Context),
+            parse_quote!(&::octopii::rpc::Context),
+        ];
+        for ty in &contexts {
+            assert!(context_type(ty).is_some(), "{}", quote::quote!(#ty));
+        }
+        let streams: [Type; 3] = [
+            parse_quote!(Streaming<u8>),
+            parse_quote!(octopii::Streaming<u8>),
+            parse_quote!(::octopii::rpc::Streaming<u8>),
+        ];
+        for ty in &streams {
+            assert!(streaming_item(ty).is_some(), "{}", quote::quote!(#ty));
+        }
+
+        let user_contexts: [Type; 4] = [
+            parse_quote!(&mine::Context),
+            parse_quote!(&crate::Context),
+            parse_quote!(&::Context),
+            parse_quote!(&<X as Y>::Context),
+        ];
+        for ty in &user_contexts {
+            assert!(context_type(ty).is_none(), "{}", quote::quote!(#ty));
+        }
+        let user_streams: [Type; 3] = [
+            parse_quote!(mine::Streaming<u8>),
+            parse_quote!(self::Streaming<u8>),
+            parse_quote!(super::octopii::Streaming<u8>),
+        ];
+        for ty in &user_streams {
+            assert!(streaming_item(ty).is_none(), "{}", quote::quote!(#ty));
+        }
     }
 }

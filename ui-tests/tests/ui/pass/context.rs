@@ -1,5 +1,5 @@
-//! A method may take the call's context first, named by any path ending in
-//! `Context`; it is not part of the client method or of the wire.
+//! A method may take the call's context first, named bare or by a path
+//! through `octopii`; it is not part of the client method or of the wire.
 #![deny(warnings)]
 
 use std::future::Future;

@@ -1,6 +1,6 @@
 //! Server streaming: the handler returns `Streaming<T>`, the client method
-//! returns `Result<Streaming<T>, RpcError>`; any path ending in
-//! `Streaming` is recognised.
+//! returns `Result<Streaming<T>, RpcError>`; `Streaming` is recognised bare
+//! or by a path through `octopii`.
 #![deny(warnings)]
 
 use std::future::Future;
