@@ -55,11 +55,12 @@ mod validate;
 ///
 /// Rejected, each with an error at the offending token: a method that is
 /// not `async`, does not take `&self`, is generic, has a default body or a
-/// `#[cfg]`; argument patterns; borrowed or `impl Trait` types; argument or
-/// return types that are not `Serialize + DeserializeOwned + Send +
-/// 'static`; method names the client already uses (`new`, `from_client`,
-/// `with_deadline`, `with_metadata`); generic traits and associated items;
-/// any attribute argument.
+/// `#[cfg]`; argument patterns; a call context other than `&Context` right
+/// after `&self`; borrowed or `impl Trait` types; argument or return types
+/// that are not `Serialize + DeserializeOwned + Send + 'static`; method
+/// names the client already uses (`new`, `from_client`, `with_deadline`,
+/// `with_metadata`); generic traits and associated items; any attribute
+/// argument.
 #[proc_macro_attribute]
 pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
     expand(args.into(), input.into()).into()

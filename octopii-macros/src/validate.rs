@@ -15,7 +15,9 @@ use syn::{
     TraitItemFn, Type,
 };
 
-use crate::parse::{context_type, fallible_stream, names_streaming, streaming_item, ungroup};
+use crate::parse::{
+    context_type, fallible_stream, is_context, names_streaming, streaming_item, ungroup,
+};
 
 /// Methods of the generated client; a service method may not take their names.
 pub const CLIENT_METHODS: &[&str] = &["new", "from_client", "with_deadline", "with_metadata"];
@@ -373,18 +375,22 @@ fn check_inputs(sig: &Signature, errors: &mut Errors) {
                 ),
             ),
         }
-        if let Some(context) = context_type(&arg.ty) {
+        let by_value = is_context(&arg.ty);
+        let reference = context_type(&arg.ty);
+        if by_value || reference.is_some() {
             if position != 0 {
                 errors.at(
                     arg,
                     "the call context must be the first argument after `&self`",
                 );
-            } else if context.mutability.is_some() {
+            } else if by_value {
+                errors.at(&arg.ty, "take the call context as `&Context`");
+            } else if reference.is_some_and(|context| context.mutability.is_some()) {
                 errors.at(
                     &arg.ty,
                     "take the call context as `&Context`, not `&mut Context`",
                 );
-            } else if context.lifetime.is_some() {
+            } else if reference.is_some_and(|context| context.lifetime.is_some()) {
                 errors.at(
                     &arg.ty,
                     "take the call context as plain `&Context`, without a lifetime",
