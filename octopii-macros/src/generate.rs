@@ -25,7 +25,8 @@ pub fn service(service: &Service) -> TokenStream {
 }
 
 /// The item of an invalid service, as close to the input as rustc accepts
-/// without reporting again what [`validate`](crate::validate) has already
+/// without reporting again what [`parse`](crate::parse) and
+/// [`check`](crate::check) have already
 /// reported: argument patterns become names and `const` goes.
 pub fn fallback(mut item: syn::Item) -> TokenStream {
     if let syn::Item::Trait(item_trait) = &mut item {
@@ -84,22 +85,14 @@ fn service_trait(service: &Service) -> TokenStream {
             output,
             ..
         } = method;
-        let context = method.context.iter().map(|arg| {
+        let inputs = method.inputs.iter().map(|arg| {
             let (attrs, ident, ty) = (&arg.attrs, &arg.ident, &arg.ty);
             quote!(#(#attrs)* #ident: #ty)
         });
-        let args = method
-            .args
-            .iter()
-            .chain(method.input_stream.iter().map(|stream| &stream.arg))
-            .map(|arg| {
-                let (attrs, ident, ty) = (&arg.attrs, &arg.ident, &arg.ty);
-                quote!(#(#attrs)* #ident: #ty)
-            });
         quote! {
             #(#attrs)*
             #[allow(clippy::too_many_arguments)]
-            #fn_token #ident(#receiver #(, #context)* #(, #args)*)
+            #fn_token #ident(#receiver #(, #inputs)*)
                 -> impl ::core::future::Future<Output = #output> + ::core::marker::Send #semi_token
         }
     });
@@ -154,10 +147,10 @@ fn client(service: &Service) -> TokenStream {
         } = method;
         let call_doc = doc(format!("Calls [`{ident}::{method_ident}`] on the peer."));
         let separator = (!docs.is_empty()).then(|| doc(String::new()));
-        let idents: Vec<&Ident> = method.args.iter().map(|arg| &arg.ident).collect();
-        let types: Vec<&Type> = method.args.iter().map(|arg| &arg.ty).collect();
-        let stream_param = method.input_stream.as_ref().map(|stream| {
-            let (ident, ty) = (&stream.arg.ident, &stream.arg.ty);
+        let idents: Vec<&Ident> = method.args().map(|arg| &arg.ident).collect();
+        let types: Vec<&Type> = method.args().map(|arg| &arg.ty).collect();
+        let stream_param = method.input_stream().map(|(stream, _)| {
+            let (ident, ty) = (&stream.ident, &stream.ty);
             quote!(, #ident: impl ::core::convert::Into<#ty>)
         });
         let body = client_body(method);
@@ -236,11 +229,11 @@ fn client(service: &Service) -> TokenStream {
 /// The body of a client method, with the request's arguments in `__args`.
 fn client_body(method: &Method) -> TokenStream {
     let Method { name, output, .. } = method;
-    let types = method.args.iter().map(|arg| &arg.ty);
+    let types = method.args().map(|arg| &arg.ty);
     let args = quote!((#(#types,)*));
     let calls = quote!(::octopii::rpc::streaming::call);
-    let input = method.input_stream.as_ref().map(|stream| {
-        let (ident, item) = (&stream.arg.ident, &stream.item);
+    let input = method.input_stream().map(|(stream, item)| {
+        let ident = &stream.ident;
         (quote!(::core::convert::Into::into(#ident)), item)
     });
     let opened = |item: &Type| match &input {
@@ -414,13 +407,13 @@ fn server(service: &Service) -> TokenStream {
 fn decode_and_invoke(service: &Service, method: &Method, s: &Ident) -> (TokenStream, TokenStream) {
     let ident = &service.ident;
     let method_ident = &method.ident;
-    let values: Vec<Ident> = (0..method.args.len())
+    let types: Vec<&Type> = method.args().map(|arg| &arg.ty).collect();
+    let values: Vec<Ident> = (0..types.len())
         .map(|i| Ident::new(&format!("__arg{i}"), Span::mixed_site()))
         .collect();
-    let types = method.args.iter().map(|arg| &arg.ty);
     let context = method.takes_context().then(|| quote!(&__ctx,));
-    let input = method.input_stream.as_ref().map(|_| quote!(__input));
-    let decode = if method.args.is_empty() {
+    let input = method.input_stream().map(|_| quote!(__input));
+    let decode = if types.is_empty() {
         quote!(::octopii::rpc::decode_args::<()>(&__args)?;)
     } else {
         quote!(let (#(#values,)*): (#(#types,)*) = ::octopii::rpc::decode_args(&__args)?;)
@@ -455,9 +448,8 @@ fn serve_stream(service: &Service, s: &Ident) -> TokenStream {
         .map(|method| {
             let method_name = &method.name;
             let (decode, invoke) = decode_and_invoke(service, method, s);
-            let accept = match &method.input_stream {
-                Some(stream) => {
-                    let item = &stream.item;
+            let accept = match method.input_stream() {
+                Some((_, item)) => {
                     quote!(let (__sink, __input) = #calls::split::<#item>(__stream);)
                 }
                 None => quote!(let __sink = #calls::sink(__stream);),

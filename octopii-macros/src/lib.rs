@@ -3,17 +3,27 @@
 //!
 //! The attribute works in three passes, each in its own module:
 //!
-//! * `validate` checks the trait for what a service cannot express and
-//!   reports every problem at once, each pointing at the offending token;
-//! * `parse` turns the checked trait into the `model`;
-//! * `generate` writes the trait back, the client and the server.
+//! * `parse` walks the syntax tree once, into the `model` of the service,
+//!   and reports what the model cannot hold (an item that is not a trait,
+//!   a method that is not `async fn m(&self, ..)`, argument patterns);
+//! * `check` reports what the model holds but a service must not have
+//!   (clashing names, a context or a `Streaming` out of place, borrowed
+//!   types), also for a trait `parse` found errors in;
+//! * `generate` writes the trait back, the client and the server, from a
+//!   model without errors.
+//!
+//! Errors are collected, not returned at the first: every problem is
+//! reported at once, each at the offending token.
+
+use std::fmt::Display;
 
 use proc_macro::TokenStream;
+use quote::ToTokens;
 
+mod check;
 mod generate;
 mod model;
 mod parse;
-mod validate;
 
 /// Turns a trait of `async fn`s into an Octopii service.
 ///
@@ -74,9 +84,45 @@ fn expand(
         Ok(item) => item,
         Err(error) => return with_input(error, input),
     };
-    match validate::check(args, &item) {
-        Ok(item_trait) => generate::service(&parse::service(item_trait)),
+    match checked_service(args, &item) {
+        Ok(service) => generate::service(&service),
         Err(error) => with_input(error, generate::fallback(item)),
+    }
+}
+
+/// The service `item` declares, or every error in it and in `args`.
+fn checked_service(
+    args: proc_macro2::TokenStream,
+    item: &syn::Item,
+) -> syn::Result<model::Service> {
+    let mut errors = Errors::default();
+    let service = parse::service(args, item, &mut errors);
+    if let Some(service) = &service {
+        check::service(service, &mut errors);
+    }
+    errors.finish()?;
+    Ok(service.expect("an item that is not a trait is an error"))
+}
+
+/// Several errors, combined into one as they are found.
+#[derive(Default)]
+struct Errors(Option<syn::Error>);
+
+impl Errors {
+    fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(first) => first.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    /// An error spanning `tokens`.
+    fn at(&mut self, tokens: impl ToTokens, message: impl Display) {
+        self.push(syn::Error::new_spanned(tokens, message));
+    }
+
+    fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
     }
 }
 
@@ -182,5 +228,99 @@ mod tests {
         assert!(expanded.contains("compile_error"), "{expanded}");
         assert!(expanded.contains("pub trait Bad"), "{expanded}");
         assert!(!expanded.contains("BadClient"), "{expanded}");
+    }
+
+    /// The messages of every error in `item`, in order.
+    fn errors_of(item: syn::Item) -> Vec<String> {
+        match super::checked_service(proc_macro2::TokenStream::new(), &item) {
+            Ok(_) => Vec::new(),
+            Err(error) => error.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_valid_service_passes() {
+        let item: syn::Item = syn::parse_quote! {
+            pub trait Calculator {
+                async fn add(&self, a: i64, b: i64) -> i64;
+                async fn div(&self, ctx: &octopii::rpc::Context, a: i64, b: i64) -> Result<i64, E>;
+                async fn none(&self);
+                async fn cow(&self, c: std::borrow::Cow<'static, str>) -> Vec<String>;
+            }
+        };
+        assert_eq!(errors_of(item), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let item: syn::Item = syn::parse_quote! {
+            trait Bad {
+                fn sync(&self);
+                async fn by_value(self);
+                async fn generic<T>(&self, t: T);
+                async fn borrowed(&self, s: &str, v: Vec<&[u8]>);
+                async fn late(&self, a: i32, ctx: &Context);
+                async fn new(&self);
+            }
+        };
+        let errors = errors_of(item);
+        assert_eq!(errors.len(), 7, "{errors:#?}");
+        assert!(
+            errors[3].contains("use `String` instead of `&str`"),
+            "{}",
+            errors[3]
+        );
+        assert!(
+            errors[4].contains("use `Vec<u8>` instead of `&[u8]`"),
+            "{}",
+            errors[4]
+        );
+    }
+
+    #[test]
+    fn streaming_patterns_pass() {
+        let item: syn::Item = syn::parse_quote! {
+            pub trait Logs {
+                async fn tail(&self, from: u64) -> Streaming<Line>;
+                async fn upload(&self, ctx: &Context, name: String, lines: octopii::Streaming<Line>) -> u64;
+                async fn chat(&self, msgs: Streaming<Msg>) -> Streaming<Msg>;
+                async fn open(&self) -> Result<Streaming<u8>, E>;
+            }
+        };
+        assert_eq!(errors_of(item), Vec::<String>::new());
+    }
+
+    #[test]
+    fn misplaced_streaming_is_reported() {
+        let item: syn::Item = syn::parse_quote! {
+            trait Bad {
+                async fn two(&self, a: Streaming<u8>, b: Streaming<u8>);
+                async fn first(&self, a: Streaming<u8>, b: u8);
+                async fn nested(&self) -> Streaming<Option<Streaming<u8>>>;
+                async fn inside(&self, a: Vec<Streaming<u8>>);
+                async fn bare(&self, a: Streaming);
+                async fn error(&self) -> Result<Streaming<u8>, Streaming<u8>>;
+            }
+        };
+        let errors = errors_of(item);
+        assert_eq!(errors.len(), 6, "{errors:#?}");
+        assert!(errors[0].contains("only one `Streaming`"), "{}", errors[0]);
+        assert!(
+            errors[1].contains("must be the last argument"),
+            "{}",
+            errors[1]
+        );
+        assert!(errors[2].contains("cannot be nested"), "{}", errors[2]);
+        assert!(
+            errors[3].contains("not part of another type"),
+            "{}",
+            errors[3]
+        );
+        assert!(errors[4].contains("write `Streaming<T>`"), "{}", errors[4]);
+        assert!(
+            errors[5].contains("not part of another type"),
+            "{}",
+            errors[5]
+        );
     }
 }

@@ -1,4 +1,7 @@
-//! What the attribute knows about a service once the trait is checked.
+//! What the attribute knows about a service: the trait as
+//! [`parse`](crate::parse) reads it, which [`check`](crate::check) judges
+//! and [`generate`](crate::generate) expands. The model of a trait with
+//! errors is checked, to report them all, but never expanded.
 
 use syn::punctuated::Punctuated;
 use syn::{Attribute, Ident, Type, TypeParamBound, Visibility};
@@ -34,27 +37,17 @@ pub struct Method {
     pub fn_token: syn::Token![fn],
     /// The closing `;` as written, for the same reason.
     pub semi_token: syn::Token![;],
-    /// The `&self` receiver as written.
+    /// The `&self` receiver as written (for a method without one, which
+    /// is an error, a `&self` of the attribute's).
     pub receiver: syn::Receiver,
-    /// The `ctx: &Context` argument, if the method takes one.
-    pub context: Option<Arg>,
-    /// The arguments that travel in the request, in order.
-    pub args: Vec<Arg>,
-    /// The `Streaming<T>` argument (always the last one), if any.
-    pub input_stream: Option<StreamArg>,
+    /// The arguments after `&self`, in order.
+    pub inputs: Vec<Arg>,
     /// The declared return type (`()` when there is no `->`).
     pub output: Type,
     /// Whether the return type is `()`.
     pub output_is_unit: bool,
     /// How the result travels.
     pub reply: Reply,
-}
-
-/// The `Streaming<T>` argument of a method that takes a stream.
-pub struct StreamArg {
-    pub arg: Arg,
-    /// `T`.
-    pub item: Type,
 }
 
 /// How a method's result travels.
@@ -71,19 +64,36 @@ pub enum Reply {
 impl Method {
     /// Whether the server passes the call's context to this method.
     pub fn takes_context(&self) -> bool {
-        self.context.is_some()
+        self.inputs
+            .iter()
+            .any(|arg| matches!(arg.kind, ArgKind::Context))
+    }
+
+    /// The arguments that travel in the request, in order.
+    pub fn args(&self) -> impl Iterator<Item = &Arg> {
+        self.inputs
+            .iter()
+            .filter(|arg| matches!(arg.kind, ArgKind::Value))
+    }
+
+    /// The `Streaming<T>` argument and `T`, if the method takes a stream.
+    pub fn input_stream(&self) -> Option<(&Arg, &Type)> {
+        self.inputs.iter().find_map(|arg| match &arg.kind {
+            ArgKind::Stream { item } => Some((arg, &**item)),
+            _ => None,
+        })
     }
 
     /// Whether the call owns a stream: it takes or returns a `Streaming`.
     pub fn is_streaming(&self) -> bool {
-        self.input_stream.is_some() || !matches!(self.reply, Reply::Value)
+        self.input_stream().is_some() || !matches!(self.reply, Reply::Value)
     }
 
     /// Every type whose values cross the wire, in order: the arguments,
     /// the streamed items, the result (or its error).
     pub fn wire_types(&self) -> Vec<&Type> {
-        let mut types: Vec<&Type> = self.args.iter().map(|arg| &arg.ty).collect();
-        types.extend(self.input_stream.iter().map(|stream| &stream.item));
+        let mut types: Vec<&Type> = self.args().map(|arg| &arg.ty).collect();
+        types.extend(self.input_stream().map(|(_, item)| item));
         match &self.reply {
             Reply::Value => types.push(&self.output),
             Reply::Stream { item } => types.push(item),
@@ -94,10 +104,10 @@ impl Method {
 
     /// Every type as written in the signature, the context's excepted.
     pub fn written_types(&self) -> impl Iterator<Item = &Type> {
-        self.args
+        self.inputs
             .iter()
+            .filter(|arg| !matches!(arg.kind, ArgKind::Context))
             .map(|arg| &arg.ty)
-            .chain(self.input_stream.iter().map(|stream| &stream.arg.ty))
             .chain([&self.output])
     }
 }
@@ -108,4 +118,16 @@ pub struct Arg {
     pub attrs: Vec<Attribute>,
     pub ident: Ident,
     pub ty: Type,
+    pub kind: ArgKind,
+}
+
+/// What an argument is, by its type.
+pub enum ArgKind {
+    /// The call context, `Context`, by reference or by value; only
+    /// `&Context` passes [`check`](crate::check).
+    Context,
+    /// `Streaming<T>`: items that follow the request on the call's stream.
+    Stream { item: Box<Type> },
+    /// A value in the request.
+    Value,
 }
