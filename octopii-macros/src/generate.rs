@@ -161,7 +161,7 @@ fn client(service: &Service) -> TokenStream {
             #(#deprecated)*
             #[allow(clippy::too_many_arguments)]
             #vis async fn #method_ident(&self #(, #idents: #types)* #stream_param)
-                -> ::core::result::Result<#output, ::octopii::RpcError>
+                -> ::core::result::Result<#output, ::octopii::__private::RpcError>
             {
                 let __args = (#(#idents,)*);
                 #body
@@ -175,7 +175,7 @@ fn client(service: &Service) -> TokenStream {
         #[derive(::core::clone::Clone, ::core::fmt::Debug)]
         #[allow(dead_code)]
         #vis struct #client {
-            client: ::octopii::rpc::Client,
+            client: ::octopii::__private::Client,
         }
 
         #(#cfgs)*
@@ -186,13 +186,13 @@ fn client(service: &Service) -> TokenStream {
 
             /// A client of the service on the node at `peer`, calling
             /// through `node`'s connections.
-            #vis fn new(node: &impl ::octopii::rpc::Connect, peer: ::std::net::SocketAddr) -> Self {
-                Self::from_client(::octopii::rpc::Client::new(node, peer))
+            #vis fn new(node: &impl ::octopii::__private::Connect, peer: ::std::net::SocketAddr) -> Self {
+                Self::from_client(::octopii::__private::Client::new(node, peer))
             }
 
             /// A client of the service over an existing `octopii::rpc::Client`,
             /// keeping its peer, deadline and metadata.
-            #vis fn from_client(client: ::octopii::rpc::Client) -> Self {
+            #vis fn from_client(client: ::octopii::__private::Client) -> Self {
                 Self { client }
             }
 
@@ -231,7 +231,7 @@ fn client_body(method: &Method) -> TokenStream {
     let Method { name, output, .. } = method;
     let types = method.args().map(|arg| &arg.ty);
     let args = quote!((#(#types,)*));
-    let calls = quote!(::octopii::rpc::streaming::call);
+    let calls = quote!(::octopii::__private);
     let input = method.input_stream().map(|(stream, item)| {
         let ident = &stream.ident;
         (quote!(::core::convert::Into::into(#ident)), item)
@@ -300,7 +300,7 @@ fn server(service: &Service) -> TokenStream {
         let method_name = &method.name;
         if method.is_streaming() {
             return quote! {
-                #method_name => ::octopii::rpc::streaming::call::streaming_only(#name, __method),
+                #method_name => ::octopii::__private::streaming_only(#name, __method),
             };
         }
         let (decode, invoke) = decode_and_invoke(service, method, &s);
@@ -316,12 +316,12 @@ fn server(service: &Service) -> TokenStream {
         }
     });
     let dispatch = if service.methods.is_empty() {
-        quote!(::octopii::rpc::unimplemented(#name, __method))
+        quote!(::octopii::__private::unimplemented(#name, __method))
     } else {
         quote! {
             match __method {
                 #(#arms)*
-                _ => ::octopii::rpc::unimplemented(#name, __method),
+                _ => ::octopii::__private::unimplemented(#name, __method),
             }
         }
     };
@@ -354,9 +354,9 @@ fn server(service: &Service) -> TokenStream {
             /// transport let in is served.
             #vis fn authorize(
                 self,
-                policy: ::octopii::rpc::Policy,
-            ) -> ::octopii::rpc::Authorized<Self> {
-                ::octopii::rpc::Authorized::new(self, policy)
+                policy: ::octopii::__private::Policy,
+            ) -> ::octopii::__private::Authorized<Self> {
+                ::octopii::__private::Authorized::new(self, policy)
             }
         }
 
@@ -376,7 +376,7 @@ fn server(service: &Service) -> TokenStream {
 
         #(#cfgs)*
         #[allow(deprecated)]
-        impl<#s: #ident> ::octopii::rpc::Service for #server<#s>
+        impl<#s: #ident> ::octopii::__private::Service for #server<#s>
         where
             #wire
         {
@@ -391,9 +391,9 @@ fn server(service: &Service) -> TokenStream {
             fn call(
                 &self,
                 __method: &str,
-                __ctx: ::octopii::rpc::Context,
-                __args: ::octopii::bytes::Bytes,
-            ) -> ::octopii::rpc::HandlerFuture {
+                __ctx: ::octopii::__private::Context,
+                __args: ::octopii::__private::Bytes,
+            ) -> ::octopii::__private::HandlerFuture {
                 #dispatch
             }
 
@@ -414,9 +414,9 @@ fn decode_and_invoke(service: &Service, method: &Method, s: &Ident) -> (TokenStr
     let context = method.takes_context().then(|| quote!(&__ctx,));
     let input = method.input_stream().map(|_| quote!(__input));
     let decode = if types.is_empty() {
-        quote!(::octopii::rpc::decode_args::<()>(&__args)?;)
+        quote!(::octopii::__private::decode_args::<()>(&__args)?;)
     } else {
-        quote!(let (#(#values,)*): (#(#types,)*) = ::octopii::rpc::decode_args(&__args)?;)
+        quote!(let (#(#values,)*): (#(#types,)*) = ::octopii::__private::decode_args(&__args)?;)
     };
     let invoke = quote! {
         <#s as #ident>::#method_ident(&__service, #context #(#values,)* #input).await
@@ -430,17 +430,17 @@ fn value_reply(method: &Method, invoke: TokenStream) -> TokenStream {
     if method.output_is_unit {
         quote! {
             #invoke;
-            ::octopii::rpc::encode_output(&())
+            ::octopii::__private::encode_output(&())
         }
     } else {
-        quote!(::octopii::rpc::encode_output::<#output>(&#invoke))
+        quote!(::octopii::__private::encode_output::<#output>(&#invoke))
     }
 }
 
 /// `Service::serve_stream` for the methods that stream, if there are any.
 fn serve_stream(service: &Service, s: &Ident) -> TokenStream {
     let name = &service.name;
-    let calls = quote!(::octopii::rpc::streaming::call);
+    let calls = quote!(::octopii::__private);
     let arms: Vec<TokenStream> = service
         .methods
         .iter()
@@ -455,18 +455,18 @@ fn serve_stream(service: &Service, s: &Ident) -> TokenStream {
                 None => quote!(let __sink = #calls::sink(__stream);),
             };
             // The handler's result type, for `?` in the async block.
-            let ok = quote!(::core::result::Result::<_, ::octopii::RpcError>::Ok);
+            let ok = quote!(::core::result::Result::<_, ::octopii::__private::RpcError>::Ok);
             let (reply, send) = match &method.reply {
                 Reply::Value => (value_reply(method, invoke), quote!(respond)),
                 Reply::Stream { .. } => (
                     quote! {
                         let __items = #invoke;
-                        #ok((::octopii::rpc::encode_output(&())?, ::core::option::Option::Some(__items)))
+                        #ok((::octopii::__private::encode_output(&())?, ::core::option::Option::Some(__items)))
                     },
                     quote!(answer),
                 ),
                 Reply::FallibleStream { error, .. } => {
-                    let head = quote!(::octopii::rpc::encode_output::<::core::result::Result<(), #error>>);
+                    let head = quote!(::octopii::__private::encode_output::<::core::result::Result<(), #error>>);
                     (
                         quote! {
                             match #invoke {
@@ -506,10 +506,10 @@ fn serve_stream(service: &Service, s: &Ident) -> TokenStream {
         fn serve_stream(
             &self,
             __method: &str,
-            __ctx: ::octopii::rpc::Context,
-            __args: ::octopii::bytes::Bytes,
-            __stream: ::octopii::rpc::CallStream,
-        ) -> ::octopii::rpc::StreamFuture {
+            __ctx: ::octopii::__private::Context,
+            __args: ::octopii::__private::Bytes,
+            __stream: ::octopii::__private::CallStream,
+        ) -> ::octopii::__private::StreamFuture {
             match __method {
                 #(#arms)*
                 _ => #calls::no_streaming_method(#name, __method, __stream),
@@ -574,7 +574,7 @@ fn wire_assertions(service: &Service) -> TokenStream {
     quote! {
         #(#cfgs)*
         const _: fn() = || {
-            fn assert_wire<T: ::octopii::rpc::Wire>() {}
+            fn assert_wire<T: ::octopii::__private::Wire>() {}
             #(#checks)*
         };
     }
@@ -589,7 +589,7 @@ fn wire_assertions(service: &Service) -> TokenStream {
 fn wire_bounds<'a>(types: impl IntoIterator<Item = &'a Type>) -> TokenStream {
     let bounds = wire_types(types)
         .into_iter()
-        .map(|ty| quote_spanned!(ty.span()=> for<'wire> #ty: ::octopii::rpc::Wire,));
+        .map(|ty| quote_spanned!(ty.span()=> for<'wire> #ty: ::octopii::__private::Wire,));
     quote!(#(#bounds)*)
 }
 

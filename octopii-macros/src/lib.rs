@@ -194,7 +194,7 @@ mod tests {
         // its unary route refuses it.
         assert!(expanded.contains("fn serve_stream"), "{expanded}");
         assert!(
-            expanded.contains("streaming :: call :: server_streaming"),
+            expanded.contains("__private :: server_streaming"),
             "{expanded}"
         );
         assert!(expanded.contains("streaming_only"), "{expanded}");

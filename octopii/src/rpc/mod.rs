@@ -13,8 +13,8 @@
 //! * [`Policy`]: which verified callers a service serves.
 //! * [`CallStream`]: the stream of a call that owns one (streaming calls,
 //!   bulk transfers).
-//! * [`streaming`]: [`Streaming`], the items of a streaming call, and
-//!   [`streaming::call`], how streaming calls carry them on their stream.
+//! * [`streaming`]: [`Streaming`], the items of a streaming call, and how
+//!   streaming calls carry them on their stream.
 //!
 //! The wire format is specified in `docs/PROTOCOL.md`.
 

@@ -93,7 +93,11 @@ pub fn encode_output<T: Serialize>(value: &T) -> Result<Vec<u8>, RpcError> {
 /// The reply to a method the service does not have.
 #[doc(hidden)]
 pub fn unimplemented(service: &str, method: &str) -> HandlerFuture {
-    let message = format!("service `{service}` has no method `{method}`");
+    unimplemented_because(format!("service `{service}` has no method `{method}`"))
+}
+
+/// An [`Code::Unimplemented`] reply that says why.
+pub(crate) fn unimplemented_because(message: String) -> HandlerFuture {
     Box::pin(std::future::ready(Err(RpcError::new(
         Code::Unimplemented,
         message,

@@ -236,12 +236,9 @@ pub fn sink(stream: CallStream) -> ItemSink {
 /// The reply to a unary request for a streaming method.
 #[doc(hidden)]
 pub fn streaming_only(service: &str, method: &str) -> HandlerFuture {
-    let message =
-        format!("`{service}.{method}` is a streaming method: call it on a stream of its own");
-    Box::pin(std::future::ready(Err(RpcError::new(
-        Code::Unimplemented,
-        message,
-    ))))
+    crate::rpc::service::unimplemented_because(format!(
+        "`{service}.{method}` is a streaming method: call it on a stream of its own"
+    ))
 }
 
 /// The reply to a streaming request for a method the service does not

@@ -23,7 +23,7 @@ use futures::stream::{BoxStream, Stream, StreamExt};
 use pin_project_lite::pin_project;
 use tokio::sync::mpsc;
 
-pub mod call;
+pub(crate) mod call;
 mod item_sink;
 mod item_source;
 
