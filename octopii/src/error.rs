@@ -67,7 +67,7 @@ pub enum OctopiiError {
 
     /// The write-ahead log failed or is unusable.
     #[error("WAL error: {0}")]
-    Wal(String),
+    Wal(#[from] crate::wal::WalError),
 
     /// Data read back from disk failed a check (a checksum, a magic
     /// number, a value out of range): the file is damaged. Nothing was

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use octopii::wal::{FlushPolicy, Wal, WalOptions};
+use octopii::wal::{FlushPolicy, Wal, WalError, WalOptions};
 
 fn runtime() -> tokio::runtime::Runtime {
     octopii_tests::tokio_runtime(2)
@@ -87,6 +87,10 @@ fn wal_reads_outside_the_log_are_errors() {
     let wal = Wal::open(dir.path(), WalOptions::default()).expect("open");
     fill(&rt, &wal, 3);
     let past = wal.read(3..=4).expect_err("past the end");
+    assert!(
+        matches!(past, WalError::PastEnd { index: 4, last: 3 }),
+        "{past:?}"
+    );
     assert!(past.to_string().contains("past the last index 3"), "{past}");
     assert!(wal.read(0..2).is_err());
     assert!(wal.get(4).is_err());
@@ -194,7 +198,11 @@ fn wal_truncate_suffix_out_of_range_is_refused_and_harmless() {
     let err = rt
         .block_on(wal.truncate_suffix(5))
         .expect_err("beyond the end");
-    assert!(err.to_string().contains("last index is 3"), "{err}");
+    assert!(
+        matches!(err, WalError::PastEnd { index: 5, last: 3 }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("past the last index 3"), "{err}");
     rt.block_on(wal.truncate_suffix(4))
         .expect("no-op at last + 1");
     assert_eq!(wal.last_index(), 3);
@@ -240,6 +248,10 @@ fn wal_an_oversized_record_is_refused_without_harming_the_log() {
     };
     let wal = Wal::open(dir.path(), options).expect("open");
     let err = rt.block_on(wal.append(&[0u8; 101])).expect_err("too large");
+    assert!(
+        matches!(err, WalError::RecordTooLarge { len: 101, max: 100 }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("maximum record size"), "{err}");
     assert!(wal.check_usable().is_ok());
     assert_eq!(rt.block_on(wal.append(&[7u8; 100])).expect("append"), 1);
@@ -250,6 +262,7 @@ fn wal_a_second_open_of_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let wal = Wal::open(dir.path(), WalOptions::default()).expect("open");
     let err = Wal::open(dir.path(), WalOptions::default()).expect_err("locked");
+    assert!(matches!(err, WalError::Locked { .. }), "{err:?}");
     assert!(err.to_string().contains("already open"), "{err}");
     drop(wal);
     Wal::open(dir.path(), WalOptions::default()).expect("open after drop");
@@ -263,6 +276,16 @@ fn wal_invalid_options_are_refused() {
         ..WalOptions::default()
     };
     let err = Wal::open(dir.path(), options).expect_err("tiny segments");
+    assert!(
+        matches!(
+            err,
+            WalError::InvalidOption {
+                field: "wal.segment_size",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("segment_size"), "{err}");
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use octopii::wal::{Wal, WalOptions};
+use octopii::wal::{self, Wal, WalError, WalOptions};
 use octopii_tests::wal_fs::{FileHook, FileOp, HookedFs};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -57,7 +57,8 @@ fn open_faulty(dir: &Path, options: WalOptions, faults: &Arc<Faults>) -> Wal {
 
 /// Checks that every kind of call fails, and says `cause`.
 fn assert_every_call_fails(rt: &tokio::runtime::Runtime, wal: &Wal, cause: &str) {
-    let says_why = |what: &str, err: octopii::OctopiiError| {
+    let says_why = |what: &str, err: WalError| {
+        assert!(matches!(err, WalError::Poisoned { .. }), "{what}: {err:?}");
         let message = err.to_string();
         assert!(message.contains("unusable"), "{what}: {message}");
         assert!(message.contains(cause), "{what} names the cause: {message}");
@@ -113,6 +114,19 @@ fn wal_a_failed_fsync_fails_the_append_and_every_later_call() {
     let err = rt
         .block_on(wal.append(b"doomed"))
         .expect_err("the fsync fails");
+    let WalError::Poisoned { cause, .. } = &err else {
+        panic!("expected a poisoned log, got {err:?}");
+    };
+    assert!(
+        matches!(
+            **cause,
+            WalError::Io {
+                op: wal::FileOp::SyncData,
+                ..
+            }
+        ),
+        "{cause:?}"
+    );
     let message = err.to_string();
     assert!(message.contains("fdatasync of"), "{message}");
     assert!(message.contains("injected fsync failure"), "{message}");
@@ -254,7 +268,7 @@ fn wal_a_failed_rename_fails_the_roll_over_and_every_later_call() {
             for _ in 0..8 {
                 wal.append(&[9u8; 1000]).await?;
             }
-            Ok::<_, octopii::OctopiiError>(())
+            Ok::<_, WalError>(())
         })
         .expect_err("the roll-over fails");
     assert!(err.to_string().contains("injected rename failure"), "{err}");
@@ -302,7 +316,7 @@ fn wal_a_failed_directory_fsync_fails_the_roll_over_and_every_later_call() {
             for _ in 0..8 {
                 wal.append(&[9u8; 1000]).await?;
             }
-            Ok::<_, octopii::OctopiiError>(())
+            Ok::<_, WalError>(())
         })
         .expect_err("the roll-over fails");
     assert!(

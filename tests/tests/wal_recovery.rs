@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use octopii::wal::{Wal, WalOptions};
+use octopii::wal::{Corruption, Wal, WalError, WalOptions};
 
 const HEADER_LEN: usize = 40;
 
@@ -220,6 +220,11 @@ fn every_flip_is_refused(original: &Path, file: &Path, k: usize) {
         flip(&target, bit);
         let err = Wal::open(copy.path(), options())
             .expect_err(&format!("bit {bit} of record at {start} is refused"));
+        assert!(
+            matches!(&err, WalError::Corrupt { path, offset, .. }
+                if *path == target && *offset == start as u64),
+            "{err:?}"
+        );
         let message = err.to_string();
         assert!(message.contains(&target.display().to_string()), "{message}");
         assert!(
@@ -308,6 +313,17 @@ fn wal_a_missing_middle_segment_is_refused() {
     let files = build_log(original.path(), &payloads());
     std::fs::remove_file(&files[1]).expect("remove");
     let err = Wal::open(original.path(), options()).expect_err("gap in segments");
+    assert!(
+        matches!(
+            err,
+            WalError::MissingSegments {
+                before: 1,
+                after: 3,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let message = err.to_string();
     assert!(message.contains("missing"), "{message}");
     assert!(message.contains("0000000000000001.wal"), "{message}");
@@ -327,6 +343,17 @@ fn wal_an_index_gap_between_segments_is_refused() {
     data[32..36].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(target, data).expect("write");
     let err = Wal::open(original.path(), options()).expect_err("index gap");
+    assert!(
+        matches!(
+            err,
+            WalError::Corrupt {
+                offset: 24,
+                reason: Corruption::IndexGap { expected, actual },
+                ..
+            } if actual == expected + 1
+        ),
+        "{err:?}"
+    );
     let message = err.to_string();
     assert!(message.contains("continuity"), "{message}");
     assert!(message.contains(&target.display().to_string()), "{message}");
@@ -340,6 +367,17 @@ fn wal_a_damaged_segment_header_is_refused() {
     let target = files.last().expect("segment");
     flip(target, 20 * 8);
     let err = Wal::open(original.path(), options()).expect_err("bad header");
+    assert!(
+        matches!(
+            err,
+            WalError::Corrupt {
+                offset: 32,
+                reason: Corruption::HeaderCrc { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let message = err.to_string();
     assert!(message.contains("header CRC"), "{message}");
     assert!(message.contains(&target.display().to_string()), "{message}");

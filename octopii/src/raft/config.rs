@@ -129,7 +129,8 @@ impl RaftConfig {
         if self.peer_queue_capacity == 0 {
             return bad("raft.peer_queue_capacity", "must be at least 1");
         }
-        self.wal.validate()
+        self.wal.validate()?;
+        Ok(())
     }
 
     /// The time without a leader after which a follower campaigns.

@@ -453,7 +453,7 @@ impl RaftStorage {
         let (wal_base, raft_base) = (self.wal.last_index() + 1, self.snapshot.index + 1);
         self.save_with_base(wal_base, raft_base)?;
         self.remove_old_snapshots();
-        self.wal.compact_prefix(wal_base).await
+        Ok(self.wal.compact_prefix(wal_base).await?)
     }
 
     /// Takes a snapshot at `index` (an applied entry) whose data `write`
@@ -470,7 +470,7 @@ impl RaftStorage {
         let taken = self.take_snapshot(index, write);
         async move {
             match taken? {
-                Some(upto) => self.wal.compact_prefix(upto).await,
+                Some(upto) => Ok(self.wal.compact_prefix(upto).await?),
                 None => Ok(()),
             }
         }

@@ -31,6 +31,8 @@
 //! payload before the index is known ([`payload_crc`]), and the writer
 //! finishes the CRC with [`finish_crc`].
 
+use super::error::{Corruption, RecordFault};
+
 /// The eight bytes every segment file starts with.
 pub const MAGIC: [u8; 8] = *b"OCTOWAL\0";
 /// The format version this code writes and reads.
@@ -75,41 +77,26 @@ impl SegmentHeader {
 
     /// Decodes a header; when it is not one, says at which byte offset
     /// and what is wrong.
-    pub fn decode(bytes: &[u8]) -> Result<Self, (usize, String)> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, (u64, Corruption)> {
         if bytes.len() < HEADER_LEN {
-            return Err((
-                0,
-                format!(
-                    "segment header is {} bytes, expected {HEADER_LEN}",
-                    bytes.len()
-                ),
-            ));
+            let len = bytes.len() as u64;
+            return Err((0, Corruption::ShortHeader { len }));
         }
         if bytes[0..8] != MAGIC {
-            return Err((0, "bad magic: not a WAL segment".to_string()));
+            return Err((0, Corruption::BadMagic));
         }
-        let stored_crc = read_u32(bytes, 32);
-        if crc32c::crc32c(&bytes[0..32]) != stored_crc {
-            return Err((32, "segment header CRC mismatch".to_string()));
+        let expected = read_u32(bytes, 32);
+        let actual = crc32c::crc32c(&bytes[0..32]);
+        if actual != expected {
+            return Err((32, Corruption::HeaderCrc { expected, actual }));
         }
         let version = u16::from_le_bytes([bytes[8], bytes[9]]);
         if version != FORMAT_VERSION {
-            return Err((
-                8,
-                format!("unsupported format version {version} (this build reads {FORMAT_VERSION})"),
-            ));
+            return Err((8, Corruption::UnsupportedVersion { version }));
         }
         let first_index = read_u64(bytes, 24);
-        if first_index == 0 {
-            return Err((24, "first index is 0; indexes start at 1".to_string()));
-        }
-        if first_index > MAX_FIRST_INDEX {
-            return Err((
-                24,
-                format!(
-                    "first index {first_index} is above the largest allowed, {MAX_FIRST_INDEX}"
-                ),
-            ));
+        if first_index == 0 || first_index > MAX_FIRST_INDEX {
+            return Err((24, Corruption::FirstIndex { index: first_index }));
         }
         Ok(SegmentHeader {
             salt: read_u32(bytes, 12),
@@ -152,40 +139,6 @@ pub fn encode_record(out: &mut Vec<u8>, payload: &[u8], partial_crc: u32, salt: 
     out.extend_from_slice(payload);
 }
 
-/// Why a record could not be decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordFault {
-    /// Fewer than [`FRAME_HEADER_LEN`] bytes remain before the end of the file.
-    ShortHeader,
-    /// The declared payload runs past the end of the file.
-    ShortPayload {
-        /// The declared payload length.
-        len: u32,
-    },
-    /// The declared length is larger than the configured maximum.
-    TooLarge {
-        /// The declared payload length.
-        len: u32,
-    },
-    /// The stored CRC does not match the record.
-    CrcMismatch,
-}
-
-impl std::fmt::Display for RecordFault {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RecordFault::ShortHeader => write!(f, "incomplete record header"),
-            RecordFault::ShortPayload { len } => {
-                write!(f, "record of {len} bytes runs past the end of the file")
-            }
-            RecordFault::TooLarge { len } => {
-                write!(f, "record length {len} exceeds the maximum record size")
-            }
-            RecordFault::CrcMismatch => write!(f, "CRC mismatch"),
-        }
-    }
-}
-
 /// Decodes the record at `offset` of `buf` as record `index`; returns the
 /// payload range within `buf`.
 pub fn decode_record(
@@ -209,8 +162,12 @@ pub fn decode_record(
     if end > buf.len() {
         return Err(RecordFault::ShortPayload { len });
     }
-    if record_crc(&buf[start..end], salt, index) != stored_crc {
-        return Err(RecordFault::CrcMismatch);
+    let actual = record_crc(&buf[start..end], salt, index);
+    if actual != stored_crc {
+        return Err(RecordFault::CrcMismatch {
+            expected: stored_crc,
+            actual,
+        });
     }
     Ok(start..end)
 }
@@ -231,7 +188,7 @@ impl RecordFault {
                 offset.saturating_add(frame_len(len as usize)) > buf.len()
                     || has_zero_sector(buf, offset, offset + FRAME_HEADER_LEN)
             }
-            RecordFault::CrcMismatch => {
+            RecordFault::CrcMismatch { .. } => {
                 let len = read_u32(buf, offset) as usize;
                 has_zero_sector(buf, offset, offset + frame_len(len))
             }
@@ -462,7 +419,11 @@ mod tests {
             h
         };
         let scan = scan_segment(&buf, &shifted, MAX);
-        assert_eq!(scan.fault, Some((40, RecordFault::CrcMismatch)));
+        assert!(
+            matches!(scan.fault, Some((40, RecordFault::CrcMismatch { .. }))),
+            "{:?}",
+            scan.fault
+        );
     }
 
     #[test]

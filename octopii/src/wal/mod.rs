@@ -37,11 +37,11 @@
 //! after it) is what a crash mid-write leaves: it is cut off, logged with
 //! `tracing::warn!` and reported by [`Wal::recovery_report`]. A complete
 //! record failing its CRC, a bad record anywhere else, a missing segment
-//! or a gap in the indexes refuses the open, with an
-//! [`OctopiiError::Corrupt`] naming the file and byte offset. Directories
-//! the log creates are made durable ([`create_dir_durable`]). The rules are spelt out in
-//! `docs/WAL.md`, with the on-disk format byte by byte (little-endian
-//! throughout).
+//! or a gap in the indexes refuses the open, with a [`WalError`] naming
+//! the file, the byte offset and what is wrong there. Directories the log
+//! creates are made durable ([`create_dir_durable`]). The rules are spelt
+//! out in `docs/WAL.md`, with the on-disk format byte by byte
+//! (little-endian throughout).
 //!
 //! # Concurrency
 //!
@@ -50,6 +50,7 @@
 //! blocking file reads done by the calling thread beside the writer; they
 //! see records once they are durable.
 
+mod error;
 pub(crate) mod format;
 pub(crate) mod fs;
 mod options;
@@ -71,14 +72,14 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
+pub use error::{Corruption, FileOp, NotTorn, RecordFault, WalError};
 pub use fs::{DirLock, StdFs, WalFile, WalFs, create_dir_durable};
 pub use options::{FlushPolicy, MAX_SIZE_LIMIT, WalOptions};
 pub use recovery::{RecoveryReport, TornTail};
 
+use error::Result;
 use state::{Counters, Shared, View};
 use writer::{AppendReply, Request, Writer};
-
-use crate::{OctopiiError, Result};
 
 /// Records read per step by [`WalIter`].
 const ITER_CHUNK_RECORDS: u64 = 1024;
@@ -90,7 +91,7 @@ const ITER_CHUNK_BYTES: usize = 1024 * 1024;
 /// ```
 /// use octopii::wal::{Wal, WalOptions};
 ///
-/// # fn main() -> octopii::Result<()> {
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dir = tempfile::tempdir()?;
 /// let runtime = tokio::runtime::Builder::new_current_thread().build()?;
 ///
@@ -101,7 +102,7 @@ const ITER_CHUNK_BYTES: usize = 1024 * 1024;
 ///     // Raft: a new leader overwrites index 3 onwards.
 ///     wal.truncate_suffix(3).await?;
 ///     assert_eq!(wal.append(b"third, again").await?, 3);
-///     Ok::<_, octopii::OctopiiError>(())
+///     Ok::<_, octopii::wal::WalError>(())
 /// })?;
 /// assert_eq!(wal.read(2..=3)?, vec![b"second".to_vec(), b"third, again".to_vec()]);
 /// drop(wal);
@@ -172,8 +173,12 @@ impl Wal {
     ) -> Result<Wal> {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_durable(fs.as_ref(), &dir).map_err(|e| OctopiiError::file(&dir, e))?;
-        let lock = fs.lock_dir(&dir).map_err(|e| OctopiiError::file(&dir, e))?;
+        fs::create_dir_durable(fs.as_ref(), &dir)
+            .map_err(|e| WalError::io(FileOp::CreateDir, &dir, e))?;
+        let lock = fs.lock_dir(&dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => WalError::Locked { dir: dir.clone() },
+            _ => WalError::io(FileOp::Lock, &dir, e),
+        })?;
         let recovered = recovery::recover(fs.as_ref(), &dir, &options)?;
         let report = recovered.report;
         let shared = Arc::new(Shared {
@@ -187,11 +192,11 @@ impl Wal {
             counters: Counters::default(),
         });
         let (tx, rx) = std::sync::mpsc::channel();
-        let writer = Writer::new(fs, Arc::clone(&shared), options.clone(), rx)?;
+        let writer = Writer::new(fs, Arc::clone(&shared), options.clone(), rx);
         let thread = std::thread::Builder::new()
             .name("octopii-wal".to_string())
             .spawn(move || writer.run())
-            .map_err(OctopiiError::Io)?;
+            .map_err(WalError::Spawn)?;
         tracing::debug!(
             dir = %shared.dir.display(),
             first = report.first_index,
@@ -252,10 +257,10 @@ impl Wal {
         for record in records {
             let record = record.as_ref();
             if record.len() > max as usize {
-                return WalFuture::failed(OctopiiError::Wal(format!(
-                    "record of {} bytes exceeds the maximum record size of {max} bytes",
-                    record.len()
-                )));
+                return WalFuture::failed(WalError::RecordTooLarge {
+                    len: record.len(),
+                    max,
+                });
             }
             data.extend_from_slice(record);
             frames.push((record.len() as u32, format::payload_crc(record)));
@@ -303,9 +308,7 @@ impl Wal {
         }
         match &self.inner.tx {
             Some(tx) if tx.send(request).is_ok() => WalFuture::waiting(rx),
-            _ => WalFuture::failed(OctopiiError::Wal(
-                "the WAL writer thread has stopped".to_string(),
-            )),
+            _ => WalFuture::failed(WalError::WriterStopped),
         }
     }
 
@@ -328,9 +331,10 @@ impl Wal {
     /// Reads the record at `index`.
     pub fn get(&self, index: u64) -> Result<Vec<u8>> {
         let mut records = self.read(index..=index)?;
-        records
-            .pop()
-            .ok_or_else(|| OctopiiError::Wal(format!("record {index} not found")))
+        records.pop().ok_or_else(|| WalError::PastEnd {
+            index,
+            last: self.last_index(),
+        })
     }
 
     /// Iterates over the records from `start_index` to the last one at the
@@ -343,13 +347,15 @@ impl Wal {
             (view.first_index(), view.durable_next)
         };
         let error = if start_index < first {
-            Some(OctopiiError::Wal(format!(
-                "index {start_index} is below the first index {first} (compacted away)"
-            )))
+            Some(WalError::Compacted {
+                index: start_index,
+                first,
+            })
         } else if start_index > end {
-            Some(OctopiiError::Wal(format!(
-                "index {start_index} is past the next index {end}"
-            )))
+            Some(WalError::PastEnd {
+                index: start_index,
+                last: end - 1,
+            })
         } else {
             shared.check_usable().err()
         };
@@ -420,18 +426,22 @@ impl std::fmt::Debug for Wal {
 ///
 /// The request is queued when the `Wal` method is called; dropping this
 /// future does not cancel it. Works on any async runtime.
+///
+/// # Panics
+///
+/// When polled again after it resolved, as futures may.
 #[must_use = "the request is already queued; await this to learn whether it succeeded"]
 pub struct WalFuture<T> {
     state: FutureState<T>,
 }
 
 enum FutureState<T> {
-    Failed(Option<OctopiiError>),
+    Failed(Option<WalError>),
     Waiting(oneshot::Receiver<Result<T>>),
 }
 
 impl<T> WalFuture<T> {
-    fn failed(error: OctopiiError) -> Self {
+    fn failed(error: WalError) -> Self {
         WalFuture {
             state: FutureState::Failed(Some(error)),
         }
@@ -449,14 +459,12 @@ impl<T> Future for WalFuture<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
         match &mut self.get_mut().state {
-            FutureState::Failed(error) => Poll::Ready(Err(error.take().unwrap_or_else(|| {
-                OctopiiError::Wal("WalFuture polled after it completed".to_string())
-            }))),
+            FutureState::Failed(error) => Poll::Ready(Err(error
+                .take()
+                .expect("WalFuture polled after it completed"))),
             FutureState::Waiting(rx) => match Pin::new(rx).poll(cx) {
                 Poll::Ready(Ok(result)) => Poll::Ready(result),
-                Poll::Ready(Err(_)) => Poll::Ready(Err(OctopiiError::Wal(
-                    "the WAL writer thread stopped before answering".to_string(),
-                ))),
+                Poll::Ready(Err(_)) => Poll::Ready(Err(WalError::WriterStopped)),
                 Poll::Pending => Poll::Pending,
             },
         }
@@ -479,7 +487,7 @@ pub struct WalIter {
     next: u64,
     end: u64,
     buffered: VecDeque<Vec<u8>>,
-    error: Option<OctopiiError>,
+    error: Option<WalError>,
     done: bool,
 }
 

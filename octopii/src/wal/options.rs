@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{OctopiiError, Result};
+use super::error::WalError;
 
 /// When appended records are made durable, and so when `append` resolves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,34 +79,21 @@ impl Default for WalOptions {
 
 impl WalOptions {
     /// Checks every value, naming the one refused.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |field: &'static str, message: String| OctopiiError::Config { field, message };
+    pub fn validate(&self) -> Result<(), WalError> {
+        let bad = |field, reason| Err(WalError::InvalidOption { field, reason });
         if self.segment_size < 1024 || self.segment_size > MAX_SIZE_LIMIT {
-            return Err(bad(
-                "wal.segment_size",
-                format!(
-                    "{} is outside 1024..={MAX_SIZE_LIMIT} bytes",
-                    self.segment_size
-                ),
-            ));
+            return bad("wal.segment_size", "must be from 1 KiB to 1 GiB");
         }
         if u64::from(self.max_record_size) > MAX_SIZE_LIMIT {
-            return Err(bad(
-                "wal.max_record_size",
-                format!("{} is above {MAX_SIZE_LIMIT} bytes", self.max_record_size),
-            ));
+            return bad("wal.max_record_size", "must be at most 1 GiB");
         }
         match self.flush_policy {
             FlushPolicy::GroupCommit {
                 max_batch_bytes: 0, ..
-            } => Err(bad(
-                "wal.flush_policy",
-                "max_batch_bytes must be at least 1".to_string(),
-            )),
-            FlushPolicy::Interval(d) if d.is_zero() => Err(bad(
-                "wal.flush_policy",
-                "the interval must be longer than zero".to_string(),
-            )),
+            } => bad("wal.flush_policy", "max_batch_bytes must be at least 1"),
+            FlushPolicy::Interval(d) if d.is_zero() => {
+                bad("wal.flush_policy", "the interval must be longer than zero")
+            }
             _ => Ok(()),
         }
     }

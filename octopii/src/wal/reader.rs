@@ -7,10 +7,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::error::{Corruption, FileOp, Result, WalError};
 use super::format;
 use super::fs::{WalFile, read_exact_at};
-use super::state::{Shared, unusable};
-use crate::{OctopiiError, Result};
+use super::state::Shared;
 
 /// Records of one segment to read in one go.
 struct Piece {
@@ -40,26 +40,24 @@ pub(crate) fn read_range(
 fn plan(shared: &Shared, start: u64, end: u64, max_bytes: usize) -> Result<Vec<Piece>> {
     let view = shared.read_view();
     if let Some(cause) = &view.failure {
-        return Err(unusable(&shared.dir, cause));
+        return Err(shared.poisoned(cause));
     }
     let first = view.first_index();
     let next = view.durable_next;
     if start > end {
-        return Err(OctopiiError::Wal(format!(
-            "invalid range: start {start} is after end {end}"
-        )));
+        return Err(WalError::InvalidRange { start, end });
     }
     if start < first {
-        return Err(OctopiiError::Wal(format!(
-            "index {start} is below the first index {first} (compacted away)"
-        )));
+        return Err(WalError::Compacted {
+            index: start,
+            first,
+        });
     }
     if end > next {
-        return Err(OctopiiError::Wal(format!(
-            "index {} is past the last index {}",
-            end - 1,
-            next - 1
-        )));
+        return Err(WalError::PastEnd {
+            index: end - 1,
+            last: next - 1,
+        });
     }
     let mut pieces = Vec::new();
     let mut bytes = 0usize;
@@ -101,31 +99,37 @@ fn read_piece(shared: &Shared, piece: &Piece, out: &mut Vec<Vec<u8>>) -> Result<
         return Ok(());
     };
     let mut buf = vec![0u8; (finish - begin) as usize];
+    let read = FileOp::Read {
+        offset: u64::from(begin),
+        len: buf.len() as u64,
+    };
     read_exact_at(piece.file.as_ref(), &mut buf, u64::from(begin))
-        .map_err(|e| OctopiiError::file(&piece.path, e))?;
+        .map_err(|e| WalError::io(read, &piece.path, e))?;
     for (k, pair) in piece.bounds.windows(2).enumerate() {
         let offset = (pair[0] - begin) as usize;
+        let end = (pair[1] - begin) as usize;
         let index = piece.first_index + k as u64;
+        let corrupt = |reason| WalError::corrupt(&piece.path, u64::from(pair[0]), reason);
         let payload = format::decode_record(
-            &buf[..(pair[1] - begin) as usize],
+            &buf[..end],
             offset,
             piece.salt,
             index,
             shared.max_record_size,
         )
         .map_err(|fault| {
-            OctopiiError::corrupt(
-                &piece.path,
-                u64::from(pair[0]),
-                format!("record {index}: {fault}"),
-            )
+            corrupt(Corruption::Record {
+                index,
+                fault,
+                not_torn: None,
+            })
         })?;
-        if payload.end != (pair[1] - begin) as usize {
-            return Err(OctopiiError::corrupt(
-                &piece.path,
-                u64::from(pair[0]),
-                format!("record {index} has the wrong length"),
-            ));
+        if payload.end != end {
+            return Err(corrupt(Corruption::RecordLength {
+                index,
+                expected: (end - offset - format::FRAME_HEADER_LEN) as u64,
+                actual: payload.len() as u64,
+            }));
         }
         out.push(buf[payload].to_vec());
     }

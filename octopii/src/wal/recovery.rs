@@ -19,12 +19,12 @@
 
 use std::path::{Path, PathBuf};
 
-use super::format::{self, FRAME_HEADER_LEN, RecordFault, SegmentHeader};
+use super::error::{Corruption, FileOp, NotTorn, RecordFault, Result, WalError};
+use super::format::{self, FRAME_HEADER_LEN, SegmentHeader};
 use super::fs::{WalFs, read_exact_at};
 use super::options::WalOptions;
 use super::segment;
 use super::state::SegmentView;
-use crate::{OctopiiError, Result};
 
 /// What opening the log found and did. See [`Wal::recovery_report`](super::Wal::recovery_report).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -59,7 +59,7 @@ pub struct TornTail {
     /// The index the first discarded record would have had.
     pub index: u64,
     /// What was wrong with the first discarded record.
-    pub reason: String,
+    pub reason: RecordFault,
 }
 
 /// The log as read back from disk.
@@ -71,7 +71,9 @@ pub(crate) struct Recovered {
 /// Reads the log in `dir` back, repairing a torn tail; refuses damage.
 pub(crate) fn recover(fs: &dyn WalFs, dir: &Path, options: &WalOptions) -> Result<Recovered> {
     let mut report = RecoveryReport::default();
-    let entries = fs.read_dir(dir).map_err(|e| OctopiiError::file(dir, e))?;
+    let entries = fs
+        .read_dir(dir)
+        .map_err(|e| WalError::io(FileOp::ListDir, dir, e))?;
     let mut seqs = Vec::new();
     for path in entries {
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -79,31 +81,31 @@ pub(crate) fn recover(fs: &dyn WalFs, dir: &Path, options: &WalOptions) -> Resul
         };
         if name.ends_with(segment::TEMP_SUFFIX) {
             fs.remove_file(&path)
-                .map_err(|e| OctopiiError::file(&path, e))?;
+                .map_err(|e| WalError::io(FileOp::Remove, &path, e))?;
             report.removed_temp_files.push(path);
         } else if let Some(seq) = segment::parse_file_name(name) {
             seqs.push(seq);
         }
     }
     if !report.removed_temp_files.is_empty() {
-        fs.sync_dir(dir).map_err(|e| OctopiiError::file(dir, e))?;
+        fs.sync_dir(dir)
+            .map_err(|e| WalError::io(FileOp::SyncDir, dir, e))?;
     }
     seqs.sort_unstable();
 
     let mut segments: Vec<SegmentView> = Vec::with_capacity(seqs.len().max(1));
     if seqs.is_empty() {
-        let created = segment::create(fs, dir, 1, 1).map_err(OctopiiError::Wal)?;
+        let created = segment::create(fs, dir, 1, 1)?;
         segments.push(created);
         report.created = true;
     }
     for pair in seqs.windows(2) {
         if pair[1] != pair[0] + 1 {
-            return Err(OctopiiError::Wal(format!(
-                "segment files missing in {}: {} is followed by {}",
-                dir.display(),
-                segment::file_name(pair[0]),
-                segment::file_name(pair[1]),
-            )));
+            return Err(WalError::MissingSegments {
+                dir: dir.to_path_buf(),
+                before: pair[0],
+                after: pair[1],
+            });
         }
     }
     for (position, &seq) in seqs.iter().enumerate() {
@@ -129,10 +131,6 @@ pub(crate) fn recover(fs: &dyn WalFs, dir: &Path, options: &WalOptions) -> Resul
     report.last_index = next_index - 1;
     report.records = next_index - first_index;
     Ok(Recovered { segments, report })
-}
-
-fn corrupt(path: &Path, offset: usize, what: impl std::fmt::Display) -> OctopiiError {
-    OctopiiError::corrupt(path, offset as u64, what.to_string())
 }
 
 /// A segment file's bytes, checked.
@@ -163,36 +161,31 @@ pub(crate) fn check_segment(
     is_last: bool,
     max_record_size: u32,
 ) -> Result<CheckedSegment> {
+    let corrupt = |offset: usize, reason| Err(WalError::corrupt(path, offset as u64, reason));
     if buf.len() > u32::MAX as usize {
-        return Err(corrupt(
-            path,
-            0,
-            format!("file is {} bytes, larger than any segment", buf.len()),
-        ));
+        let size = buf.len() as u64;
+        return corrupt(0, Corruption::TooLarge { size });
     }
-    let header = SegmentHeader::decode(buf).map_err(|(offset, why)| corrupt(path, offset, why))?;
+    let header = SegmentHeader::decode(buf)
+        .map_err(|(offset, reason)| WalError::corrupt(path, offset, reason))?;
     if header.seq != seq {
-        return Err(corrupt(
-            path,
+        return corrupt(
             16,
-            format!(
-                "header says segment {} but the file name says {seq}",
-                header.seq
-            ),
-        ));
+            Corruption::SequenceMismatch {
+                expected: seq,
+                actual: header.seq,
+            },
+        );
     }
     if let Some(expected) = expected_first {
         if header.first_index != expected {
-            return Err(corrupt(
-                path,
+            return corrupt(
                 24,
-                format!(
-                    "index continuity broken: segment starts at index {} but the previous \
-                     segment ends with index {}",
-                    header.first_index,
-                    expected.saturating_sub(1)
-                ),
-            ));
+                Corruption::IndexGap {
+                    expected,
+                    actual: header.first_index,
+                },
+            );
         }
     }
 
@@ -205,23 +198,21 @@ pub(crate) fn check_segment(
         });
     };
     let index = header.first_index + scan.bounds.len() as u64 - 1;
-    let what = format!("record {index}: {fault}");
-    if !is_last {
-        return Err(corrupt(
-            path,
+    let damage = |why| {
+        corrupt(
             offset,
-            format!("{what} (not the last segment)"),
-        ));
+            Corruption::Record {
+                index,
+                fault,
+                not_torn: Some(why),
+            },
+        )
+    };
+    if !is_last {
+        return damage(NotTorn::NotLastSegment);
     }
     if !fault.is_torn_write(buf, offset) {
-        return Err(corrupt(
-            path,
-            offset,
-            format!(
-                "{what}; the record is complete, so this is damage, not a torn write \
-                 (only a record cut short by a crash is repaired)"
-            ),
-        ));
+        return damage(NotTorn::Complete);
     }
     let later = format::valid_record_after(
         buf,
@@ -234,22 +225,11 @@ pub(crate) fn check_segment(
         format::Later::Found {
             offset: later_offset,
             index: later_index,
-        } => Err(corrupt(
-            path,
-            offset,
-            format!(
-                "{what}, yet valid record {later_index} follows at byte offset \
-                 {later_offset}, so this is damage, not a torn write"
-            ),
-        )),
-        format::Later::Undecided => Err(corrupt(
-            path,
-            offset,
-            format!(
-                "{what}; too much data follows to rule out valid records after \
-                 it, so it is not treated as a torn write"
-            ),
-        )),
+        } => damage(NotTorn::FollowedBy {
+            index: later_index,
+            offset: later_offset as u64,
+        }),
+        format::Later::Undecided => damage(NotTorn::Undecided),
         format::Later::Nothing => Ok(CheckedSegment {
             header,
             bounds: scan.bounds,
@@ -268,17 +248,18 @@ fn read_segment(
     options: &WalOptions,
     report: &mut RecoveryReport,
 ) -> Result<SegmentView> {
-    let file = fs.open(path).map_err(|e| OctopiiError::file(path, e))?;
-    let size = file.size().map_err(|e| OctopiiError::file(path, e))?;
+    let io = |op, e| WalError::io(op, path, e);
+    let file = fs.open(path).map_err(|e| io(FileOp::Open, e))?;
+    let size = file.size().map_err(|e| io(FileOp::Size, e))?;
     if size > u64::from(u32::MAX) {
-        return Err(corrupt(
-            path,
-            0,
-            format!("file is {size} bytes, larger than any segment"),
-        ));
+        return Err(WalError::corrupt(path, 0, Corruption::TooLarge { size }));
     }
     let mut buf = vec![0u8; size as usize];
-    read_exact_at(file.as_ref(), &mut buf, 0).map_err(|e| OctopiiError::file(path, e))?;
+    let read = FileOp::Read {
+        offset: 0,
+        len: size,
+    };
+    read_exact_at(file.as_ref(), &mut buf, 0).map_err(|e| io(read, e))?;
     let checked = check_segment(
         path,
         &buf,
@@ -288,15 +269,16 @@ fn read_segment(
         options.max_record_size,
     )?;
     if let Some((offset, index, fault)) = checked.torn {
-        file.set_len(offset as u64)
+        let len = offset as u64;
+        file.set_len(len)
             .and_then(|()| file.sync_all())
-            .map_err(|e| OctopiiError::file(path, e))?;
+            .map_err(|e| io(FileOp::SetLen { len }, e))?;
         let torn = TornTail {
             path: path.to_path_buf(),
             offset: offset as u64,
             discarded_bytes: size - offset as u64,
             index,
-            reason: fault.to_string(),
+            reason: fault,
         };
         tracing::warn!(
             path = %path.display(),

@@ -7,9 +7,10 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::error::{FileOp, WalError};
 use super::format::{HEADER_LEN, SegmentHeader};
 use super::fs::WalFs;
 use super::state::SegmentView;
@@ -50,14 +51,12 @@ fn new_salt(seq: u64) -> u32 {
 }
 
 /// Creates segment `seq`, whose first record will be `first_index`, durably.
-///
-/// On failure, returns a message naming the file and the step that failed.
 pub(crate) fn create(
     fs: &dyn WalFs,
     dir: &Path,
     seq: u64,
     first_index: u64,
-) -> Result<SegmentView, String> {
+) -> Result<SegmentView, WalError> {
     let path = dir.join(file_name(seq));
     let temp = dir.join(format!("{seq:016x}{TEMP_SUFFIX}"));
     let header = SegmentHeader {
@@ -65,17 +64,19 @@ pub(crate) fn create(
         seq,
         first_index,
     };
-    let step = |what: &str, p: &PathBuf, e: std::io::Error| {
-        format!("{what} of new segment {} failed: {e}", p.display())
+    let on_temp = |op, e| WalError::io(op, &temp, e);
+    let file = fs.create(&temp).map_err(|e| on_temp(FileOp::Create, e))?;
+    let write = FileOp::Write {
+        offset: 0,
+        len: HEADER_LEN as u64,
     };
-    let file = fs.create(&temp).map_err(|e| step("creation", &temp, e))?;
     file.write_all_at(&header.encode(), 0)
-        .map_err(|e| step("header write", &temp, e))?;
-    file.sync_all().map_err(|e| step("fsync", &temp, e))?;
+        .map_err(|e| on_temp(write, e))?;
+    file.sync_all().map_err(|e| on_temp(FileOp::SyncAll, e))?;
     fs.rename(&temp, &path)
-        .map_err(|e| step("rename", &path, e))?;
+        .map_err(|e| WalError::io(FileOp::Rename, &path, e))?;
     fs.sync_dir(dir)
-        .map_err(|e| format!("fsync of directory {} failed: {e}", dir.display()))?;
+        .map_err(|e| WalError::io(FileOp::SyncDir, dir, e))?;
     Ok(SegmentView {
         seq,
         path,

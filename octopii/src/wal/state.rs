@@ -5,13 +5,13 @@
 //! index is below [`View::durable_next`], which moves only after the sync
 //! that made it durable.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::WalStats;
+use super::error::WalError;
 use super::fs::WalFile;
-use crate::OctopiiError;
 
 /// One segment file as readers see it.
 pub(crate) struct SegmentView {
@@ -43,8 +43,8 @@ pub(crate) struct View {
     pub segments: Vec<SegmentView>,
     /// Index one past the last durable record.
     pub durable_next: u64,
-    /// Why the log became unusable, once it has.
-    pub failure: Option<String>,
+    /// The failure that made the log unusable, once one has.
+    pub failure: Option<Arc<WalError>>,
 }
 
 impl View {
@@ -105,20 +105,18 @@ impl Shared {
     }
 
     /// The error every call returns once the log is unusable.
-    pub fn check_usable(&self) -> Result<(), OctopiiError> {
+    pub fn check_usable(&self) -> Result<(), WalError> {
         match &self.read_view().failure {
-            Some(cause) => Err(unusable(&self.dir, cause)),
+            Some(cause) => Err(self.poisoned(cause)),
             None => Ok(()),
         }
     }
-}
 
-/// The error for a log that failed earlier, saying why.
-pub(crate) fn unusable(dir: &Path, cause: &str) -> OctopiiError {
-    OctopiiError::Wal(format!(
-        "the log in {} is unusable: {cause}; after a failed write, sync or file \
-         operation the kernel may have dropped unwritten data, so the log refuses all \
-         further use (reopen it to recover what is durable)",
-        dir.display()
-    ))
+    /// The error for a log that failed earlier with `cause`.
+    pub fn poisoned(&self, cause: &Arc<WalError>) -> WalError {
+        WalError::Poisoned {
+            dir: self.dir.clone(),
+            cause: Arc::clone(cause),
+        }
+    }
 }

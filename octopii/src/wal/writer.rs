@@ -17,12 +17,12 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::error::{FileOp, Result, WalError};
 use super::format::{self, frame_len};
 use super::fs::{WalFile, WalFs};
 use super::options::{FlushPolicy, WalOptions};
 use super::segment;
-use super::state::{Counters, Shared, unusable};
-use crate::{OctopiiError, Result};
+use super::state::{Counters, Shared};
 
 /// Encoded bytes buffered before they are written out mid-batch.
 const WRITE_CHUNK: usize = 1024 * 1024;
@@ -110,7 +110,7 @@ pub(crate) struct Writer {
     /// Data written since the last sync.
     dirty: bool,
     last_sync: Instant,
-    failure: Option<String>,
+    failure: Option<Arc<WalError>>,
 }
 
 impl Writer {
@@ -120,13 +120,13 @@ impl Writer {
         shared: Arc<Shared>,
         options: WalOptions,
         rx: Receiver<Request>,
-    ) -> Result<Self> {
+    ) -> Self {
         let (active, next_index) = {
             let view = shared.read_view();
             let last = view
                 .segments
                 .last()
-                .ok_or_else(|| OctopiiError::Wal("the log has no segment".to_string()))?;
+                .expect("recovery leaves at least one segment");
             let active = Active {
                 seq: last.seq,
                 salt: last.salt,
@@ -137,7 +137,7 @@ impl Writer {
             };
             (active, last.next_index())
         };
-        Ok(Writer {
+        Writer {
             fs,
             shared,
             options,
@@ -149,7 +149,7 @@ impl Writer {
             dirty: false,
             last_sync: Instant::now(),
             failure: None,
-        })
+        }
     }
 
     /// Serves requests until every sender is gone.
@@ -227,7 +227,7 @@ impl Writer {
             } => self.append(&data, &records, reply, batch),
             Request::Sync(reply) => {
                 if let Some(cause) = &self.failure {
-                    let _ = reply.send(Err(unusable(&self.shared.dir, cause)));
+                    let _ = reply.send(Err(self.shared.poisoned(cause)));
                 } else {
                     batch.syncs.push(reply);
                 }
@@ -248,7 +248,7 @@ impl Writer {
     /// Runs `op` unless the log is unusable.
     fn checked(&mut self, op: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
         match &self.failure {
-            Some(cause) => Err(unusable(&self.shared.dir, cause)),
+            Some(cause) => Err(self.shared.poisoned(cause)),
             None => op(self),
         }
     }
@@ -261,18 +261,14 @@ impl Writer {
         batch: &mut Batch,
     ) {
         if let Some(cause) = &self.failure {
-            reply.send(Err(unusable(&self.shared.dir, cause)));
+            reply.send(Err(self.shared.poisoned(cause)));
             return;
         }
         let first = self.next_index;
         let mut at = 0usize;
         for &(len, partial_crc) in records {
-            let Some(payload) = data.get(at..at + len as usize) else {
-                reply.send(Err(OctopiiError::Wal(
-                    "malformed append request".to_string(),
-                )));
-                return;
-            };
+            // `Wal::submit_append` made `records` describe `data` exactly.
+            let payload = &data[at..at + len as usize];
             at += len as usize;
             if let Err(cause) = self.append_one(payload, partial_crc) {
                 self.fail(cause);
@@ -284,7 +280,7 @@ impl Writer {
         batch.appends.push((reply, first..self.next_index));
     }
 
-    fn append_one(&mut self, payload: &[u8], partial_crc: u32) -> Result<(), String> {
+    fn append_one(&mut self, payload: &[u8], partial_crc: u32) -> Result<()> {
         let frame = frame_len(payload.len()) as u64;
         let end = self.active.written + self.buf.len() as u64;
         if self.active.records > 0 && end + frame > self.options.segment_size {
@@ -309,21 +305,18 @@ impl Writer {
     }
 
     /// Writes the buffer to the active segment.
-    fn write_out(&mut self) -> Result<(), String> {
+    fn write_out(&mut self) -> Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
+        let write = FileOp::Write {
+            offset: self.active.written,
+            len: self.buf.len() as u64,
+        };
         self.active
             .file
             .write_all_at(&self.buf, self.active.written)
-            .map_err(|e| {
-                format!(
-                    "write of {} bytes to {} at byte offset {} failed: {e}",
-                    self.buf.len(),
-                    self.active.path.display(),
-                    self.active.written
-                )
-            })?;
+            .map_err(|e| WalError::io(write, &self.active.path, e))?;
         self.active.written += self.buf.len() as u64;
         Counters::add(&self.shared.counters.bytes, self.buf.len() as u64);
         self.buf.clear();
@@ -333,11 +326,11 @@ impl Writer {
     }
 
     /// `fdatasync` of the active segment.
-    fn sync_active(&mut self) -> Result<(), String> {
+    fn sync_active(&mut self) -> Result<()> {
         self.active
             .file
             .sync_data()
-            .map_err(|e| format!("fdatasync of {} failed: {e}", self.active.path.display()))?;
+            .map_err(|e| WalError::io(FileOp::SyncData, &self.active.path, e))?;
         Counters::add(&self.shared.counters.fsyncs, 1);
         self.dirty = false;
         self.last_sync = Instant::now();
@@ -357,15 +350,16 @@ impl Writer {
     }
 
     /// Seals the active segment (written and synced) and starts the next.
-    fn roll(&mut self) -> Result<(), String> {
+    fn roll(&mut self) -> Result<()> {
         self.write_out()?;
         self.sync_active()?;
-        let seq = self.active.seq.checked_add(1).ok_or_else(|| {
-            format!(
-                "segment {} is the last possible",
-                self.active.path.display()
-            )
-        })?;
+        let seq = self
+            .active
+            .seq
+            .checked_add(1)
+            .ok_or_else(|| WalError::SegmentsExhausted {
+                path: self.active.path.clone(),
+            })?;
         let next = segment::create(self.fs.as_ref(), &self.shared.dir, seq, self.next_index)?;
         self.hand_over_bounds();
         self.active = Active {
@@ -398,7 +392,7 @@ impl Writer {
             }
         }
         if let Some(cause) = &self.failure {
-            let err = || unusable(&self.shared.dir, cause);
+            let err = || self.shared.poisoned(cause);
             for (reply, _) in batch.appends {
                 reply.send(Err(err()));
             }
@@ -420,32 +414,32 @@ impl Writer {
     }
 
     /// Records why the log is unusable; every later request fails with it.
-    fn fail(&mut self, cause: String) {
+    fn fail(&mut self, cause: WalError) -> Arc<WalError> {
         tracing::error!(dir = %self.shared.dir.display(), %cause, "WAL is now unusable");
-        self.shared.write_view().failure = Some(cause.clone());
-        self.failure = Some(cause);
+        let cause = Arc::new(cause);
+        self.shared.write_view().failure = Some(Arc::clone(&cause));
+        self.failure = Some(Arc::clone(&cause));
+        cause
     }
 
     /// Runs a step that changes files; a failure makes the log unusable.
-    fn durable_step(&mut self, step: Result<(), String>) -> Result<()> {
+    fn durable_step(&mut self, step: Result<()>) -> Result<()> {
         step.map_err(|cause| {
-            self.fail(cause.clone());
-            unusable(&self.shared.dir, &cause)
+            let cause = self.fail(cause);
+            self.shared.poisoned(&cause)
         })
     }
 
     fn truncate_suffix(&mut self, from: u64) -> Result<()> {
         let first = self.shared.read_view().first_index();
         if from > self.next_index {
-            return Err(OctopiiError::Wal(format!(
-                "cannot truncate from index {from}: the last index is {}",
-                self.next_index - 1
-            )));
+            return Err(WalError::PastEnd {
+                index: from,
+                last: self.next_index - 1,
+            });
         }
         if from < first {
-            return Err(OctopiiError::Wal(format!(
-                "cannot truncate from index {from}: below the first index {first}"
-            )));
+            return Err(WalError::Compacted { index: from, first });
         }
         if from == self.next_index {
             return Ok(());
@@ -459,9 +453,10 @@ impl Writer {
                 .drain(position + 1..)
                 .map(|s| s.path)
                 .collect();
-            let Some(seg) = view.segments.last_mut() else {
-                return Err(OctopiiError::Wal("the log has no segment".to_string()));
-            };
+            let seg = view
+                .segments
+                .last_mut()
+                .expect("the segment holding `from` is kept");
             let kept = (from - seg.first_index) as usize;
             seg.bounds.truncate(kept + 1);
             let keep = Active {
@@ -483,26 +478,21 @@ impl Writer {
         for path in removed.iter().rev() {
             let step = fs
                 .remove_file(path)
-                .map_err(|e| format!("deleting {} failed: {e}", path.display()));
+                .map_err(|e| WalError::io(FileOp::Remove, path, e));
             self.durable_step(step)?;
         }
         if !removed.is_empty() {
             let step = fs
                 .sync_dir(&dir)
-                .map_err(|e| format!("fsync of directory {} failed: {e}", dir.display()));
+                .map_err(|e| WalError::io(FileOp::SyncDir, &dir, e));
             self.durable_step(step)?;
         }
+        let truncate = FileOp::SetLen { len: keep.written };
         let step = keep
             .file
             .set_len(keep.written)
             .and_then(|()| keep.file.sync_all())
-            .map_err(|e| {
-                format!(
-                    "truncating {} to {} bytes failed: {e}",
-                    keep.path.display(),
-                    keep.written
-                )
-            });
+            .map_err(|e| WalError::io(truncate, &keep.path, e));
         self.active = keep;
         self.durable_step(step)?;
         self.dirty = false;
@@ -527,7 +517,7 @@ impl Writer {
             let step = self
                 .fs
                 .remove_file(&path)
-                .map_err(|e| format!("deleting {} failed: {e}", path.display()));
+                .map_err(|e| WalError::io(FileOp::Remove, &path, e));
             self.durable_step(step)?;
             self.shared.write_view().segments.remove(0);
             deleted += 1;
@@ -537,7 +527,7 @@ impl Writer {
             let step = self
                 .fs
                 .sync_dir(&dir)
-                .map_err(|e| format!("fsync of directory {} failed: {e}", dir.display()));
+                .map_err(|e| WalError::io(FileOp::SyncDir, &dir, e));
             self.durable_step(step)?;
         }
         Ok(())
@@ -577,7 +567,7 @@ mod tests {
             counters: Counters::default(),
         });
         let (_tx, rx) = std::sync::mpsc::channel();
-        Writer::new(fs, shared, options, rx).expect("writer")
+        Writer::new(fs, shared, options, rx)
     }
 
     #[test]

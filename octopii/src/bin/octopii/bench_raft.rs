@@ -10,8 +10,9 @@ use std::time::Duration;
 use octopii::raft::{RaftConfig, RaftNode, StateMachine};
 use octopii::transport::tls::ClusterCa;
 use octopii::wal::{Wal, WalOptions};
-use octopii::{Config, OctopiiError, OctopiiNode, OctopiiRuntime, Result};
+use octopii::{Config, OctopiiError, OctopiiNode, OctopiiRuntime};
 
+use crate::Result;
 use crate::report::{Latencies, Table, Window, duration_arg, gather};
 
 /// Arguments of `octopii bench raft`.
@@ -52,7 +53,7 @@ impl StateMachine for Counter {
     fn snapshot(&self) -> Vec<u8> {
         self.0.to_le_bytes().to_vec()
     }
-    fn restore(&mut self, snapshot: &[u8]) -> Result<()> {
+    fn restore(&mut self, snapshot: &[u8]) -> octopii::Result<()> {
         let bytes: [u8; 8] = snapshot
             .try_into()
             .map_err(|_| OctopiiError::Serialization("counter snapshot is 8 bytes".into()))?;
@@ -148,14 +149,14 @@ fn raft_proposals(
             };
             RaftNode::start(node, config, Counter(0))
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<octopii::Result<Vec<_>>>()?;
     let command = vec![7u8; args.command_bytes];
     let latencies = runtime.block_on(async {
         let leader = rafts[0].wait_for_leader(Duration::from_secs(10)).await?;
         let leader = rafts
             .iter()
             .find(|r| r.id() == leader)
-            .ok_or_else(|| OctopiiError::Transport("leader not found".into()))?
+            .ok_or("leader not found")?
             .clone();
         let window = Window::new(duration);
         gather((0..clients).map(|_| {

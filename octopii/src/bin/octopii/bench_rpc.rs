@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
+use octopii::OctopiiRuntime;
 use octopii::bench::rpc::RpcBench;
-use octopii::{OctopiiRuntime, Result};
 
+use crate::Result;
 use crate::report::{Latencies, Table, Window, duration_arg, gather};
 
 /// Arguments of `octopii bench rpc`.

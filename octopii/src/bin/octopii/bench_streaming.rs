@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
+use octopii::OctopiiRuntime;
 use octopii::bench::streaming::{Payload, StreamingBench};
-use octopii::{OctopiiRuntime, Result};
 
+use crate::Result;
 use crate::bench_rpc::RpcBenchArgs;
 use crate::report::{Latencies, Table, Window, duration_arg};
 
@@ -56,7 +57,7 @@ pub fn run(args: RpcBenchArgs) -> Result<()> {
 async fn streams<F, Fut>(duration: Duration, stream: F) -> Result<Latencies>
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
+    Fut: std::future::Future<Output = octopii::Result<()>>,
 {
     let window = Window::new(duration);
     let mut latencies = Latencies::default();

@@ -20,8 +20,9 @@ use octopii::rpc::{
     self, CallStream, Client, Code, Context, HandlerFuture, RpcError, Service, StreamFuture,
 };
 use octopii::transport::tls::{ClusterCa, write_pem};
-use octopii::{Config, OctopiiError, OctopiiNode, OctopiiRuntime, Result};
+use octopii::{Config, OctopiiError, OctopiiNode, OctopiiRuntime};
 
+use crate::Result;
 use crate::report::work_dir;
 
 /// Bytes of each write of the raw copy (the chunk protocol's buffer size).
@@ -182,14 +183,14 @@ impl Receiver {
             .stdout(Stdio::piped())
             .spawn()?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err(OctopiiError::Transport("receiver has no pipes".into()));
+            return Err("receiver has no pipes".into());
         };
         let mut stdout = BufReader::new(stdout);
         let line = read_line(&mut stdout)?;
         let addr = line
             .strip_prefix("ready ")
             .and_then(|a| a.trim().parse().ok())
-            .ok_or_else(|| OctopiiError::Transport(format!("receiver said {line:?}")))?;
+            .ok_or_else(|| format!("receiver said {line:?}"))?;
         Ok(Receiver {
             child,
             stdin: Some(stdin),
@@ -206,7 +207,7 @@ impl Receiver {
         self.child.wait()?;
         line.strip_prefix("rss_kib ")
             .and_then(|n| n.trim().parse().ok())
-            .ok_or_else(|| OctopiiError::Transport(format!("receiver said {line:?}")))
+            .ok_or_else(|| format!("receiver said {line:?}").into())
     }
 
     fn remove(&self, name: &str) {
@@ -228,7 +229,7 @@ fn read_line(from: &mut impl BufRead) -> Result<String> {
 }
 
 /// Writes `size` random bytes to `path`, a MiB at a time.
-fn write_source(path: &Path, size: u64) -> Result<()> {
+fn write_source(path: &Path, size: u64) -> octopii::Result<()> {
     use rand_block::fill;
     let mut file = std::fs::File::create(path).map_err(|e| OctopiiError::file(path, e))?;
     let mut block = vec![0u8; 1 << 20];
@@ -307,7 +308,7 @@ async fn timed_transfer(
         receiver.remove("bench.bin");
     }
     if let Some(bad) = results.iter().find(|r| !r.success) {
-        return Err(failed_transfer(bad));
+        return Err(failed_transfer(bad).into());
     }
     Ok(results.iter().map(|r| r.duration.as_secs_f64()).collect())
 }
@@ -423,7 +424,8 @@ pub fn run(args: TransferBenchArgs) -> Result<()> {
         return Err(OctopiiError::Config {
             field: "--size/--peers/--threads/--rounds",
             message: "must all be above 0".into(),
-        });
+        }
+        .into());
     }
     let (dir, _temp) = work_dir(args.dir.as_deref())?;
     // Fresh certificates each run (write_pem never overwrites).
@@ -474,7 +476,7 @@ pub fn run(args: TransferBenchArgs) -> Result<()> {
             }
         }
         sender.shutdown().await;
-        Ok::<_, OctopiiError>((raw, verified, fan_out))
+        Ok::<_, crate::Error>((raw, verified, fan_out))
     })?;
     let _ = std::fs::remove_file(&source);
     let mut receiver_rss_kib = Vec::with_capacity(receivers.len());

@@ -17,9 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use octopii::OctopiiError;
 use octopii::wal::{Wal, WalOptions};
-use octopii::{OctopiiError, Result};
 
+use crate::Result;
 use crate::report::work_dir;
 
 /// Arguments of `octopii bench wal`.
@@ -111,19 +112,22 @@ pub fn run(args: WalBenchArgs) -> Result<()> {
         return Err(OctopiiError::Config {
             field: "--duration-secs",
             message: "must be a positive number of seconds".to_string(),
-        });
+        }
+        .into());
     }
     if args.writers.is_empty() || args.writers.contains(&0) {
         return Err(OctopiiError::Config {
             field: "--writers",
             message: "give one or more writer counts, none zero".to_string(),
-        });
+        }
+        .into());
     }
     if args.record_sizes.is_empty() {
         return Err(OctopiiError::Config {
             field: "--record-sizes",
             message: "give one or more record sizes".to_string(),
-        });
+        }
+        .into());
     }
     let duration = Duration::from_secs_f64(args.duration_secs);
     let (dir, _temp) = work_dir(args.dir.as_deref())?;
@@ -331,12 +335,12 @@ async fn run_wal(dir: &Path, size: usize, writers: usize, duration: Duration) ->
     for task in tasks {
         let mine = task
             .await
-            .map_err(|e| OctopiiError::Wal(format!("benchmark writer failed: {e}")))??;
+            .map_err(|e| format!("benchmark writer failed: {e}"))??;
         latencies.extend(mine);
     }
     let fsyncs_at_start = counter
         .join()
-        .map_err(|_| OctopiiError::Wal("benchmark counter thread failed".to_string()))?;
+        .map_err(|_| "benchmark counter thread failed")?;
     let fsyncs = wal.stats().fsyncs - fsyncs_at_start;
     drop(wal);
     latencies.sort_unstable();

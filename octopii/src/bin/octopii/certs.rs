@@ -8,8 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
+use octopii::OctopiiError;
 use octopii::transport::tls::{ClusterCa, Role, write_pem};
-use octopii::{OctopiiError, Result};
+
+use crate::Result;
 
 /// `octopii certs …` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -67,7 +69,7 @@ pub fn run(command: CertsCommand) -> Result<()> {
         CertsCommand::Admin { dir, name } => (dir, name, Role::Admin),
     };
     if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-        return Err(OctopiiError::Tls(format!("unusable name {name:?}")));
+        return Err(format!("unusable name {name:?}").into());
     }
     let ca = ClusterCa::from_pem(&read(&dir.join("ca.pem"))?, &read(&dir.join("ca.key.pem"))?)?;
     let creds = ca.issue(&name, role)?;
@@ -81,6 +83,6 @@ pub fn run(command: CertsCommand) -> Result<()> {
     Ok(())
 }
 
-fn read(path: &Path) -> Result<String> {
+fn read(path: &Path) -> octopii::Result<String> {
     std::fs::read_to_string(path).map_err(|e| OctopiiError::file(path, e))
 }

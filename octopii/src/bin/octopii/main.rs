@@ -13,6 +13,11 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// What a command fails with: the library's error or one of the command's
+/// own (a benchmark's helper process or task that failed, say).
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// Octopii: typed services, verified transfer and replicated state over QUIC.
 #[derive(Debug, Parser)]
 #[command(name = "octopii", version, about)]

@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use octopii::{OctopiiError, Result};
+use octopii::OctopiiError;
+
+use crate::Result;
 
 /// Parses a `--duration-secs` value.
 pub fn duration_arg(secs: f64) -> Result<Duration> {
@@ -15,7 +17,8 @@ pub fn duration_arg(secs: f64) -> Result<Duration> {
         Err(OctopiiError::Config {
             field: "--duration-secs",
             message: "must be a positive number of seconds".into(),
-        })
+        }
+        .into())
     }
 }
 
@@ -74,7 +77,7 @@ pub async fn gather(
     for task in tasks.into_iter().collect::<Vec<_>>() {
         let part = task
             .await
-            .map_err(|e| OctopiiError::Transport(format!("benchmark task failed: {e}")))??;
+            .map_err(|e| format!("benchmark task failed: {e}"))??;
         all.merge(part);
     }
     Ok(all)

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use octopii::chunk::{ChunkSource, Progress, TransferOptions, TransferResult};
-use octopii::{OctopiiError, OctopiiNode, OctopiiRuntime, Result};
+use octopii::{OctopiiError, OctopiiNode, OctopiiRuntime};
 
+use crate::Result;
 use crate::node_args::TlsArgs;
 
 /// Arguments of `octopii send`.
@@ -106,10 +107,11 @@ pub fn run(args: SendArgs) -> Result<()> {
     print!("{}", table(&results));
     let failed = results.iter().filter(|r| !r.success).count();
     if failed > 0 {
-        return Err(OctopiiError::Transport(format!(
+        return Err(format!(
             "{failed} of {} peers did not receive the file",
             results.len()
-        )));
+        )
+        .into());
     }
     Ok(())
 }

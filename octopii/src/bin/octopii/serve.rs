@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use octopii::chunk::ReceivedData;
-use octopii::{OctopiiNode, OctopiiRuntime, Result};
+use octopii::{OctopiiNode, OctopiiRuntime};
+
+use crate::Result;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::node_args::TlsArgs;
