@@ -61,4 +61,3 @@ pub use runtime::OctopiiRuntime;
 
 /// Turns a trait into a typed RPC service: see [`rpc`].
 pub use octopii_macros::service;
-

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use octopii::codec;
-use octopii::rpc::streaming::call::{END, ITEM};
+use octopii::rpc::streaming::{END, ITEM};
 use octopii::rpc::{
     self, CallStream, Client, Code, Context, HandlerFuture, RpcError, Service, StreamFuture,
 };

@@ -24,6 +24,9 @@ use pin_project_lite::pin_project;
 use tokio::sync::mpsc;
 
 pub(crate) mod call;
+
+/// The tags of an item frame, as `docs/PROTOCOL.md` gives them.
+pub use call::{END, ITEM};
 mod item_sink;
 mod item_source;
 
