@@ -103,7 +103,7 @@ fn raft_config(peers: &BTreeMap<u64, SocketAddr>, bootstrap: bool) -> RaftConfig
     RaftConfig {
         peers: peers.clone(),
         bootstrap,
-        tick_interval: Duration::from_millis(20),
+        tick_interval_ms: 20,
         ..RaftConfig::default()
     }
 }

@@ -136,7 +136,7 @@ fn run_node(args: &[String]) -> Result<(), BoxError> {
     let raft_config = RaftConfig {
         peers,
         bootstrap: id <= NODES,
-        tick_interval: Duration::from_millis(50),
+        tick_interval_ms: 50,
         ..RaftConfig::default()
     };
     let raft = RaftNode::start(&node, raft_config, Store::default())?;

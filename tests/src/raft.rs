@@ -120,10 +120,10 @@ pub async fn get(raft: &RaftNode, key: &str) -> octopii::Result<Option<String>> 
 /// see [`Cluster::start`]).
 pub fn test_raft_config() -> RaftConfig {
     RaftConfig {
-        tick_interval: Duration::from_millis(20),
+        tick_interval_ms: 20,
         election_ticks: 10,
         heartbeat_ticks: 2,
-        request_timeout: Duration::from_secs(3),
+        request_timeout_ms: 3_000,
         wal: WalOptions {
             segment_size: 64 * 1024,
             ..WalOptions::default()

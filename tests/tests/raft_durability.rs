@@ -12,7 +12,7 @@ fn a_follower_acknowledges_an_append_only_once_it_is_fsynced() {
     // follower's disk is held below.
     let config = RaftConfig {
         election_ticks: 50,
-        request_timeout: Duration::from_secs(10),
+        request_timeout_ms: 10_000,
         ..test_raft_config()
     };
     let mut cluster = Cluster::start(3, config);

@@ -90,7 +90,7 @@ async fn client(
 fn run_seed(seed: u64) {
     // Calls to the killed leader give up quickly (their outcome is unknown).
     let config = octopii::raft::RaftConfig {
-        request_timeout: Duration::from_secs(1),
+        request_timeout_ms: 1_000,
         ..test_raft_config()
     };
     let mut cluster = Cluster::start(3, config);

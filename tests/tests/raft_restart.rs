@@ -36,7 +36,7 @@ fn entries_applied_again_after_a_restart_answer_no_new_caller() {
     // follower's disk is held below.
     let config = RaftConfig {
         election_ticks: 50,
-        request_timeout: Duration::from_secs(10),
+        request_timeout_ms: 10_000,
         ..test_raft_config()
     };
     let mut cluster = Cluster::start(3, config);

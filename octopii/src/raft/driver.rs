@@ -173,7 +173,7 @@ impl Driver {
     /// Runs until shut down (returns [`RaftError::Stopped`]) or until
     /// storage fails (returns [`RaftError::Failed`]).
     pub(crate) async fn run(mut self) -> RaftError {
-        let mut ticker = tokio::time::interval(self.config.tick_interval);
+        let mut ticker = tokio::time::interval(self.config.tick_interval());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut outcome = None;
         while outcome.is_none() {

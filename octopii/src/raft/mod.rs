@@ -27,7 +27,6 @@
 //! `docs/ARCHITECTURE.md` (`## Raft`) describes the layers and file layout;
 //! `docs/PROTOCOL.md` (`## RaftService`) the bytes on the wire.
 
-mod config;
 mod driver;
 mod driver_handle;
 mod error;
@@ -42,7 +41,7 @@ mod snapshot_transfer;
 pub mod storage;
 mod validate;
 
-pub use config::RaftConfig;
+pub use crate::config::RaftConfig;
 pub use error::RaftError;
 pub use faults::NetworkFaults;
 pub use machine::{RaftRole, RaftStatus, StateMachine};

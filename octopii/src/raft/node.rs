@@ -22,14 +22,13 @@ use super::service::{Membership, Proposal, RaftHandler, RaftServiceClient, RaftS
 use super::snapshot_transfer;
 use super::storage::{Bootstrap, RaftStorage};
 use super::{RaftConfig, RaftError};
+use crate::config::ENTRY_OVERHEAD;
 use crate::runtime::panic_message;
 use crate::wal::{StdFs, WalFs};
 use crate::{OctopiiError, OctopiiNode, Result};
 
 /// Commands queued for the driver before callers wait.
 const COMMAND_QUEUE: usize = 8192;
-/// Room for an entry's and a message's own fields around a proposal.
-pub(crate) const ENTRY_OVERHEAD: usize = 64 * 1024;
 /// Attempts of a proposal that keeps meeting a stale leader hint.
 const PROPOSE_ATTEMPTS: usize = 3;
 
@@ -89,7 +88,7 @@ impl Drop for Inner {
         let Some(done) = done.take() else {
             return;
         };
-        let limit = self.config.request_timeout;
+        let limit = self.config.request_timeout();
         let wait = move || {
             let _ = done.recv_timeout(limit);
         };
@@ -232,7 +231,7 @@ impl RaftNode {
             status_tx,
         )?;
         let (outcome_tx, outcome_rx) = watch::channel(None);
-        let driver_handle = DriverHandle::new(commands_tx, outcome_rx, config.request_timeout);
+        let driver_handle = DriverHandle::new(commands_tx, outcome_rx, config.request_timeout());
         let membership = Membership(status_rx.clone());
         let forged = Arc::new(AtomicU64::new(0));
         let handler = RaftHandler {
@@ -351,7 +350,7 @@ impl RaftNode {
     /// above [`RaftConfig::max_proposal_size`], with
     /// [`RaftError::NotLeader`] if no leader is known, and with
     /// [`RaftError::Timeout`] if there is no outcome within
-    /// [`RaftConfig::request_timeout`] (the command may still be applied).
+    /// [`RaftConfig::request_timeout_ms`] (the command may still be applied).
     pub async fn propose(&self, command: impl Into<Vec<u8>>) -> Result<Vec<u8>> {
         let command = command.into();
         let max = self.inner.config.max_proposal_size;
@@ -429,7 +428,7 @@ impl RaftNode {
         // Only the leader's own certificate may answer for the leader.
         let client = crate::rpc::Client::new(&self.inner.node, addr)
             .expect_peer(crate::identity::Role::Node { id: leader })
-            .with_deadline(self.inner.config.request_timeout);
+            .with_deadline(self.inner.config.request_timeout());
         let client = RaftServiceClient::from_client(client);
         self.inner
             .node
@@ -453,7 +452,7 @@ impl RaftNode {
     /// same `data_dir`.
     ///
     /// Dropping the last handle without `shutdown` stops the driver too,
-    /// and waits (up to [`RaftConfig::request_timeout`]) for it to release
+    /// and waits (up to [`RaftConfig::request_timeout_ms`]) for it to release
     /// the raft log, except inside a current-thread runtime, where it
     /// cannot block: there the driver stops just after.
     pub async fn shutdown(&self) {

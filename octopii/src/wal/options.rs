@@ -2,10 +2,17 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use super::error::WalError;
 
 /// When appended records are made durable, and so when `append` resolves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// In TOML, a table with a `kind`: `{ kind = "group_commit", linger_ms = 2,
+/// max_batch_bytes = 4194304 }`, `{ kind = "interval", interval_ms = 100 }`
+/// or `{ kind = "no_sync_for_tests_only" }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(from = "FlushPolicyToml")]
 pub enum FlushPolicy {
     /// The default. Appends that arrive while an `fdatasync` runs queue up;
     /// when it returns, the writer takes everything queued, writes it in one
@@ -29,11 +36,49 @@ pub enum FlushPolicy {
     NoSyncForTestsOnly,
 }
 
+/// [`FlushPolicy`] as a TOML file writes it: durations in milliseconds.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum FlushPolicyToml {
+    GroupCommit {
+        #[serde(default)]
+        linger_ms: u64,
+        #[serde(default = "default_max_batch_bytes")]
+        max_batch_bytes: usize,
+    },
+    Interval {
+        interval_ms: u64,
+    },
+    NoSyncForTestsOnly,
+}
+
+fn default_max_batch_bytes() -> usize {
+    4 * 1024 * 1024
+}
+
+impl From<FlushPolicyToml> for FlushPolicy {
+    fn from(toml: FlushPolicyToml) -> Self {
+        match toml {
+            FlushPolicyToml::GroupCommit {
+                linger_ms,
+                max_batch_bytes,
+            } => FlushPolicy::GroupCommit {
+                linger: (linger_ms > 0).then(|| Duration::from_millis(linger_ms)),
+                max_batch_bytes,
+            },
+            FlushPolicyToml::Interval { interval_ms } => {
+                FlushPolicy::Interval(Duration::from_millis(interval_ms))
+            }
+            FlushPolicyToml::NoSyncForTestsOnly => FlushPolicy::NoSyncForTestsOnly,
+        }
+    }
+}
+
 impl Default for FlushPolicy {
     fn default() -> Self {
         FlushPolicy::GroupCommit {
             linger: None,
-            max_batch_bytes: 4 * 1024 * 1024,
+            max_batch_bytes: default_max_batch_bytes(),
         }
     }
 }
@@ -49,7 +94,8 @@ impl Default for FlushPolicy {
 /// };
 /// assert!(options.validate().is_ok());
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct WalOptions {
     /// When records become durable; group commit by default.
     pub flush_policy: FlushPolicy,

@@ -9,7 +9,6 @@
 //! ```toml
 //! node_id = 1
 //! bind_addr = "127.0.0.1:7001"
-//! peers = ["127.0.0.1:7002", "127.0.0.1:7003"]
 //! data_dir = "/var/lib/octopii/node-1"
 //! worker_threads = 4
 //!
@@ -23,7 +22,17 @@
 //! idle_timeout_ms = 30000
 //! max_concurrent_handshakes = 256
 //! retry_handshakes_above = 64
+//!
+//! [raft]
+//! tick_interval_ms = 100
+//!
+//! [raft.peers]
+//! 2 = "127.0.0.1:7002"
+//! 3 = "127.0.0.1:7003"
 //! ```
+//!
+//! Each section has a file of its own here; [`RaftConfig`] is the `[raft]`
+//! section, which [`RaftNode`](crate::raft::RaftNode) runs with.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,6 +42,11 @@ use serde::Deserialize;
 
 use crate::identity::NodeCredentials;
 use crate::{OctopiiError, Result};
+
+mod raft;
+
+pub(crate) use raft::ENTRY_OVERHEAD;
+pub use raft::RaftConfig;
 
 /// Where a node's certificates come from, and how it judges its peers'.
 #[derive(Debug, Clone, Deserialize)]
@@ -425,9 +439,6 @@ pub struct Config {
     /// Address the node's QUIC endpoint listens and dials from.
     #[serde(default = "default_bind_addr")]
     pub bind_addr: SocketAddr,
-    /// Addresses of the other nodes.
-    #[serde(default)]
-    pub peers: Vec<SocketAddr>,
     /// Directory for durable state (the WAL lives below it).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
@@ -445,6 +456,9 @@ pub struct Config {
     /// Bulk transfer: receive directory and limits.
     #[serde(default)]
     pub chunk: ChunkConfig,
+    /// Replication: the cluster's members and raft's timers.
+    #[serde(default)]
+    pub raft: RaftConfig,
 }
 
 fn default_node_id() -> u64 {
@@ -469,13 +483,13 @@ impl Default for Config {
         Config {
             node_id: default_node_id(),
             bind_addr: default_bind_addr(),
-            peers: Vec::new(),
             data_dir: default_data_dir(),
             worker_threads: default_worker_threads(),
             tls: None,
             transport: TransportConfig::default(),
             rpc: RpcConfig::default(),
             chunk: ChunkConfig::default(),
+            raft: RaftConfig::default(),
         }
     }
 }
@@ -540,8 +554,11 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "must not be empty");
         }
-        if self.bind_addr.port() != 0 && self.peers.contains(&self.bind_addr) {
-            return bad("peers", "must not contain this node's own bind_addr");
+        let another_at_mine = |(id, addr): (&u64, &SocketAddr)| {
+            *id != self.node_id && *addr == self.bind_addr && addr.port() != 0
+        };
+        if self.raft.peers.iter().any(another_at_mine) {
+            return bad("raft.peers", "names another node at this node's bind_addr");
         }
         match &self.tls {
             None => return bad("tls", "no certificates configured"),
@@ -554,6 +571,7 @@ impl Config {
         }
         self.rpc.validate(self.transport.max_frame_size)?;
         self.chunk.validate()?;
+        self.raft.validate()?;
         self.transport.validate()
     }
 }
@@ -574,12 +592,6 @@ impl ConfigBuilder {
     /// Sets the listen/dial address.
     pub fn bind_addr(mut self, addr: SocketAddr) -> Self {
         self.config.bind_addr = addr;
-        self
-    }
-
-    /// Sets the other nodes' addresses.
-    pub fn peers(mut self, peers: impl IntoIterator<Item = SocketAddr>) -> Self {
-        self.config.peers = peers.into_iter().collect();
         self
     }
 
@@ -624,6 +636,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// Sets the replication settings.
+    pub fn raft(mut self, raft: RaftConfig) -> Self {
+        self.config.raft = raft;
+        self
+    }
+
     /// Validates and returns the configuration.
     pub fn build(self) -> Result<Config> {
         self.config.validate()?;
@@ -648,18 +666,30 @@ mod tests {
             r#"
             node_id = 3
             bind_addr = "127.0.0.1:7003"
-            peers = ["127.0.0.1:7001"]
             [tls]
             ca_cert = "ca.pem"
             cert = "n3.pem"
             key = "n3.key.pem"
             [transport]
             max_frame_size = 4096
+            [raft]
+            tick_interval_ms = 20
+            [raft.peers]
+            1 = "127.0.0.1:7001"
+            [raft.wal.flush_policy]
+            kind = "interval"
+            interval_ms = 5
             "#,
         )
         .unwrap();
         assert_eq!(config.node_id, 3);
-        assert_eq!(config.peers, vec!["127.0.0.1:7001".parse().unwrap()]);
+        assert_eq!(config.raft.peers[&1], "127.0.0.1:7001".parse().unwrap());
+        assert_eq!(config.raft.tick_interval(), Duration::from_millis(20));
+        assert_eq!(config.raft.election_ticks, 10);
+        assert_eq!(
+            config.raft.wal.flush_policy,
+            crate::wal::FlushPolicy::Interval(Duration::from_millis(5))
+        );
         assert_eq!(config.transport.max_frame_size, 4096);
         assert_eq!(config.transport.idle_timeout_ms, 30_000);
     }
@@ -672,9 +702,11 @@ mod tests {
             ("worker_threads = 0\n", "worker_threads"),
             ("data_dir = \"\"\n", "data_dir"),
             (
-                "bind_addr = \"127.0.0.1:9\"\npeers = [\"127.0.0.1:9\"]\n",
-                "peers",
+                "node_id = 3\nbind_addr = \"127.0.0.1:9\"\n[raft.peers]\n4 = \"127.0.0.1:9\"\n",
+                "raft.peers",
             ),
+            ("[raft]\ntick_interval_ms = 0\n", "raft.tick_interval_ms"),
+            ("[raft.wal]\nsegment_size = 5\n", "raft.wal.segment_size"),
         ];
         for (head, field) in cases {
             let err = Config::from_toml_str(&format!("{head}{base}")).unwrap_err();
