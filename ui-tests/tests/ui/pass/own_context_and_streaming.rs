@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use octopii::RpcError;
 use octopii::rpc::Service;
-use octopii::rpc::codec::{decode, encode};
+use octopii::codec::{decode, encode};
 use octopii::transport::PeerInfo;
 
 mod mine {
