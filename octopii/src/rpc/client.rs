@@ -26,11 +26,19 @@ use crate::transport::{PeerConnection, Transport};
 /// Application error code of a stream reset because its call was abandoned.
 pub(crate) const CANCELLED: quinn::VarInt = quinn::VarInt::from_u32(u8::MAX as u32);
 
-/// What a [`Client`] calls through: [`OctopiiNode`](crate::OctopiiNode),
-/// or a node's [`StreamPool`] itself.
-pub trait Connect {
+/// What a [`Client`] calls through: an [`OctopiiNode`](crate::OctopiiNode).
+/// Sealed: only Octopii's own types implement it.
+pub trait Connect: sealed::Sealed {
     /// The node's pool of idle streams, over its transport.
+    #[doc(hidden)]
     fn stream_pool(&self) -> Arc<StreamPool>;
+}
+
+pub(crate) mod sealed {
+    /// Keeps [`Connect`](super::Connect) closed to other crates.
+    pub trait Sealed {}
+    impl Sealed for crate::OctopiiNode {}
+    impl Sealed for std::sync::Arc<super::StreamPool> {}
 }
 
 impl Connect for Arc<StreamPool> {

@@ -4,11 +4,10 @@
 //! through [`Client`] and a server (`XServer<S>`) that implements
 //! [`Service`]; a node serves it with [`OctopiiNode::serve`](crate::OctopiiNode::serve).
 //!
-//! * [`frame`]: `[u32 length][bytes]` frames and the request header.
 //! * [`budget`]: what a peer can make a server hold, and its limits.
 //! * [`codec`](crate::codec): how arguments and results become bytes.
-//! * [`client`]: the call path over pooled bidirectional streams.
-//! * [`server`]: the [`Router`] that serves inbound streams.
+//! * `client.rs`: the call path over pooled bidirectional streams.
+//! * `server.rs`: the router that serves a node's inbound streams.
 //! * [`Code`] and [`RpcError`]: the status of a call.
 //! * [`Policy`]: which verified callers a service serves.
 //! * [`CallStream`]: the stream of a call that owns one (streaming calls,
@@ -20,21 +19,25 @@
 
 pub mod budget;
 mod call_stream;
-pub mod client;
+mod client;
 mod context;
+// The wire layout for tests that speak it byte by byte; a client in
+// another language is written from `docs/PROTOCOL.md`, not from this.
+#[doc(hidden)]
 pub mod frame;
 mod policy;
-pub mod server;
+mod server;
 mod service;
 mod status;
 pub mod streaming;
 
 pub use budget::RpcStats;
 pub use call_stream::CallStream;
-pub use client::{Client, Connect, StreamPool};
+pub use client::{Client, Connect};
+pub(crate) use client::StreamPool;
 pub use context::{Context, Metadata};
 pub use policy::{Authorized, Call, Policy};
-pub use server::Router;
+pub(crate) use server::Router;
 pub use service::{
     HandlerFuture, Service, StreamFuture, Wire, decode_args, encode_output, unimplemented,
 };
