@@ -152,14 +152,13 @@ fn run(root: &Path) -> std::result::Result<(), BoxError> {
     for (result, name) in results.iter().zip(&names[1..]) {
         let arrived = received(root, name, "report.bin");
         println!(
-            "  {name:<5} success={} sha256 verified={} bytes={} in {:?}; identical on disk: {}",
-            result.success,
-            result.checksum_verified,
+            "  {name:<5} verified and in place={} bytes={} in {:?}; identical on disk: {}",
+            result.outcome.is_ok(),
             result.bytes_transferred,
             result.duration,
             arrived.as_deref() == Some(&data[..]),
         );
-        if let Some(error) = &result.error {
+        if let Err(error) = &result.outcome {
             return Err(format!("transfer to {name} failed: {error}").into());
         }
     }

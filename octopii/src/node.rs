@@ -178,7 +178,10 @@ impl OctopiiNode {
     ///     )
     ///     .await;
     /// for r in results {
-    ///     println!("{}: {}", r.peer, if r.success { "ok" } else { "failed" });
+    ///     match r.outcome {
+    ///         Ok(()) => println!("{}: verified and in place", r.peer),
+    ///         Err(e) => println!("{}: {e}", r.peer),
+    ///     }
     /// }
     /// # }
     /// ```
@@ -228,9 +231,9 @@ impl OctopiiNode {
             .await
             .pop()
             .ok_or_else(|| OctopiiError::Transport("no result for the peer".into()))?;
-        match &result.error {
-            Some(error) => Err(error.clone().into()),
-            None => Ok(result),
+        match &result.outcome {
+            Err(error) => Err(error.clone().into()),
+            Ok(()) => Ok(result),
         }
     }
 

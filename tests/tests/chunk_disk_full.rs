@@ -48,9 +48,9 @@ fn a_failing_write_is_status_2_with_the_reason_and_nothing_is_kept() {
             ))
             .pop()
             .unwrap();
-        assert!(!result.success && !result.checksum_verified, "{result:?}");
-        let Some(TransferError::Receiver(reason)) = &result.error else {
-            panic!("expected status 2, got {:?}", result.error);
+        assert!(result.outcome.is_err(), "{result:?}");
+        let Err(TransferError::Receiver(reason)) = &result.outcome else {
+            panic!("expected status 2, got {:?}", result.outcome);
         };
         assert!(reason.contains("File too large"), "{reason}");
         let announced = rt.block_on(inbox.recv()).unwrap();

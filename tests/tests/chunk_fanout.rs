@@ -87,16 +87,16 @@ fn live_peers_all_receive_while_a_dead_and_a_stalled_peer_fail_alone() {
     }
     let dead_result = &results[1];
     assert!(
-        matches!(dead_result.error, Some(TransferError::Connection(_))),
+        matches!(dead_result.outcome, Err(TransferError::Connection(_))),
         "{dead_result:?}"
     );
     let stalled_result = &results[4];
     assert!(
-        matches!(stalled_result.error, Some(TransferError::Stalled(_))),
+        matches!(stalled_result.outcome, Err(TransferError::Stalled(_))),
         "{stalled_result:?}"
     );
     for result in [&results[0], &results[2], &results[3]] {
-        assert!(result.success && result.checksum_verified, "{result:?}");
+        assert!(result.outcome.is_ok(), "{result:?}");
         assert_eq!(result.bytes_transferred, data.len() as u64);
     }
     for dir in &dirs {

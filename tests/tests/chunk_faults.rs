@@ -54,7 +54,7 @@ impl Pair {
     fn still_serves(&self) {
         let data = random_bytes(70_000);
         let result = self.send(&data, TransferOptions::to_file("after.bin"));
-        assert!(result.success, "{result:?}");
+        assert!(result.outcome.is_ok(), "{result:?}");
         assert_eq!(
             std::fs::read(self.recv_dir.path().join("after.bin")).unwrap(),
             data
@@ -70,10 +70,10 @@ impl Pair {
 }
 
 fn refused(result: &TransferResult) -> (Code, String) {
-    assert!(!result.success && !result.checksum_verified, "{result:?}");
+    assert!(result.outcome.is_err(), "{result:?}");
     assert_eq!(result.bytes_transferred, 0, "refused before any data");
-    match &result.error {
-        Some(TransferError::Refused { code, reason }) => (*code, reason.clone()),
+    match &result.outcome {
+        Err(TransferError::Refused { code, reason }) => (*code, reason.clone()),
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
@@ -85,8 +85,8 @@ fn a_byte_flipped_in_flight_is_a_checksum_mismatch_and_nothing_is_kept() {
         let mut options = TransferOptions::to_file("flipped.bin");
         options.fault = Some(Fault::FlipByte(size as u64 / 2));
         let result = p.send(&random_bytes(size), options);
-        assert!(!result.success && !result.checksum_verified, "{result:?}");
-        assert_eq!(result.error, Some(TransferError::ChecksumMismatch));
+        assert!(result.outcome.is_err(), "{result:?}");
+        assert_eq!(result.outcome, Err(TransferError::ChecksumMismatch));
         assert_eq!(p.next_failure(), TransferError::ChecksumMismatch);
         assert!(dir_entries(p.recv_dir.path()).is_empty(), "size {size}");
     }
@@ -94,7 +94,7 @@ fn a_byte_flipped_in_flight_is_a_checksum_mismatch_and_nothing_is_kept() {
     let mut options = TransferOptions::to_memory("flipped");
     options.fault = Some(Fault::FlipByte(0));
     let result = p.send(&random_bytes(100), options);
-    assert_eq!(result.error, Some(TransferError::ChecksumMismatch));
+    assert_eq!(result.outcome, Err(TransferError::ChecksumMismatch));
     assert_eq!(p.next_failure(), TransferError::ChecksumMismatch);
     p.still_serves();
 }
@@ -106,9 +106,9 @@ fn a_size_header_that_differs_from_the_bytes_sent_is_status_2() {
         let mut options = TransferOptions::to_file("sized.bin");
         options.fault = Some(Fault::SizeDelta(delta));
         let result = p.send(&random_bytes(200_000), options);
-        assert!(!result.success && !result.checksum_verified, "{result:?}");
-        let Some(TransferError::Receiver(reason)) = &result.error else {
-            panic!("delta {delta}: expected status 2, got {:?}", result.error);
+        assert!(result.outcome.is_err(), "{result:?}");
+        let Err(TransferError::Receiver(reason)) = &result.outcome else {
+            panic!("delta {delta}: expected status 2, got {:?}", result.outcome);
         };
         assert!(reason.contains("size header"), "delta {delta}: {reason}");
         assert!(matches!(p.next_failure(), TransferError::Receiver(_)));
@@ -165,9 +165,9 @@ fn a_destination_that_cannot_be_replaced_is_status_2_and_nothing_is_kept() {
     for resume in [false, true] {
         let options = TransferOptions::to_file("taken").resume(resume);
         let result = p.send(&random_bytes(70_000), options);
-        assert!(!result.success && !result.checksum_verified, "{result:?}");
-        let Some(TransferError::Receiver(reason)) = &result.error else {
-            panic!("expected status 2, got {:?}", result.error);
+        assert!(result.outcome.is_err(), "{result:?}");
+        let Err(TransferError::Receiver(reason)) = &result.outcome else {
+            panic!("expected status 2, got {:?}", result.outcome);
         };
         assert!(reason.contains("Is a directory"), "{reason}");
         assert!(matches!(p.next_failure(), TransferError::Receiver(_)));
@@ -203,7 +203,10 @@ fn the_receivers_temporary_names_cannot_be_destinations() {
     // The partial file is still resumed from by its own destination.
     let data = [&b"kept"[..], &random_bytes(1000)].concat();
     let result = p.send(&data, TransferOptions::to_file("foo").resume(true));
-    assert!(result.success && result.resumed_from == 4, "{result:?}");
+    assert!(
+        result.outcome.is_ok() && result.resumed_from == 4,
+        "{result:?}"
+    );
     assert_eq!(std::fs::read(p.recv_dir.path().join("foo")).unwrap(), data);
     assert!(next_received(&p.rt, &mut p.inbox).outcome.is_ok());
     assert_eq!(dir_entries(p.recv_dir.path()), ["foo", "sub"]);
@@ -237,7 +240,7 @@ fn files_over_the_size_limit_are_refused_before_any_data() {
     // Up to the limit is fine.
     let data = random_bytes(100_000);
     let result = send(data.clone(), "fits.bin");
-    assert!(result.success, "{result:?}");
+    assert!(result.outcome.is_ok(), "{result:?}");
     assert_eq!(
         std::fs::read(recv_dir.path().join("fits.bin")).unwrap(),
         data
@@ -280,7 +283,7 @@ fn memory_over_the_cap_is_refused_before_reading() {
     assert!(reason.contains("memory cap"), "{reason}");
     // Up to the cap is fine.
     let result = p.send(&random_bytes(100_000), TransferOptions::to_memory("fits"));
-    assert!(result.success, "{result:?}");
+    assert!(result.outcome.is_ok(), "{result:?}");
     let received = p.rt.block_on(p.inbox.recv()).unwrap();
     assert_eq!(received.name, "fits");
 }
@@ -311,7 +314,7 @@ fn a_missing_source_file_fails_every_peer_with_the_reason() {
     assert_eq!(results.len(), 2);
     for result in results {
         assert!(
-            matches!(result.error, Some(TransferError::Source(_))),
+            matches!(result.outcome, Err(TransferError::Source(_))),
             "{result:?}"
         );
     }
@@ -342,13 +345,13 @@ fn an_unknown_peer_fails_alone() {
         TransferOptions::to_file("fanned.bin"),
     ));
     assert_eq!(results[0].peer, nobody);
-    assert!(!results[0].success);
+    assert!(results[0].outcome.is_err());
     assert!(
-        matches!(results[0].error, Some(TransferError::Connection(_))),
+        matches!(results[0].outcome, Err(TransferError::Connection(_))),
         "{:?}",
-        results[0].error
+        results[0].outcome
     );
-    assert!(results[1].success, "{:?}", results[1]);
+    assert!(results[1].outcome.is_ok(), "{:?}", results[1]);
     assert_eq!(
         std::fs::read(recv_dir.path().join("fanned.bin")).unwrap(),
         data

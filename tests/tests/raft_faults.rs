@@ -279,8 +279,8 @@ fn a_snapshot_message_above_the_memory_cap_is_refused_before_its_data() {
             .remove(0);
         assert!(
             matches!(
-                result.error,
-                Some(TransferError::Refused {
+                result.outcome,
+                Err(TransferError::Refused {
                     code: octopii::rpc::Code::ResourceExhausted,
                     ..
                 })

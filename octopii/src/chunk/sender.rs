@@ -146,18 +146,18 @@ impl TransferOptions {
 pub struct TransferResult {
     /// The peer's address.
     pub peer: SocketAddr,
-    /// The receiver acknowledged the data with status `0`: it is in place.
-    pub success: bool,
+    /// `Ok`: the receiver found the SHA-256 of the whole data correct and
+    /// acknowledged it with status `0`, so it is in place and durable.
+    /// `Err` says why not; [`TransferError::NotDurable`] is the one error
+    /// after which the data was verified and is in place, but its
+    /// directory could not be synced.
+    pub outcome: Result<(), TransferError>,
     /// Data bytes this attempt sent (a resumed offset excluded).
     pub bytes_transferred: u64,
     /// Bytes the receiver already held when this attempt started.
     pub resumed_from: u64,
-    /// The receiver found the SHA-256 of the whole data correct.
-    pub checksum_verified: bool,
     /// Time from the start of the transfer to this peer's verdict.
     pub duration: Duration,
-    /// Why it failed; `None` on success.
-    pub error: Option<TransferError>,
 }
 
 /// Sends `source` to every peer at once; one result per peer, in order.
@@ -230,12 +230,10 @@ impl TransferResult {
     pub(crate) fn failed(peer: SocketAddr, error: TransferError, duration: Duration) -> Self {
         TransferResult {
             peer,
-            success: false,
+            outcome: Err(error),
             bytes_transferred: 0,
             resumed_from: 0,
-            checksum_verified: false,
             duration,
-            error: Some(error),
         }
     }
 }
@@ -320,15 +318,12 @@ async fn send_to_peer(
         }
         Err(e) => Err(e.into()),
     };
-    let verified = matches!(outcome, Ok(()) | Err(TransferError::NotDurable(_)));
     TransferResult {
         peer,
-        success: outcome.is_ok(),
+        outcome,
         bytes_transferred: sent.bytes,
         resumed_from: sent.offset,
-        checksum_verified: verified,
         duration: started.elapsed(),
-        error: outcome.err(),
     }
 }
 

@@ -33,8 +33,8 @@ pub mod streaming;
 
 pub use budget::RpcStats;
 pub use call_stream::CallStream;
-pub use client::{Client, Connect};
 pub(crate) use client::StreamPool;
+pub use client::{Client, Connect};
 pub use context::{Context, Metadata};
 pub use policy::{Authorized, Call, Policy};
 pub(crate) use server::Router;

@@ -281,8 +281,9 @@ async fn raw_copy(sender: &OctopiiNode, peer: SocketAddr, size: u64) -> Result<D
 
 fn failed_transfer(result: &octopii::chunk::TransferResult) -> OctopiiError {
     let reason = result
-        .error
+        .outcome
         .as_ref()
+        .err()
         .map_or_else(|| "no reason".to_owned(), ToString::to_string);
     OctopiiError::Rpc(RpcError::new(
         Code::Unknown,
@@ -307,7 +308,7 @@ async fn timed_transfer(
     for receiver in receivers {
         receiver.remove("bench.bin");
     }
-    if let Some(bad) = results.iter().find(|r| !r.success) {
+    if let Some(bad) = results.iter().find(|r| r.outcome.is_err()) {
         return Err(failed_transfer(bad).into());
     }
     Ok(results.iter().map(|r| r.duration.as_secs_f64()).collect())

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use octopii::chunk::{ChunkSource, Progress, TransferOptions, TransferResult};
+use octopii::chunk::{ChunkSource, Progress, TransferError, TransferOptions, TransferResult};
 use octopii::{OctopiiError, OctopiiNode, OctopiiRuntime};
 
 use crate::Result;
@@ -97,7 +97,9 @@ pub fn run(args: SendArgs) -> Result<()> {
         results
     });
     for (peer, bar) in by_peer.iter() {
-        let failed = results.iter().any(|r| r.peer == *peer && !r.success);
+        let failed = results
+            .iter()
+            .any(|r| r.peer == *peer && r.outcome.is_err());
         if failed {
             bar.abandon();
         } else {
@@ -105,7 +107,7 @@ pub fn run(args: SendArgs) -> Result<()> {
         }
     }
     print!("{}", table(&results));
-    let failed = results.iter().filter(|r| !r.success).count();
+    let failed = results.iter().filter(|r| r.outcome.is_err()).count();
     if failed > 0 {
         return Err(format!(
             "{failed} of {} peers did not receive the file",
@@ -131,17 +133,24 @@ fn table(results: &[TransferResult]) -> String {
         out.push_str(&format!(
             "{:<21} {:<7} {:>14} {:>14} {:>8} {:>9.2} {:>11.1}  {}\n",
             r.peer.to_string(),
-            if r.success { "ok" } else { "FAILED" },
+            if r.outcome.is_ok() { "ok" } else { "FAILED" },
             r.bytes_transferred,
             r.resumed_from,
-            if r.checksum_verified { "yes" } else { "no" },
+            if verified(&r.outcome) { "yes" } else { "no" },
             secs,
             rate,
-            r.error
+            r.outcome
                 .as_ref()
+                .err()
                 .map(ToString::to_string)
                 .unwrap_or_default(),
         ));
     }
     out
+}
+
+/// Whether the receiver found the data's SHA-256 correct: on success, and
+/// when only the final directory sync failed.
+fn verified(outcome: &Result<(), TransferError>) -> bool {
+    matches!(outcome, Ok(()) | Err(TransferError::NotDurable(_)))
 }
