@@ -155,9 +155,9 @@ impl OctopiiNode {
     /// `chunk.recv_dir`, created if missing) and returns the inbox where
     /// received transfers are announced. Nodes do not receive transfers
     /// until this is called; to watch progress, build the service with
-    /// [`ChunkService::new`] and [`serve`](Self::serve) it instead.
+    /// [`ChunkService::builder`] and [`serve`](Self::serve) it instead.
     pub fn serve_chunks(&self) -> Result<ChunkInbox> {
-        let (service, inbox) = ChunkService::new(&self.inner.config.chunk, None)?;
+        let (service, inbox) = ChunkService::builder(&self.inner.config.chunk).build()?;
         self.serve(service)?;
         Ok(inbox)
     }

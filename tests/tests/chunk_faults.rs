@@ -269,7 +269,9 @@ fn a_receivers_leftover_temporary_files_are_removed_when_it_serves_again() {
     );
     // Another service on the same directory would remove this one's
     // temporary files: it is refused while this one serves.
-    let refused = octopii::chunk::ChunkService::new(&chunk, None).unwrap_err();
+    let refused = octopii::chunk::ChunkService::builder(&chunk)
+        .build()
+        .unwrap_err();
     assert!(refused.to_string().contains("in use"), "{refused}");
     drop(receiver);
 }

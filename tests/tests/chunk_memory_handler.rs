@@ -32,8 +32,11 @@ fn a_named_service_hands_memory_data_to_its_handler_and_answers_its_verdict() {
         }
         .boxed()
     });
-    let (service, _inbox) =
-        ChunkService::with_memory_handler("Blobs", &ChunkConfig::default(), handler).unwrap();
+    let (service, _inbox) = ChunkService::builder(&ChunkConfig::default())
+        .name("Blobs")
+        .memory_handler(handler)
+        .build()
+        .unwrap();
     receiver.serve(service).unwrap();
     let to = receiver.local_addr();
     rt.block_on(async {

@@ -132,8 +132,10 @@ fn progress_is_reported_on_both_sides() {
     let recv_dir = tempfile::tempdir().unwrap();
     let receiver = OctopiiNode::new(config(ca.issue_node("receiver", 1).unwrap()), &rt).unwrap();
     let (on_receive, received) = recorder();
-    let (service, _inbox) =
-        ChunkService::new(&recv_config(recv_dir.path()), Some(on_receive)).unwrap();
+    let (service, _inbox) = ChunkService::builder(&recv_config(recv_dir.path()))
+        .on_progress(on_receive)
+        .build()
+        .unwrap();
     receiver.serve(service).unwrap();
     let sender = OctopiiNode::new(config(ca.issue_node("sender", 1).unwrap()), &rt).unwrap();
     let size = 10 * KIB64 + 5;

@@ -39,5 +39,7 @@ pub use protocol::Destination;
 pub(crate) use receiver::resolve;
 pub(crate) use sender::transfer;
 pub use sender::{TransferOptions, TransferResult};
-pub use service::{ChunkInbox, ChunkService, MemoryHandler, Received, ReceivedData};
+pub use service::{
+    ChunkInbox, ChunkService, ChunkServiceBuilder, MemoryHandler, Received, ReceivedData,
+};
 pub use source::ChunkSource;

@@ -54,7 +54,7 @@ pub struct TransferOptions {
     pub destination: Destination,
     /// The service name the receiver serves its `ChunkService` under:
     /// `Chunk` unless it was built with
-    /// [`ChunkService::with_memory_handler`](super::ChunkService::with_memory_handler).
+    /// [`ChunkServiceBuilder::memory_handler`](super::ChunkServiceBuilder::memory_handler).
     pub service: &'static str,
     /// Resume from a partial file the receiver kept, and have it keep this
     /// transfer's partial file if it is interrupted.

@@ -5,7 +5,7 @@
 //! What it receives is announced to the application through the
 //! [`ChunkInbox`] returned with it: files once they are in place, and
 //! in-memory transfers as [`Bytes`], unless a [`MemoryHandler`] takes
-//! those (see [`ChunkService::with_memory_handler`]).
+//! those (see [`ChunkServiceBuilder::memory_handler`]).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -84,7 +84,7 @@ pub type MemoryHandler = Arc<
 ///
 /// let dir = tempfile::tempdir().unwrap();
 /// let config = ChunkConfig { recv_dir: Some(dir.path().into()), ..ChunkConfig::default() };
-/// let (service, inbox) = ChunkService::new(&config, None).unwrap();
+/// let (service, inbox) = ChunkService::builder(&config).build().unwrap();
 /// # let _ = (service, inbox);
 /// ```
 #[derive(Clone)]
@@ -120,61 +120,97 @@ struct State {
 }
 
 impl ChunkService {
-    /// A service receiving under `config`, calling `progress` as data
-    /// arrives.
+    /// Starts a service receiving under `config`: addressed as `Chunk`,
+    /// with no progress callback and in-memory data going to the inbox.
+    pub fn builder(config: &ChunkConfig) -> ChunkServiceBuilder {
+        ChunkServiceBuilder {
+            name: SERVICE,
+            config: config.clone(),
+            progress: None,
+            memory_handler: None,
+        }
+    }
+}
+
+/// Builds a [`ChunkService`]: [`ChunkService::builder`], the optional
+/// settings, then [`build`](Self::build).
+///
+/// ```
+/// use std::sync::Arc;
+/// use futures::FutureExt;
+/// use octopii::chunk::{ChunkService, MemoryHandler};
+/// use octopii::config::ChunkConfig;
+///
+/// let handler: MemoryHandler = Arc::new(|_peer, _name, data: bytes::Bytes| {
+///     async move {
+///         if data.starts_with(b"ok") { Ok(()) } else { Err("unexpected data".to_owned()) }
+///     }
+///     .boxed()
+/// });
+/// let (service, _inbox) = ChunkService::builder(&ChunkConfig::default())
+///     .name("Blobs")
+///     .memory_handler(handler)
+///     .build()
+///     .unwrap();
+/// # let _ = service;
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ChunkServiceBuilder {
+    name: &'static str,
+    config: ChunkConfig,
+    progress: Option<ProgressFn>,
+    memory_handler: Option<MemoryHandler>,
+}
+
+impl std::fmt::Debug for ChunkServiceBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkServiceBuilder")
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChunkServiceBuilder {
+    /// Addresses the service as `name` instead of `Chunk`; a sender reaches
+    /// it with [`TransferOptions::service`](super::TransferOptions::service).
+    /// Lets a layer such as raft receive its own bulk data next to the
+    /// node's `Chunk` service.
+    pub fn name(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
+    }
+
+    /// Calls `progress` as data arrives.
+    pub fn on_progress(mut self, progress: ProgressFn) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Hands verified in-memory transfers to `handler` rather than to the
+    /// inbox, whose answer is the transfer's verdict. The inbox still
+    /// announces files and failures.
+    pub fn memory_handler(mut self, handler: MemoryHandler) -> Self {
+        self.memory_handler = Some(handler);
+        self
+    }
+
+    /// The service and the inbox of what it receives.
     ///
     /// Its receive directory is created if missing (durably: the parent of
     /// each directory created is fsynced), locked for as long as the
     /// service lives (a second service on the same directory is refused),
     /// and cleared of the temporary files a previous receiver left there.
     /// Partial files kept for resuming are left in place.
-    pub fn new(config: &ChunkConfig, progress: Option<ProgressFn>) -> Result<(Self, ChunkInbox)> {
-        Self::build(SERVICE, config, progress, None)
-    }
-
-    /// A service addressed as `name` instead of `Chunk` (a sender reaches
-    /// it with [`TransferOptions::service`](super::TransferOptions::service)),
-    /// whose in-memory transfers go to `handler` rather than to the inbox.
-    /// The inbox still announces files and failures. Lets a layer such as
-    /// raft receive its own bulk data next to the node's `Chunk` service.
-    ///
-    /// ```
-    /// use std::sync::Arc;
-    /// use futures::FutureExt;
-    /// use octopii::chunk::{ChunkService, MemoryHandler};
-    /// use octopii::config::ChunkConfig;
-    ///
-    /// let handler: MemoryHandler = Arc::new(|_peer, _name, data: bytes::Bytes| {
-    ///     async move {
-    ///         if data.starts_with(b"ok") { Ok(()) } else { Err("unexpected data".to_owned()) }
-    ///     }
-    ///     .boxed()
-    /// });
-    /// let (service, _inbox) =
-    ///     ChunkService::with_memory_handler("Blobs", &ChunkConfig::default(), handler).unwrap();
-    /// # let _ = service;
-    /// ```
-    pub fn with_memory_handler(
-        name: &'static str,
-        config: &ChunkConfig,
-        handler: MemoryHandler,
-    ) -> Result<(Self, ChunkInbox)> {
-        Self::build(name, config, None, Some(handler))
-    }
-
-    fn build(
-        name: &'static str,
-        config: &ChunkConfig,
-        progress: Option<ProgressFn>,
-        memory_handler: Option<MemoryHandler>,
-    ) -> Result<(Self, ChunkInbox)> {
+    pub fn build(self) -> Result<(ChunkService, ChunkInbox)> {
+        let config = &self.config;
         let recv_dir = match &config.recv_dir {
             None => None,
             Some(dir) => Some(RecvDir::open(dir).map_err(|e| OctopiiError::file(dir, e))?),
         };
         let (inbox, taken) = mpsc::channel(INBOX_CAPACITY);
         let state = State {
-            name,
+            name: self.name,
             recv_dir,
             max_memory: config.max_memory_bytes,
             max_file: config.max_file_bytes,
@@ -182,8 +218,8 @@ impl ChunkService {
             stall: config.stall_timeout(),
             in_flight: Mutex::new(HashSet::new()),
             inbox,
-            progress,
-            memory_handler,
+            progress: self.progress,
+            memory_handler: self.memory_handler,
         };
         Ok((
             ChunkService {

@@ -314,8 +314,11 @@ mod tests {
             recv_dir: Some(impostor_dir.path().to_owned()),
             ..ChunkConfig::default()
         };
-        let (service, _inbox) =
-            ChunkService::with_memory_handler(SNAPSHOT_SERVICE, &config, handler).unwrap();
+        let (service, _inbox) = ChunkService::builder(&config)
+            .name(SNAPSHOT_SERVICE)
+            .memory_handler(handler)
+            .build()
+            .unwrap();
         impostor.serve(service).unwrap();
         let snapshot = |to| {
             let mut message = Message::default();

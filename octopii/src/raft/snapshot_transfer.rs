@@ -91,7 +91,10 @@ pub(crate) fn receiver(
     });
     // File arrivals and failures would reach the inbox: nothing to read
     // there, the message that follows a file is what counts.
-    let (service, _inbox) = ChunkService::with_memory_handler(SNAPSHOT_SERVICE, &config, handler)?;
+    let (service, _inbox) = ChunkService::builder(&config)
+        .name(SNAPSHOT_SERVICE)
+        .memory_handler(handler)
+        .build()?;
     Ok(service)
 }
 
