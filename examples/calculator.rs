@@ -15,9 +15,8 @@ use std::error::Error;
 type BoxError = Box<dyn Error + Send + Sync>;
 use std::time::Duration;
 
+use octopii::LocalCluster;
 use octopii::rpc::{Code, Context};
-use octopii::transport::tls::ClusterCa;
-use octopii::{Config, OctopiiNode, OctopiiRuntime};
 use serde::{Deserialize, Serialize};
 
 /// Why a calculation has no answer.
@@ -68,21 +67,14 @@ impl Calculator for Calc {
 }
 
 fn main() -> Result<(), BoxError> {
-    let runtime = OctopiiRuntime::new(2)?;
-    let ca = ClusterCa::generate()?;
-    let node = |name: &str| -> Result<OctopiiNode, BoxError> {
-        let config = Config::builder()
-            .bind_addr(([127, 0, 0, 1], 0).into())
-            .credentials(ca.issue_node(name, 1)?)
-            .build()?;
-        Ok(OctopiiNode::new(config, &runtime)?)
-    };
+    let cluster = LocalCluster::new()?;
+    let node = |name: &str| cluster.node(name);
     let client_node = node("alice")?;
     let server_node = node("calc")?;
     server_node.serve(CalculatorServer::new(Calc))?;
 
     let calc = CalculatorClient::new(&client_node, server_node.local_addr());
-    runtime.block_on(async {
+    cluster.block_on(async {
         println!("add(2, 40) = {}", calc.add(2, 40).await?);
 
         // Metadata and a deadline travel with every call made through
@@ -112,7 +104,7 @@ fn main() -> Result<(), BoxError> {
         Ok::<(), BoxError>(())
     })?;
 
-    runtime.block_on(async {
+    cluster.block_on(async {
         client_node.shutdown().await;
         server_node.shutdown().await;
     });

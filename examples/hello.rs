@@ -13,9 +13,8 @@ use std::error::Error;
 /// Any error, from the node or from a call.
 type BoxError = Box<dyn Error + Send + Sync>;
 
+use octopii::LocalCluster;
 use octopii::rpc::Context;
-use octopii::transport::tls::ClusterCa;
-use octopii::{Config, OctopiiNode, OctopiiRuntime};
 
 /// Greets callers.
 #[octopii::service]
@@ -39,17 +38,11 @@ impl Hello for Greeter {
 }
 
 fn main() -> Result<(), BoxError> {
-    let runtime = OctopiiRuntime::new(2)?;
-    let ca = ClusterCa::generate()?;
-    let node = |name: &str| -> Result<OctopiiNode, BoxError> {
-        let config = Config::builder()
-            .bind_addr(([127, 0, 0, 1], 0).into())
-            .credentials(ca.issue_node(name, 1)?)
-            .build()?;
-        Ok(OctopiiNode::new(config, &runtime)?)
-    };
-    let alice = node("alice")?;
-    let bob = node("bob")?;
+    // A CA, a runtime, and nodes on loopback with certificates from that CA:
+    // see `LocalCluster` for the same setup written out.
+    let cluster = LocalCluster::new()?;
+    let alice = cluster.node("alice")?;
+    let bob = cluster.node("bob")?;
     bob.serve(HelloServer::new(Greeter))?;
     println!(
         "bob serves {} on {}",
@@ -59,12 +52,12 @@ fn main() -> Result<(), BoxError> {
 
     // A client is cheap: it shares alice's connections to bob.
     let hello = HelloClient::new(&alice, bob.local_addr());
-    let honest = runtime.block_on(hello.greet("alice".into()))?;
+    let honest = cluster.block_on(hello.greet("alice".into()))?;
     println!("bob replied: {honest}");
-    let pretending = runtime.block_on(hello.greet("carol".into()))?;
+    let pretending = cluster.block_on(hello.greet("carol".into()))?;
     println!("bob replied: {pretending}");
 
-    runtime.block_on(async {
+    cluster.block_on(async {
         alice.shutdown().await;
         bob.shutdown().await;
     });

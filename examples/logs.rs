@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
-use octopii::transport::tls::ClusterCa;
-use octopii::{Config, OctopiiNode, OctopiiRuntime, Streaming};
+use octopii::{LocalCluster, Streaming};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -109,20 +108,13 @@ impl Log for LogStore {
 }
 
 fn main() -> Result<(), BoxError> {
-    let runtime = OctopiiRuntime::new(2)?;
-    let ca = ClusterCa::generate()?;
-    let node = |name: &str| -> Result<OctopiiNode, BoxError> {
-        let config = Config::builder()
-            .bind_addr(([127, 0, 0, 1], 0).into())
-            .credentials(ca.issue_node(name, 1)?)
-            .build()?;
-        Ok(OctopiiNode::new(config, &runtime)?)
-    };
+    let cluster = LocalCluster::new()?;
+    let node = |name: &str| cluster.node(name);
     let server = node("log-server")?;
     server.serve(LogServer::new(LogStore::new()))?;
     let client = node("alice")?;
 
-    runtime.block_on(async {
+    cluster.block_on(async {
         let log = LogClient::new(&client, server.local_addr());
 
         // Client streaming: three lines in, the new length back.
@@ -175,7 +167,7 @@ fn main() -> Result<(), BoxError> {
         Ok::<_, BoxError>(())
     })?;
 
-    runtime.block_on(client.shutdown());
-    runtime.block_on(server.shutdown());
+    cluster.block_on(client.shutdown());
+    cluster.block_on(server.shutdown());
     Ok(())
 }

@@ -22,8 +22,7 @@ use std::time::Duration;
 use octopii::chunk::{ChunkSource, TransferOptions};
 use octopii::raft::{RaftConfig, RaftNode, StateMachine};
 use octopii::rpc::Context;
-use octopii::transport::tls::ClusterCa;
-use octopii::{Config, OctopiiError, OctopiiNode, OctopiiRuntime, Result};
+use octopii::{LocalCluster, OctopiiError, OctopiiNode, Result};
 
 /// Any error, from the node, a call or the quickstart's own checks.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -71,26 +70,16 @@ impl StateMachine for Lines {
     }
 }
 
-/// Starts node `id` on a free loopback port, with its data and received
-/// files under `root`, serving `Greeter` and file transfers.
-fn start_node(
-    root: &Path,
-    ca: &ClusterCa,
-    id: u64,
-    name: &str,
-    runtime: &OctopiiRuntime,
-) -> Result<OctopiiNode> {
+/// Starts the cluster's next node on a free loopback port, with its data
+/// and received files under `root`, serving `Greeter` and file transfers.
+fn start_node(root: &Path, cluster: &LocalCluster, name: &str) -> Result<OctopiiNode> {
     let dir = root.join(name);
-    let mut config = Config::builder()
-        .node_id(id)
-        .bind_addr(([127, 0, 0, 1], 0).into())
-        .data_dir(dir.join("data"))
-        .credentials(ca.issue_node(name, id)?)
-        .build()?;
+    let mut config = cluster.config(name)?.data_dir(dir.join("data")).build()?;
     let inbox = dir.join("inbox");
     std::fs::create_dir_all(&inbox)?;
     config.chunk.recv_dir = Some(inbox);
-    let node = OctopiiNode::new(config, runtime)?;
+    let node = cluster.start(config)?;
+    let id = node.id();
     node.serve(GreeterServer::new(Hello))?;
     // Arrivals are announced on this inbox; the quickstart looks at the
     // files themselves, so nothing reads it.
@@ -119,12 +108,13 @@ fn main() -> std::result::Result<(), BoxError> {
 }
 
 fn run(root: &Path) -> std::result::Result<(), BoxError> {
-    let runtime = OctopiiRuntime::new(2)?;
-    let ca = ClusterCa::generate()?;
+    // Nodes 1, 2 and 3 on loopback, with certificates of one fresh CA.
+    let cluster = LocalCluster::new()?;
+    let runtime = cluster.runtime();
     let names = ["alice", "bob", "carol"];
     let mut nodes = Vec::new();
-    for (id, name) in (1..).zip(names) {
-        nodes.push(start_node(root, &ca, id, name, &runtime)?);
+    for name in names {
+        nodes.push(start_node(root, &cluster, name)?);
     }
     let addrs: Vec<SocketAddr> = nodes.iter().map(OctopiiNode::local_addr).collect();
 
@@ -208,9 +198,9 @@ fn run(root: &Path) -> std::result::Result<(), BoxError> {
         );
 
         // A fourth node joins the running cluster and catches up.
-        let dave = start_node(root, &ca, 4, "dave", &runtime)?;
+        let dave = start_node(root, &cluster, "dave")?;
         let dave_raft = RaftNode::start(&dave, raft_config(&peers, false), Lines::default())?;
-        survivor.add_voter(4, dave.local_addr()).await?;
+        survivor.add_voter(dave.id(), dave.local_addr()).await?;
         dave_raft.wait_for_leader(Duration::from_secs(10)).await?;
         let lines = dave_raft.read("all").await?;
         println!(

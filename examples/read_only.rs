@@ -14,9 +14,8 @@ use std::collections::HashMap;
 use std::error::Error;
 use std::sync::Mutex;
 
+use octopii::LocalCluster;
 use octopii::rpc::{Code, Policy};
-use octopii::transport::tls::{ClusterCa, NodeCredentials};
-use octopii::{Config, OctopiiNode, OctopiiRuntime};
 
 /// Any error, from the node or from a call.
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -50,25 +49,19 @@ fn main() -> Result<(), BoxError> {
     tracing_subscriber::fmt()
         .with_env_filter("octopii=warn")
         .init();
-    let runtime = OctopiiRuntime::new(2)?;
-    let ca = ClusterCa::generate()?;
-    let node = |creds: NodeCredentials| -> Result<OctopiiNode, BoxError> {
-        let config = Config::builder()
-            .bind_addr(([127, 0, 0, 1], 0).into())
-            .credentials(creds)
-            .build()?;
-        Ok(OctopiiNode::new(config, &runtime)?)
-    };
-    let server = node(ca.issue_node("store", 1)?)?;
-    let reader = node(ca.issue_client("reader")?)?;
-    let ops = node(ca.issue_admin("ops")?)?;
+    // Loopback nodes of one CA; the reader and ops run with a client's and
+    // an admin's certificate instead of a node's.
+    let cluster = LocalCluster::new()?;
+    let server = cluster.node("store")?;
+    let reader = cluster.node_with(cluster.ca().issue_client("reader")?)?;
+    let ops = cluster.node_with(cluster.ca().issue_admin("ops")?)?;
 
     let writers = Policy::admins().or(Policy::nodes());
     let policy = Policy::any_role().method("put", writers);
     server.serve(StoreServer::new(Memory::default()).authorize(policy))?;
 
     let addr = server.local_addr();
-    runtime.block_on(async {
+    cluster.block_on(async {
         let admin = StoreClient::new(&ops, addr);
         admin.put("motd".into(), "hello".into()).await?;
         println!("ops wrote motd");
@@ -85,7 +78,7 @@ fn main() -> Result<(), BoxError> {
         Ok::<_, BoxError>(())
     })?;
 
-    runtime.block_on(async {
+    cluster.block_on(async {
         reader.shutdown().await;
         ops.shutdown().await;
         server.shutdown().await;

@@ -23,7 +23,7 @@ pub const ROLE_URI_SCHEME: &str = "octopii://";
 ///
 /// ```
 /// use octopii::identity::Role;
-/// use octopii::transport::tls::ClusterCa;
+/// use octopii::ClusterCa;
 ///
 /// let ca = ClusterCa::generate().unwrap();
 /// assert_eq!(ca.issue_node("node-3", 3).unwrap().role(), Role::Node { id: 3 });

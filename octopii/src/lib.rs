@@ -46,6 +46,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod identity;
+mod local_cluster;
 pub mod node;
 pub mod raft;
 pub mod rpc;
@@ -55,9 +56,11 @@ pub mod wal;
 
 pub use config::Config;
 pub use error::{OctopiiError, Result};
+pub use local_cluster::LocalCluster;
 pub use node::OctopiiNode;
 pub use rpc::{Context, RpcError, StreamSender, Streaming};
 pub use runtime::OctopiiRuntime;
+pub use transport::tls::ClusterCa;
 
 /// Turns a trait into a typed RPC service: see [`rpc`].
 pub use octopii_macros::service;

@@ -26,7 +26,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 ///
 /// ```
 /// use octopii::{Config, OctopiiNode, OctopiiRuntime};
-/// use octopii::transport::tls::ClusterCa;
+/// use octopii::ClusterCa;
 ///
 /// let runtime = OctopiiRuntime::new(2).unwrap();
 /// let ca = ClusterCa::generate().unwrap();

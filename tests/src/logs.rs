@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
+use octopii::ClusterCa;
 use octopii::rpc::{Code, RpcError};
-use octopii::transport::tls::ClusterCa;
 use octopii::{OctopiiNode, OctopiiRuntime, Streaming};
 use serde::{Deserialize, Serialize};
 

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use octopii::ClusterCa;
 use octopii::codec;
 use octopii::config::TransportConfig;
 use octopii::raft::{RaftConfig, RaftNode, RaftRole, StateMachine};
-use octopii::transport::tls::ClusterCa;
 use octopii::wal::WalOptions;
 use octopii::{Config, OctopiiNode, OctopiiRuntime};
 use serde::{Deserialize, Serialize};

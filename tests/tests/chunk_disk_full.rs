@@ -5,9 +5,9 @@
 //! full disk fails them with ENOSPC, and it binds root too. It applies to
 //! the whole process, hence this test's file of its own.
 
+use octopii::ClusterCa;
 use octopii::chunk::{ChunkSource, TransferError, TransferOptions};
 use octopii::config::ChunkConfig;
-use octopii::transport::tls::ClusterCa;
 use octopii::{OctopiiNode, OctopiiRuntime};
 use octopii_tests::{chunk_node, config, dir_entries, random_bytes};
 

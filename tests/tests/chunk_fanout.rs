@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use octopii::ClusterCa;
 use octopii::chunk::protocol::{Accept, METHOD, SERVICE};
 use octopii::chunk::{ChunkSource, TransferError, TransferOptions};
 use octopii::config::ChunkConfig;
 use octopii::rpc::{self, CallStream, Context, HandlerFuture, Service, StreamFuture};
-use octopii::transport::tls::ClusterCa;
 use octopii::{OctopiiNode, OctopiiRuntime};
 use octopii_tests::{chunk_node, config, random_bytes};
 

@@ -3,11 +3,11 @@
 
 use std::net::SocketAddr;
 
+use octopii::ClusterCa;
 use octopii::chunk::sender::Fault;
 use octopii::chunk::{ChunkInbox, ChunkSource, TransferError, TransferOptions, TransferResult};
 use octopii::config::ChunkConfig;
 use octopii::rpc::Code;
-use octopii::transport::tls::ClusterCa;
 use octopii::{OctopiiNode, OctopiiRuntime};
 use octopii_tests::{chunk_node, config, dir_entries, next_received, random_bytes};
 

@@ -5,10 +5,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use futures::FutureExt;
+use octopii::ClusterCa;
 use octopii::chunk::{ChunkService, ChunkSource, MemoryHandler, TransferError, TransferOptions};
 use octopii::config::ChunkConfig;
 use octopii::rpc::Code;
-use octopii::transport::tls::ClusterCa;
 use octopii::{OctopiiError, OctopiiNode, OctopiiRuntime};
 use octopii_tests::{config, random_bytes};
 

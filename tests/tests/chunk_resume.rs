@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use octopii::ClusterCa;
 use octopii::chunk::{ChunkInbox, ChunkSource, Progress, TransferError, TransferOptions};
 use octopii::config::ChunkConfig;
-use octopii::transport::tls::ClusterCa;
 use octopii::{OctopiiNode, OctopiiRuntime};
 use octopii_tests::{config, dir_entries, next_received, random_bytes};
 

@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use octopii::ClusterCa;
 use octopii::chunk::{ChunkSource, Progress, ReceivedData, TransferOptions};
 use octopii::config::ChunkConfig;
 use octopii::rpc::{self, Client, Context, HandlerFuture, Service};
-use octopii::transport::tls::ClusterCa;
 use octopii::{OctopiiNode, OctopiiRuntime};
 use octopii_tests::{chunk_node, config};
 

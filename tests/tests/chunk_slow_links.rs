@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use octopii::ClusterCa;
 use octopii::chunk::protocol::{
     self, Accept, Destination, HASH_LEN, METHOD, SERVICE, SIZE_LEN, Status, TransferRequest,
 };
 use octopii::chunk::{ChunkSource, ReceivedData, TransferOptions};
 use octopii::config::ChunkConfig;
 use octopii::rpc::{self, CallStream, Client, Context, HandlerFuture, Service, StreamFuture};
-use octopii::transport::tls::ClusterCa;
 use octopii::{OctopiiNode, OctopiiRuntime};
 use octopii_tests::{chunk_node, config, next_received, random_bytes};
 use sha2::{Digest, Sha256};

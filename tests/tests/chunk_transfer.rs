@@ -4,11 +4,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use octopii::ClusterCa;
 use octopii::chunk::{
     ChunkService, ChunkSource, Progress, ProgressFn, ReceivedData, TransferOptions,
 };
 use octopii::config::ChunkConfig;
-use octopii::transport::tls::ClusterCa;
 use octopii::{OctopiiNode, OctopiiRuntime};
 use octopii_tests::{chunk_node, config, dir_entries, random_bytes};
 

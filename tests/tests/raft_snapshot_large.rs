@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use octopii::ClusterCa;
 use octopii::config::ChunkConfig;
 use octopii::raft::{MAX_SNAPSHOT_MESSAGE, RaftConfig, RaftNode, StateMachine};
-use octopii::transport::tls::ClusterCa;
 use octopii::{Config, OctopiiError, OctopiiNode, OctopiiRuntime};
 use octopii_tests::raft::test_raft_config;
 

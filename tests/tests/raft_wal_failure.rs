@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use octopii::ClusterCa;
 use octopii::raft::{RaftConfig, RaftError, RaftNode, RaftRole};
-use octopii::transport::tls::ClusterCa;
 use octopii::{Config, OctopiiError, OctopiiNode, OctopiiRuntime};
 use octopii_tests::raft::{KvMachine, get, put, test_raft_config};
 use octopii_tests::wal_fs::{FileHook, FileOp, HookedFs};

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use octopii::ClusterCa;
 use octopii::codec;
 use octopii::rpc::{self, Client, Code, Context, HandlerFuture, Service};
 use octopii::transport::PeerConnection;
-use octopii::transport::tls::ClusterCa;
 use octopii::{Config, OctopiiNode, OctopiiRuntime, Streaming};
 use octopii_tests::config;
 use octopii_tests::logs::{LogLine, LogsClient, logs_cluster};

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use octopii::ClusterCa;
 use octopii::rpc::{Code, Context};
-use octopii::transport::tls::ClusterCa;
 use octopii::{OctopiiNode, OctopiiRuntime};
 use octopii_tests::config;
 use serde::{Deserialize, Serialize};

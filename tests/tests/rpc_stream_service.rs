@@ -2,11 +2,11 @@
 //! are routed by the same request header.
 
 use bytes::Bytes;
+use octopii::ClusterCa;
 use octopii::codec;
 use octopii::rpc::{
     self, CallStream, Client, Code, Context, HandlerFuture, RpcError, Service, StreamFuture,
 };
-use octopii::transport::tls::ClusterCa;
 use octopii::{OctopiiNode, OctopiiRuntime};
 use octopii_tests::config;
 

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use octopii::ClusterCa;
 use octopii::codec;
 use octopii::rpc::streaming::{END, ITEM};
 use octopii::rpc::{
     self, CallStream, Client, Code, Context, HandlerFuture, RpcError, Service, StreamFuture,
 };
-use octopii::transport::tls::ClusterCa;
 use octopii::{OctopiiNode, OctopiiRuntime};
 use octopii_tests::config;
 use octopii_tests::logs::{LogLine, LogsClient, Probes, logs_cluster};

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use octopii::ClusterCa;
 use octopii::codec;
 use octopii::rpc::{self, Client, Code, Context, HandlerFuture, Service};
-use octopii::transport::tls::ClusterCa;
 use octopii::{OctopiiNode, OctopiiRuntime};
 use octopii_tests::config;
 

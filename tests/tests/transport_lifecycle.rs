@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use octopii::transport::tls::ClusterCa;
+use octopii::ClusterCa;
 use octopii::{OctopiiError, OctopiiNode, OctopiiRuntime};
 use octopii_tests::{echo, echo_node};
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use octopii::transport::tls::ClusterCa;
+use octopii::ClusterCa;
 use octopii::{Config, OctopiiError, OctopiiNode, OctopiiRuntime};
 use octopii_tests::{config, echo, echo_node};
 

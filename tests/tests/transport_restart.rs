@@ -13,8 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use octopii::ClusterCa;
 use octopii::config::TlsConfig;
-use octopii::transport::tls::ClusterCa;
 use octopii::{Config, OctopiiNode, OctopiiRuntime};
 use octopii_tests::{Echo, echo, echo_node};
 

@@ -419,7 +419,7 @@ impl ChunkConfig {
 ///
 /// ```
 /// use octopii::Config;
-/// use octopii::transport::tls::ClusterCa;
+/// use octopii::ClusterCa;
 ///
 /// let ca = ClusterCa::generate().unwrap();
 /// let config = Config::builder()

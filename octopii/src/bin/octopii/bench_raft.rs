@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use octopii::ClusterCa;
 use octopii::raft::{RaftConfig, RaftNode, StateMachine};
-use octopii::transport::tls::ClusterCa;
 use octopii::wal::{Wal, WalOptions};
 use octopii::{Config, OctopiiError, OctopiiNode, OctopiiRuntime};
 
