@@ -55,6 +55,14 @@ pub enum RaftError {
         /// What went wrong.
         reason: String,
     },
+    /// A command or query reached a [`TypedStateMachine`](super::TypedStateMachine)
+    /// as bytes that are not its type (proposed by a program that speaks
+    /// another version, say); every node refused it alike.
+    #[error("the state machine refused the bytes: {reason}")]
+    Undecodable {
+        /// What the decoder said.
+        reason: String,
+    },
     /// The caller may not make this request (for example a membership
     /// change that would move another member to a new address).
     #[error("refused: {0}")]

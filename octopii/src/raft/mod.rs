@@ -39,6 +39,7 @@ mod slog_bridge;
 pub(crate) mod snapshot;
 mod snapshot_transfer;
 pub mod storage;
+mod typed;
 mod validate;
 
 pub use crate::config::RaftConfig;
@@ -49,3 +50,4 @@ pub use node::RaftNode;
 pub use service::Proposal;
 pub use snapshot_transfer::{MAX_SNAPSHOT_MESSAGE, SNAPSHOT_DESTINATION, SNAPSHOT_SERVICE};
 pub use storage::RaftStorage;
+pub use typed::{Typed, TypedRaftNode, TypedStateMachine};
