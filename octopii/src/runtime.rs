@@ -39,7 +39,7 @@ const DROP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 #[derive(Debug)]
 pub struct OctopiiRuntime {
-    // `None` only after shutdown has taken it.
+    // `None` after shutdown has taken it, and for a runtime of the caller.
     runtime: Option<Runtime>,
     handle: Handle,
     worker_threads: usize,
@@ -70,6 +70,27 @@ impl OctopiiRuntime {
             runtime: Some(runtime),
             worker_threads,
         })
+    }
+
+    /// Runs Octopii on a runtime the caller owns instead of threads of its
+    /// own: a simulator that owns the scheduling and the clock, or a host
+    /// that wants no isolation. Nodes, accept loops and handlers are
+    /// spawned through `handle`; shutting this value down or dropping it
+    /// leaves that runtime running.
+    ///
+    /// ```
+    /// use octopii::OctopiiRuntime;
+    ///
+    /// let host = tokio::runtime::Runtime::new().unwrap();
+    /// let octopii = OctopiiRuntime::from_handle(host.handle().clone());
+    /// assert_eq!(octopii.block_on(async { 7 }), 7);
+    /// ```
+    pub fn from_handle(handle: Handle) -> Self {
+        OctopiiRuntime {
+            worker_threads: handle.metrics().num_workers(),
+            runtime: None,
+            handle,
+        }
     }
 
     /// The number of worker threads.

@@ -119,3 +119,57 @@ fn synchronous_callers_use_block_on() {
     let handle = runtime.handle().clone();
     assert_eq!(runtime.block_on(handle.spawn(async { 7 })).unwrap(), 7);
 }
+
+/// A node on a runtime the caller gives (a simulator's, one day): its
+/// accept loop and handlers run on that runtime's threads, a call between
+/// two such nodes completes, and shutting Octopii down leaves the
+/// caller's runtime running.
+#[test]
+fn nodes_run_on_a_runtime_the_caller_gives() {
+    #[octopii::service]
+    pub trait Where {
+        async fn thread(&self) -> String;
+    }
+    struct Here;
+    impl Where for Here {
+        async fn thread(&self) -> String {
+            thread_name()
+        }
+    }
+
+    let host = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("host-worker")
+        .enable_all()
+        .build()
+        .unwrap();
+    let runtime = OctopiiRuntime::from_handle(host.handle().clone());
+    let ca = octopii::ClusterCa::generate().unwrap();
+    let node = |name: &str, id: u64| {
+        let config = octopii::Config::builder()
+            .node_id(id)
+            .bind_addr(([127, 0, 0, 1], 0).into())
+            .credentials(ca.issue_node(name, id).unwrap())
+            .build()
+            .unwrap();
+        octopii::OctopiiNode::new(config, &runtime).unwrap()
+    };
+    let (server, client) = (node("server", 1), node("client", 2));
+    server.serve(WhereServer::new(Here)).unwrap();
+    let remote = WhereClient::new(&client, server.local_addr());
+    let ran_on = host.block_on(remote.thread()).unwrap();
+    assert_eq!(
+        ran_on, "host-worker",
+        "the handler ran on the given runtime"
+    );
+    host.block_on(async {
+        server.shutdown().await;
+        client.shutdown().await;
+    });
+    runtime.shutdown(Duration::from_secs(1));
+    assert_eq!(
+        host.block_on(async { 1 + 1 }),
+        2,
+        "the host runtime still runs"
+    );
+}
