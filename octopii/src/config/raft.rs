@@ -65,9 +65,15 @@ pub struct RaftConfig {
     pub bootstrap: bool,
     /// One raft tick, in milliseconds.
     pub tick_interval_ms: u64,
-    /// Ticks without a leader before a follower campaigns (randomized up
-    /// to twice this).
+    /// Ticks without a leader before a follower campaigns, at least.
     pub election_ticks: usize,
+    /// Ticks without a leader before a follower campaigns, at most (the
+    /// bound itself excluded): each election timeout is drawn from
+    /// `election_ticks..max_election_ticks`. `0`, the default, is twice
+    /// `election_ticks`. `election_ticks + 1` fixes the timeout: raft-rs
+    /// draws it from the operating system's randomness, so a deterministic
+    /// simulation gives each node a fixed timeout of its own instead.
+    pub max_election_ticks: usize,
     /// Ticks between a leader's heartbeats.
     pub heartbeat_ticks: usize,
     /// Largest batch of entries in one append message, in bytes.
@@ -101,6 +107,7 @@ impl Default for RaftConfig {
             bootstrap: true,
             tick_interval_ms: 100,
             election_ticks: 10,
+            max_election_ticks: 0,
             heartbeat_ticks: 2,
             max_size_per_msg: 1024 * 1024,
             max_inflight_msgs: 256,
@@ -165,6 +172,12 @@ impl RaftConfig {
             return bad(
                 "raft.election_ticks",
                 "must be above raft.heartbeat_ticks, which must be at least 1",
+            );
+        }
+        if self.max_election_ticks != 0 && self.max_election_ticks <= self.election_ticks {
+            return bad(
+                "raft.max_election_ticks",
+                "must be 0 (twice raft.election_ticks) or above raft.election_ticks",
             );
         }
         if self.max_inflight_msgs == 0 {
@@ -237,6 +250,11 @@ mod tests {
             ..base()
         };
         assert_eq!(field_of(short_election), "raft.election_ticks");
+        let empty_range = RaftConfig {
+            max_election_ticks: 10,
+            ..base()
+        };
+        assert_eq!(field_of(empty_range), "raft.max_election_ticks");
         let huge = RaftConfig {
             max_proposal_size: 16 * 1024 * 1024,
             ..base()

@@ -177,17 +177,7 @@ impl RaftNode {
         };
         let dir: PathBuf = dir.into();
         let storage = RaftStorage::open_with_fs(&dir, config.wal.clone(), bootstrap.as_ref(), fs)?;
-        let raft_config = raft::Config {
-            id,
-            election_tick: config.election_ticks,
-            heartbeat_tick: config.heartbeat_ticks,
-            applied: storage.snapshot_metadata().index,
-            max_size_per_msg: config.max_size_per_msg,
-            max_inflight_msgs: config.max_inflight_msgs,
-            check_quorum: true,
-            pre_vote: true,
-            ..raft::Config::default()
-        };
+        let raft_config = raft_rs_config(&config, id, storage.snapshot_metadata().index);
         raft_config
             .validate()
             .map_err(|e| OctopiiError::Raft(RaftError::Storage(format!("raft config: {e}"))))?;
@@ -475,5 +465,65 @@ impl RaftNode {
             let _ = task.await;
         }
         tracing::info!(node = self.inner.id, "raft node stopped");
+    }
+}
+
+/// What raft-rs runs with: `config`'s timers and limits, pre-vote and
+/// check-quorum on.
+fn raft_rs_config(config: &RaftConfig, id: u64, applied: u64) -> raft::Config {
+    let max_election_tick = match config.max_election_ticks {
+        0 => 2 * config.election_ticks,
+        max => max,
+    };
+    raft::Config {
+        id,
+        election_tick: config.election_ticks,
+        min_election_tick: config.election_ticks,
+        max_election_tick,
+        heartbeat_tick: config.heartbeat_ticks,
+        applied,
+        max_size_per_msg: config.max_size_per_msg,
+        max_inflight_msgs: config.max_inflight_msgs,
+        check_quorum: true,
+        pre_vote: true,
+        ..raft::Config::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use raft::storage::MemStorage;
+
+    use super::*;
+
+    /// The election timeouts raft-rs draws for a node run with `config`.
+    fn drawn_timeouts(config: &RaftConfig) -> std::collections::BTreeSet<usize> {
+        let storage = MemStorage::new_with_conf_state((vec![1], vec![]));
+        let logger = super::super::slog_bridge::logger();
+        let mut raw = raft::RawNode::new(&raft_rs_config(config, 1, 0), storage, &logger).unwrap();
+        (0..200)
+            .map(|_| {
+                raw.raft.reset_randomized_election_timeout();
+                raw.raft.randomized_election_timeout()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn election_timeouts_are_drawn_from_the_configured_range() {
+        let default = drawn_timeouts(&RaftConfig::default());
+        assert!(default.len() > 1, "randomized by default: {default:?}");
+        assert!(default.iter().all(|t| (10..20).contains(t)), "{default:?}");
+
+        let fixed = RaftConfig {
+            election_ticks: 13,
+            max_election_ticks: 14,
+            ..RaftConfig::default()
+        };
+        assert_eq!(
+            drawn_timeouts(&fixed).into_iter().collect::<Vec<_>>(),
+            vec![13],
+            "a range of one is a fixed timeout, whatever the randomness"
+        );
     }
 }
