@@ -61,7 +61,7 @@ impl StateMachine for Lines {
     }
     fn restore(&mut self, snapshot: &[u8]) -> Result<()> {
         let text = std::str::from_utf8(snapshot)
-            .map_err(|e| OctopiiError::Serialization(e.to_string()))?;
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         self.0 = text
             .lines()
             .filter(|l| !l.is_empty())

@@ -41,8 +41,8 @@ pub enum OctopiiError {
     QuicConnect(#[from] quinn::ConnectError),
 
     /// Encoding or decoding a value failed.
-    #[error("serialization error: {0}")]
-    Serialization(String),
+    #[error("codec error: {0}")]
+    Codec(#[from] crate::codec::CodecError),
 
     /// A transport-level failure not covered by a more specific kind.
     #[error("transport error: {0}")]
@@ -118,18 +118,6 @@ impl OctopiiError {
             offset,
             reason: reason.into(),
         }
-    }
-}
-
-impl From<bincode::error::EncodeError> for OctopiiError {
-    fn from(e: bincode::error::EncodeError) -> Self {
-        OctopiiError::Serialization(e.to_string())
-    }
-}
-
-impl From<bincode::error::DecodeError> for OctopiiError {
-    fn from(e: bincode::error::DecodeError) -> Self {
-        OctopiiError::Serialization(e.to_string())
     }
 }
 

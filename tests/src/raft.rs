@@ -111,7 +111,7 @@ pub async fn cas(
 
 /// Reads `key` linearizably through `raft`.
 pub async fn get(raft: &RaftNode, key: &str) -> octopii::Result<Option<String>> {
-    codec::decode(&raft.read(key.as_bytes().to_vec()).await?)
+    Ok(codec::decode(&raft.read(key.as_bytes().to_vec()).await?)?)
 }
 
 /// Raft settings for tests: 20 ms ticks, short timeouts, and the WAL's

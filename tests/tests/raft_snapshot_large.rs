@@ -33,7 +33,7 @@ fn block(version: u64, number: u64) -> Vec<u8> {
 }
 
 fn invalid(why: String) -> OctopiiError {
-    OctopiiError::Serialization(why)
+    std::io::Error::new(std::io::ErrorKind::InvalidData, why).into()
 }
 
 impl StateMachine for Blob {

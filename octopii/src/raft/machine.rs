@@ -38,7 +38,7 @@ use crate::Result;
 ///     }
 ///     fn restore(&mut self, snapshot: &[u8]) -> octopii::Result<()> {
 ///         let bytes: [u8; 8] = snapshot.try_into().map_err(|_| {
-///             octopii::OctopiiError::Serialization("a counter snapshot is 8 bytes".into())
+///             std::io::Error::new(std::io::ErrorKind::InvalidData, "a counter snapshot is 8 bytes")
 ///         })?;
 ///         self.0 = u64::from_le_bytes(bytes);
 ///         Ok(())
@@ -130,10 +130,14 @@ pub trait StateMachine: Send + 'static {
         let mut bytes = Vec::new();
         input.take(len).read_to_end(&mut bytes)?;
         if bytes.len() as u64 != len {
-            return Err(crate::OctopiiError::Serialization(format!(
-                "the snapshot state ended after {} of {len} bytes",
-                bytes.len()
-            )));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the snapshot state ended after {} of {len} bytes",
+                    bytes.len()
+                ),
+            )
+            .into());
         }
         self.restore(&bytes)
     }

@@ -253,7 +253,12 @@ pub(crate) fn write_payload(
     let len = u32::try_from(peers.len())
         .ok()
         .filter(|&len| len <= MAX_PEERS_LEN)
-        .ok_or_else(|| OctopiiError::Serialization("too many addresses for a snapshot".into()))?;
+        .ok_or_else(|| {
+            RaftError::Storage(format!(
+                "the member list of {} bytes is too large for a snapshot (at most {MAX_PEERS_LEN})",
+                peers.len()
+            ))
+        })?;
     out.write_all(&len.to_le_bytes())?;
     out.write_all(&peers)?;
     machine.snapshot_to(out)

@@ -108,13 +108,25 @@ impl fmt::Display for RpcError {
 
 impl std::error::Error for RpcError {}
 
+impl From<crate::codec::CodecError> for RpcError {
+    /// Bytes that do not decode are [`Code::InvalidArgument`]; a value
+    /// that does not encode is [`Code::Internal`].
+    fn from(e: crate::codec::CodecError) -> Self {
+        let code = match &e {
+            crate::codec::CodecError::Encode(_) => Code::Internal,
+            _ => Code::InvalidArgument,
+        };
+        RpcError::new(code, e.to_string())
+    }
+}
+
 impl From<crate::OctopiiError> for RpcError {
     /// Transport failures make the peer unavailable; timeouts are deadlines.
     fn from(e: crate::OctopiiError) -> Self {
         use crate::OctopiiError as E;
         let code = match &e {
             E::Timeout(_) => Code::DeadlineExceeded,
-            E::Serialization(_) => Code::InvalidArgument,
+            E::Codec(_) => Code::InvalidArgument,
             _ => Code::Unavailable,
         };
         RpcError::new(code, e.to_string())

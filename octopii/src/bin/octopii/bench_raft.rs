@@ -54,9 +54,12 @@ impl StateMachine for Counter {
         self.0.to_le_bytes().to_vec()
     }
     fn restore(&mut self, snapshot: &[u8]) -> octopii::Result<()> {
-        let bytes: [u8; 8] = snapshot
-            .try_into()
-            .map_err(|_| OctopiiError::Serialization("counter snapshot is 8 bytes".into()))?;
+        let bytes: [u8; 8] = snapshot.try_into().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "counter snapshot is 8 bytes",
+            )
+        })?;
         self.0 = u64::from_le_bytes(bytes);
         Ok(())
     }
