@@ -32,25 +32,13 @@ pub enum OctopiiError {
         source: std::io::Error,
     },
 
-    /// An established QUIC connection failed or was closed.
-    #[error("QUIC connection error: {0}")]
-    QuicConnection(#[from] quinn::ConnectionError),
-
-    /// A QUIC connection could not be started (bad address, endpoint stopping, …).
-    #[error("QUIC connect error: {0}")]
-    QuicConnect(#[from] quinn::ConnectError),
-
     /// Encoding or decoding a value failed.
     #[error("codec error: {0}")]
     Codec(#[from] crate::codec::CodecError),
 
-    /// A transport-level failure not covered by a more specific kind.
+    /// A connection, a handshake or a certificate failed.
     #[error("transport error: {0}")]
-    Transport(String),
-
-    /// Certificates, keys or the TLS handshake were refused or unusable.
-    #[error("TLS error: {0}")]
-    Tls(String),
+    Transport(#[from] crate::transport::TransportError),
 
     /// An operation did not finish within its time limit.
     #[error("timed out after {0:?}")]
@@ -81,6 +69,10 @@ pub enum OctopiiError {
         /// What is wrong there.
         reason: String,
     },
+
+    /// A service could not be served.
+    #[error("cannot serve: {0}")]
+    Serve(#[from] crate::rpc::ServeError),
 
     /// A remote call ended without a value.
     #[error("RPC failed: {0}")]
@@ -118,17 +110,5 @@ impl OctopiiError {
             offset,
             reason: reason.into(),
         }
-    }
-}
-
-impl From<rustls::Error> for OctopiiError {
-    fn from(e: rustls::Error) -> Self {
-        OctopiiError::Tls(e.to_string())
-    }
-}
-
-impl From<rcgen::Error> for OctopiiError {
-    fn from(e: rcgen::Error) -> Self {
-        OctopiiError::Tls(e.to_string())
     }
 }

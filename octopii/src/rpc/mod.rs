@@ -34,7 +34,7 @@ pub use call_stream::CallStream;
 pub use client::{Client, Connect, StreamPool};
 pub use context::{Context, Metadata};
 pub use policy::{Authorized, Call, Policy};
-pub use server::Router;
+pub use server::{Router, ServeError};
 pub use service::{
     HandlerFuture, Service, StreamFuture, Wire, decode_args, encode_output, unimplemented,
 };

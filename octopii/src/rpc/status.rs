@@ -120,6 +120,20 @@ impl From<crate::codec::CodecError> for RpcError {
     }
 }
 
+impl From<crate::transport::TransportError> for RpcError {
+    /// The one place a transport failure becomes a call status: a
+    /// handshake that timed out is a deadline; anything else leaves the
+    /// peer unavailable.
+    fn from(e: crate::transport::TransportError) -> Self {
+        use crate::transport::TransportError as E;
+        let code = match &e {
+            E::HandshakeTimeout { .. } => Code::DeadlineExceeded,
+            _ => Code::Unavailable,
+        };
+        RpcError::new(code, e.to_string())
+    }
+}
+
 impl From<crate::OctopiiError> for RpcError {
     /// Transport failures make the peer unavailable; timeouts are deadlines.
     fn from(e: crate::OctopiiError) -> Self {
