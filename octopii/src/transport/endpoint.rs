@@ -74,7 +74,10 @@ impl Transport {
     /// of quinn's tasks run on the runtime of `handle`.
     ///
     /// Unreadable certificates or an unusable address fail here, with a
-    /// message saying which.
+    /// message saying which. Unlike the other transport operations this
+    /// returns the crate's [`OctopiiError`]: it validates the whole
+    /// [`Config`] ([`OctopiiError::Config`]) before the transport's own
+    /// work ([`OctopiiError::Transport`]).
     pub fn bind(config: &Config, handle: &Handle) -> Result<Self> {
         config.validate()?;
         let tls_config = config.tls.as_ref().ok_or(OctopiiError::Config {
