@@ -1,7 +1,12 @@
-//! The one error type every fallible Octopii operation returns.
+//! [`OctopiiError`]: the façade over the layers' own errors.
 //!
-//! [`OctopiiError`] is `#[non_exhaustive]`: layers added later (RPC, chunk
-//! transfer, Raft) add kinds without breaking callers that match on it.
+//! Each layer returns its own typed error ([`CodecError`](crate::codec::CodecError),
+//! [`TransportError`](crate::transport::TransportError),
+//! [`WalError`](crate::wal::WalError), [`RpcError`](crate::rpc::RpcError),
+//! [`RaftError`](crate::raft::RaftError), …); the node-level API returns
+//! `OctopiiError`, which wraps each whole (`From`), so `?` crosses layers
+//! and a caller can still match on the layer's variant. It is
+//! `#[non_exhaustive]`: new kinds do not break callers that match on it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -87,6 +92,12 @@ pub enum OctopiiError {
     #[error("raft: {0}")]
     Raft(#[from] crate::raft::RaftError),
 
+    /// The replicated state machine could not write or restore its state;
+    /// the source is the state machine's own error (see
+    /// [`StateMachineError`](crate::raft::StateMachineError)).
+    #[error("state machine: {0}")]
+    StateMachine(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+
     /// The runtime or node has been shut down.
     #[error("shut down: {0}")]
     Shutdown(String),
@@ -110,5 +121,11 @@ impl OctopiiError {
             offset,
             reason: reason.into(),
         }
+    }
+}
+
+impl From<crate::raft::StateMachineError> for OctopiiError {
+    fn from(e: crate::raft::StateMachineError) -> Self {
+        OctopiiError::StateMachine(e.into_inner())
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use octopii::codec;
 use octopii::config::TransportConfig;
-use octopii::raft::{RaftConfig, RaftNode, RaftRole, StateMachine};
+use octopii::raft::{RaftConfig, RaftNode, RaftRole, StateMachine, StateMachineError};
 use octopii::transport::tls::ClusterCa;
 use octopii::wal::WalOptions;
 use octopii::{Config, OctopiiNode, OctopiiRuntime};
@@ -64,7 +64,7 @@ impl StateMachine for KvMachine {
         codec::encode(&sorted).unwrap_or_default()
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> octopii::Result<()> {
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), StateMachineError> {
         self.map = codec::decode(snapshot)?;
         self.restores.fetch_add(1, Ordering::SeqCst);
         Ok(())

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::RaftError;
-use super::machine::StateMachine;
+use super::machine::{StateMachine, StateMachineError};
 use crate::codec;
 use crate::wal::{WalFile, WalFs};
 use crate::{OctopiiError, Result};
@@ -261,7 +261,7 @@ pub(crate) fn write_payload(
         })?;
     out.write_all(&len.to_le_bytes())?;
     out.write_all(&peers)?;
-    machine.snapshot_to(out)
+    Ok(machine.snapshot_to(out)?)
 }
 
 /// Opens a snapshot file and checks its header against its length.
@@ -392,10 +392,14 @@ impl StateMachine for Discard {
     fn snapshot(&self) -> Vec<u8> {
         Vec::new()
     }
-    fn restore(&mut self, _: &[u8]) -> Result<()> {
+    fn restore(&mut self, _: &[u8]) -> std::result::Result<(), StateMachineError> {
         Ok(())
     }
-    fn restore_from(&mut self, _: &mut dyn Read, _: u64) -> Result<()> {
+    fn restore_from(
+        &mut self,
+        _: &mut dyn Read,
+        _: u64,
+    ) -> std::result::Result<(), StateMachineError> {
         Ok(())
     }
 }
@@ -438,7 +442,7 @@ mod tests {
         fn snapshot(&self) -> Vec<u8> {
             self.0.clone()
         }
-        fn restore(&mut self, snapshot: &[u8]) -> Result<()> {
+        fn restore(&mut self, snapshot: &[u8]) -> std::result::Result<(), StateMachineError> {
             self.0 = snapshot.to_vec();
             Ok(())
         }
