@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use octopii::chunk::{ChunkSource, TransferOptions};
-use octopii::raft::{RaftConfig, RaftNode, StateMachine};
+use octopii::raft::{RaftConfig, RaftNode, StateMachine, StateMachineError};
 use octopii::rpc::Context;
 use octopii::{LocalCluster, OctopiiError, OctopiiNode, Result};
 
@@ -58,9 +58,8 @@ impl StateMachine for Lines {
     fn snapshot(&self) -> Vec<u8> {
         self.0.join("\n").into_bytes()
     }
-    fn restore(&mut self, snapshot: &[u8]) -> Result<()> {
-        let text = std::str::from_utf8(snapshot)
-            .map_err(|e| OctopiiError::Serialization(e.to_string()))?;
+    fn restore(&mut self, snapshot: &[u8]) -> std::result::Result<(), StateMachineError> {
+        let text = std::str::from_utf8(snapshot)?;
         self.0 = text
             .lines()
             .filter(|l| !l.is_empty())

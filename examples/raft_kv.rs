@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use octopii::codec;
 use octopii::config::TlsConfig;
-use octopii::raft::{RaftConfig, RaftNode, StateMachine};
+use octopii::raft::{RaftConfig, RaftNode, StateMachine, StateMachineError};
 use octopii::transport::tls::{ClusterCa, write_pem};
 use octopii::{Config, OctopiiNode, OctopiiRuntime};
 use serde::{Deserialize, Serialize};
@@ -69,7 +69,7 @@ impl StateMachine for Store {
         codec::encode(&sorted).unwrap_or_default()
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> octopii::Result<()> {
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), StateMachineError> {
         self.0 = codec::decode(snapshot)?;
         Ok(())
     }

@@ -1,7 +1,12 @@
-//! The one error type every fallible Octopii operation returns.
+//! [`OctopiiError`]: the façade over the layers' own errors.
 //!
-//! [`OctopiiError`] is `#[non_exhaustive]`: layers added later (RPC, chunk
-//! transfer, Raft) add kinds without breaking callers that match on it.
+//! Each layer returns its own typed error ([`CodecError`](crate::codec::CodecError),
+//! [`TransportError`](crate::transport::TransportError),
+//! [`WalError`](crate::wal::WalError), [`RpcError`](crate::rpc::RpcError),
+//! [`RaftError`](crate::raft::RaftError), …); the node-level API returns
+//! `OctopiiError`, which wraps each whole (`From`), so `?` crosses layers
+//! and a caller can still match on the layer's variant. It is
+//! `#[non_exhaustive]`: new kinds do not break callers that match on it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,25 +37,13 @@ pub enum OctopiiError {
         source: std::io::Error,
     },
 
-    /// An established QUIC connection failed or was closed.
-    #[error("QUIC connection error: {0}")]
-    QuicConnection(#[from] quinn::ConnectionError),
-
-    /// A QUIC connection could not be started (bad address, endpoint stopping, …).
-    #[error("QUIC connect error: {0}")]
-    QuicConnect(#[from] quinn::ConnectError),
-
     /// Encoding or decoding a value failed.
-    #[error("serialization error: {0}")]
-    Serialization(String),
+    #[error("codec error: {0}")]
+    Codec(#[from] crate::codec::CodecError),
 
-    /// A transport-level failure not covered by a more specific kind.
+    /// A connection, a handshake or a certificate failed.
     #[error("transport error: {0}")]
-    Transport(String),
-
-    /// Certificates, keys or the TLS handshake were refused or unusable.
-    #[error("TLS error: {0}")]
-    Tls(String),
+    Transport(#[from] crate::transport::TransportError),
 
     /// An operation did not finish within its time limit.
     #[error("timed out after {0:?}")]
@@ -82,6 +75,10 @@ pub enum OctopiiError {
         reason: String,
     },
 
+    /// A service could not be served.
+    #[error("cannot serve: {0}")]
+    Serve(#[from] crate::rpc::ServeError),
+
     /// A remote call ended without a value.
     #[error("RPC failed: {0}")]
     Rpc(#[from] crate::rpc::RpcError),
@@ -94,6 +91,12 @@ pub enum OctopiiError {
     /// operation (not the leader, proposal too large, storage, …).
     #[error("raft: {0}")]
     Raft(#[from] crate::raft::RaftError),
+
+    /// The replicated state machine could not write or restore its state;
+    /// the source is the state machine's own error (see
+    /// [`StateMachineError`](crate::raft::StateMachineError)).
+    #[error("state machine: {0}")]
+    StateMachine(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 
     /// The runtime or node has been shut down.
     #[error("shut down: {0}")]
@@ -121,26 +124,8 @@ impl OctopiiError {
     }
 }
 
-impl From<bincode::error::EncodeError> for OctopiiError {
-    fn from(e: bincode::error::EncodeError) -> Self {
-        OctopiiError::Serialization(e.to_string())
-    }
-}
-
-impl From<bincode::error::DecodeError> for OctopiiError {
-    fn from(e: bincode::error::DecodeError) -> Self {
-        OctopiiError::Serialization(e.to_string())
-    }
-}
-
-impl From<rustls::Error> for OctopiiError {
-    fn from(e: rustls::Error) -> Self {
-        OctopiiError::Tls(e.to_string())
-    }
-}
-
-impl From<rcgen::Error> for OctopiiError {
-    fn from(e: rcgen::Error) -> Self {
-        OctopiiError::Tls(e.to_string())
+impl From<crate::raft::StateMachineError> for OctopiiError {
+    fn from(e: crate::raft::StateMachineError) -> Self {
+        OctopiiError::StateMachine(e.into_inner())
     }
 }

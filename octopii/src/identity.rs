@@ -11,10 +11,11 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::pem::{Error as PemError, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::{OctopiiError, Result};
+use crate::Result;
+use crate::transport::{PemItem, TransportError};
 
 /// The scheme of the SAN URI that names a certificate's [`Role`].
 pub const ROLE_URI_SCHEME: &str = "octopii://";
@@ -162,18 +163,39 @@ impl fmt::Debug for NodeCredentials {
 impl NodeCredentials {
     /// Loads credentials from PEM files: the CA certificate, this node's
     /// certificate and its private key.
+    ///
+    /// A file that cannot be read, or does not hold what it should, fails
+    /// with a [`TransportError`] naming it.
     pub fn from_pem_files(ca_cert: &Path, cert: &Path, key: &Path) -> Result<Self> {
-        let read = |path: &Path| std::fs::read(path).map_err(|e| OctopiiError::file(path, e));
+        Ok(Self::load(ca_cert, cert, key)?)
+    }
+
+    fn load(ca_cert: &Path, cert: &Path, key: &Path) -> Result<Self, TransportError> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| TransportError::ReadFile {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        fn pem(path: &Path, what: PemItem) -> impl FnOnce(PemError) -> TransportError + '_ {
+            move |source| TransportError::Pem {
+                path: Some(path.to_owned()),
+                what,
+                source,
+            }
+        }
         let ca_cert = CertificateDer::from_pem_slice(&read(ca_cert)?)
-            .map_err(|e| OctopiiError::Tls(format!("{}: {e}", ca_cert.display())))?;
+            .map_err(pem(ca_cert, PemItem::CaCertificate))?;
         let cert_pem = read(cert)?;
-        let node_cert = CertificateDer::from_pem_slice(&cert_pem)
-            .map_err(|e| OctopiiError::Tls(format!("{}: {e}", cert.display())))?;
+        let node_cert =
+            CertificateDer::from_pem_slice(&cert_pem).map_err(pem(cert, PemItem::Certificate))?;
         let key_pem = read(key)?;
-        let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
-            .map_err(|e| OctopiiError::Tls(format!("{}: {e}", key.display())))?;
-        let name = subject_common_name(&node_cert)
-            .ok_or_else(|| OctopiiError::Tls(format!("{}: no subject name", cert.display())))?;
+        let key_der =
+            PrivateKeyDer::from_pem_slice(&key_pem).map_err(pem(key, PemItem::PrivateKey))?;
+        let name =
+            subject_common_name(&node_cert).ok_or_else(|| TransportError::NoSubjectName {
+                path: cert.to_owned(),
+            })?;
         Ok(NodeCredentials {
             name,
             role: Role::of_certificate(&node_cert),

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::chunk::{self, ChunkInbox, ChunkService, ChunkSource, TransferOptions, TransferResult};
-use crate::rpc::{Connect, Router, RpcStats, Service, StreamPool};
+use crate::rpc::{Connect, Router, RpcStats, ServeError, Service, StreamPool};
 use crate::transport::{InboundHandler, PeerConnection, Transport, TransportStats};
 use crate::{Config, OctopiiError, OctopiiRuntime, Result};
 
@@ -142,12 +142,12 @@ impl OctopiiNode {
     /// Fails if a service of the same name is already served, or if the node
     /// was started [`with_handler`](Self::with_handler).
     pub fn serve(&self, service: impl Service) -> Result<()> {
-        let router = self.inner.router.as_deref().ok_or_else(|| {
-            OctopiiError::Transport(
-                "this node serves a custom stream handler, not RPC services".into(),
-            )
-        })?;
-        router.add(Arc::new(service))
+        let router = self
+            .inner
+            .router
+            .as_deref()
+            .ok_or(ServeError::CustomHandler)?;
+        Ok(router.add(Arc::new(service))?)
     }
 
     /// Serves the built-in [`ChunkService`] under the node's
@@ -230,7 +230,7 @@ impl OctopiiNode {
             .transfer_chunk_to_peers(source, &[peer], options)
             .await
             .pop()
-            .ok_or_else(|| OctopiiError::Transport("no result for the peer".into()))?;
+            .ok_or_else(|| chunk::TransferError::Connection("no result for the peer".into()))?;
         match &result.outcome {
             Err(error) => Err(error.clone().into()),
             Ok(()) => Ok(result),
@@ -267,7 +267,8 @@ impl OctopiiNode {
     /// The dial runs on the node's runtime, whatever runtime awaits it.
     pub async fn connect(&self, addr: SocketAddr) -> Result<PeerConnection> {
         let transport = self.inner.transport.clone();
-        self.run(async move { transport.connect(addr).await }).await
+        self.run(async move { Ok(transport.connect(addr).await?) })
+            .await
     }
 
     /// Runs `future` on the node's runtime and waits for its output.

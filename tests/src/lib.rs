@@ -42,17 +42,23 @@ pub fn echo_node(ca: &ClusterCa, name: &str, runtime: &OctopiiRuntime) -> Octopi
 
 /// Sends `message` on a new stream of `conn` and returns the reply.
 pub async fn echo(conn: &PeerConnection, message: &[u8]) -> octopii::Result<Vec<u8>> {
+    use octopii::transport::TransportError;
     let (mut send, mut recv) = conn.open_bi().await?;
-    send.write_all(message)
-        .await
-        .map_err(|e| octopii::OctopiiError::Transport(e.to_string()))?;
-    send.finish()
-        .map_err(|e| octopii::OctopiiError::Transport(e.to_string()))?;
+    send.write_all(message).await.map_err(|e| match e {
+        quinn::WriteError::ConnectionLost(e) => TransportError::from(e).into(),
+        other => octopii::OctopiiError::from(std::io::Error::from(other)),
+    })?;
+    send.finish().map_err(std::io::Error::from)?;
     recv.read_to_end(ECHO_LIMIT).await.map_err(|e| match e {
         quinn::ReadToEndError::Read(quinn::ReadError::ConnectionLost(e)) => {
-            octopii::transport::connection_error(e)
+            TransportError::from(e).into()
         }
-        other => octopii::OctopiiError::Transport(other.to_string()),
+        quinn::ReadToEndError::Read(other) => std::io::Error::from(other).into(),
+        quinn::ReadToEndError::TooLong => std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("echo reply over {ECHO_LIMIT} bytes"),
+        )
+        .into(),
     })
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use octopii::ClusterCa;
 use octopii::codec;
 use octopii::config::TransportConfig;
-use octopii::raft::{RaftConfig, RaftNode, RaftRole, StateMachine};
+use octopii::raft::{RaftConfig, RaftNode, RaftRole, StateMachine, StateMachineError};
 use octopii::wal::WalOptions;
 use octopii::{Config, OctopiiNode, OctopiiRuntime};
 use serde::{Deserialize, Serialize};
@@ -64,7 +64,7 @@ impl StateMachine for KvMachine {
         codec::encode(&sorted).unwrap_or_default()
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> octopii::Result<()> {
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), StateMachineError> {
         self.map = codec::decode(snapshot)?;
         self.restores.fetch_add(1, Ordering::SeqCst);
         Ok(())
@@ -111,7 +111,7 @@ pub async fn cas(
 
 /// Reads `key` linearizably through `raft`.
 pub async fn get(raft: &RaftNode, key: &str) -> octopii::Result<Option<String>> {
-    codec::decode(&raft.read(key.as_bytes().to_vec()).await?)
+    Ok(codec::decode(&raft.read(key.as_bytes().to_vec()).await?)?)
 }
 
 /// Raft settings for tests: 20 ms ticks, short timeouts, and the WAL's

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use octopii::ClusterCa;
 use octopii::config::ChunkConfig;
-use octopii::raft::{MAX_SNAPSHOT_MESSAGE, RaftConfig, RaftNode, StateMachine};
-use octopii::{Config, OctopiiError, OctopiiNode, OctopiiRuntime};
+use octopii::raft::{MAX_SNAPSHOT_MESSAGE, RaftConfig, RaftNode, StateMachine, StateMachineError};
+use octopii::{Config, OctopiiNode, OctopiiRuntime};
 use octopii_tests::raft::test_raft_config;
 
 /// Bytes of state per block; each block starts with its own number.
@@ -32,8 +32,8 @@ fn block(version: u64, number: u64) -> Vec<u8> {
     block
 }
 
-fn invalid(why: String) -> OctopiiError {
-    OctopiiError::Serialization(why)
+fn invalid(why: String) -> StateMachineError {
+    StateMachineError::new(why)
 }
 
 impl StateMachine for Blob {
@@ -55,12 +55,12 @@ impl StateMachine for Blob {
         Vec::new()
     }
 
-    fn restore(&mut self, _: &[u8]) -> octopii::Result<()> {
+    fn restore(&mut self, _: &[u8]) -> Result<(), StateMachineError> {
         self.whole_state_used.store(true, Ordering::SeqCst);
         Err(invalid("the whole state is never restored at once".into()))
     }
 
-    fn snapshot_to(&self, out: &mut dyn Write) -> octopii::Result<()> {
+    fn snapshot_to(&self, out: &mut dyn Write) -> Result<(), StateMachineError> {
         out.write_all(&self.version.to_le_bytes())?;
         out.write_all(&self.blocks.to_le_bytes())?;
         let mut pattern = block(self.version, 0);
@@ -71,7 +71,7 @@ impl StateMachine for Blob {
         Ok(())
     }
 
-    fn restore_from(&mut self, input: &mut dyn Read, len: u64) -> octopii::Result<()> {
+    fn restore_from(&mut self, input: &mut dyn Read, len: u64) -> Result<(), StateMachineError> {
         let mut header = [0u8; 16];
         input.read_exact(&mut header)?;
         let version = u64::from_le_bytes(header[..8].try_into().unwrap());

@@ -23,7 +23,10 @@ use raft::eraftpb::{Message, MessageType};
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A node outside the cluster holding `creds` (signed by the cluster's CA).
-fn holder(cluster: &Cluster, creds: octopii::Result<NodeCredentials>) -> OctopiiNode {
+fn holder(
+    cluster: &Cluster,
+    creds: Result<NodeCredentials, octopii::transport::TransportError>,
+) -> OctopiiNode {
     OctopiiNode::new(config(creds.expect("certificate")), &cluster.runtime).expect("node")
 }
 

@@ -34,7 +34,10 @@ impl Register for Cell {
     }
 }
 
-fn node(rt: &OctopiiRuntime, creds: octopii::Result<NodeCredentials>) -> OctopiiNode {
+fn node(
+    rt: &OctopiiRuntime,
+    creds: Result<NodeCredentials, octopii::transport::TransportError>,
+) -> OctopiiNode {
     OctopiiNode::new(config(creds.unwrap()), rt).unwrap()
 }
 

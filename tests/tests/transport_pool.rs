@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use octopii::ClusterCa;
+use octopii::transport::{PemItem, TransportError};
 use octopii::{Config, OctopiiError, OctopiiNode, OctopiiRuntime};
 use octopii_tests::{config, echo, echo_node};
 
@@ -92,7 +93,15 @@ fn dialling_nobody_times_out_with_a_typed_error() {
     let err = rt
         .block_on(node.connect(silent.local_addr().unwrap()))
         .unwrap_err();
-    assert!(matches!(err, OctopiiError::Timeout(_)), "{err:?}");
+    let silent = silent.local_addr().unwrap();
+    assert!(
+        matches!(
+            err,
+            OctopiiError::Transport(TransportError::HandshakeTimeout { addr, after })
+                if addr == silent && after == Duration::from_millis(200)
+        ),
+        "{err:?}"
+    );
     assert_eq!(node.stats().pool.handshakes, 0);
 }
 
@@ -129,6 +138,14 @@ fn unreadable_or_invalid_certificates_fail_at_start_naming_the_file() {
     );
     let cfg = Config::from_toml_str(&toml).unwrap();
     let err = OctopiiNode::new(cfg, &rt).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            OctopiiError::Transport(TransportError::ReadFile { path, source })
+                if path == &missing && source.kind() == std::io::ErrorKind::NotFound
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("missing.pem"), "{err}");
 
     let toml = format!(
@@ -136,6 +153,13 @@ fn unreadable_or_invalid_certificates_fail_at_start_naming_the_file() {
         garbage, garbage, garbage
     );
     let err = OctopiiNode::new(Config::from_toml_str(&toml).unwrap(), &rt).unwrap_err();
-    assert!(matches!(err, OctopiiError::Tls(_)), "{err:?}");
+    assert!(
+        matches!(
+            &err,
+            OctopiiError::Transport(TransportError::Pem { path: Some(path), what: PemItem::CaCertificate, .. })
+                if path.ends_with("garbage.pem")
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("garbage.pem"), "{err}");
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use octopii::transport::tls::{self, ClusterCa};
+use octopii::transport::{RefusedBy, TransportError};
 use octopii::{OctopiiError, OctopiiNode, OctopiiRuntime};
 use octopii_tests::{Echo, config, echo, echo_node};
 
@@ -25,8 +26,11 @@ async fn refusal(client: &OctopiiNode, server: &OctopiiNode) -> OctopiiError {
 
 fn assert_tls_refusal(err: &OctopiiError) {
     assert!(
-        matches!(err, OctopiiError::Tls(_)),
-        "expected a TLS error, got {err:?}"
+        matches!(
+            err,
+            OctopiiError::Transport(TransportError::HandshakeRefused { .. })
+        ),
+        "expected a TLS refusal, got {err:?}"
     );
 }
 
@@ -59,6 +63,16 @@ fn a_node_from_another_ca_is_refused_as_client_and_as_server() {
         // Stranger as server: the member refuses to talk to it.
         let err = refusal(&member, &stranger).await;
         assert_tls_refusal(&err);
+        assert!(
+            matches!(
+                err,
+                OctopiiError::Transport(TransportError::HandshakeRefused {
+                    by: RefusedBy::ThisNode,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("this node"), "{err}");
         // The member still serves its own cluster.
         let conn = member2.connect(member.local_addr()).await.unwrap();

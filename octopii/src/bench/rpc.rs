@@ -163,15 +163,20 @@ pub struct RawCaller {
 impl RawCaller {
     /// One round trip.
     pub async fn call(&mut self) -> Result<()> {
-        let io = |e: &dyn std::fmt::Display| OctopiiError::Transport(e.to_string());
         self.send
             .write_all(&self.request)
             .await
-            .map_err(|e| io(&e))?;
+            .map_err(std::io::Error::from)?;
         self.recv
             .read_exact(&mut self.reply)
             .await
-            .map_err(|e| io(&e))
+            .map_err(|e| match e {
+                quinn::ReadExactError::ReadError(e) => std::io::Error::from(e).into(),
+                quinn::ReadExactError::FinishedEarly(read) => mismatch(format!(
+                    "the echo ended after {read} of {} bytes",
+                    self.reply.len()
+                )),
+            })
     }
 }
 
@@ -187,8 +192,13 @@ impl RpcCaller {
     pub async fn call(&self) -> Result<()> {
         let back = self.client.echo(self.payload.clone()).await?;
         if back != self.payload {
-            return Err(OctopiiError::Transport("echo returned other bytes".into()));
+            return Err(mismatch("echo returned other bytes".into()));
         }
         Ok(())
     }
+}
+
+/// A reply other than the benchmark expects.
+fn mismatch(what: String) -> OctopiiError {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what).into()
 }

@@ -19,7 +19,7 @@ use crate::rpc::frame;
 use crate::rpc::streaming::call::{END, ITEM};
 use crate::transport::tls::ClusterCa;
 use crate::transport::{InboundHandler, PeerConnection};
-use crate::{Config, OctopiiError, OctopiiNode, OctopiiRuntime, Result, Streaming};
+use crate::{Config, OctopiiNode, OctopiiRuntime, Result, Streaming};
 
 /// A small item, as a metrics or log stream carries: 16 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,16 +162,17 @@ impl StreamingBench {
 
     /// One baseline stream: sends the request, counts the item frames.
     pub async fn raw_stream(&self) -> Result<()> {
-        let io = |e: &dyn std::fmt::Display| OctopiiError::Transport(e.to_string());
         let conn = self.client.connect(self.raw_server.local_addr()).await?;
         let (mut send, mut recv) = conn.open_bi().await?;
-        send.write_all(&self.request).await.map_err(|e| io(&e))?;
+        send.write_all(&self.request)
+            .await
+            .map_err(std::io::Error::from)?;
         let _ = send.finish();
         let mut frames = FrameCounter::default();
         while let Some(chunk) = recv
             .read_chunk(usize::MAX, true)
             .await
-            .map_err(|e| io(&e))?
+            .map_err(std::io::Error::from)?
         {
             frames.feed(&chunk.bytes);
         }
@@ -191,10 +192,11 @@ impl StreamingBench {
 
     fn check(&self, received: u64) -> Result<()> {
         if received != self.items {
-            return Err(OctopiiError::Transport(format!(
-                "received {received} items, expected {}",
-                self.items
-            )));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("received {received} items, expected {}", self.items),
+            )
+            .into());
         }
         Ok(())
     }

@@ -31,21 +31,41 @@ pub const SPARE_ELEMENTS: u64 = 65_536;
 pub(super) struct Limits {
     depth_left: Cell<u32>,
     elements_left: Cell<u64>,
+    elements_allowed: u64,
+    hit: Cell<Option<Hit>>,
+}
+
+/// Which limit refused a decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hit {
+    /// Nesting, [`MAX_DEPTH`].
+    Depth,
+    /// Sequence elements; the number allowed.
+    Elements(u64),
 }
 
 impl Limits {
     /// The limits for decoding a value from `len` bytes.
     pub(super) fn for_input(len: usize) -> Self {
+        let elements_allowed = (len as u64).saturating_add(SPARE_ELEMENTS);
         Limits {
             depth_left: Cell::new(MAX_DEPTH),
-            elements_left: Cell::new((len as u64).saturating_add(SPARE_ELEMENTS)),
+            elements_left: Cell::new(elements_allowed),
+            elements_allowed,
+            hit: Cell::new(None),
         }
+    }
+
+    /// The limit that refused the decode, if one did.
+    pub(super) fn hit(&self) -> Option<Hit> {
+        self.hit.get()
     }
 
     /// Runs `f` one nesting level deeper.
     fn nested<T, E: de::Error>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         let left = self.depth_left.get();
         if left == 0 {
+            self.hit.set(Some(Hit::Depth));
             return Err(E::custom(format_args!(
                 "the value nests deeper than {MAX_DEPTH} levels"
             )));
@@ -60,6 +80,7 @@ impl Limits {
     fn element<E: de::Error>(&self) -> Result<(), E> {
         let left = self.elements_left.get();
         if left == 0 {
+            self.hit.set(Some(Hit::Elements(self.elements_allowed)));
             return Err(E::custom(
                 "the value holds more sequence elements than its bytes allow",
             ));

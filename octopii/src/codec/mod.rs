@@ -19,28 +19,25 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 mod decode_guard;
+mod error;
 
-use crate::OctopiiError;
-use decode_guard::{GuardedSeed, Limits};
+use decode_guard::{GuardedSeed, Hit, Limits};
 pub use decode_guard::{MAX_DEPTH, SPARE_ELEMENTS};
+pub use error::CodecError;
 
 fn config() -> Configuration<LittleEndian, Fixint, NoLimit> {
     bincode::config::standard().with_fixed_int_encoding()
 }
 
 /// Encodes `value`.
-pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, OctopiiError> {
-    Ok(bincode::serde::encode_to_vec(value, config())?)
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, config()).map_err(CodecError::Encode)
 }
 
 /// Appends the encoding of `value` to `out`.
 #[inline]
-pub fn encode_into<T: Serialize + ?Sized>(
-    value: &T,
-    out: &mut Vec<u8>,
-) -> Result<(), OctopiiError> {
-    bincode::serde::encode_into_writer(value, Append(out), config())?;
-    Ok(())
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    bincode::serde::encode_into_writer(value, Append(out), config()).map_err(CodecError::Encode)
 }
 
 /// Appends to a `Vec` directly: cheaper than through `std::io::Write`
@@ -58,25 +55,28 @@ impl bincode::enc::write::Writer for Append<'_> {
 /// Decodes a `T` that must fill `bytes` exactly, within the limits of
 /// size, nesting and elements described above.
 #[inline]
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, OctopiiError> {
-    let limits = Limits::for_input(bytes.len());
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let len = bytes.len();
+    let limits = Limits::for_input(len);
     macro_rules! with_limit {
         ($($limit:expr),*) => {{
-            let len = bytes.len();
             let seed = || GuardedSeed::<T> { limits: &limits, _value: PhantomData };
             $(if len <= $limit {
-                bincode::serde::seed_decode_from_slice(seed(), bytes, config().with_limit::<{ $limit }>())
+                (bincode::serde::seed_decode_from_slice(seed(), bytes, config().with_limit::<{ $limit }>()), $limit)
             } else)* {
-                bincode::serde::seed_decode_from_slice(seed(), bytes, config().with_limit::<{ usize::MAX }>())
+                (bincode::serde::seed_decode_from_slice(seed(), bytes, config().with_limit::<{ usize::MAX }>()), usize::MAX)
             }
         }};
     }
-    let (value, used) = with_limit!(1 << 12, 1 << 16, 1 << 20, 1 << 24, 1 << 28, 1 << 32)?;
-    if used != bytes.len() {
-        return Err(OctopiiError::Serialization(format!(
-            "{} trailing bytes after the value",
-            bytes.len() - used
-        )));
+    let (decoded, limit) = with_limit!(1 << 12, 1 << 16, 1 << 20, 1 << 24, 1 << 28, 1 << 32);
+    let (value, used) = decoded.map_err(|e| match (limits.hit(), e) {
+        (Some(Hit::Depth), _) => CodecError::too_deep(),
+        (Some(Hit::Elements(allowed)), _) => CodecError::TooManyElements { len, allowed },
+        (None, bincode::error::DecodeError::LimitExceeded) => CodecError::SizeLimit { len, limit },
+        (None, e) => CodecError::Decode(e),
+    })?;
+    if used != len {
+        return Err(CodecError::TrailingBytes { len, used });
     }
     Ok(value)
 }
@@ -114,8 +114,67 @@ mod tests {
     fn a_huge_claimed_length_is_refused_without_allocating() {
         let mut bytes = u64::MAX.to_le_bytes().to_vec();
         bytes.extend_from_slice(b"xy");
-        assert!(decode::<Vec<u8>>(&bytes).is_err());
-        assert!(decode::<String>(&bytes).is_err());
+        // A string is read whole: its claim passes the size limit.
+        let err = decode::<String>(&bytes).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CodecError::SizeLimit {
+                    len: 10,
+                    limit: 4096
+                }
+            ),
+            "{err:?}"
+        );
+        // A vector is read element by element, its capacity capped by the
+        // element count: the input runs out first.
+        let err = decode::<Vec<u8>>(&bytes).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CodecError::Decode(bincode::error::DecodeError::UnexpectedEnd { .. })
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_truncated_value_is_a_decode_error_whose_source_is_bincodes() {
+        let bytes = encode(&(7u32, "abc".to_string())).unwrap();
+        let err = decode::<(u32, String)>(&bytes[..bytes.len() - 1]).unwrap_err();
+        let CodecError::Decode(inner) = &err else {
+            panic!("a cut-short value is a decode error: {err:?}");
+        };
+        assert!(
+            matches!(inner, bincode::error::DecodeError::UnexpectedEnd { .. }),
+            "{inner:?}"
+        );
+        let source = std::error::Error::source(&err).expect("the bincode error is the source");
+        assert!(source.is::<bincode::error::DecodeError>());
+        // The façade keeps it whole.
+        let top = crate::OctopiiError::from(err);
+        assert!(matches!(
+            top,
+            crate::OctopiiError::Codec(CodecError::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn an_encode_failure_carries_bincodes_error() {
+        /// A value whose `Serialize` always fails.
+        struct Refuses;
+        impl serde::Serialize for Refuses {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        let err = encode(&Refuses).unwrap_err();
+        assert!(matches!(err, CodecError::Encode(_)), "{err:?}");
+        let mut out = vec![9];
+        assert!(matches!(
+            encode_into(&Refuses, &mut out),
+            Err(CodecError::Encode(_))
+        ));
     }
 
     /// A type that contains itself, as a JSON-like value does.
@@ -148,9 +207,16 @@ mod tests {
             .unwrap()
             .join()
             .unwrap();
+        assert!(
+            matches!(
+                err,
+                CodecError::TooDeep {
+                    max_depth: MAX_DEPTH
+                }
+            ),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("nests deeper"), "{err}");
-        let rpc = crate::rpc::RpcError::from(err);
-        assert_eq!(rpc.code(), crate::rpc::Code::InvalidArgument);
     }
 
     #[test]
@@ -179,6 +245,10 @@ mod tests {
     fn zero_sized_elements_are_bounded_by_a_count() {
         let bytes = u64::MAX.to_le_bytes();
         let err = decode::<Vec<()>>(&bytes).unwrap_err();
+        assert!(
+            matches!(err, CodecError::TooManyElements { len: 8, allowed } if allowed == 8 + SPARE_ELEMENTS),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("elements"), "{err}");
         // As many as the spare allowance beyond the bytes still decode.
         let n = 8 + SPARE_ELEMENTS;
@@ -187,7 +257,7 @@ mod tests {
         assert!(decode::<Vec<()>>(&(n + 1).to_le_bytes()).is_err());
         // Maps too.
         let err = decode::<std::collections::BTreeMap<(), ()>>(&bytes).unwrap_err();
-        assert!(err.to_string().contains("elements"), "{err}");
+        assert!(matches!(err, CodecError::TooManyElements { .. }), "{err:?}");
     }
 
     #[test]
@@ -204,6 +274,10 @@ mod tests {
     #[test]
     fn trailing_bytes_are_refused() {
         let err = decode::<u8>(&[1, 2]).unwrap_err();
-        assert!(err.to_string().contains("trailing"), "{err}");
+        assert!(
+            matches!(err, CodecError::TrailingBytes { len: 2, used: 1 }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("1 trailing bytes"), "{err}");
     }
 }

@@ -45,7 +45,7 @@ mod validate;
 pub use crate::config::RaftConfig;
 pub use error::RaftError;
 pub use faults::NetworkFaults;
-pub use machine::{RaftRole, RaftStatus, StateMachine};
+pub use machine::{RaftRole, RaftStatus, StateMachine, StateMachineError};
 pub use node::RaftNode;
 pub use service::Proposal;
 pub use snapshot_transfer::{MAX_SNAPSHOT_MESSAGE, SNAPSHOT_DESTINATION, SNAPSHOT_SERVICE};

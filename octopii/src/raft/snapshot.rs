@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::RaftError;
-use super::machine::StateMachine;
+use super::machine::{StateMachine, StateMachineError};
 use crate::codec;
 use crate::wal::{WalFile, WalFs};
 use crate::{OctopiiError, Result};
@@ -253,10 +253,15 @@ pub(crate) fn write_payload(
     let len = u32::try_from(peers.len())
         .ok()
         .filter(|&len| len <= MAX_PEERS_LEN)
-        .ok_or_else(|| OctopiiError::Serialization("too many addresses for a snapshot".into()))?;
+        .ok_or_else(|| {
+            RaftError::Storage(format!(
+                "the member list of {} bytes is too large for a snapshot (at most {MAX_PEERS_LEN})",
+                peers.len()
+            ))
+        })?;
     out.write_all(&len.to_le_bytes())?;
     out.write_all(&peers)?;
-    machine.snapshot_to(out)
+    Ok(machine.snapshot_to(out)?)
 }
 
 /// Opens a snapshot file and checks its header against its length.
@@ -387,10 +392,14 @@ impl StateMachine for Discard {
     fn snapshot(&self) -> Vec<u8> {
         Vec::new()
     }
-    fn restore(&mut self, _: &[u8]) -> Result<()> {
+    fn restore(&mut self, _: &[u8]) -> std::result::Result<(), StateMachineError> {
         Ok(())
     }
-    fn restore_from(&mut self, _: &mut dyn Read, _: u64) -> Result<()> {
+    fn restore_from(
+        &mut self,
+        _: &mut dyn Read,
+        _: u64,
+    ) -> std::result::Result<(), StateMachineError> {
         Ok(())
     }
 }
@@ -433,7 +442,7 @@ mod tests {
         fn snapshot(&self) -> Vec<u8> {
             self.0.clone()
         }
-        fn restore(&mut self, snapshot: &[u8]) -> Result<()> {
+        fn restore(&mut self, snapshot: &[u8]) -> std::result::Result<(), StateMachineError> {
             self.0 = snapshot.to_vec();
             Ok(())
         }

@@ -138,7 +138,7 @@ fn storage_error(message: impl Into<String>) -> OctopiiError {
 fn pb_encode(message: &impl protobuf::Message) -> Result<Vec<u8>> {
     message
         .write_to_bytes()
-        .map_err(|e| OctopiiError::Serialization(e.to_string()))
+        .map_err(|e| storage_error(format!("a record does not encode: {e}")))
 }
 
 fn pb_decode<M: protobuf::Message>(bytes: &[u8], what: &str, path: &Path) -> Result<M> {

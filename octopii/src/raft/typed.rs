@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{RaftConfig, RaftError, RaftNode, StateMachine};
+use super::{RaftConfig, RaftError, RaftNode, StateMachine, StateMachineError};
 use crate::{OctopiiNode, Result, codec};
 
 /// The state replicated by a [`TypedRaftNode`], with commands, outputs,
@@ -114,17 +114,21 @@ impl<M: TypedStateMachine> StateMachine for Typed<M> {
         codec::encode(&self.0).unwrap_or_default()
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<()> {
+    fn restore(&mut self, snapshot: &[u8]) -> std::result::Result<(), StateMachineError> {
         self.0 = codec::decode(snapshot)?;
         Ok(())
     }
 
-    fn snapshot_to(&self, out: &mut dyn Write) -> Result<()> {
+    fn snapshot_to(&self, out: &mut dyn Write) -> std::result::Result<(), StateMachineError> {
         out.write_all(&codec::encode(&self.0)?)?;
         Ok(())
     }
 
-    fn restore_from(&mut self, input: &mut dyn Read, len: u64) -> Result<()> {
+    fn restore_from(
+        &mut self,
+        input: &mut dyn Read,
+        len: u64,
+    ) -> std::result::Result<(), StateMachineError> {
         let mut bytes = Vec::new();
         input.take(len).read_to_end(&mut bytes)?;
         self.restore(&bytes)

@@ -180,7 +180,7 @@ pub(crate) struct StreamParts {
 
 fn write_error(e: quinn::WriteError) -> RpcError {
     match e {
-        quinn::WriteError::ConnectionLost(e) => crate::transport::connection_error(e).into(),
+        quinn::WriteError::ConnectionLost(e) => crate::transport::TransportError::from(e).into(),
         other => RpcError::new(Code::Unavailable, format!("writing: {other}")),
     }
 }

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 
 use super::budget::{FrameBudget, FrameReservation, OverBudget};
 use super::{Code, RpcError};
-use crate::OctopiiError;
 use crate::codec;
 
 /// Bytes of a frame's length prefix.
@@ -75,7 +74,7 @@ impl From<FrameError> for RpcError {
             ),
             FrameError::Truncated => RpcError::new(Code::Unavailable, "stream ended mid-frame"),
             FrameError::Stream(ReadError::ConnectionLost(e)) => {
-                RpcError::from(crate::transport::connection_error(e))
+                RpcError::from(crate::transport::TransportError::from(e))
             }
             FrameError::Stream(e) => RpcError::new(Code::Unavailable, e.to_string()),
         }
@@ -205,10 +204,7 @@ impl FrameReader {
 }
 
 /// Appends a frame holding the encoding of `value` to `out`.
-pub fn put_encoded<T: Serialize + ?Sized>(
-    out: &mut Vec<u8>,
-    value: &T,
-) -> Result<(), OctopiiError> {
+pub fn put_encoded<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), RpcError> {
     let start = out.len();
     out.put_u32(0);
     codec::encode_into(value, out)?;
@@ -216,20 +212,27 @@ pub fn put_encoded<T: Serialize + ?Sized>(
 }
 
 /// Appends a frame holding `payload` to `out`.
-pub fn put_bytes(out: &mut Vec<u8>, payload: &[u8]) -> Result<(), OctopiiError> {
-    let len = u32::try_from(payload.len())
-        .map_err(|_| OctopiiError::Transport("frame larger than 4 GiB".into()))?;
+pub fn put_bytes(out: &mut Vec<u8>, payload: &[u8]) -> Result<(), RpcError> {
+    let len = u32::try_from(payload.len()).map_err(|_| beyond_prefix(payload.len()))?;
     out.put_u32(len);
     out.extend_from_slice(payload);
     Ok(())
 }
 
 /// Writes the length of the frame that starts at `start` into its prefix.
-fn patch_len(out: &mut [u8], start: usize) -> Result<(), OctopiiError> {
-    let len = u32::try_from(out.len() - start - PREFIX)
-        .map_err(|_| OctopiiError::Transport("frame larger than 4 GiB".into()))?;
+fn patch_len(out: &mut [u8], start: usize) -> Result<(), RpcError> {
+    let len = out.len() - start - PREFIX;
+    let len = u32::try_from(len).map_err(|_| beyond_prefix(len))?;
     out[start..start + PREFIX].copy_from_slice(&len.to_be_bytes());
     Ok(())
+}
+
+/// A frame too large for its length prefix.
+fn beyond_prefix(len: usize) -> RpcError {
+    RpcError::new(
+        Code::ResourceExhausted,
+        format!("frame of {len} bytes is larger than a length prefix can state (4 GiB)"),
+    )
 }
 
 /// A response frame: `[u32 len][u8 code][payload]`; code 0 carries the

@@ -91,6 +91,7 @@ pub use client::{Client, Connect};
 pub use context::{Context, Metadata};
 pub use policy::{Authorized, Call, Policy};
 pub(crate) use server::Router;
+pub use server::ServeError;
 pub use service::{
     HandlerFuture, Service, StreamFuture, Wire, decode_args, encode_output, unimplemented,
 };

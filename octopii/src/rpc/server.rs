@@ -26,7 +26,28 @@ use crate::codec;
 use crate::config::RpcConfig;
 use crate::runtime::panic_message;
 use crate::transport::{InboundHandler, PeerConnection};
-use crate::{OctopiiError, Result};
+
+/// Why a service could not be served.
+///
+/// ```
+/// use octopii::rpc::ServeError;
+/// let e = ServeError::Duplicate { name: "Calculator".into() };
+/// assert_eq!(e.to_string(), "a service named `Calculator` is already served");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A service of the same name is already served.
+    #[error("a service named `{name}` is already served")]
+    Duplicate {
+        /// The service's name.
+        name: String,
+    },
+    /// The node was started with a custom stream handler, so it serves no
+    /// RPC services.
+    #[error("this node serves a custom stream handler, not RPC services")]
+    CustomHandler,
+}
 
 /// Application error code of a stream the server gives up on.
 const PROTOCOL_ERROR: quinn::VarInt = quinn::VarInt::from_u32(2);
@@ -66,16 +87,16 @@ impl Router {
     }
 
     /// Adds `service`; a second service of the same name is refused.
-    pub fn add(&self, service: Arc<dyn Service>) -> Result<()> {
+    pub fn add(&self, service: Arc<dyn Service>) -> Result<(), ServeError> {
         let name = service.name();
         let mut services = self
             .services
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         if services.contains_key(name) {
-            return Err(OctopiiError::Transport(format!(
-                "a service named `{name}` is already served"
-            )));
+            return Err(ServeError::Duplicate {
+                name: name.to_owned(),
+            });
         }
         services.insert(name, service);
         Ok(())

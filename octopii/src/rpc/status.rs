@@ -108,13 +108,26 @@ impl fmt::Display for RpcError {
 
 impl std::error::Error for RpcError {}
 
-impl From<crate::OctopiiError> for RpcError {
-    /// Transport failures make the peer unavailable; timeouts are deadlines.
-    fn from(e: crate::OctopiiError) -> Self {
-        use crate::OctopiiError as E;
+impl From<crate::codec::CodecError> for RpcError {
+    /// Bytes that do not decode are [`Code::InvalidArgument`]; a value
+    /// that does not encode is [`Code::Internal`].
+    fn from(e: crate::codec::CodecError) -> Self {
         let code = match &e {
-            E::Timeout(_) => Code::DeadlineExceeded,
-            E::Serialization(_) => Code::InvalidArgument,
+            crate::codec::CodecError::Encode(_) => Code::Internal,
+            _ => Code::InvalidArgument,
+        };
+        RpcError::new(code, e.to_string())
+    }
+}
+
+impl From<crate::transport::TransportError> for RpcError {
+    /// The one place a transport failure becomes a call status: a
+    /// handshake that timed out is a deadline; anything else leaves the
+    /// peer unavailable.
+    fn from(e: crate::transport::TransportError) -> Self {
+        use crate::transport::TransportError as E;
+        let code = match &e {
+            E::HandshakeTimeout { .. } => Code::DeadlineExceeded,
             _ => Code::Unavailable,
         };
         RpcError::new(code, e.to_string())
@@ -145,5 +158,24 @@ mod tests {
             assert_eq!(Code::from_wire(byte), code);
         }
         assert_eq!(Code::from_wire(99), Code::Unknown);
+    }
+
+    /// Lower layers' errors become statuses in one place, each with the
+    /// code that tells the caller what to do.
+    #[test]
+    fn lower_layer_errors_map_to_codes() {
+        use crate::transport::TransportError;
+        let timeout = TransportError::HandshakeTimeout {
+            addr: "127.0.0.1:9".parse().unwrap(),
+            after: std::time::Duration::from_millis(200),
+        };
+        let status = RpcError::from(timeout);
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert!(status.message().contains("127.0.0.1:9"), "{status}");
+        let lost = TransportError::from(quinn::ConnectionError::TimedOut);
+        assert_eq!(RpcError::from(lost).code(), Code::Unavailable);
+
+        let undecodable = crate::codec::decode::<u64>(&[1, 2, 3]).unwrap_err();
+        assert_eq!(RpcError::from(undecodable).code(), Code::InvalidArgument);
     }
 }

@@ -16,7 +16,7 @@ use super::log_limit::LogLimit;
 use super::pool::{ConnectionPool, PoolStats};
 use super::quinn_runtime::PinnedRuntime;
 use super::restart_keys::endpoint_config;
-use super::{PeerConnection, PeerInfo, connection_error, tls};
+use super::{PeerConnection, PeerInfo, TransportError, tls};
 use crate::config::{Config, TransportConfig as Limits};
 use crate::{OctopiiError, Result};
 
@@ -74,7 +74,10 @@ impl Transport {
     /// of quinn's tasks run on the runtime of `handle`.
     ///
     /// Unreadable certificates or an unusable address fail here, with a
-    /// message saying which.
+    /// message saying which. Unlike the other transport operations this
+    /// returns the crate's [`OctopiiError`]: it validates the whole
+    /// [`Config`] ([`OctopiiError::Config`]) before the transport's own
+    /// work ([`OctopiiError::Transport`]).
     pub fn bind(config: &Config, handle: &Handle) -> Result<Self> {
         config.validate()?;
         let tls_config = config.tls.as_ref().ok_or(OctopiiError::Config {
@@ -94,12 +97,12 @@ impl Transport {
         let transport = Arc::new(transport_config(&config.transport)?);
 
         let server_tls = QuicServerConfig::try_from(tls::server_config(&creds, insecure)?)
-            .map_err(|e| OctopiiError::Tls(e.to_string()))?;
+            .map_err(TransportError::from)?;
         let mut server = ServerConfig::with_crypto(Arc::new(server_tls));
         server.transport_config(transport.clone());
 
         let client_tls = QuicClientConfig::try_from(tls::client_config(&creds, insecure)?)
-            .map_err(|e| OctopiiError::Tls(e.to_string()))?;
+            .map_err(TransportError::from)?;
         let mut client = quinn::ClientConfig::new(Arc::new(client_tls));
         client.transport_config(transport);
 
@@ -111,7 +114,8 @@ impl Transport {
         let runtime = Arc::new(PinnedRuntime(handle.clone()));
         // A restarted node resets its peers' stale connections: see `restart_keys`.
         let endpoint_config = endpoint_config(&creds)?;
-        let mut endpoint = Endpoint::new(endpoint_config, Some(server), socket, runtime)?;
+        let mut endpoint = Endpoint::new(endpoint_config, Some(server), socket, runtime)
+            .map_err(TransportError::Socket)?;
         endpoint.set_default_client_config(client);
         Ok(Transport {
             endpoint,
@@ -129,8 +133,8 @@ impl Transport {
     }
 
     /// The address the endpoint is bound to.
-    pub fn local_addr(&self) -> Result<SocketAddr> {
-        Ok(self.endpoint.local_addr()?)
+    pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
+        self.endpoint.local_addr().map_err(TransportError::Socket)
     }
 
     /// The transport limits in force.
@@ -139,7 +143,7 @@ impl Transport {
     }
 
     /// The pooled connection to `addr`, dialling it if needed.
-    pub async fn connect(&self, addr: SocketAddr) -> Result<PeerConnection> {
+    pub async fn connect(&self, addr: SocketAddr) -> Result<PeerConnection, TransportError> {
         self.pool
             .get(addr, || async {
                 let conn = self.dial(addr).await?;
@@ -150,10 +154,13 @@ impl Transport {
     }
 
     /// A new connection to `addr`, outside the pool.
-    pub async fn dial(&self, addr: SocketAddr) -> Result<PeerConnection> {
+    pub async fn dial(&self, addr: SocketAddr) -> Result<PeerConnection, TransportError> {
         // Nodes are dialled by address; the name only fills the TLS field
         // (certificates are checked against the cluster CA, not a name).
-        let connecting = self.endpoint.connect(addr, "octopii-node")?;
+        let connecting = self
+            .endpoint
+            .connect(addr, "octopii-node")
+            .map_err(|source| TransportError::Connect { addr, source })?;
         self.finish_handshake(connecting, "outbound").await
     }
 
@@ -163,12 +170,15 @@ impl Transport {
         &self,
         connecting: quinn::Connecting,
         direction: &str,
-    ) -> Result<PeerConnection> {
+    ) -> Result<PeerConnection, TransportError> {
         let timeout = self.limits.handshake_timeout();
+        let addr = connecting.remote_address();
         let connection = tokio::time::timeout(timeout, connecting)
             .await
-            .map_err(|_| OctopiiError::Timeout(timeout))?
-            .map_err(connection_error)?;
+            .map_err(|_| TransportError::HandshakeTimeout {
+                addr,
+                after: timeout,
+            })??;
         let conn = PeerConnection::new(connection, self.verified)?;
         log_connected(&conn, direction);
         Ok(conn)
@@ -266,8 +276,8 @@ impl Transport {
         }
     }
 
-    async fn handshake(&self, incoming: quinn::Incoming) -> Result<PeerConnection> {
-        let connecting = incoming.accept().map_err(connection_error)?;
+    async fn handshake(&self, incoming: quinn::Incoming) -> Result<PeerConnection, TransportError> {
+        let connecting = incoming.accept()?;
         self.finish_handshake(connecting, "inbound").await
     }
 

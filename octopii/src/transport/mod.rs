@@ -9,6 +9,7 @@
 //! peer's verified [`PeerInfo`].
 
 mod endpoint;
+mod error;
 mod log_limit;
 mod pool;
 mod quinn_runtime;
@@ -19,9 +20,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use endpoint::{InboundHandler, Transport, TransportStats};
+pub use error::{PemItem, RefusedBy, TransportError};
 pub use pool::{ConnectionPool, PoolStats};
 
-use crate::OctopiiError;
 use crate::identity::Role;
 
 /// Who is on the other end of a connection.
@@ -46,7 +47,7 @@ pub struct PeerConnection {
 }
 
 impl PeerConnection {
-    fn new(connection: quinn::Connection, verified: bool) -> Result<Self, OctopiiError> {
+    fn new(connection: quinn::Connection, verified: bool) -> Result<Self, TransportError> {
         let cert = connection
             .peer_identity()
             .and_then(|any| any.downcast::<Vec<rustls_pki_types::CertificateDer>>().ok())
@@ -58,7 +59,9 @@ impl PeerConnection {
                     Role::of_certificate(&cert),
                 ))
             })
-            .ok_or_else(|| OctopiiError::Tls("peer presented no named certificate".into()))?;
+            .ok_or_else(|| TransportError::NoPeerName {
+                addr: connection.remote_address(),
+            })?;
         let peer = PeerInfo {
             addr: connection.remote_address(),
             identity,
@@ -88,42 +91,12 @@ impl PeerConnection {
 
     /// Opens a bidirectional stream, waiting while the peer's stream limit
     /// is reached.
-    pub async fn open_bi(&self) -> Result<(quinn::SendStream, quinn::RecvStream), OctopiiError> {
-        self.connection.open_bi().await.map_err(connection_error)
+    pub async fn open_bi(&self) -> Result<(quinn::SendStream, quinn::RecvStream), TransportError> {
+        Ok(self.connection.open_bi().await?)
     }
 
     /// Waits until the connection closes and says why.
-    pub async fn closed(&self) -> OctopiiError {
-        connection_error(self.connection.closed().await)
+    pub async fn closed(&self) -> TransportError {
+        self.connection.closed().await.into()
     }
-}
-
-/// Turns a quinn connection error into an [`OctopiiError`], naming TLS
-/// refusals as such so the caller sees "certificate refused", not a code.
-pub fn connection_error(e: quinn::ConnectionError) -> OctopiiError {
-    use quinn::ConnectionError as E;
-    let crypto = |code: quinn::TransportErrorCode, reason: &str, by: &str| {
-        let code = u64::from(code);
-        (0x100..0x200).contains(&code).then(|| {
-            OctopiiError::Tls(format!(
-                "TLS handshake refused by {by}: {} (alert {})",
-                if reason.is_empty() {
-                    "no reason given"
-                } else {
-                    reason
-                },
-                code - 0x100
-            ))
-        })
-    };
-    let mapped = match &e {
-        E::ConnectionClosed(close) => crypto(
-            close.error_code,
-            &String::from_utf8_lossy(&close.reason),
-            "peer",
-        ),
-        E::TransportError(err) => crypto(err.code, &err.reason, "this node"),
-        _ => None,
-    };
-    mapped.unwrap_or(OctopiiError::QuicConnection(e))
 }

@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::OnceCell;
 
-use super::PeerConnection;
-use crate::Result;
+use super::{PeerConnection, TransportError};
 
 type Slot = Arc<OnceCell<PeerConnection>>;
 
@@ -44,10 +43,14 @@ impl ConnectionPool {
     ///
     /// Concurrent callers for the same peer share one `dial`. If it fails,
     /// the error goes to the caller that ran it and the next waiter dials.
-    pub async fn get<F, Fut>(&self, addr: SocketAddr, dial: F) -> Result<PeerConnection>
+    pub async fn get<F, Fut>(
+        &self,
+        addr: SocketAddr,
+        dial: F,
+    ) -> Result<PeerConnection, TransportError>
     where
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<PeerConnection>>,
+        Fut: Future<Output = Result<PeerConnection, TransportError>>,
     {
         loop {
             let slot = self.slot(addr);
@@ -55,7 +58,7 @@ impl ConnectionPool {
                 .get_or_try_init(|| async {
                     let conn = dial().await?;
                     self.handshakes.fetch_add(1, Ordering::Relaxed);
-                    Ok::<_, crate::OctopiiError>(conn)
+                    Ok::<_, TransportError>(conn)
                 })
                 .await?;
             if conn.is_open() {

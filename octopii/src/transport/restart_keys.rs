@@ -20,8 +20,10 @@ use ring::{hkdf, hmac};
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 
+use super::{PemItem, TransportError};
 use crate::identity::NodeCredentials;
-use crate::{OctopiiError, Result};
+
+type Result<T, E = TransportError> = std::result::Result<T, E>;
 
 /// Fixed salt of the derivation: these keys are used for nothing else.
 const SALT: &[u8] = b"octopii endpoint keys v1";
@@ -46,11 +48,16 @@ struct RestartKeys {
 
 impl RestartKeys {
     fn derive(creds: &NodeCredentials) -> Result<Self> {
-        let key = PrivateKeyDer::from_pem_slice(creds.key_pem().as_bytes())
-            .map_err(|e| OctopiiError::Tls(format!("node private key: {e}")))?;
+        let key = PrivateKeyDer::from_pem_slice(creds.key_pem().as_bytes()).map_err(|source| {
+            TransportError::Pem {
+                path: None,
+                what: PemItem::PrivateKey,
+                source,
+            }
+        })?;
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SALT).extract(key.secret_der());
         // Expanding fails only for outputs over 255 hash lengths.
-        let failed = |_| OctopiiError::Tls("cannot derive the endpoint keys".into());
+        let failed = |_| TransportError::KeyDerivation;
         let reset = prk
             .expand(&[b"stateless reset"], hmac::HMAC_SHA256)
             .map_err(failed)?

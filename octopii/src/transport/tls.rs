@@ -35,8 +35,11 @@ use rustls::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
+use super::{PemItem, TransportError};
 pub use crate::identity::{NodeCredentials, ROLE_URI_SCHEME, Role, subject_common_name};
-use crate::{OctopiiError, Result};
+
+/// Result of the TLS functions.
+type Result<T, E = TransportError> = std::result::Result<T, E>;
 
 /// The ALPN protocol name every Octopii connection negotiates.
 pub const ALPN: &[u8] = b"octopii";
@@ -91,8 +94,13 @@ impl ClusterCa {
     /// Loads a CA from its certificate and key PEM text.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self> {
         let key = KeyPair::from_pem(key_pem)?;
-        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
-            .map_err(|e| OctopiiError::Tls(format!("CA certificate: {e}")))?;
+        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|source| {
+            TransportError::Pem {
+                path: None,
+                what: PemItem::CaCertificate,
+                source,
+            }
+        })?;
         Ok(ClusterCa {
             cert_pem: cert_pem.to_owned(),
             cert_der,
@@ -151,21 +159,20 @@ impl ClusterCa {
     ) -> Result<NodeCredentials> {
         match role {
             Role::Node { id: 0 } => {
-                return Err(OctopiiError::Tls("a node's raft id must not be 0".into()));
+                return Err(TransportError::ZeroNodeId);
             }
             Role::Client | Role::Admin if !usable_in_uri(name) => {
-                return Err(OctopiiError::Tls(format!(
-                    "unusable {role} name {name:?}: use ASCII letters, digits, `-`, `_` and `.`"
-                )));
+                return Err(TransportError::UnusableName {
+                    role,
+                    name: name.to_owned(),
+                });
             }
             _ => {}
         }
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(vec![name.to_owned()])?;
         if let Some(uri) = role.uri(name) {
-            let uri = uri
-                .try_into()
-                .map_err(|e| OctopiiError::Tls(format!("role URI: {e}")))?;
+            let uri = uri.try_into()?;
             params.subject_alt_names.push(SanType::URI(uri));
         }
         params.distinguished_name = common_name(name);
@@ -230,8 +237,7 @@ pub fn server_config(creds: &NodeCredentials, insecure: bool) -> Result<rustls::
         ))
     } else {
         WebPkiClientVerifier::builder_with_provider(roots(&creds.ca_cert)?, provider.clone())
-            .build()
-            .map_err(|e| OctopiiError::Tls(e.to_string()))?
+            .build()?
     };
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -253,8 +259,7 @@ pub fn client_config(creds: &NodeCredentials, insecure: bool) -> Result<rustls::
             roots(&creds.ca_cert)?,
             provider.clone(),
         )
-        .build()
-        .map_err(|e| OctopiiError::Tls(e.to_string()))?;
+        .build()?;
         Arc::new(ClusterMemberVerifier { inner })
     };
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
@@ -401,7 +406,7 @@ impl ClientCertVerifier for InsecureAcceptAnyCertificate {
 }
 
 /// Writes `text` to `path`, readable only by its owner when `secret`.
-pub fn write_pem(path: &Path, text: &str, secret: bool) -> Result<()> {
+pub fn write_pem(path: &Path, text: &str, secret: bool) -> crate::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -412,10 +417,10 @@ pub fn write_pem(path: &Path, text: &str, secret: bool) -> Result<()> {
     }
     let mut file = options
         .open(path)
-        .map_err(|e| OctopiiError::file(path, e))?;
+        .map_err(|e| crate::OctopiiError::file(path, e))?;
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
-        .map_err(|e| OctopiiError::file(path, e))
+        .map_err(|e| crate::OctopiiError::file(path, e))
 }
 
 #[cfg(test)]
@@ -454,9 +459,18 @@ mod tests {
             assert_eq!(creds.role(), role);
             assert_eq!(Role::of_certificate(&creds.cert), role);
         }
-        assert!(ca.issue_node("n", 0).is_err());
-        assert!(ca.issue_client("a/b").is_err());
-        assert!(ca.issue_admin("").is_err());
+        assert!(matches!(
+            ca.issue_node("n", 0),
+            Err(TransportError::ZeroNodeId)
+        ));
+        assert!(matches!(
+            ca.issue_client("a/b"),
+            Err(TransportError::UnusableName { role: Role::Client, name }) if name == "a/b"
+        ));
+        assert!(matches!(
+            ca.issue_admin(""),
+            Err(TransportError::UnusableName { role: Role::Admin, name }) if name.is_empty()
+        ));
     }
 
     #[test]

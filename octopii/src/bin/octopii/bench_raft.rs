@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use octopii::ClusterCa;
-use octopii::raft::{RaftConfig, RaftNode, StateMachine};
+use octopii::raft::{RaftConfig, RaftNode, StateMachine, StateMachineError};
 use octopii::wal::{Wal, WalOptions};
 use octopii::{Config, OctopiiError, OctopiiNode, OctopiiRuntime};
 
@@ -53,10 +53,10 @@ impl StateMachine for Counter {
     fn snapshot(&self) -> Vec<u8> {
         self.0.to_le_bytes().to_vec()
     }
-    fn restore(&mut self, snapshot: &[u8]) -> octopii::Result<()> {
+    fn restore(&mut self, snapshot: &[u8]) -> std::result::Result<(), StateMachineError> {
         let bytes: [u8; 8] = snapshot
             .try_into()
-            .map_err(|_| OctopiiError::Serialization("counter snapshot is 8 bytes".into()))?;
+            .map_err(|_| StateMachineError::new("counter snapshot is 8 bytes"))?;
         self.0 = u64::from_le_bytes(bytes);
         Ok(())
     }
