@@ -506,6 +506,10 @@ impl Driver {
                     "membership changed"
                 );
                 self.raw.mut_store().set_conf_state(conf_state)?;
+                // Before the proposer hears of it: once `remove_node`
+                // returns, the services already judge callers by the new
+                // membership.
+                self.publish_status(true);
                 Ok(Ok(Vec::new()))
             }
             Err(e) => {
