@@ -45,6 +45,10 @@ pub enum OctopiiError {
     #[error("transport error: {0}")]
     Transport(#[from] crate::transport::TransportError),
 
+    /// Certificate or key files could not be loaded.
+    #[error("credentials: {0}")]
+    Credentials(#[from] crate::identity::CredentialsError),
+
     /// An operation did not finish within its time limit.
     #[error("timed out after {0:?}")]
     Timeout(Duration),

@@ -8,14 +8,79 @@
 //! [`ClusterCa`](crate::transport::tls::ClusterCa).
 
 use std::fmt;
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls_pki_types::pem::{Error as PemError, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::Result;
-use crate::transport::{PemItem, TransportError};
+/// Why credentials could not be loaded: a file that cannot be read, or
+/// that holds no usable PEM item of the kind it should.
+///
+/// ```
+/// use octopii::identity::{CredentialsError, NodeCredentials};
+///
+/// let missing = std::path::Path::new("no-such-dir/ca.pem");
+/// match NodeCredentials::from_pem_files(missing, missing, missing) {
+///     Err(CredentialsError::ReadFile { path, .. }) => assert_eq!(path, missing),
+///     other => panic!("a missing file is named: {other:?}"),
+/// }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialsError {
+    /// A certificate or key file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+
+    /// A file, or PEM text given in memory (`path` is `None`), holds no
+    /// usable PEM item of the kind it should.
+    #[error("{}no usable {what}: {source}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+    Pem {
+        /// The file, if the text came from one.
+        path: Option<PathBuf>,
+        /// What it should have held.
+        what: PemItem,
+        /// Why the PEM text was refused.
+        source: rustls_pki_types::pem::Error,
+    },
+
+    /// A certificate file holds a certificate without a subject common
+    /// name, so its holder has no name.
+    #[error("{}: the certificate has no subject name", path.display())]
+    NoSubjectName {
+        /// The certificate file.
+        path: PathBuf,
+    },
+}
+
+/// What a PEM file or text should hold; see [`CredentialsError::Pem`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PemItem {
+    /// The cluster CA's certificate.
+    CaCertificate,
+    /// A node's or client's certificate.
+    Certificate,
+    /// A private key.
+    PrivateKey,
+}
+
+impl fmt::Display for PemItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PemItem::CaCertificate => write!(f, "CA certificate"),
+            PemItem::Certificate => write!(f, "certificate"),
+            PemItem::PrivateKey => write!(f, "private key"),
+        }
+    }
+}
 
 /// The scheme of the SAN URI that names a certificate's [`Role`].
 pub const ROLE_URI_SCHEME: &str = "octopii://";
@@ -165,20 +230,20 @@ impl NodeCredentials {
     /// certificate and its private key.
     ///
     /// A file that cannot be read, or does not hold what it should, fails
-    /// with a [`TransportError`] naming it.
-    pub fn from_pem_files(ca_cert: &Path, cert: &Path, key: &Path) -> Result<Self> {
-        Ok(Self::load(ca_cert, cert, key)?)
-    }
-
-    fn load(ca_cert: &Path, cert: &Path, key: &Path) -> Result<Self, TransportError> {
+    /// with a [`CredentialsError`] naming it.
+    pub fn from_pem_files(
+        ca_cert: &Path,
+        cert: &Path,
+        key: &Path,
+    ) -> Result<Self, CredentialsError> {
         let read = |path: &Path| {
-            std::fs::read(path).map_err(|source| TransportError::ReadFile {
+            std::fs::read(path).map_err(|source| CredentialsError::ReadFile {
                 path: path.to_owned(),
                 source,
             })
         };
-        fn pem(path: &Path, what: PemItem) -> impl FnOnce(PemError) -> TransportError + '_ {
-            move |source| TransportError::Pem {
+        fn pem(path: &Path, what: PemItem) -> impl FnOnce(PemError) -> CredentialsError + '_ {
+            move |source| CredentialsError::Pem {
                 path: Some(path.to_owned()),
                 what,
                 source,
@@ -193,7 +258,7 @@ impl NodeCredentials {
         let key_der =
             PrivateKeyDer::from_pem_slice(&key_pem).map_err(pem(key, PemItem::PrivateKey))?;
         let name =
-            subject_common_name(&node_cert).ok_or_else(|| TransportError::NoSubjectName {
+            subject_common_name(&node_cert).ok_or_else(|| CredentialsError::NoSubjectName {
                 path: cert.to_owned(),
             })?;
         Ok(NodeCredentials {
@@ -233,4 +298,26 @@ pub fn subject_common_name(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let cn = parsed.subject().iter_common_name().next()?;
     cn.as_str().ok().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_is_not_pem_names_the_file_and_the_item() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "this is not PEM").unwrap();
+        let err = NodeCredentials::from_pem_files(&garbage, &garbage, &garbage).unwrap_err();
+        match &err {
+            CredentialsError::Pem {
+                path: Some(path),
+                what: PemItem::CaCertificate,
+                ..
+            } => assert_eq!(path, &garbage),
+            other => panic!("not PEM: {other:?}"),
+        }
+        assert!(err.to_string().contains("garbage.pem"), "{err}");
+    }
 }

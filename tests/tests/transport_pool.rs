@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use octopii::ClusterCa;
-use octopii::transport::{PemItem, TransportError};
+use octopii::identity::{CredentialsError, PemItem};
+use octopii::transport::TransportError;
 use octopii::{Config, OctopiiError, OctopiiNode, OctopiiRuntime};
 use octopii_tests::{config, echo, echo_node};
 
@@ -141,7 +142,7 @@ fn unreadable_or_invalid_certificates_fail_at_start_naming_the_file() {
     assert!(
         matches!(
             &err,
-            OctopiiError::Transport(TransportError::ReadFile { path, source })
+            OctopiiError::Credentials(CredentialsError::ReadFile { path, source })
                 if path == &missing && source.kind() == std::io::ErrorKind::NotFound
         ),
         "{err:?}"
@@ -156,7 +157,7 @@ fn unreadable_or_invalid_certificates_fail_at_start_naming_the_file() {
     assert!(
         matches!(
             &err,
-            OctopiiError::Transport(TransportError::Pem { path: Some(path), what: PemItem::CaCertificate, .. })
+            OctopiiError::Credentials(CredentialsError::Pem { path: Some(path), what: PemItem::CaCertificate, .. })
                 if path.ends_with("garbage.pem")
         ),
         "{err:?}"

@@ -107,7 +107,7 @@ impl TlsConfig {
                 message: "set `ca_cert`, `cert` and `key`, or in-memory credentials".into(),
             });
         };
-        NodeCredentials::from_pem_files(ca, cert, key)
+        Ok(NodeCredentials::from_pem_files(ca, cert, key)?)
     }
 }
 

@@ -11,10 +11,9 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::identity::Role;
+use crate::identity::{CredentialsError, Role};
 
 /// Why a transport operation failed.
 ///
@@ -82,34 +81,9 @@ pub enum TransportError {
         addr: SocketAddr,
     },
 
-    /// A certificate or key file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
-    ReadFile {
-        /// The file.
-        path: PathBuf,
-        /// What the operating system said.
-        source: io::Error,
-    },
-
-    /// A file, or PEM text given in memory (`path` is `None`), holds no
-    /// usable PEM item of the kind it should.
-    #[error("{}no usable {what}: {source}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
-    Pem {
-        /// The file, if the text came from one.
-        path: Option<PathBuf>,
-        /// What it should have held.
-        what: PemItem,
-        /// Why the PEM text was refused.
-        source: rustls_pki_types::pem::Error,
-    },
-
-    /// A certificate file holds a certificate without a subject common
-    /// name, so its holder has no name.
-    #[error("{}: the certificate has no subject name", path.display())]
-    NoSubjectName {
-        /// The certificate file.
-        path: PathBuf,
-    },
+    /// Credentials (a certificate, a key, their files) are unusable.
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
 
     /// A node certificate was asked for with raft id 0, which raft does
     /// not use.
@@ -170,28 +144,6 @@ impl fmt::Display for RefusedBy {
         match self {
             RefusedBy::Peer => write!(f, "peer"),
             RefusedBy::ThisNode => write!(f, "this node"),
-        }
-    }
-}
-
-/// What a PEM file or text should hold; see [`TransportError::Pem`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PemItem {
-    /// The cluster CA's certificate.
-    CaCertificate,
-    /// A node's or client's certificate.
-    Certificate,
-    /// A private key.
-    PrivateKey,
-}
-
-impl fmt::Display for PemItem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PemItem::CaCertificate => write!(f, "CA certificate"),
-            PemItem::Certificate => write!(f, "certificate"),
-            PemItem::PrivateKey => write!(f, "private key"),
         }
     }
 }
@@ -262,23 +214,5 @@ mod tests {
             TransportError::Connection(quinn::ConnectionError::TimedOut)
         ));
         assert!(std::error::Error::source(&err).is_some());
-    }
-
-    #[test]
-    fn a_file_that_is_not_pem_names_the_file_and_the_item() {
-        let dir = tempfile::tempdir().unwrap();
-        let garbage = dir.path().join("garbage.pem");
-        std::fs::write(&garbage, "this is not PEM").unwrap();
-        let err = crate::identity::NodeCredentials::from_pem_files(&garbage, &garbage, &garbage)
-            .unwrap_err();
-        match &err {
-            crate::OctopiiError::Transport(TransportError::Pem {
-                path: Some(path),
-                what: PemItem::CaCertificate,
-                ..
-            }) => assert_eq!(path, &garbage),
-            other => panic!("not PEM: {other:?}"),
-        }
-        assert!(err.to_string().contains("garbage.pem"), "{err}");
     }
 }

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use endpoint::{InboundHandler, Transport, TransportStats};
-pub use error::{PemItem, RefusedBy, TransportError};
+pub use error::{RefusedBy, TransportError};
 pub use pool::{ConnectionPool, PoolStats};
 
 use crate::identity::Role;

@@ -20,8 +20,9 @@ use ring::{hkdf, hmac};
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 
-use super::{PemItem, TransportError};
+use super::TransportError;
 use crate::identity::NodeCredentials;
+use crate::identity::{CredentialsError, PemItem};
 
 type Result<T, E = TransportError> = std::result::Result<T, E>;
 
@@ -49,11 +50,11 @@ struct RestartKeys {
 impl RestartKeys {
     fn derive(creds: &NodeCredentials) -> Result<Self> {
         let key = PrivateKeyDer::from_pem_slice(creds.key_pem().as_bytes()).map_err(|source| {
-            TransportError::Pem {
+            TransportError::Credentials(CredentialsError::Pem {
                 path: None,
                 what: PemItem::PrivateKey,
                 source,
-            }
+            })
         })?;
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SALT).extract(key.secret_der());
         // Expanding fails only for outputs over 255 hash lengths.

@@ -35,7 +35,8 @@ use rustls::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
-use super::{PemItem, TransportError};
+use super::TransportError;
+use crate::identity::{CredentialsError, PemItem};
 pub use crate::identity::{NodeCredentials, ROLE_URI_SCHEME, Role, subject_common_name};
 
 /// Result of the TLS functions.
@@ -95,11 +96,11 @@ impl ClusterCa {
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self> {
         let key = KeyPair::from_pem(key_pem)?;
         let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|source| {
-            TransportError::Pem {
+            TransportError::Credentials(CredentialsError::Pem {
                 path: None,
                 what: PemItem::CaCertificate,
                 source,
-            }
+            })
         })?;
         Ok(ClusterCa {
             cert_pem: cert_pem.to_owned(),
