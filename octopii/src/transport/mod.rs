@@ -79,7 +79,15 @@ impl PeerConnection {
         &self.peer
     }
 
-    /// The underlying quinn connection.
+    /// The underlying quinn connection: the deliberate escape hatch to raw
+    /// QUIC (datagrams, unidirectional streams, a protocol of your own
+    /// beside Octopii's), already mutually authenticated as
+    /// [`peer`](Self::peer) says. Streams opened on it bypass Octopii's
+    /// framing, limits and policies; the peer's router treats a
+    /// bidirectional stream as an RPC request, so a custom protocol
+    /// belongs on a node started with
+    /// [`OctopiiNode::with_handler`](crate::OctopiiNode::with_handler).
+    /// quinn's API is not Octopii's: it may change with a quinn upgrade.
     pub fn quinn(&self) -> &quinn::Connection {
         &self.connection
     }
