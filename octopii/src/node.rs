@@ -83,8 +83,33 @@ impl OctopiiNode {
     /// Starts a node on `runtime`, serving the services added later with
     /// [`serve`](Self::serve).
     pub fn new(config: Config, runtime: &OctopiiRuntime) -> Result<Self> {
+        let transport = Transport::bind(&config, runtime.handle())?;
+        Self::serving(config, runtime, transport)
+    }
+
+    /// As [`new`](Self::new), sending and receiving its datagrams through
+    /// `socket` instead of a UDP socket bound on `config.bind_addr`: the
+    /// seam a simulated network plugs into (with
+    /// [`OctopiiRuntime::from_handle`] for simulated time).
+    pub fn with_socket(
+        config: Config,
+        runtime: &OctopiiRuntime,
+        socket: Arc<dyn quinn::AsyncUdpSocket>,
+    ) -> Result<Self> {
+        let transport = Transport::with_socket(&config, runtime.handle(), socket)?;
+        Self::serving(config, runtime, transport)
+    }
+
+    /// A node whose router serves its services over `transport`.
+    fn serving(config: Config, runtime: &OctopiiRuntime, transport: Transport) -> Result<Self> {
         let router = Arc::new(Router::new(&config.rpc, config.transport.max_frame_size));
-        Self::start(config, runtime, Arc::new(router.clone()), Some(router))
+        Self::start(
+            config,
+            runtime,
+            transport,
+            Arc::new(router.clone()),
+            Some(router),
+        )
     }
 
     /// Starts a node whose inbound streams all go to `handler` instead of
@@ -94,17 +119,19 @@ impl OctopiiNode {
         runtime: &OctopiiRuntime,
         handler: Arc<dyn InboundHandler>,
     ) -> Result<Self> {
-        Self::start(config, runtime, handler, None)
+        let transport = Transport::bind(&config, runtime.handle())?;
+        Self::start(config, runtime, transport, handler, None)
     }
 
     fn start(
         config: Config,
         runtime: &OctopiiRuntime,
+        transport: Transport,
         handler: Arc<dyn InboundHandler>,
         router: Option<Arc<Router>>,
     ) -> Result<Self> {
         let handle = runtime.handle().clone();
-        let transport = Arc::new(Transport::bind(&config, &handle)?);
+        let transport = Arc::new(transport);
         let local_addr = transport.local_addr()?;
         let streams = Arc::new(StreamPool::new(
             transport.clone(),

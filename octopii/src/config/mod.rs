@@ -147,6 +147,10 @@ pub struct TransportConfig {
     /// Failed inbound handshakes logged per second at most; the next line
     /// logged says how many were left out.
     pub handshake_failure_logs_per_second: u32,
+    /// Seeds the QUIC endpoint's own random choices (connection ids,
+    /// tokens) so that a simulation replays; `None`, the default, draws
+    /// them from the operating system. Never set it in production.
+    pub rng_seed: Option<u64>,
 }
 
 impl Default for TransportConfig {
@@ -164,6 +168,7 @@ impl Default for TransportConfig {
             max_concurrent_handshakes: 256,
             retry_handshakes_above: 64,
             handshake_failure_logs_per_second: 10,
+            rng_seed: None,
         }
     }
 }

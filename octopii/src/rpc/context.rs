@@ -1,7 +1,9 @@
 //! [`Context`]: what a handler may know about the call it serves.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::identity::Role;
 use crate::transport::PeerInfo;

@@ -67,6 +67,9 @@ pub struct Transport {
     retried: AtomicU64,
     failure_logs: LogLimit,
     handle: Handle,
+    /// Bound by the transport itself, so its port is released at close;
+    /// a socket the caller gave is the caller's.
+    owns_socket: bool,
 }
 
 impl Transport {
@@ -79,6 +82,26 @@ impl Transport {
     /// [`Config`] ([`OctopiiError::Config`]) before the transport's own
     /// work ([`OctopiiError::Transport`]).
     pub fn bind(config: &Config, handle: &Handle) -> Result<Self> {
+        Self::start(config, handle, None)
+    }
+
+    /// As [`bind`](Self::bind), over `socket` instead of a UDP socket of
+    /// the operating system's: the seam a simulated network plugs into.
+    /// `config.bind_addr` is not bound; the socket's own address is the
+    /// node's.
+    pub fn with_socket(
+        config: &Config,
+        handle: &Handle,
+        socket: Arc<dyn quinn::AsyncUdpSocket>,
+    ) -> Result<Self> {
+        Self::start(config, handle, Some(socket))
+    }
+
+    fn start(
+        config: &Config,
+        handle: &Handle,
+        socket: Option<Arc<dyn quinn::AsyncUdpSocket>>,
+    ) -> Result<Self> {
         config.validate()?;
         let tls_config = config.tls.as_ref().ok_or(OctopiiError::Config {
             field: "tls",
@@ -106,16 +129,27 @@ impl Transport {
         let mut client = quinn::ClientConfig::new(Arc::new(client_tls));
         client.transport_config(transport);
 
-        let socket =
-            std::net::UdpSocket::bind(config.bind_addr).map_err(|e| OctopiiError::Config {
-                field: "bind_addr",
-                message: format!("cannot bind {}: {e}", config.bind_addr),
-            })?;
         let runtime = Arc::new(PinnedRuntime(handle.clone()));
         // A restarted node resets its peers' stale connections: see `restart_keys`.
-        let endpoint_config = endpoint_config(&creds)?;
-        let mut endpoint = Endpoint::new(endpoint_config, Some(server), socket, runtime)
-            .map_err(TransportError::Socket)?;
+        let mut endpoint_config = endpoint_config(&creds)?;
+        endpoint_config.rng_seed(config.transport.rng_seed.map(rng_seed));
+        let owns_socket = socket.is_none();
+        let socket = match socket {
+            Some(socket) => socket,
+            None => {
+                let socket = std::net::UdpSocket::bind(config.bind_addr).map_err(|e| {
+                    OctopiiError::Config {
+                        field: "bind_addr",
+                        message: format!("cannot bind {}: {e}", config.bind_addr),
+                    }
+                })?;
+                quinn::Runtime::wrap_udp_socket(&*runtime, socket)
+                    .map_err(TransportError::Socket)?
+            }
+        };
+        let mut endpoint =
+            Endpoint::new_with_abstract_socket(endpoint_config, Some(server), socket, runtime)
+                .map_err(TransportError::Socket)?;
         endpoint.set_default_client_config(client);
         Ok(Transport {
             endpoint,
@@ -129,6 +163,7 @@ impl Transport {
             retried: AtomicU64::new(0),
             failure_logs: LogLimit::new(config.transport.handshake_failure_logs_per_second),
             handle: handle.clone(),
+            owns_socket,
         })
     }
 
@@ -287,7 +322,9 @@ impl Transport {
         self.endpoint
             .close(VarInt::from_u32(0), b"node shutting down");
         let _ = tokio::time::timeout(timeout, self.endpoint.wait_idle()).await;
-        release_port(&self.endpoint);
+        if self.owns_socket {
+            release_port(&self.endpoint);
+        }
     }
 
     /// As [`close`](Self::close), without waiting: the wait and the release
@@ -297,11 +334,14 @@ impl Transport {
         self.endpoint
             .close(VarInt::from_u32(0), b"node shutting down");
         let endpoint = self.endpoint.clone();
+        let owns_socket = self.owns_socket;
         // On a runtime already shut down the task is dropped unrun, and the
         // port is freed when the runtime's sockets are.
         self.handle.spawn(async move {
             let _ = tokio::time::timeout(timeout, endpoint.wait_idle()).await;
-            release_port(&endpoint);
+            if owns_socket {
+                release_port(&endpoint);
+            }
         });
     }
 }
@@ -331,6 +371,15 @@ fn release_port(endpoint: &Endpoint) {
             return;
         }
     }
+}
+
+/// quinn's 32-byte seed from the configured one.
+fn rng_seed(seed: u64) -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+        chunk.copy_from_slice(&(seed ^ i as u64).to_le_bytes());
+    }
+    bytes
 }
 
 fn log_connected(conn: &PeerConnection, direction: &str) {

@@ -18,7 +18,9 @@
 //! `item_sink.rs` writes a side's items ([`ItemSink`]), `item_source.rs`
 //! reads the peer's; this file holds the entry points the generated code calls.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -54,7 +56,7 @@ pub(super) async fn bounded<R>(
     let Some(deadline) = deadline else {
         return call.await;
     };
-    match tokio::time::timeout_at(deadline.into(), call).await {
+    match tokio::time::timeout_at(deadline, call).await {
         Ok(Err(_)) if Instant::now() >= deadline => Err(deadline_exceeded()),
         Ok(result) => result,
         Err(_) => Err(deadline_exceeded()),
