@@ -10,6 +10,7 @@ use octopii::{Config, OctopiiNode, OctopiiRuntime};
 
 pub mod captured_logs;
 pub mod crash_fs;
+pub mod sim;
 pub mod wal_fs;
 
 /// Largest message the echo handler reads.

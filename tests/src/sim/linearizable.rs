@@ -1,0 +1,167 @@
+//! A linearizability checker in the style of Wing and Gong (with Lowe's
+//! memoization): searches for an order of a key's operations that respects
+//! real time and that a single register would produce. Keys are
+//! independent (linearizability is compositional), so each is checked on
+//! its own. An indeterminate operation may take effect at any point after
+//! its invocation, or never.
+
+use std::collections::HashSet;
+
+use super::history::{Entry, History, Op, Outcome, Reply};
+
+/// Most operations on one key the search handles (one bit each).
+const MAX_OPS_PER_KEY: usize = 128;
+
+/// `Ok`, or the first key whose operations no register could produce.
+pub fn check(history: &History) -> Result<(), String> {
+    let mut keys: Vec<&str> = history.entries.iter().map(|e| e.key.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for key in keys {
+        let ops: Vec<&Entry> = history.entries.iter().filter(|e| e.key == key).collect();
+        if ops.len() > MAX_OPS_PER_KEY {
+            return Err(format!(
+                "key {key}: {} operations, at most {MAX_OPS_PER_KEY}",
+                ops.len()
+            ));
+        }
+        if !Search::new(&ops).run() {
+            return Err(format!(
+                "key {key}: no linearization of {} operations: {ops:#?}",
+                ops.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+struct Search<'a> {
+    ops: &'a [&'a Entry],
+    seen: HashSet<(u128, Option<String>)>,
+}
+
+impl<'a> Search<'a> {
+    fn new(ops: &'a [&'a Entry]) -> Self {
+        Search {
+            ops,
+            seen: HashSet::new(),
+        }
+    }
+
+    fn run(&mut self) -> bool {
+        self.extend(0, None)
+    }
+
+    fn is_done(&self, i: usize, done: u128) -> bool {
+        done & (1 << i) != 0
+    }
+
+    /// Whether the operations not in `done` can follow, from `value`.
+    fn extend(&mut self, done: u128, value: Option<String>) -> bool {
+        let pending_determinate = (0..self.ops.len())
+            .filter(|&i| !self.is_done(i, done))
+            .filter(|&i| matches!(self.ops[i].outcome, Outcome::Ok(_)));
+        // Every operation that returned is placed: the rest may never have
+        // taken effect.
+        let Some(earliest_return) = pending_determinate.map(|i| self.ops[i].completed).min() else {
+            return true;
+        };
+        if !self.seen.insert((done, value.clone())) {
+            return false;
+        }
+        for i in 0..self.ops.len() {
+            let op = self.ops[i];
+            // Only an operation invoked before every pending one returned
+            // can come next.
+            if self.is_done(i, done) || op.invoked > earliest_return {
+                continue;
+            }
+            let (reply, next) = apply(&op.op, &value);
+            let fits = match &op.outcome {
+                Outcome::Ok(observed) => *observed == reply,
+                Outcome::Indeterminate(_) => true,
+            };
+            if fits && self.extend(done | (1 << i), next) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// What `op` returns on a register holding `value`, and what it holds after.
+fn apply(op: &Op, value: &Option<String>) -> (Reply, Option<String>) {
+    match op {
+        Op::Put(new) => (Reply::Value(value.clone()), Some(new.clone())),
+        Op::Get => (Reply::Value(value.clone()), value.clone()),
+        Op::Cas { expected, new } if expected == value => (Reply::Swapped(true), Some(new.clone())),
+        Op::Cas { .. } => (Reply::Swapped(false), value.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn entry(client: u64, op: Op, invoked: u64, completed: u64, outcome: Outcome) -> Entry {
+        Entry {
+            client,
+            key: "k".into(),
+            op,
+            invoked: Duration::from_millis(invoked),
+            completed: Duration::from_millis(completed),
+            outcome,
+        }
+    }
+
+    fn value(v: Option<&str>) -> Outcome {
+        Outcome::Ok(Reply::Value(v.map(str::to_owned)))
+    }
+
+    #[test]
+    fn overlapping_operations_may_take_either_order() {
+        let history = History {
+            entries: vec![
+                entry(1, Op::Put("a".into()), 0, 10, value(None)),
+                entry(2, Op::Get, 1, 5, value(Some("a"))),
+            ],
+        };
+        assert!(check(&history).is_ok());
+    }
+
+    #[test]
+    fn a_stale_read_after_a_completed_write_is_caught() {
+        let history = History {
+            entries: vec![
+                entry(1, Op::Put("a".into()), 0, 1, value(None)),
+                entry(2, Op::Get, 2, 3, value(None)),
+            ],
+        };
+        assert!(check(&history).is_err());
+    }
+
+    #[test]
+    fn an_indeterminate_write_may_or_may_not_have_happened() {
+        let lost = || Outcome::Indeterminate("deadline".into());
+        let seen = History {
+            entries: vec![
+                entry(1, Op::Put("a".into()), 0, 1, lost()),
+                entry(2, Op::Get, 2, 3, value(Some("a"))),
+            ],
+        };
+        assert!(check(&seen).is_ok());
+        let unseen = History {
+            entries: vec![
+                entry(1, Op::Put("a".into()), 0, 1, lost()),
+                entry(2, Op::Get, 2, 3, value(None)),
+            ],
+        };
+        assert!(check(&unseen).is_ok());
+        let invented = History {
+            entries: vec![entry(2, Op::Get, 2, 3, value(Some("b")))],
+        };
+        assert!(check(&invented).is_err());
+    }
+}
