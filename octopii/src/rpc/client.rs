@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +22,47 @@ use super::{CallStream, Code, RpcError};
 use crate::codec;
 use crate::identity::Role;
 use crate::transport::{PeerConnection, Transport};
+
+/// A connection and the datagrams received on it when a call started.
+struct CallOn {
+    conn: PeerConnection,
+    received: u64,
+}
+
+impl CallOn {
+    fn new(conn: &PeerConnection) -> Self {
+        CallOn {
+            conn: conn.clone(),
+            received: conn.quinn().stats().udp_rx.datagrams,
+        }
+    }
+
+    /// Closes the connection if not one datagram came from the peer during
+    /// a call that waited `waited`, many round trips: not even an
+    /// acknowledgement of the request. Such a peer is gone or restarted,
+    /// and QUIC would find out only at a loss probe that backs off to
+    /// seconds; closed, the connection leaves the pool and the next call
+    /// dials afresh.
+    fn close_if_silent_for(&self, waited: Duration) {
+        let quinn = self.conn.quinn();
+        let long_enough = waited >= SILENCE_FLOOR.max(quinn.rtt() * 4);
+        if long_enough && quinn.stats().udp_rx.datagrams == self.received {
+            tracing::info!(
+                peer = %self.conn.peer().addr,
+                ?waited,
+                "peer silent for a whole call, replacing the connection"
+            );
+            quinn.close(SILENT_PEER, b"peer silent for a whole call");
+        }
+    }
+}
+
+/// Shortest wait after which a silent peer's connection is replaced.
+const SILENCE_FLOOR: Duration = Duration::from_millis(200);
+
+/// Application error code of a connection closed because the peer was
+/// silent for a whole call.
+const SILENT_PEER: quinn::VarInt = quinn::VarInt::from_u32(1);
 
 /// Application error code of a stream reset because its call was abandoned.
 pub(crate) const CANCELLED: quinn::VarInt = quinn::VarInt::from_u32(u8::MAX as u32);
@@ -279,16 +320,23 @@ impl Client {
         R: DeserializeOwned,
     {
         let request = self.request(service, method, args, false)?;
+        let on = OnceLock::new();
         let reply = match self.deadline {
-            None => self.round_trip(&request).await?,
-            Some(deadline) => tokio::time::timeout(deadline, self.round_trip(&request))
-                .await
-                .map_err(|_| {
-                    RpcError::new(
-                        Code::DeadlineExceeded,
-                        format!("{service}.{method} gave no reply within {deadline:?}"),
-                    )
-                })??,
+            None => self.round_trip(&request, &on).await?,
+            Some(deadline) => {
+                match tokio::time::timeout(deadline, self.round_trip(&request, &on)).await {
+                    Ok(reply) => reply?,
+                    Err(_) => {
+                        if let Some(silent) = on.get() {
+                            silent.close_if_silent_for(deadline);
+                        }
+                        return Err(RpcError::new(
+                            Code::DeadlineExceeded,
+                            format!("{service}.{method} gave no reply within {deadline:?}"),
+                        ));
+                    }
+                }
+            }
         };
         codec::decode(&reply).map_err(|e| {
             RpcError::new(
@@ -349,9 +397,12 @@ impl Client {
         Ok(request)
     }
 
-    async fn round_trip(&self, request: &[u8]) -> Result<Bytes, RpcError> {
+    /// Sends `request` and reads its response; `on` is set to the
+    /// connection it went over, as soon as there is one.
+    async fn round_trip(&self, request: &[u8], on: &OnceLock<CallOn>) -> Result<Bytes, RpcError> {
         let max = self.pool.transport.limits().max_frame_size;
         let conn = self.connect().await?;
+        let _ = on.set(CallOn::new(&conn));
         let mut stream = self.pool.checkout(&conn).await?;
         let (send, recv) = stream.parts();
         send.write_all(request)

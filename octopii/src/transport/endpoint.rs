@@ -230,6 +230,11 @@ impl Transport {
         });
     }
 
+    /// The pooled connections, open or closing.
+    pub fn connections(&self) -> Vec<PeerConnection> {
+        self.pool.connections()
+    }
+
     /// Current counters.
     pub fn stats(&self) -> TransportStats {
         TransportStats {

@@ -36,6 +36,10 @@ pub(crate) fn endpoint_config(creds: &NodeCredentials) -> Result<EndpointConfig>
     let mut config = EndpointConfig::new(Arc::new(keys.reset));
     let cid_key = keys.connection_id;
     config.cid_generator(move || Box::new(HashedConnectionIdGenerator::from_key(cid_key)));
+    // quinn sends one reset per 20 ms by default, across the endpoint: a
+    // restarted node that many peers reach at once would leave all but one
+    // waiting for their next loss probe, seconds away.
+    config.min_reset_interval(std::time::Duration::from_millis(1));
     Ok(config)
 }
 
