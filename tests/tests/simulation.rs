@@ -32,8 +32,9 @@ fn seeds_keep_their_histories_linearizable() {
         simulated += report.simulated;
         if let Err(why) = &report.verdict {
             panic!(
-                "{}\n{why}\nreplay: OCTOPII_SIM_SEED={seed} cargo test -p octopii-tests --test simulation -- --nocapture",
-                report.line()
+                "{}\n{why}\nfaults:\n  {}\nreplay: OCTOPII_SIM_SEED={seed} cargo test -p octopii-tests --test simulation -- --nocapture",
+                report.line(),
+                report.faults.join("\n  ")
             );
         }
         assert!(
@@ -48,6 +49,22 @@ fn seeds_keep_their_histories_linearizable() {
         simulated.as_secs_f64() / wall.as_secs_f64(),
         count as f64 * 60.0 / wall.as_secs_f64()
     );
+}
+
+/// Seeds that found bugs, kept green (see `docs/TESTING.md`).
+const REGRESSION_SEEDS: [u64; 6] = [9, 43, 103, 158, 169, 237];
+
+#[test]
+fn regression_seeds_stay_green() {
+    for seed in REGRESSION_SEEDS {
+        let report = sim::run(seed, Plan::default());
+        assert!(
+            report.verdict.is_ok(),
+            "{}: {:?}",
+            report.line(),
+            report.verdict
+        );
+    }
 }
 
 #[test]

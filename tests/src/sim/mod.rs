@@ -98,8 +98,9 @@ impl Default for Plan {
 pub struct Report {
     pub seed: u64,
     pub history: History,
-    /// Faults the seed chose (weather changes and partitions).
-    pub faults: u64,
+    /// Faults the seed chose (weather, partitions, crashes), in order, each
+    /// with its simulated time.
+    pub faults: Vec<String>,
     pub net: net::NetStats,
     /// Simulated time the run took.
     pub simulated: Duration,
@@ -114,7 +115,7 @@ impl Report {
             "seed={} ops={} faults={} digest={}",
             self.seed,
             self.history.entries.len(),
-            self.faults,
+            self.faults.len(),
             self.history.digest()
         )
     }
@@ -155,9 +156,8 @@ async fn simulate(seed: u64, plan: Plan) -> Report {
     let started = Instant::now();
     let net = SimNet::new(seed);
     let runtime = OctopiiRuntime::from_handle(tokio::runtime::Handle::current());
-    let credentials = credentials(plan.clients + 1);
-    let nodes: Vec<OctopiiNode> = (1..=plan.clients + 1)
-        .zip(credentials)
+    let configs: Vec<Config> = (1..=plan.clients + 1)
+        .zip(credentials(plan.clients + 1))
         .map(|(id, creds)| {
             let mut config = Config::builder()
                 .node_id(id)
@@ -170,28 +170,50 @@ async fn simulate(seed: u64, plan: Plan) -> Report {
                 .build()
                 .expect("node config");
             config.worker_threads = 1;
-            OctopiiNode::with_socket(config, &runtime, net.socket(addr_of(id))).expect("node")
+            config
         })
         .collect();
-    let server = &nodes[0];
-    server
-        .serve(RegistersServer::new(Store::default()))
-        .expect("serve");
+    let start = |config: &Config| {
+        OctopiiNode::with_socket(config.clone(), &runtime, net.socket(config.bind_addr))
+            .expect("node")
+    };
+    // The server's registers outlive its process, as a store on disk would.
+    let store = Arc::new(Store::default());
+    let server = Server {
+        config: configs[0].clone(),
+        store: store.clone(),
+        node: Some(start(&configs[0])),
+    };
+    server.serve();
+    let clients: Vec<OctopiiNode> = configs[1..].iter().map(start).collect();
+    let server_addr = configs[0].bind_addr;
 
     let history = Arc::new(Mutex::new(History::default()));
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
-    let faults = tokio::spawn(weather_and_partitions(
+    let faults = tokio::spawn(faults(
         seed,
         net.clone(),
-        (1..=plan.clients + 1).map(addr_of).collect(),
+        configs.iter().map(|c| c.bind_addr).collect(),
+        server,
+        started,
+        {
+            let (runtime, net) = (
+                OctopiiRuntime::from_handle(runtime.handle().clone()),
+                net.clone(),
+            );
+            move |config: &Config| {
+                OctopiiNode::with_socket(config.clone(), &runtime, net.socket(config.bind_addr))
+                    .expect("restarted node")
+            }
+        },
         done_rx,
     ));
-    let mut clients = Vec::new();
-    for (i, node) in nodes[1..].iter().enumerate() {
+    let mut workers = Vec::new();
+    for (i, node) in clients.iter().enumerate() {
         let client = (i + 1) as u64;
-        let stub = RegistersClient::new(node, server.local_addr());
+        let stub = RegistersClient::new(node, server_addr);
         let ops = operations(seed, client, plan);
-        clients.push(tokio::spawn(run_client(
+        workers.push(tokio::spawn(run_client(
             client,
             stub,
             ops,
@@ -199,34 +221,104 @@ async fn simulate(seed: u64, plan: Plan) -> Report {
             started,
         )));
     }
-    for client in clients {
-        client.await.expect("client task");
+    for worker in workers {
+        worker.await.expect("client task");
     }
     let _ = done_tx.send(true);
-    let faults = faults.await.expect("fault task");
+    let (faults, server) = faults.await.expect("fault task");
 
-    // After healing, one more read of every key by every client: what was
-    // acknowledged must be there.
+    // Healed, every client reads every key within a few simulated seconds:
+    // a restarted server is reachable again, and what was acknowledged is
+    // there.
     net.heal();
     net.set_weather(Weather::CALM);
-    for (i, node) in nodes[1..].iter().enumerate() {
-        let stub = RegistersClient::new(node, server.local_addr());
-        let reads = (0..plan.keys)
-            .map(|k| (format!("k{k}"), Op::Get, Duration::ZERO))
-            .collect();
-        run_client((i + 1) as u64, stub, reads, history.clone(), started).await;
+    let healed = started.elapsed();
+    let mut stuck = Vec::new();
+    for (i, node) in clients.iter().enumerate() {
+        let stub = RegistersClient::new(node, server_addr).with_deadline(Duration::from_secs(1));
+        for k in 0..plan.keys {
+            let key = format!("k{k}");
+            if !read_until_answered(&stub, (i + 1) as u64, &key, &history, started).await {
+                stuck.push(format!("client {} reading {key}", i + 1));
+            }
+        }
     }
-    for node in &nodes {
+    for node in clients.iter().chain(server.node.iter()) {
         node.shutdown().await;
     }
     let history = std::mem::take(&mut *history.lock().unwrap_or_else(PoisonError::into_inner));
+    let verdict = if stuck.is_empty() {
+        linearizable::check(&history)
+    } else {
+        Err(format!(
+            "{} still unanswered {:?} after healing at {healed:?}",
+            stuck.join(", "),
+            Duration::from_secs(HEALED_WITHIN_SECS)
+        ))
+    };
     Report {
         seed,
-        verdict: linearizable::check(&history),
+        verdict,
         history,
         faults,
         net: net.stats(),
         simulated: started.elapsed(),
+    }
+}
+
+/// Simulated seconds after healing within which every client must be
+/// answered again.
+const HEALED_WITHIN_SECS: u64 = 5;
+
+/// Reads `key` until a reply comes, for up to [`HEALED_WITHIN_SECS`];
+/// whether one came. Every attempt goes into the history.
+async fn read_until_answered(
+    stub: &RegistersClient,
+    client: u64,
+    key: &str,
+    history: &Arc<Mutex<History>>,
+    started: Instant,
+) -> bool {
+    let give_up = Instant::now() + Duration::from_secs(HEALED_WITHIN_SECS);
+    while Instant::now() < give_up {
+        let invoked = started.elapsed();
+        let outcome = match stub.get(key.to_owned()).await {
+            Ok(value) => Outcome::Ok(Reply::Value(value)),
+            Err(e) => Outcome::Indeterminate(format!("{:?}", e.code())),
+        };
+        let answered = matches!(outcome, Outcome::Ok(_));
+        history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Entry {
+                client,
+                key: key.to_owned(),
+                op: Op::Get,
+                invoked,
+                completed: started.elapsed(),
+                outcome,
+            });
+        if answered {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// The node that serves the registers, and what restarts it.
+struct Server {
+    config: Config,
+    store: Arc<Store>,
+    node: Option<OctopiiNode>,
+}
+
+impl Server {
+    fn serve(&self) {
+        if let Some(node) = &self.node {
+            node.serve(RegistersServer::from_arc(self.store.clone()))
+                .expect("serve");
+        }
     }
 }
 
@@ -295,46 +387,71 @@ async fn run_client(
 }
 
 /// Until `done`, every few hundred simulated milliseconds: new weather, a
-/// cut link, a node cut off both ways, or healing. Returns how many
-/// faults it chose.
-async fn weather_and_partitions(
+/// cut link, a node cut off both ways, healing, or a crash of the server
+/// (its socket unplugged, so it tells nobody) and its restart from its
+/// store after a while. Returns how many faults it chose, and the server.
+async fn faults(
     seed: u64,
     net: SimNet,
     addrs: Vec<SocketAddr>,
+    mut server: Server,
+    started: Instant,
+    start: impl Fn(&Config) -> OctopiiNode,
     mut done: tokio::sync::watch::Receiver<bool>,
-) -> u64 {
+) -> (Vec<String>, Server) {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_FA17);
-    let mut faults = 0;
+    let mut faults = Vec::new();
+    let mut log = |what: String| faults.push(format!("{:?} {what}", started.elapsed()));
     loop {
         let pause = Duration::from_millis(rng.gen_range(30..300));
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = done.changed() => return faults,
+            _ = done.changed() => break,
         }
-        faults += 1;
-        match rng.gen_range(0..4) {
-            0 => net.set_weather(Weather {
-                loss: rng.gen_range(0.0..0.2),
-                duplicate: rng.gen_range(0.0..0.05),
-                min_delay: Duration::from_micros(100),
-                max_delay: Duration::from_millis(rng.gen_range(1..50)),
-            }),
+        match rng.gen_range(0..5) {
+            0 => {
+                let weather = Weather {
+                    loss: rng.gen_range(0.0..0.2),
+                    duplicate: rng.gen_range(0.0..0.05),
+                    min_delay: Duration::from_micros(100),
+                    max_delay: Duration::from_millis(rng.gen_range(1..50)),
+                };
+                log(format!("weather {weather:?}"));
+                net.set_weather(weather);
+            }
             1 => {
                 let from = addrs[rng.gen_range(0..addrs.len())];
                 let to = addrs[rng.gen_range(0..addrs.len())];
+                log(format!("cut {from} -> {to}"));
                 net.cut(from, to);
             }
             2 => {
                 let node = addrs[rng.gen_range(0..addrs.len())];
+                log(format!("isolate {node}"));
                 for &other in &addrs {
                     net.cut(node, other);
                     net.cut(other, node);
                 }
             }
+            3 => {
+                let down = Duration::from_millis(rng.gen_range(0..3000));
+                log(format!("crash the server, restart it after {down:?}"));
+                net.unplug(server.config.bind_addr);
+                // Dropped, not shut down: a crashed process closes nothing
+                // (and its socket is unplugged, so nothing it sends leaves).
+                // Dropped, not shut down: a crashed process closes nothing
+                // (and its socket is unplugged, so nothing it sends leaves).
+                drop(server.node.take());
+                tokio::time::sleep(down).await;
+                server.node = Some(start(&server.config));
+                server.serve();
+            }
             _ => {
+                log("heal".to_owned());
                 net.heal();
                 net.set_weather(Weather::CALM);
             }
         }
     }
+    (faults, server)
 }

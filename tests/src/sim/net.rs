@@ -70,6 +70,9 @@ struct State {
 
 #[derive(Default)]
 struct Inbox {
+    /// Bumped when a new socket takes the address (a restarted node): the
+    /// old one then neither sends nor receives.
+    generation: u64,
     datagrams: VecDeque<(SocketAddr, Vec<u8>)>,
     waker: Option<Waker>,
 }
@@ -96,13 +99,42 @@ impl SimNet {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A socket at `addr` on this network.
+    /// A socket at `addr` on this network. A socket already there is
+    /// unplugged, as a crashed process's: what is queued for it is lost.
     pub fn socket(&self, addr: SocketAddr) -> Arc<SimSocket> {
-        self.state().inboxes.entry(addr).or_default();
+        let mut state = self.state();
+        let inbox = state.inboxes.entry(addr).or_default();
+        inbox.generation += 1;
+        inbox.datagrams.clear();
+        if let Some(waker) = inbox.waker.take() {
+            waker.wake();
+        }
         Arc::new(SimSocket {
             net: self.clone(),
             addr,
+            generation: inbox.generation,
         })
+    }
+
+    /// Unplugs the socket at `addr`, as when its process crashes: it
+    /// neither sends nor receives again, and datagrams to the address are
+    /// lost until a new socket takes it.
+    pub fn unplug(&self, addr: SocketAddr) {
+        if let Some(inbox) = self.state().inboxes.get_mut(&addr) {
+            inbox.generation += 1;
+            inbox.datagrams.clear();
+            if let Some(waker) = inbox.waker.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Whether `socket` is still the one at its address.
+    fn plugged(&self, socket: &SimSocket) -> bool {
+        self.state()
+            .inboxes
+            .get(&socket.addr)
+            .is_some_and(|inbox| inbox.generation == socket.generation)
     }
 
     /// Sets what datagrams meet from now on.
@@ -175,6 +207,7 @@ impl SimNet {
 pub struct SimSocket {
     net: SimNet,
     addr: SocketAddr,
+    generation: u64,
 }
 
 impl fmt::Debug for SimSocket {
@@ -201,6 +234,9 @@ impl AsyncUdpSocket for SimSocket {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        if !self.net.plugged(self) {
+            return Ok(());
+        }
         let segment = transmit.segment_size.unwrap_or(transmit.contents.len());
         for datagram in transmit.contents.chunks(segment.max(1)) {
             self.net
@@ -217,6 +253,10 @@ impl AsyncUdpSocket for SimSocket {
     ) -> Poll<io::Result<usize>> {
         let mut state = self.net.state();
         let inbox = state.inboxes.entry(self.addr).or_default();
+        if inbox.generation != self.generation {
+            // Unplugged: nothing will ever arrive.
+            return Poll::Pending;
+        }
         let mut received = 0;
         while received < bufs.len().min(meta.len()) {
             let Some((from, datagram)) = inbox.datagrams.pop_front() else {
