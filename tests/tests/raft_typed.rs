@@ -2,10 +2,11 @@
 //! user's own types; its state is its snapshot; bytes that are not its
 //! command are refused alike on every node, without touching the state.
 
+use std::path::Path;
 use std::time::Duration;
 
 use octopii::raft::{RaftConfig, TypedRaftNode, TypedStateMachine};
-use octopii::{LocalCluster, codec};
+use octopii::{Config, LocalCluster, OctopiiNode, codec};
 use octopii_tests::raft::{fast_temp_dir, test_raft_config};
 use serde::{Deserialize, Serialize};
 
@@ -41,32 +42,43 @@ impl TypedStateMachine for Counters {
     }
 }
 
-fn config() -> RaftConfig {
+fn raft_config() -> RaftConfig {
     RaftConfig {
         snapshot_interval: 4,
         ..test_raft_config()
     }
 }
 
+/// The config of a one-node cluster's node, its data in `dir`.
+fn solo(cluster: &LocalCluster, dir: &Path) -> Config {
+    let config = cluster.config("solo").unwrap();
+    config.data_dir(dir).build().unwrap()
+}
+
+/// Starts the counters on a node of `config`, and waits until they lead.
+fn start(cluster: &LocalCluster, config: &Config) -> (OctopiiNode, TypedRaftNode<Counters>) {
+    let node = cluster.start(config.clone()).unwrap();
+    let counters = TypedRaftNode::start(&node, raft_config(), Counters::default()).unwrap();
+    let leading = counters.raft().wait_for_leader(Duration::from_secs(10));
+    cluster.block_on(leading).unwrap();
+    (node, counters)
+}
+
+fn stop(cluster: &LocalCluster, node: OctopiiNode, counters: TypedRaftNode<Counters>) {
+    cluster.block_on(async {
+        counters.raft().shutdown().await;
+        node.shutdown().await;
+    });
+}
+
 #[test]
 fn typed_commands_replicate_snapshot_and_restore_as_the_users_types() {
     let dir = fast_temp_dir();
     let cluster = LocalCluster::new().unwrap();
-    let node_config = cluster
-        .config("solo")
-        .unwrap()
-        .data_dir(dir.path())
-        .build()
-        .unwrap();
+    let config = solo(&cluster, dir.path());
 
-    let node = cluster.start(node_config.clone()).unwrap();
-    let counters = TypedRaftNode::start(&node, config(), Counters::default()).unwrap();
+    let (node, counters) = start(&cluster, &config);
     cluster.block_on(async {
-        counters
-            .raft()
-            .wait_for_leader(Duration::from_secs(10))
-            .await
-            .unwrap();
         for i in 1..=10 {
             assert_eq!(counters.propose(&Op::Add("a".into(), 1)).await.unwrap(), i);
         }
@@ -77,47 +89,27 @@ fn typed_commands_replicate_snapshot_and_restore_as_the_users_types() {
         assert_eq!(counters.propose(&Op::Reset("b".into())).await.unwrap(), -3);
         assert_eq!(counters.read(&"a".into()).await.unwrap(), Some(10));
         assert_eq!(counters.read(&"b".into()).await.unwrap(), None);
-        assert!(
-            counters.raft().status().snapshot_index > 0,
-            "a snapshot was taken, so a restart restores from it"
-        );
-        counters.raft().shutdown().await;
-        node.shutdown().await;
     });
+    assert!(
+        counters.raft().status().snapshot_index > 0,
+        "a snapshot was taken, so a restart restores from it"
+    );
+    stop(&cluster, node, counters);
 
-    let node = cluster.start(node_config).unwrap();
-    let counters = TypedRaftNode::start(&node, config(), Counters::default()).unwrap();
+    let (node, counters) = start(&cluster, &config);
     cluster.block_on(async {
-        counters
-            .raft()
-            .wait_for_leader(Duration::from_secs(10))
-            .await
-            .unwrap();
         assert_eq!(counters.read(&"a".into()).await.unwrap(), Some(10));
         assert_eq!(counters.propose(&Op::Add("a".into(), 5)).await.unwrap(), 15);
-        counters.raft().shutdown().await;
-        node.shutdown().await;
     });
+    stop(&cluster, node, counters);
 }
 
 #[test]
 fn bytes_that_are_not_a_command_are_refused_and_change_nothing() {
     let dir = fast_temp_dir();
     let cluster = LocalCluster::new().unwrap();
-    let node_config = cluster
-        .config("solo")
-        .unwrap()
-        .data_dir(dir.path())
-        .build()
-        .unwrap();
-    let node = cluster.start(node_config).unwrap();
-    let counters = TypedRaftNode::start(&node, config(), Counters::default()).unwrap();
+    let (node, counters) = start(&cluster, &solo(&cluster, dir.path()));
     cluster.block_on(async {
-        counters
-            .raft()
-            .wait_for_leader(Duration::from_secs(10))
-            .await
-            .unwrap();
         counters.propose(&Op::Add("a".into(), 2)).await.unwrap();
         // An enum tag no `Op` has, proposed as raw bytes.
         let output = counters.raft().propose(vec![9, 0, 0, 0]).await.unwrap();
@@ -125,11 +117,10 @@ fn bytes_that_are_not_a_command_are_refused_and_change_nothing() {
         let reason = refused.unwrap_err();
         assert!(reason.contains("does not decode"), "{reason}");
         assert_eq!(counters.read(&"a".into()).await.unwrap(), Some(2));
-        // A query of the wrong type is a typed error for the reader.
+        // A query of the wrong type is refused alike.
         let answer = counters.raft().read(vec![0xFF; 3]).await.unwrap();
         let refused: Result<Option<i64>, String> = codec::decode(&answer).unwrap();
         assert!(refused.is_err());
-        counters.raft().shutdown().await;
-        node.shutdown().await;
     });
+    stop(&cluster, node, counters);
 }
