@@ -45,6 +45,7 @@ pub mod config;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 pub mod identity;
 mod local_cluster;
 pub mod node;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::chunk::{self, ChunkInbox, ChunkService, ChunkSource, TransferOptions, TransferResult};
+use crate::health::HealthState;
 use crate::rpc::{Connect, Router, RpcStats, ServeError, Service, StreamPool};
 use crate::transport::{InboundHandler, PeerConnection, Transport, TransportStats};
 use crate::{Config, OctopiiError, OctopiiRuntime, Result};
@@ -55,6 +56,8 @@ struct NodeInner {
     streams: Arc<StreamPool>,
     /// `None` for a node started with a raw [`InboundHandler`].
     router: Option<Arc<Router>>,
+    /// What the built-in `Health` service answers.
+    health: HealthState,
     handle: Handle,
     accept_loop: Mutex<Option<JoinHandle<()>>>,
     /// Set by `shutdown`, and dropped with the node: either ends the tasks
@@ -103,13 +106,15 @@ impl OctopiiNode {
     /// A node whose router serves its services over `transport`.
     fn serving(config: Config, runtime: &OctopiiRuntime, transport: Transport) -> Result<Self> {
         let router = Arc::new(Router::new(&config.rpc, config.transport.max_frame_size));
-        Self::start(
+        let node = Self::start(
             config,
             runtime,
             transport,
             Arc::new(router.clone()),
             Some(router),
-        )
+        )?;
+        node.serve(node.inner.health.server())?;
+        Ok(node)
     }
 
     /// Starts a node whose inbound streams all go to `handler` instead of
@@ -146,6 +151,7 @@ impl OctopiiNode {
                 transport,
                 streams,
                 router,
+                health: HealthState::new(),
                 handle,
                 accept_loop: Mutex::new(Some(accept_loop)),
                 stop: watch::channel(false).0,
@@ -174,7 +180,19 @@ impl OctopiiNode {
             .router
             .as_deref()
             .ok_or(ServeError::CustomHandler)?;
-        Ok(router.add(Arc::new(service))?)
+        let name = service.name();
+        router.add(Arc::new(service))?;
+        self.inner.health.set(name, true);
+        Ok(())
+    }
+
+    /// Tells the built-in [`Health`](crate::health) service whether
+    /// `service` serves (`""`: the node as a whole, whose `false` makes
+    /// every service answer `NotServing`). Calls are still served either
+    /// way: this is what the node tells probes, so that a load balancer
+    /// moves traffic away before the node stops.
+    pub fn set_serving(&self, service: &str, serving: bool) {
+        self.inner.health.set(service, serving);
     }
 
     /// Serves the built-in [`ChunkService`] under the node's

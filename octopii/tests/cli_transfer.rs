@@ -112,3 +112,26 @@ fn serve_receives_what_send_sends_and_stops_cleanly_on_sigterm() {
     let status = server.0.wait().unwrap();
     assert!(status.success(), "serve exits cleanly on SIGTERM: {status}");
 }
+
+#[test]
+fn health_says_serving_for_a_served_service_and_unknown_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let certs = certs.to_str().unwrap();
+    run(&["certs", "init", certs]);
+    run(&["certs", "node", certs, "--name", "server", "--id", "1"]);
+    run(&["certs", "client", certs, "--name", "probe"]);
+    let (_server, addr) = serve(certs, dir.path());
+    let health = |service: &str| {
+        let out = octopii()
+            .args(["health", &addr, "--service", service])
+            .args(["--certs", certs, "--name", "probe"])
+            .output()
+            .unwrap();
+        let printed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (out.status.success(), printed)
+    };
+    assert_eq!(health(""), (true, "SERVING".to_owned()));
+    assert_eq!(health("Chunk"), (true, "SERVING".to_owned()));
+    assert_eq!(health("Nope"), (false, "UNKNOWN".to_owned()));
+}

@@ -6,6 +6,7 @@ mod bench_streaming;
 mod bench_transfer;
 mod bench_wal;
 mod certs;
+mod health;
 mod node_args;
 mod report;
 mod send;
@@ -38,6 +39,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Send a file to one or many peers, verified end to end.
     Send(send::SendArgs),
+    /// Ask a node whether it, or one of its services, is serving: prints
+    /// SERVING (exit 0), NOT_SERVING or UNKNOWN (exit 1).
+    Health(health::HealthArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +71,10 @@ fn main() -> std::process::ExitCode {
         Command::Bench(BenchCommand::TransferReceiver(args)) => bench_transfer::run_receiver(args),
         Command::Serve(args) => serve::run(args),
         Command::Send(args) => send::run(args),
+        Command::Health(args) => match health::run(args) {
+            Ok(false) => return std::process::ExitCode::FAILURE,
+            other => other.map(drop),
+        },
 
         Command::Bench(BenchCommand::Raft(args)) => bench_raft::run(args),
     };
