@@ -155,7 +155,6 @@ pub fn run(seed: u64, plan: Plan) -> Report {
 async fn simulate(seed: u64, plan: Plan) -> Report {
     let started = Instant::now();
     let net = SimNet::new(seed);
-    let runtime = OctopiiRuntime::from_handle(tokio::runtime::Handle::current());
     let configs: Vec<Config> = (1..=plan.clients + 1)
         .zip(credentials(plan.clients + 1))
         .map(|(id, creds)| {
@@ -173,19 +172,14 @@ async fn simulate(seed: u64, plan: Plan) -> Report {
             config
         })
         .collect();
-    let start = |config: &Config| {
-        OctopiiNode::with_socket(config.clone(), &runtime, net.socket(config.bind_addr))
-            .expect("node")
-    };
-    // The server's registers outlive its process, as a store on disk would.
-    let store = Arc::new(Store::default());
-    let server = Server {
+    let mut server = Server {
         config: configs[0].clone(),
-        store: store.clone(),
-        node: Some(start(&configs[0])),
+        // The registers outlive the server's process, as a store on disk would.
+        store: Arc::new(Store::default()),
+        node: None,
     };
-    server.serve();
-    let clients: Vec<OctopiiNode> = configs[1..].iter().map(start).collect();
+    server.start(&net);
+    let clients: Vec<OctopiiNode> = configs[1..].iter().map(|c| start(&net, c)).collect();
     let server_addr = configs[0].bind_addr;
 
     let history = Arc::new(Mutex::new(History::default()));
@@ -196,16 +190,6 @@ async fn simulate(seed: u64, plan: Plan) -> Report {
         configs.iter().map(|c| c.bind_addr).collect(),
         server,
         started,
-        {
-            let (runtime, net) = (
-                OctopiiRuntime::from_handle(runtime.handle().clone()),
-                net.clone(),
-            );
-            move |config: &Config| {
-                OctopiiNode::with_socket(config.clone(), &runtime, net.socket(config.bind_addr))
-                    .expect("restarted node")
-            }
-        },
         done_rx,
     ));
     let mut workers = Vec::new();
@@ -314,12 +298,19 @@ struct Server {
 }
 
 impl Server {
-    fn serve(&self) {
-        if let Some(node) = &self.node {
-            node.serve(RegistersServer::from_arc(self.store.clone()))
-                .expect("serve");
-        }
+    /// Starts (or restarts) the server's process, serving its store.
+    fn start(&mut self, net: &SimNet) {
+        let node = start(net, &self.config);
+        node.serve(RegistersServer::from_arc(self.store.clone()))
+            .expect("serve");
+        self.node = Some(node);
     }
+}
+
+/// A node of `config` on the simulated network, on the simulation's runtime.
+fn start(net: &SimNet, config: &Config) -> OctopiiNode {
+    let runtime = OctopiiRuntime::from_handle(tokio::runtime::Handle::current());
+    OctopiiNode::with_socket(config.clone(), &runtime, net.socket(config.bind_addr)).expect("node")
 }
 
 /// The operations of `client`, chosen by the seed.
@@ -396,7 +387,6 @@ async fn faults(
     addrs: Vec<SocketAddr>,
     mut server: Server,
     started: Instant,
-    start: impl Fn(&Config) -> OctopiiNode,
     mut done: tokio::sync::watch::Receiver<bool>,
 ) -> (Vec<String>, Server) {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_FA17);
@@ -443,8 +433,7 @@ async fn faults(
                 // (and its socket is unplugged, so nothing it sends leaves).
                 drop(server.node.take());
                 tokio::time::sleep(down).await;
-                server.node = Some(start(&server.config));
-                server.serve();
+                server.start(&net);
             }
             _ => {
                 log("heal".to_owned());
