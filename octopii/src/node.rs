@@ -349,6 +349,28 @@ impl OctopiiNode {
         self.inner.transport.stats()
     }
 
+    /// Takes the node out of service without cutting a call short: its
+    /// `Health` says `NotServing`, it accepts no new connection and
+    /// answers new calls `Unavailable` ("draining"), so callers move to
+    /// other nodes; the calls and transfers already running go on. Once
+    /// they have finished, or `timeout` has passed, the node
+    /// [shuts down](Self::shutdown). Whether every running call finished
+    /// in time.
+    ///
+    /// A raft leader should hand its leadership on first
+    /// ([`RaftNode::transfer_leadership`](crate::raft::RaftNode::transfer_leadership)).
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.set_serving("", false);
+        self.inner.transport.refuse_new_connections();
+        let finished = match &self.inner.router {
+            Some(router) => tokio::time::timeout(timeout, router.drain()).await.is_ok(),
+            None => true,
+        };
+        tracing::info!(node = self.id(), finished, "node drained");
+        self.shutdown().await;
+        finished
+    }
+
     /// Stops accepting, ends the tasks started with [`run`](Self::run),
     /// closes every connection and waits briefly for peers to acknowledge,
     /// then drops the node's services (releasing what they hold, such as a

@@ -255,3 +255,28 @@ fn the_log_held_in_memory_is_bounded_by_size_too() {
         "about 5 KB of commands were snapshotted away: {status:?}"
     );
 }
+
+#[test]
+fn a_leader_hands_its_leadership_on_and_writes_go_on() {
+    let cluster = Cluster::start(3, test_raft_config());
+    let leader = cluster.leader();
+    let chosen = cluster.follower_of(leader);
+    cluster.runtime.block_on(async {
+        put(cluster.raft(leader), "before", "1").await.unwrap();
+        let new = cluster
+            .raft(leader)
+            .transfer_leadership(Some(chosen))
+            .await
+            .unwrap();
+        assert_eq!(new, chosen, "the chosen voter leads");
+        // A follower cannot hand on what it does not have.
+        let refused = cluster.raft(leader).transfer_leadership(None).await;
+        assert!(refused.is_err(), "{refused:?}");
+        put(cluster.raft(chosen), "after", "2").await.unwrap();
+        assert_eq!(
+            get(cluster.raft(leader), "before").await.unwrap(),
+            Some("1".into())
+        );
+    });
+    assert_eq!(cluster.leader(), chosen);
+}

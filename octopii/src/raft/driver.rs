@@ -57,6 +57,9 @@ pub(crate) enum Command {
     Propose { proposal: Proposal, reply: Reply },
     /// A linearizable read.
     Read { query: Vec<u8>, reply: Reply },
+    /// Hand leadership to voter `to` (answered `NotLeader` unless this
+    /// node leads).
+    TransferLeadership { to: u64, reply: Reply },
 }
 
 /// Identifies a proposal or read: the node that made it, the driver
@@ -248,6 +251,17 @@ impl Driver {
         match command {
             Command::Step(message) => self.step(message),
             Command::Propose { proposal, reply } => self.propose(proposal, reply),
+            Command::TransferLeadership { to, reply } => {
+                let answer = if self.raw.raft.state == StateRole::Leader {
+                    self.raw.transfer_leader(to);
+                    Ok(Vec::new())
+                } else {
+                    Err(RaftError::NotLeader {
+                        leader_hint: self.leader_hint(),
+                    })
+                };
+                let _ = reply.send(answer);
+            }
             Command::Read { query, reply } => {
                 let id = self.request_id();
                 let seq = id.seq;

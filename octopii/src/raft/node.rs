@@ -324,6 +324,41 @@ impl RaftNode {
         }
     }
 
+    /// Hands this leader's leadership to voter `to`, or to another voter
+    /// of its choice, and waits (up to
+    /// [`RaftConfig::request_timeout_ms`]) until another node leads; the
+    /// new leader's id. Before [`OctopiiNode::drain`] of a leader, so the
+    /// group elects no new leader only after a timeout. A node that does
+    /// not lead answers [`RaftError::NotLeader`].
+    pub async fn transfer_leadership(&self, to: Option<u64>) -> Result<u64> {
+        let status = self.status();
+        let to = match to {
+            Some(to) => to,
+            None => status
+                .voters
+                .iter()
+                .copied()
+                .find(|&voter| voter != self.inner.id)
+                .ok_or(RaftError::Refused("no other voter to lead".into()))?,
+        };
+        let transfer = |reply| Command::TransferLeadership { to, reply };
+        self.inner.driver.ask(transfer).await?;
+        let limit = self.inner.config.request_timeout();
+        let mut status = self.inner.status.clone();
+        let me = self.inner.id;
+        let elsewhere = status
+            .wait_for(|s| s.leader_id.is_some_and(|l| l != me) || s.role == RaftRole::Stopped);
+        let leader = tokio::time::timeout(limit, elsewhere)
+            .await
+            .map_err(|_| OctopiiError::Timeout(limit))?
+            .ok()
+            .and_then(|s| s.leader_id.filter(|&l| l != me));
+        match leader {
+            Some(leader) => Ok(leader),
+            None => Err(self.inner.driver.stop_reason().await.into()),
+        }
+    }
+
     /// Raft messages this node dropped because their `from` was not the
     /// raft id of the node that sent them (a member speaking for another).
     pub fn forged_messages(&self) -> u64 {

@@ -42,6 +42,8 @@ pub struct RpcStats {
 pub(crate) struct Budgets {
     user_calls: Arc<Semaphore>,
     raft_calls: Arc<Semaphore>,
+    user_capacity: usize,
+    raft_capacity: usize,
     per_peer_calls: usize,
     peers: Arc<Registry<String, Arc<Semaphore>>>,
     node_frames: Arc<ByteBudget>,
@@ -57,6 +59,8 @@ impl Budgets {
         Budgets {
             user_calls: Arc::new(Semaphore::new(config.max_concurrent_calls)),
             raft_calls: Arc::new(Semaphore::new(config.max_concurrent_raft_calls)),
+            user_capacity: config.max_concurrent_calls,
+            raft_capacity: config.max_concurrent_raft_calls,
             per_peer_calls: config.max_concurrent_calls_per_peer,
             peers: Arc::new(Registry::default()),
             node_frames: Arc::new(ByteBudget::new(config.max_incomplete_frame_bytes)),
@@ -65,6 +69,22 @@ impl Budgets {
             frames_over_budget: AtomicU64::new(0),
             calls_refused: AtomicU64::new(0),
             requests_timed_out: AtomicU64::new(0),
+        }
+    }
+
+    /// Waits until no call holds a permit, and keeps them all: no call
+    /// starts afterwards.
+    pub(crate) async fn take_every_call_permit(&self) {
+        let pools = [
+            (&self.user_calls, self.user_capacity),
+            (&self.raft_calls, self.raft_capacity),
+        ];
+        for (pool, size) in pools {
+            let all = u32::try_from(size).unwrap_or(u32::MAX);
+            // The pools are never closed: acquiring only waits.
+            if let Ok(permits) = pool.acquire_many(all).await {
+                permits.forget();
+            }
         }
     }
 

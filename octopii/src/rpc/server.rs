@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -61,6 +62,8 @@ pub struct Router {
     max_frame_size: u32,
     request_read_timeout: Duration,
     stream_idle_timeout: Duration,
+    /// Set by [`drain`](Router::drain): new calls are refused.
+    draining: AtomicBool,
 }
 
 impl std::fmt::Debug for Router {
@@ -80,7 +83,15 @@ impl Router {
             max_frame_size,
             request_read_timeout: rpc.request_read_timeout(),
             stream_idle_timeout: rpc.stream_idle_timeout(),
+            draining: AtomicBool::new(false),
         }
+    }
+
+    /// Refuses every new call (`Unavailable`, "draining"), then waits
+    /// until the calls already running have finished.
+    pub async fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.budgets.take_every_call_permit().await;
     }
 
     /// Current counters of the router's budgets.
@@ -313,6 +324,12 @@ impl Router {
             ));
         };
         super::policy::admit(&*service, conn.peer(), &header.method)?;
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(RpcError::new(
+                Code::Unavailable,
+                "the node is draining: call another node",
+            ));
+        }
         let permit = self.budgets.call_permit(&header.service, conn.peer())?;
         let timeout = header.timeout_micros.map(Duration::from_micros);
         let ctx = Context::new(

@@ -321,6 +321,11 @@ impl Transport {
         self.finish_handshake(connecting, "inbound").await
     }
 
+    /// Refuses new connections from now on; established ones go on.
+    pub fn refuse_new_connections(&self) {
+        self.endpoint.set_server_config(None);
+    }
+
     /// Closes every connection, telling peers, and waits up to `timeout`
     /// for them to acknowledge; then frees the listening port.
     pub async fn close(&self, timeout: Duration) {

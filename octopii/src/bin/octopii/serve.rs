@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use octopii::chunk::ReceivedData;
 use octopii::{OctopiiNode, OctopiiRuntime};
@@ -24,11 +25,16 @@ pub struct ServeArgs {
     /// Most bytes received into memory at once.
     #[arg(long)]
     pub max_memory_bytes: Option<u64>,
+    /// On Ctrl-C or SIGTERM, let running transfers finish for up to this
+    /// many seconds (new ones are refused) before stopping.
+    #[arg(long, default_value_t = 30)]
+    pub drain_secs: u64,
     #[command(flatten)]
     pub tls: TlsArgs,
 }
 
-/// Runs the node until Ctrl-C or SIGTERM, then shuts it down cleanly.
+/// Runs the node until Ctrl-C or SIGTERM, then drains it: running
+/// transfers finish, new ones are refused, then it stops.
 pub fn run(args: ServeArgs) -> Result<()> {
     let mut config = args.tls.base_config()?;
     config.bind_addr = args.listen;
@@ -66,7 +72,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 _ = terminate.recv() => break,
             }
         }
-        node.shutdown().await;
+        say(format_args!("draining"));
+        if !node.drain(Duration::from_secs(args.drain_secs)).await {
+            say(format_args!("stopped with transfers still running after {}s", args.drain_secs));
+        }
         Ok(())
     })
 }
