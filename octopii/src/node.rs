@@ -357,8 +357,9 @@ impl OctopiiNode {
     /// [shuts down](Self::shutdown). Whether every running call finished
     /// in time.
     ///
-    /// A raft leader should hand its leadership on first
-    /// ([`RaftNode::transfer_leadership`](crate::raft::RaftNode::transfer_leadership)).
+    /// A raft member drains with
+    /// [`RaftNode::drain`](crate::raft::RaftNode::drain), which hands a
+    /// leader's leadership on first.
     pub async fn drain(&self, timeout: Duration) -> bool {
         self.set_serving("", false);
         self.inner.transport.refuse_new_connections();

@@ -280,3 +280,30 @@ fn a_leader_hands_its_leadership_on_and_writes_go_on() {
     });
     assert_eq!(cluster.leader(), chosen);
 }
+
+#[test]
+fn a_draining_leader_leaves_a_leader_behind() {
+    let mut cluster = Cluster::start(3, test_raft_config());
+    let leader = cluster.leader();
+    let drained = cluster
+        .runtime
+        .block_on(cluster.raft(leader).drain(Duration::from_secs(5)));
+    assert!(drained, "no call was left running");
+    let others: Vec<u64> = cluster
+        .running()
+        .into_iter()
+        .filter(|&id| id != leader)
+        .collect();
+    // Handed on, not lost: another node leads the moment the drain
+    // returns, without an election timeout's wait.
+    let next = others
+        .iter()
+        .copied()
+        .find(|&id| cluster.raft(id).status().role == octopii::raft::RaftRole::Leader)
+        .expect("a new leader as soon as the drain returns");
+    cluster
+        .runtime
+        .block_on(put(cluster.raft(next), "after", "drain"))
+        .unwrap();
+    cluster.stop(leader);
+}

@@ -471,6 +471,23 @@ impl RaftNode {
         Ok(self.inner.driver.ask(read).await?)
     }
 
+    /// Takes this member out of service without a leaderless gap: a
+    /// leader first hands its leadership on
+    /// ([`transfer_leadership`](Self::transfer_leadership)), then raft
+    /// stops ([`shutdown`](Self::shutdown)) and the node drains
+    /// ([`OctopiiNode::drain`]) for up to `timeout`. Whether the node's
+    /// running calls finished in time. The member stays in the
+    /// configuration: remove it first if it is not coming back.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        if self.status().role == RaftRole::Leader {
+            if let Err(e) = self.transfer_leadership(None).await {
+                tracing::warn!(node = self.inner.id, "draining without a new leader: {e}");
+            }
+        }
+        self.shutdown().await;
+        self.inner.node.drain(timeout).await
+    }
+
     /// Stops the driver and waits for it, releasing the raft log. The
     /// [`OctopiiNode`] keeps running (its RaftService answers
     /// [`RaftError::Stopped`]); to run raft again, start a new node on the
