@@ -22,6 +22,9 @@ use crate::{Config, OctopiiError, OctopiiRuntime, Result};
 
 /// How long [`OctopiiNode::shutdown`] waits for peers to acknowledge the close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a drained node waits, beyond a few round trips, for its last
+/// replies to arrive before it closes its connections.
+const DRAIN_LINGER: Duration = Duration::from_millis(100);
 
 /// A running node: endpoint, accept loop and connection pool.
 ///
@@ -361,12 +364,28 @@ impl OctopiiNode {
     /// [`RaftNode::drain`](crate::raft::RaftNode::drain), which hands a
     /// leader's leadership on first.
     pub async fn drain(&self, timeout: Duration) -> bool {
+        let give_up = tokio::time::Instant::now() + timeout;
         self.set_serving("", false);
         self.inner.transport.refuse_new_connections();
         let finished = match &self.inner.router {
-            Some(router) => tokio::time::timeout(timeout, router.drain()).await.is_ok(),
+            Some(router) => tokio::time::timeout_at(give_up, router.drain())
+                .await
+                .is_ok(),
             None => true,
         };
+        // A reply written as the last call ended is still on its way, and
+        // closing the connection would discard it: give it a few round
+        // trips to arrive.
+        let rtt = self
+            .inner
+            .transport
+            .connections()
+            .iter()
+            .map(|conn| conn.quinn().rtt())
+            .max()
+            .unwrap_or_default();
+        let linger = DRAIN_LINGER + rtt * 4;
+        tokio::time::sleep_until(give_up.min(tokio::time::Instant::now() + linger)).await;
         tracing::info!(node = self.id(), finished, "node drained");
         self.shutdown().await;
         finished
