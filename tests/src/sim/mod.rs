@@ -149,8 +149,22 @@ pub fn run(seed: u64, plan: Plan) -> Report {
         .start_paused(true)
         .build()
         .expect("simulation runtime");
-    runtime.block_on(simulate(seed, plan))
+    let bounded = async { tokio::time::timeout(SIMULATED_LIMIT, simulate(seed, plan)).await };
+    runtime.block_on(bounded).unwrap_or_else(|_| Report {
+        seed,
+        history: History::default(),
+        faults: Vec::new(),
+        net: net::NetStats::default(),
+        simulated: SIMULATED_LIMIT,
+        verdict: Err(format!(
+            "the run did not end within {SIMULATED_LIMIT:?} of simulated time"
+        )),
+    })
 }
+
+/// Simulated time after which a run that has not ended is a failure (a
+/// run takes 10 to 60 s): a stuck client or node must not hang the test.
+const SIMULATED_LIMIT: Duration = Duration::from_secs(600);
 
 async fn simulate(seed: u64, plan: Plan) -> Report {
     let started = Instant::now();
