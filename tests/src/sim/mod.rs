@@ -279,23 +279,7 @@ async fn read_until_answered(
 ) -> bool {
     let give_up = Instant::now() + Duration::from_secs(HEALED_WITHIN_SECS);
     while Instant::now() < give_up {
-        let invoked = started.elapsed();
-        let outcome = match stub.get(key.to_owned()).await {
-            Ok(value) => Outcome::Ok(Reply::Value(value)),
-            Err(e) => Outcome::Indeterminate(format!("{:?}", e.code())),
-        };
-        let answered = matches!(outcome, Outcome::Ok(_));
-        history
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Entry {
-                client,
-                key: key.to_owned(),
-                op: Op::Get,
-                invoked,
-                completed: started.elapsed(),
-                outcome,
-            });
+        let answered = perform(stub, client, key.to_owned(), Op::Get, history, started).await;
         if answered {
             return true;
         }
@@ -363,32 +347,47 @@ async fn run_client(
 ) {
     let stub = stub.with_deadline(Duration::from_secs(2));
     for (key, op, think) in ops {
-        let invoked = started.elapsed();
-        let result = match &op {
-            Op::Put(value) => stub.put(key.clone(), value.clone()).await.map(Reply::Value),
-            Op::Get => stub.get(key.clone()).await.map(Reply::Value),
-            Op::Cas { expected, new } => stub
-                .cas(key.clone(), expected.clone(), new.clone())
-                .await
-                .map(Reply::Swapped),
-        };
-        let outcome = match result {
-            Ok(reply) => Outcome::Ok(reply),
-            Err(e) => Outcome::Indeterminate(format!("{:?}", e.code())),
-        };
-        history
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Entry {
-                client,
-                key,
-                op,
-                invoked,
-                completed: started.elapsed(),
-                outcome,
-            });
+        perform(&stub, client, key, op, &history, started).await;
         tokio::time::sleep(think).await;
     }
+}
+
+/// Runs `op` on `key` and records it in `history`; whether it was answered.
+async fn perform(
+    stub: &RegistersClient,
+    client: u64,
+    key: String,
+    op: Op,
+    history: &Mutex<History>,
+    started: Instant,
+) -> bool {
+    let invoked = started.elapsed();
+    let result = match &op {
+        Op::Put(value) => stub.put(key.clone(), value.clone()).await.map(Reply::Value),
+        Op::Get => stub.get(key.clone()).await.map(Reply::Value),
+        Op::Cas { expected, new } => stub
+            .cas(key.clone(), expected.clone(), new.clone())
+            .await
+            .map(Reply::Swapped),
+    };
+    let outcome = match result {
+        Ok(reply) => Outcome::Ok(reply),
+        Err(e) => Outcome::Indeterminate(format!("{:?}", e.code())),
+    };
+    let answered = matches!(outcome, Outcome::Ok(_));
+    let entry = Entry {
+        client,
+        key,
+        op,
+        invoked,
+        completed: started.elapsed(),
+        outcome,
+    };
+    history
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(entry);
+    answered
 }
 
 /// Until `done`, every few hundred simulated milliseconds: new weather, a
