@@ -95,21 +95,14 @@ impl LocalCluster {
     /// raft id), loopback address, defaults elsewhere.
     pub fn config(&self, name: &str) -> Result<ConfigBuilder> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Ok(Config::builder()
-            .node_id(id)
-            .bind_addr(([127, 0, 0, 1], 0).into())
-            .credentials(self.ca.issue_node(name, id)?))
+        Ok(loopback(self.ca.issue_node(name, id)?).node_id(id))
     }
 
     /// Starts a loopback node that presents `credentials` (from
     /// [`ca`](Self::ca): a client's or an admin's, say) instead of a node
     /// certificate of its own.
     pub fn node_with(&self, credentials: NodeCredentials) -> Result<OctopiiNode> {
-        let config = Config::builder()
-            .bind_addr(([127, 0, 0, 1], 0).into())
-            .credentials(credentials)
-            .build()?;
-        self.start(config)
+        self.start(loopback(credentials).build()?)
     }
 
     /// Starts a node with `config`, on this cluster's runtime.
@@ -136,4 +129,11 @@ impl LocalCluster {
     {
         self.runtime.block_on(future)
     }
+}
+
+/// A node on an ephemeral loopback port presenting `credentials`.
+fn loopback(credentials: NodeCredentials) -> ConfigBuilder {
+    Config::builder()
+        .bind_addr(([127, 0, 0, 1], 0).into())
+        .credentials(credentials)
 }

@@ -272,6 +272,20 @@ fn a_leader_hands_its_leadership_on_and_writes_go_on() {
         // A follower cannot hand on what it does not have.
         let refused = cluster.raft(leader).transfer_leadership(None).await;
         assert!(refused.is_err(), "{refused:?}");
+        // Only another voter can take over; anything else is refused at
+        // once, not after a timeout.
+        for nobody in [chosen, 99] {
+            let refused = cluster.raft(chosen).transfer_leadership(Some(nobody)).await;
+            assert!(
+                matches!(
+                    refused,
+                    Err(octopii::OctopiiError::Raft(
+                        octopii::raft::RaftError::Refused(_)
+                    ))
+                ),
+                "{refused:?}"
+            );
+        }
         put(cluster.raft(chosen), "after", "2").await.unwrap();
         assert_eq!(
             get(cluster.raft(leader), "before").await.unwrap(),

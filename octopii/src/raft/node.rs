@@ -331,21 +331,16 @@ impl RaftNode {
     /// group elects no new leader only after a timeout. A node that does
     /// not lead answers [`RaftError::NotLeader`].
     pub async fn transfer_leadership(&self, to: Option<u64>) -> Result<u64> {
-        let status = self.status();
-        let to = match to {
-            Some(to) => to,
-            None => status
-                .voters
-                .iter()
-                .copied()
-                .find(|&voter| voter != self.inner.id)
-                .ok_or(RaftError::Refused("no other voter to lead".into()))?,
-        };
+        let voters = self.status().voters;
+        let me = self.inner.id;
+        let to = to
+            .or_else(|| voters.iter().copied().find(|&voter| voter != me))
+            .filter(|to| *to != me && voters.contains(to))
+            .ok_or(RaftError::Refused("no other voter to lead".into()))?;
         let transfer = |reply| Command::TransferLeadership { to, reply };
         self.inner.driver.ask(transfer).await?;
         let limit = self.inner.config.request_timeout();
         let mut status = self.inner.status.clone();
-        let me = self.inner.id;
         let elsewhere = status
             .wait_for(|s| s.leader_id.is_some_and(|l| l != me) || s.role == RaftRole::Stopped);
         let leader = tokio::time::timeout(limit, elsewhere)

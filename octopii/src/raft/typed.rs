@@ -8,7 +8,7 @@
 //! [`Command`](TypedStateMachine::Command) (proposed as raw bytes by
 //! another program, say) is refused the same way on every node.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::marker::PhantomData;
 use std::path::PathBuf;
 
@@ -122,16 +122,6 @@ impl<M: TypedStateMachine> StateMachine for Typed<M> {
     fn snapshot_to(&self, out: &mut dyn Write) -> std::result::Result<(), StateMachineError> {
         out.write_all(&codec::encode(&self.0)?)?;
         Ok(())
-    }
-
-    fn restore_from(
-        &mut self,
-        input: &mut dyn Read,
-        len: u64,
-    ) -> std::result::Result<(), StateMachineError> {
-        let mut bytes = Vec::new();
-        input.take(len).read_to_end(&mut bytes)?;
-        self.restore(&bytes)
     }
 }
 
