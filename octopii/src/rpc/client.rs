@@ -320,14 +320,16 @@ impl Client {
         R: DeserializeOwned,
     {
         let request = self.request(service, method, args, false)?;
-        let on = OnceLock::new();
         let reply = match self.deadline {
-            None => self.round_trip(&request, &on).await?,
+            None => self.round_trip(&request, None).await?,
             Some(deadline) => {
-                match tokio::time::timeout(deadline, self.round_trip(&request, &on)).await {
+                // Only a wait that long can find a peer silent (see
+                // `CallOn`): shorter calls skip reading the counters.
+                let on = (deadline >= SILENCE_FLOOR).then(OnceLock::new);
+                match tokio::time::timeout(deadline, self.round_trip(&request, on.as_ref())).await {
                     Ok(reply) => reply?,
                     Err(_) => {
-                        if let Some(silent) = on.get() {
+                        if let Some(silent) = on.as_ref().and_then(OnceLock::get) {
                             silent.close_if_silent_for(deadline);
                         }
                         return Err(RpcError::new(
@@ -397,12 +399,18 @@ impl Client {
         Ok(request)
     }
 
-    /// Sends `request` and reads its response; `on` is set to the
-    /// connection it went over, as soon as there is one.
-    async fn round_trip(&self, request: &[u8], on: &OnceLock<CallOn>) -> Result<Bytes, RpcError> {
+    /// Sends `request` and reads its response; `on`, if given, is set to
+    /// the connection it went over as soon as there is one.
+    async fn round_trip(
+        &self,
+        request: &[u8],
+        on: Option<&OnceLock<CallOn>>,
+    ) -> Result<Bytes, RpcError> {
         let max = self.pool.transport.limits().max_frame_size;
         let conn = self.connect().await?;
-        let _ = on.set(CallOn::new(&conn));
+        if let Some(on) = on {
+            let _ = on.set(CallOn::new(&conn));
+        }
         let mut stream = self.pool.checkout(&conn).await?;
         let (send, recv) = stream.parts();
         send.write_all(request)
