@@ -91,6 +91,7 @@ struct State {
 #[derive(Clone)]
 pub struct CrashFs {
     state: Arc<Mutex<State>>,
+    never_blocks: bool,
 }
 
 impl Default for CrashFs {
@@ -170,6 +171,17 @@ impl CrashFs {
         state.dirs.insert(PathBuf::from("/"), Dir::default());
         CrashFs {
             state: Arc::new(Mutex::new(state)),
+            never_blocks: false,
+        }
+    }
+
+    /// An empty file system that says it never blocks
+    /// ([`WalFs::never_blocks`]): a WAL on it writes on the appending
+    /// thread, as a simulation needs.
+    pub fn never_blocking() -> Self {
+        CrashFs {
+            never_blocks: true,
+            ..Self::new()
         }
     }
 
@@ -181,6 +193,12 @@ impl CrashFs {
     /// fails and every operation errors until [`crash`](Self::crash).
     pub fn power_fails_after(&self, ops: u64) {
         self.lock().budget = Some(ops);
+    }
+
+    /// The power fails now: every operation errors until
+    /// [`crash`](Self::crash).
+    pub fn power_off(&self) {
+        self.lock().dead = true;
     }
 
     /// Changing operations done so far (since creation).
@@ -485,6 +503,10 @@ impl WalFs for CrashFs {
         let d = state.dir_mut(dir)?;
         d.durable = d.current.clone();
         Ok(())
+    }
+
+    fn never_blocks(&self) -> bool {
+        self.never_blocks
     }
 }
 

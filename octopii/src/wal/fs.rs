@@ -56,6 +56,15 @@ pub trait WalFs: Send + Sync {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Makes `dir`'s entries (created, renamed, deleted files) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+
+    /// Whether every operation returns at once (a file system in memory).
+    /// The WAL then writes on the thread that appends instead of a writer
+    /// thread of its own, so whoever schedules the tasks (a deterministic
+    /// simulation) schedules the writes too; each request is written and
+    /// synced by itself, with no group commit. `false` for a real disk.
+    fn never_blocks(&self) -> bool {
+        false
+    }
 }
 
 /// The real file system, through `std::fs`.

@@ -17,7 +17,9 @@
 //! `fdatasync` among them ([`FlushPolicy::GroupCommit`], the default). A
 //! single writer pays one sync per record, as it must; a hundred concurrent
 //! writers pay about one sync per hundred records (`octopii bench wal`
-//! measures it).
+//! measures it). A file system in memory ([`WalFs::never_blocks`]) is
+//! written on the appending thread instead, one request at a time, so a
+//! simulation that schedules every task also schedules the writes.
 //!
 //! # Why a failed sync poisons the log
 //!
@@ -66,7 +68,7 @@ use std::ops::{Bound, Range, RangeBounds};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
@@ -124,18 +126,31 @@ pub struct Wal {
 
 struct Inner {
     shared: Arc<Shared>,
-    tx: Option<Sender<Request>>,
-    thread: Option<JoinHandle<()>>,
+    writer: Writing,
     report: RecoveryReport,
     options: WalOptions,
     _lock: DirLock,
 }
 
+/// Where the writer runs.
+enum Writing {
+    /// On a thread of its own, fed through a channel (a real disk).
+    Thread {
+        tx: Option<Sender<Request>>,
+        thread: Option<JoinHandle<()>>,
+    },
+    /// On the thread that makes the request ([`WalFs::never_blocks`]).
+    Inline(Mutex<Writer>),
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
+        let Writing::Thread { tx, thread } = &mut self.writer else {
+            return;
+        };
         // The writer finishes what is queued, then sees the channel closed.
-        drop(self.tx.take());
-        if let Some(thread) = self.thread.take() {
+        drop(tx.take());
+        if let Some(thread) = thread.take() {
             if thread.join().is_err() {
                 tracing::error!("the WAL writer thread panicked");
             }
@@ -191,12 +206,21 @@ impl Wal {
             }),
             counters: Counters::default(),
         });
-        let (tx, rx) = std::sync::mpsc::channel();
-        let writer = Writer::new(fs, Arc::clone(&shared), options.clone(), rx);
-        let thread = std::thread::Builder::new()
-            .name("octopii-wal".to_string())
-            .spawn(move || writer.run())
-            .map_err(WalError::Spawn)?;
+        let inline = fs.never_blocks();
+        let writer = Writer::new(fs, Arc::clone(&shared), options.clone());
+        let writer = if inline {
+            Writing::Inline(Mutex::new(writer))
+        } else {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let thread = std::thread::Builder::new()
+                .name("octopii-wal".to_string())
+                .spawn(move || writer.run(rx))
+                .map_err(WalError::Spawn)?;
+            Writing::Thread {
+                tx: Some(tx),
+                thread: Some(thread),
+            }
+        };
         tracing::debug!(
             dir = %shared.dir.display(),
             first = report.first_index,
@@ -207,8 +231,7 @@ impl Wal {
         Ok(Wal {
             inner: Arc::new(Inner {
                 shared,
-                tx: Some(tx),
-                thread: Some(thread),
+                writer,
                 report,
                 options,
                 _lock: lock,
@@ -306,9 +329,19 @@ impl Wal {
         if let Err(e) = self.inner.shared.check_usable() {
             return WalFuture::failed(e);
         }
-        match &self.inner.tx {
-            Some(tx) if tx.send(request).is_ok() => WalFuture::waiting(rx),
-            _ => WalFuture::failed(WalError::WriterStopped),
+        match &self.inner.writer {
+            Writing::Thread { tx, .. } => match tx.as_ref().map(|tx| tx.send(request)) {
+                Some(Ok(())) => WalFuture::waiting(rx),
+                _ => WalFuture::failed(WalError::WriterStopped),
+            },
+            Writing::Inline(writer) => {
+                // The reply is sent before `serve` returns: the future is ready.
+                writer
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .serve(request);
+                WalFuture::waiting(rx)
+            }
         }
     }
 

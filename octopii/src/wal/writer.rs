@@ -100,7 +100,6 @@ pub(crate) struct Writer {
     fs: Arc<dyn WalFs>,
     shared: Arc<Shared>,
     options: WalOptions,
-    rx: Receiver<Request>,
     active: Active,
     /// Encoded records not yet written to `active`.
     buf: Vec<u8>,
@@ -115,12 +114,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// A writer appending to the last segment of the shared view.
-    pub fn new(
-        fs: Arc<dyn WalFs>,
-        shared: Arc<Shared>,
-        options: WalOptions,
-        rx: Receiver<Request>,
-    ) -> Self {
+    pub fn new(fs: Arc<dyn WalFs>, shared: Arc<Shared>, options: WalOptions) -> Self {
         let (active, next_index) = {
             let view = shared.read_view();
             let last = view
@@ -141,7 +135,6 @@ impl Writer {
             fs,
             shared,
             options,
-            rx,
             active,
             buf: Vec::new(),
             new_bounds: Vec::new(),
@@ -152,9 +145,16 @@ impl Writer {
         }
     }
 
-    /// Serves requests until every sender is gone.
-    pub fn run(mut self) {
-        while let Ok(first) = self.rx.recv() {
+    /// Serves one request at once, as a batch of its own.
+    pub fn serve(&mut self, request: Request) {
+        let mut batch = Batch::default();
+        self.take(request, &mut batch);
+        self.commit(&mut batch);
+    }
+
+    /// Serves requests from `rx`, in batches, until every sender is gone.
+    pub fn run(mut self, rx: Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
             let opened = Instant::now();
             let mut batch = Batch::default();
             let mut next = Some(first);
@@ -164,7 +164,7 @@ impl Writer {
                 if batch.bytes >= self.batch_cap() {
                     break;
                 }
-                match self.rx.try_recv() {
+                match rx.try_recv() {
                     Ok(request) => {
                         next = Some(request);
                         continue;
@@ -182,7 +182,7 @@ impl Writer {
                 if batch.is_empty() || now >= deadline {
                     break;
                 }
-                match self.rx.recv_timeout(deadline - now) {
+                match rx.recv_timeout(deadline - now) {
                     Ok(request) => next = Some(request),
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => disconnected = true,
