@@ -86,3 +86,17 @@ fn one_seed_replays_the_same_run() {
         "another seed is another run"
     );
 }
+
+#[test]
+fn raft_probe() {
+    let base = env("OCTOPII_SIM_BASE").unwrap_or(0);
+    let count = env("OCTOPII_SIM_SEEDS").unwrap_or(10);
+    let wall = Instant::now();
+    let mut failed = 0;
+    for seed in base..base + count {
+        let report = sim::run(seed, Plan::raft());
+        println!("{} {:?} completed {} sim {:?}", report.line(), report.verdict, report.history.completed(), report.simulated);
+        if report.verdict.is_err() { failed += 1; println!("faults:\n  {}", report.faults.join("\n  ")); }
+    }
+    println!("failed {failed} wall {:?}", wall.elapsed());
+}

@@ -543,7 +543,7 @@ impl Driver {
         let store = self.raw.store();
         let since = store.snapshot_metadata().index;
         let due = store.take_snapshot_request()
-            || self.applied >= since + self.config.snapshot_interval
+            || self.applied >= since.saturating_add(self.config.snapshot_interval)
             || store.log_bytes() >= self.config.snapshot_log_bytes;
         if !due || self.applied <= since {
             return Ok(());

@@ -5,18 +5,23 @@
 //! digest covers the ordered history of every operation with its simulated
 //! times.
 //!
-//! What runs today: a register store served by one node and called by
-//! several client nodes, under loss, delay, reordering, duplication and
-//! one-way or symmetric partitions, checked for linearizability
-//! ([`linearizable`]). Raft nodes do not run here yet: the WAL writes on a
-//! thread of its own and raft snapshots on blocking threads, outside the
-//! simulated scheduler.
+//! Client nodes call registers ([`registers`]) served by one node or by a
+//! raft group ([`servers`]), under loss, delay, reordering, duplication,
+//! one-way and symmetric partitions, and crashes of serving nodes whose
+//! disks lose what was not synced; the history is checked for
+//! linearizability ([`linearizable`]), and after healing every client
+//! must be answered again and raft members must agree.
+//!
+//! Not simulated yet: raft snapshots between members (they travel as
+//! ChunkService files on the real disk), membership changes, disk
+//! failures other than a crash, clock drift.
 
 pub mod history;
 pub mod linearizable;
 pub mod net;
+pub mod registers;
+pub mod servers;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -28,49 +33,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
+use crate::crash_fs::Tear;
 use history::{Entry, History, Op, Outcome, Reply};
 use net::{SimNet, Weather};
-
-/// The service under test: registers by key.
-#[octopii::service]
-pub trait Registers {
-    /// Sets `key` to `value`; the previous value.
-    async fn put(&self, key: String, value: String) -> Option<String>;
-    /// The value of `key`.
-    async fn get(&self, key: String) -> Option<String>;
-    /// Sets `key` to `new` if it holds `expected`; whether it did.
-    async fn cas(&self, key: String, expected: Option<String>, new: String) -> bool;
-}
-
-/// The registers, in memory.
-#[derive(Default)]
-struct Store(Mutex<BTreeMap<String, String>>);
-
-impl Registers for Store {
-    async fn put(&self, key: String, value: String) -> Option<String> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, value)
-    }
-
-    async fn get(&self, key: String) -> Option<String> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-            .cloned()
-    }
-
-    async fn cas(&self, key: String, expected: Option<String>, new: String) -> bool {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.get(&key) != expected.as_ref() {
-            return false;
-        }
-        map.insert(key, new);
-        true
-    }
-}
+use registers::RegistersClient;
+pub use servers::Serving;
+use servers::Servers;
 
 /// The size of a run.
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +49,8 @@ pub struct Plan {
     pub ops_per_client: usize,
     /// Keys the operations spread over.
     pub keys: usize,
+    /// What serves the registers.
+    pub serving: Serving,
 }
 
 impl Default for Plan {
@@ -89,6 +59,17 @@ impl Default for Plan {
             clients: 3,
             ops_per_client: 40,
             keys: 3,
+            serving: Serving::One,
+        }
+    }
+}
+
+impl Plan {
+    /// The default plan against a raft group of three.
+    pub fn raft() -> Self {
+        Plan {
+            serving: Serving::Raft(3),
+            ..Plan::default()
         }
     }
 }
@@ -169,8 +150,9 @@ const SIMULATED_LIMIT: Duration = Duration::from_secs(600);
 async fn simulate(seed: u64, plan: Plan) -> Report {
     let started = Instant::now();
     let net = SimNet::new(seed);
-    let configs: Vec<Config> = (1..=plan.clients + 1)
-        .zip(credentials(plan.clients + 1))
+    let serving = plan.serving.nodes();
+    let configs: Vec<Config> = (1..=serving + plan.clients)
+        .zip(credentials(serving + plan.clients))
         .map(|(id, creds)| {
             let mut config = Config::builder()
                 .node_id(id)
@@ -186,34 +168,30 @@ async fn simulate(seed: u64, plan: Plan) -> Report {
             config
         })
         .collect();
-    let mut server = Server {
-        config: configs[0].clone(),
-        // The registers outlive the server's process, as a store on disk would.
-        store: Arc::new(Store::default()),
-        node: None,
-    };
-    server.start(&net);
-    let clients: Vec<OctopiiNode> = configs[1..].iter().map(|c| start(&net, c)).collect();
-    let server_addr = configs[0].bind_addr;
+    let (server_configs, client_configs) = configs.split_at(serving as usize);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_FA17);
+    let servers = Servers::start(plan.serving, server_configs, &net, &mut rng);
+    let server_addrs = servers.addrs();
+    let clients: Vec<OctopiiNode> = client_configs.iter().map(|c| start(&net, c)).collect();
 
     let history = Arc::new(Mutex::new(History::default()));
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let faults = tokio::spawn(faults(
-        seed,
+        rng,
         net.clone(),
         configs.iter().map(|c| c.bind_addr).collect(),
-        server,
+        servers,
         started,
         done_rx,
     ));
     let mut workers = Vec::new();
     for (i, node) in clients.iter().enumerate() {
         let client = (i + 1) as u64;
-        let stub = RegistersClient::new(node, server_addr);
+        let stubs = stubs(node, &server_addrs, Duration::from_secs(2));
         let ops = operations(seed, client, plan);
         workers.push(tokio::spawn(run_client(
             client,
-            stub,
+            stubs,
             ops,
             history.clone(),
             started,
@@ -223,36 +201,41 @@ async fn simulate(seed: u64, plan: Plan) -> Report {
         worker.await.expect("client task");
     }
     let _ = done_tx.send(true);
-    let (faults, server) = faults.await.expect("fault task");
+    let (faults, servers) = faults.await.expect("fault task");
 
     // Healed, every client reads every key within a few simulated seconds:
     // a restarted server is reachable again, and what was acknowledged is
-    // there.
+    // there. Raft members agree.
     net.heal();
     net.set_weather(Weather::CALM);
     let healed = started.elapsed();
     let mut stuck = Vec::new();
     for (i, node) in clients.iter().enumerate() {
-        let stub = RegistersClient::new(node, server_addr).with_deadline(Duration::from_secs(1));
+        let stubs = stubs(node, &server_addrs, Duration::from_secs(1));
         for k in 0..plan.keys {
             let key = format!("k{k}");
-            if !read_until_answered(&stub, (i + 1) as u64, &key, &history, started).await {
+            let stub = &stubs[k % stubs.len()];
+            if !read_until_answered(stub, (i + 1) as u64, &key, &history, started).await {
                 stuck.push(format!("client {} reading {key}", i + 1));
             }
         }
     }
-    for node in clients.iter().chain(server.node.iter()) {
+    let agreed = servers
+        .agree(Duration::from_secs(HEALED_WITHIN_SECS))
+        .await;
+    for node in &clients {
         node.shutdown().await;
     }
+    servers.shutdown().await;
     let history = std::mem::take(&mut *history.lock().unwrap_or_else(PoisonError::into_inner));
-    let verdict = if stuck.is_empty() {
-        linearizable::check(&history)
-    } else {
+    let verdict = if !stuck.is_empty() {
         Err(format!(
             "{} still unanswered {:?} after healing at {healed:?}",
             stuck.join(", "),
             Duration::from_secs(HEALED_WITHIN_SECS)
         ))
+    } else {
+        agreed.and_then(|()| linearizable::check(&history))
     };
     Report {
         seed,
@@ -262,6 +245,14 @@ async fn simulate(seed: u64, plan: Plan) -> Report {
         net: net.stats(),
         simulated: started.elapsed(),
     }
+}
+
+/// A stub per serving node, with `deadline`.
+fn stubs(node: &OctopiiNode, servers: &[SocketAddr], deadline: Duration) -> Vec<RegistersClient> {
+    servers
+        .iter()
+        .map(|&addr| RegistersClient::new(node, addr).with_deadline(deadline))
+        .collect()
 }
 
 /// Simulated seconds after healing within which every client must be
@@ -288,23 +279,6 @@ async fn read_until_answered(
     false
 }
 
-/// The node that serves the registers, and what restarts it.
-struct Server {
-    config: Config,
-    store: Arc<Store>,
-    node: Option<OctopiiNode>,
-}
-
-impl Server {
-    /// Starts (or restarts) the server's process, serving its store.
-    fn start(&mut self, net: &SimNet) {
-        let node = start(net, &self.config);
-        node.serve(RegistersServer::from_arc(self.store.clone()))
-            .expect("serve");
-        self.node = Some(node);
-    }
-}
-
 /// A node of `config` on the simulated network, on the simulation's runtime.
 fn start(net: &SimNet, config: &Config) -> OctopiiNode {
     let runtime = OctopiiRuntime::from_handle(tokio::runtime::Handle::current());
@@ -312,10 +286,18 @@ fn start(net: &SimNet, config: &Config) -> OctopiiNode {
 }
 
 /// The operations of `client`, chosen by the seed.
-fn operations(seed: u64, client: u64, plan: Plan) -> Vec<(String, Op, Duration)> {
+/// Each is the serving node to call, the key, the operation and the pause
+/// after it.
+fn operations(seed: u64, client: u64, plan: Plan) -> Vec<(usize, String, Op, Duration)> {
     let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(client));
+    let servers = plan.serving.nodes() as usize;
     (0..plan.ops_per_client)
         .map(|n| {
+            let target = if servers > 1 {
+                rng.gen_range(0..servers)
+            } else {
+                0
+            };
             let key = format!("k{}", rng.gen_range(0..plan.keys));
             let value = format!("c{client}-{n}");
             let op = match rng.gen_range(0..3) {
@@ -333,21 +315,20 @@ fn operations(seed: u64, client: u64, plan: Plan) -> Vec<(String, Op, Duration)>
                 },
             };
             let think = Duration::from_millis(rng.gen_range(1..40));
-            (key, op, think)
+            (target, key, op, think)
         })
         .collect()
 }
 
 async fn run_client(
     client: u64,
-    stub: RegistersClient,
-    ops: Vec<(String, Op, Duration)>,
+    stubs: Vec<RegistersClient>,
+    ops: Vec<(usize, String, Op, Duration)>,
     history: Arc<Mutex<History>>,
     started: Instant,
 ) {
-    let stub = stub.with_deadline(Duration::from_secs(2));
-    for (key, op, think) in ops {
-        perform(&stub, client, key, op, &history, started).await;
+    for (target, key, op, think) in ops {
+        perform(&stubs[target], client, key, op, &history, started).await;
         tokio::time::sleep(think).await;
     }
 }
@@ -363,15 +344,21 @@ async fn perform(
 ) -> bool {
     let invoked = started.elapsed();
     let result = match &op {
-        Op::Put(value) => stub.put(key.clone(), value.clone()).await.map(Reply::Value),
-        Op::Get => stub.get(key.clone()).await.map(Reply::Value),
+        Op::Put(value) => stub
+            .put(key.clone(), value.clone())
+            .await
+            .map(|r| r.map(Reply::Value)),
+        Op::Get => stub.get(key.clone()).await.map(|r| r.map(Reply::Value)),
         Op::Cas { expected, new } => stub
             .cas(key.clone(), expected.clone(), new.clone())
             .await
-            .map(Reply::Swapped),
+            .map(|r| r.map(Reply::Swapped)),
     };
+    // A call that failed, or a server that could not say, may or may not
+    // have taken effect.
     let outcome = match result {
-        Ok(reply) => Outcome::Ok(reply),
+        Ok(Ok(reply)) => Outcome::Ok(reply),
+        Ok(Err(why)) => Outcome::Indeterminate(why),
         Err(e) => Outcome::Indeterminate(format!("{:?}", e.code())),
     };
     let answered = matches!(outcome, Outcome::Ok(_));
@@ -391,20 +378,21 @@ async fn perform(
 }
 
 /// Until `done`, every few hundred simulated milliseconds: new weather, a
-/// cut link, a node cut off both ways, healing, or a crash of the server
-/// (its socket unplugged, so it tells nobody) and its restart from its
-/// store after a while. Returns how many faults it chose, and the server.
+/// cut link, a node cut off both ways, healing, or a crash of a serving
+/// node (its socket unplugged, so it tells nobody; its disk keeping what
+/// the seed says of what it had not synced) and its restart after a
+/// while. Returns the faults it chose, and the servers.
 async fn faults(
-    seed: u64,
+    mut rng: StdRng,
     net: SimNet,
     addrs: Vec<SocketAddr>,
-    mut server: Server,
+    mut servers: Servers,
     started: Instant,
     mut done: tokio::sync::watch::Receiver<bool>,
-) -> (Vec<String>, Server) {
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_FA17);
+) -> (Vec<String>, Servers) {
     let mut faults = Vec::new();
     let mut log = |what: String| faults.push(format!("{:?} {what}", started.elapsed()));
+    let serving = servers.addrs().len();
     loop {
         let pause = Duration::from_millis(rng.gen_range(30..300));
         tokio::select! {
@@ -437,16 +425,22 @@ async fn faults(
                 }
             }
             3 => {
+                let i = if serving > 1 {
+                    rng.gen_range(0..serving)
+                } else {
+                    0
+                };
                 let down = Duration::from_millis(rng.gen_range(0..3000));
-                log(format!("crash the server, restart it after {down:?}"));
-                net.unplug(server.config.bind_addr);
-                // Dropped, not shut down: a crashed process closes nothing
-                // (and its socket is unplugged, so nothing it sends leaves).
-                // Dropped, not shut down: a crashed process closes nothing
-                // (and its socket is unplugged, so nothing it sends leaves).
-                drop(server.node.take());
-                tokio::time::sleep(down).await;
-                server.start(&net);
+                let tear = if serving > 1 {
+                    [Tear::DropAll, Tear::KeepAll, Tear::TearLast][rng.gen_range(0..3)]
+                } else {
+                    Tear::DropAll
+                };
+                log(format!(
+                    "crash {} ({tear:?}), restart it after {down:?}",
+                    addrs[i]
+                ));
+                servers.crash(i, down, tear, &net, &mut rng).await;
             }
             _ => {
                 log("heal".to_owned());
@@ -455,5 +449,5 @@ async fn faults(
             }
         }
     }
-    (faults, server)
+    (faults, servers)
 }

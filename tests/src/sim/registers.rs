@@ -1,0 +1,178 @@
+//! The service the simulated clients call: registers by key, served from
+//! memory by one node ([`Store`]) or replicated by raft ([`Replicated`]
+//! over [`RegisterMachine`]).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use octopii::raft::{TypedRaftNode, TypedStateMachine};
+use serde::{Deserialize, Serialize};
+
+/// Registers by key. An `Err` is the server's reason for not answering
+/// (raft had no leader, or timed out): the operation may or may not have
+/// taken effect.
+#[octopii::service]
+pub trait Registers {
+    /// Sets `key` to `value`; the previous value.
+    async fn put(&self, key: String, value: String) -> Result<Option<String>, String>;
+    /// The value of `key`.
+    async fn get(&self, key: String) -> Result<Option<String>, String>;
+    /// Sets `key` to `new` if it holds `expected`; whether it did.
+    async fn cas(&self, key: String, expected: Option<String>, new: String)
+    -> Result<bool, String>;
+}
+
+/// The registers, in memory, served by one node. They outlive the node's
+/// crashes, as a store on a disk that never fails would.
+#[derive(Default)]
+pub struct Store(Mutex<BTreeMap<String, String>>);
+
+impl Store {
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Registers for Store {
+    async fn put(&self, key: String, value: String) -> Result<Option<String>, String> {
+        Ok(self.map().insert(key, value))
+    }
+
+    async fn get(&self, key: String) -> Result<Option<String>, String> {
+        Ok(self.map().get(&key).cloned())
+    }
+
+    async fn cas(
+        &self,
+        key: String,
+        expected: Option<String>,
+        new: String,
+    ) -> Result<bool, String> {
+        let mut map = self.map();
+        if map.get(&key) != expected.as_ref() {
+            return Ok(false);
+        }
+        map.insert(key, new);
+        Ok(true)
+    }
+}
+
+/// A command raft replicates.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Command {
+    Put {
+        key: String,
+        value: String,
+    },
+    Cas {
+        key: String,
+        expected: Option<String>,
+        new: String,
+    },
+}
+
+/// What applying a [`Command`] returns.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Applied {
+    /// A put's previous value.
+    Previous(Option<String>),
+    /// Whether a compare-and-set swapped.
+    Swapped(bool),
+}
+
+/// Each member's registers as its state machine last left them, by raft
+/// id: what the end of a run compares across members.
+pub type Observed = Arc<Mutex<BTreeMap<u64, BTreeMap<String, String>>>>;
+
+/// The registers as a raft state machine.
+#[derive(Default, Serialize, Deserialize)]
+pub struct RegisterMachine {
+    map: BTreeMap<String, String>,
+    /// Where this member's state is published after each command.
+    #[serde(skip)]
+    observer: Option<(u64, Observed)>,
+}
+
+impl RegisterMachine {
+    /// Empty registers of member `id`, published to `observed`.
+    pub fn observed(id: u64, observed: Observed) -> Self {
+        observed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, BTreeMap::new());
+        RegisterMachine {
+            map: BTreeMap::new(),
+            observer: Some((id, observed)),
+        }
+    }
+}
+
+impl TypedStateMachine for RegisterMachine {
+    type Command = Command;
+    type Output = Applied;
+    type Query = String;
+    type Answer = Option<String>;
+
+    fn apply(&mut self, command: Command) -> Applied {
+        let applied = match command {
+            Command::Put { key, value } => Applied::Previous(self.map.insert(key, value)),
+            Command::Cas { key, expected, new } => {
+                let swap = self.map.get(&key) == expected.as_ref();
+                if swap {
+                    self.map.insert(key, new);
+                }
+                Applied::Swapped(swap)
+            }
+        };
+        if let Some((id, observed)) = &self.observer {
+            observed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(*id, self.map.clone());
+        }
+        applied
+    }
+
+    fn query(&self, key: &String) -> Option<String> {
+        self.map.get(key).cloned()
+    }
+}
+
+/// The registers served by a raft member: writes are proposed, reads are
+/// linearizable raft reads.
+pub struct Replicated(pub TypedRaftNode<RegisterMachine>);
+
+impl Replicated {
+    async fn propose(&self, command: Command) -> Result<Applied, String> {
+        self.0.propose(&command).await.map_err(|e| e.to_string())
+    }
+}
+
+fn mismatch(applied: Applied) -> String {
+    format!("the machine answered {applied:?}")
+}
+
+impl Registers for Replicated {
+    async fn put(&self, key: String, value: String) -> Result<Option<String>, String> {
+        match self.propose(Command::Put { key, value }).await? {
+            Applied::Previous(previous) => Ok(previous),
+            other => Err(mismatch(other)),
+        }
+    }
+
+    async fn get(&self, key: String) -> Result<Option<String>, String> {
+        self.0.read(&key).await.map_err(|e| e.to_string())
+    }
+
+    async fn cas(
+        &self,
+        key: String,
+        expected: Option<String>,
+        new: String,
+    ) -> Result<bool, String> {
+        match self.propose(Command::Cas { key, expected, new }).await? {
+            Applied::Swapped(swapped) => Ok(swapped),
+            other => Err(mismatch(other)),
+        }
+    }
+}
