@@ -50,6 +50,7 @@ fn entries_applied_again_after_a_restart_answer_no_new_caller() {
     for id in [leader, behind, other] {
         cluster.stop(id);
     }
+    // A partition outlives the nodes: the restarted ones meet on a whole network.
     cluster.heal();
     cluster.restart(leader).unwrap();
     cluster.restart(behind).unwrap();
