@@ -10,6 +10,7 @@ use octopii::{Config, OctopiiNode, OctopiiRuntime};
 
 pub mod captured_logs;
 pub mod crash_fs;
+pub mod hostile_sender;
 pub mod sim;
 pub mod wal_fs;
 

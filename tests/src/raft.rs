@@ -1,5 +1,6 @@
 //! Raft test helpers: a small key-value state machine and a cluster of
-//! nodes on loopback that can be stopped, restarted and grown.
+//! nodes on loopback, or on a simulated network that can be partitioned,
+//! that can be stopped, restarted and grown.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use octopii::wal::WalOptions;
 use octopii::{Config, OctopiiNode, OctopiiRuntime};
 use serde::{Deserialize, Serialize};
 
+use crate::sim::net::SimNet;
 use crate::wal_fs::{FileHook, FileOp, HookedFs};
 
 /// A key-value command.
@@ -178,7 +180,7 @@ impl FileHook for FsyncGate {
     }
 }
 
-/// A raft cluster of nodes on loopback in one process.
+/// A raft cluster of nodes in one process, on loopback or on a [`SimNet`].
 pub struct Cluster {
     /// The runtime every node runs on.
     pub runtime: OctopiiRuntime,
@@ -193,6 +195,8 @@ pub struct Cluster {
     running: BTreeMap<u64, (OctopiiNode, RaftNode)>,
     restores: BTreeMap<u64, Arc<AtomicUsize>>,
     gates: BTreeMap<u64, Arc<FsyncGate>>,
+    /// The network the nodes run over, if simulated (else loopback).
+    net: Option<SimNet>,
 }
 
 impl Cluster {
@@ -204,6 +208,22 @@ impl Cluster {
     /// As [`start`](Self::start), every node (also those started later)
     /// with `transport` settings.
     pub fn start_with_transport(n: u64, config: RaftConfig, transport: TransportConfig) -> Self {
+        Self::start_over(n, config, transport, None)
+    }
+
+    /// As [`start`](Self::start), every node on one simulated network
+    /// (running in real time, calm weather), so the cluster can be
+    /// [`partition`](Self::partition)ed.
+    pub fn start_on_sim_net(n: u64, config: RaftConfig) -> Self {
+        Self::start_over(n, config, TransportConfig::default(), Some(SimNet::new(0)))
+    }
+
+    fn start_over(
+        n: u64,
+        config: RaftConfig,
+        transport: TransportConfig,
+        net: Option<SimNet>,
+    ) -> Self {
         let mut cluster = Cluster {
             runtime: OctopiiRuntime::new(4).expect("runtime"),
             ca: ClusterCa::generate().expect("CA"),
@@ -214,9 +234,10 @@ impl Cluster {
             running: BTreeMap::new(),
             restores: BTreeMap::new(),
             gates: BTreeMap::new(),
+            net,
         };
         let nodes: Vec<(u64, OctopiiNode)> = (1..=n)
-            .map(|id| (id, cluster.octopii_node(id, "127.0.0.1:0".parse().unwrap())))
+            .map(|id| (id, cluster.octopii_node(id, cluster.new_addr(id))))
             .collect();
         for (id, node) in &nodes {
             cluster.addrs.insert(*id, node.local_addr());
@@ -237,6 +258,18 @@ impl Cluster {
         self.dir.path().join(format!("node-{id}"))
     }
 
+    /// Where a new node `id` binds: its own address on the simulated
+    /// network, else an ephemeral loopback port.
+    fn new_addr(&self, id: u64) -> SocketAddr {
+        match self.net {
+            Some(_) => {
+                let host = u8::try_from(id).expect("ids below 256 on a simulated network");
+                SocketAddr::from(([10, 0, 0, host], 7000))
+            }
+            None => SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+
     fn octopii_node(&self, id: u64, addr: SocketAddr) -> OctopiiNode {
         let creds = self
             .ca
@@ -254,7 +287,14 @@ impl Cluster {
         // A restarted node may find its port still held for a moment.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            match OctopiiNode::new(config.clone(), &self.runtime) {
+            let node = match &self.net {
+                // A new socket at the address unplugs a stopped node's old one.
+                Some(net) => {
+                    OctopiiNode::with_socket(config.clone(), &self.runtime, net.socket(addr))
+                }
+                None => OctopiiNode::new(config.clone(), &self.runtime),
+            };
+            match node {
                 Ok(node) => return node,
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
@@ -314,6 +354,10 @@ impl Cluster {
             raft.shutdown().await;
             node.shutdown().await;
         });
+        // Datagrams to a stopped node are lost, as at a closed port.
+        if let Some(net) = &self.net {
+            net.unplug(self.addrs[&id]);
+        }
     }
 
     /// Drops node `id`'s raft handle without `shutdown`, checks that its
@@ -342,11 +386,28 @@ impl Cluster {
 
     /// Starts node `id` that is not yet a member (to be added).
     pub fn start_joining(&mut self, id: u64) -> SocketAddr {
-        let node = self.octopii_node(id, "127.0.0.1:0".parse().unwrap());
+        let node = self.octopii_node(id, self.new_addr(id));
         let addr = node.local_addr();
         self.addrs.insert(id, addr);
         self.start_raft(id, node, false).expect("start raft");
         addr
+    }
+
+    /// Drops every datagram between nodes `a` and `b`, both ways, until
+    /// [`heal`](Self::heal). Only on a cluster started
+    /// [`on a simulated network`](Self::start_on_sim_net).
+    pub fn partition(&self, a: u64, b: u64) {
+        let net = self.net.as_ref().expect("a cluster on a simulated network");
+        net.cut(self.addrs[&a], self.addrs[&b]);
+        net.cut(self.addrs[&b], self.addrs[&a]);
+    }
+
+    /// Heals every partition.
+    pub fn heal(&self) {
+        self.net
+            .as_ref()
+            .expect("a cluster on a simulated network")
+            .heal();
     }
 
     /// Waits until the running voters among `among` agree on one leader

@@ -1,14 +1,16 @@
 //! Bad input and faults: every failed transfer is reported with its
 //! reason, leaves nothing at the destination, and the node keeps serving.
+//! Corrupt data and lying size headers come from a sender written from
+//! `docs/PROTOCOL.md` (`octopii_tests::hostile_sender`).
 
 use std::net::SocketAddr;
 
 use octopii::ClusterCa;
-use octopii::chunk::sender::Fault;
 use octopii::chunk::{ChunkInbox, ChunkSource, TransferError, TransferOptions, TransferResult};
 use octopii::config::ChunkConfig;
 use octopii::rpc::Code;
 use octopii::{OctopiiNode, OctopiiRuntime};
+use octopii_tests::hostile_sender::{self, Destination, Lie, Verdict};
 use octopii_tests::{chunk_node, config, dir_entries, next_received, random_bytes};
 
 struct Pair {
@@ -50,6 +52,15 @@ impl Pair {
         results.pop().unwrap()
     }
 
+    /// Sends `data` with the sender written from the protocol document,
+    /// lying as `lie` says.
+    fn send_by_hand(&self, destination: Destination<'_>, data: &[u8], lie: Option<Lie>) -> Verdict {
+        self.rt.block_on(async {
+            let conn = self.sender.connect(self.receiver.local_addr()).await;
+            hostile_sender::send(&conn.unwrap(), destination, data, lie).await
+        })
+    }
+
     /// The receiver still takes a good transfer afterwards.
     fn still_serves(&self) {
         let data = random_bytes(70_000);
@@ -81,20 +92,27 @@ fn refused(result: &TransferResult) -> (Code, String) {
 #[test]
 fn a_byte_flipped_in_flight_is_a_checksum_mismatch_and_nothing_is_kept() {
     let mut p = pair(1 << 20);
+    // Told the truth, the hand-written sender delivers: only its lies fail.
+    let data = random_bytes(70_000);
+    let verdict = p.send_by_hand(Destination::File("honest.bin"), &data, None);
+    assert_eq!((verdict.status, verdict.reason.as_str()), (0, ""));
+    assert!(next_received(&p.rt, &mut p.inbox).outcome.is_ok());
+    let honest = p.recv_dir.path().join("honest.bin");
+    assert_eq!(std::fs::read(&honest).unwrap(), data);
+    std::fs::remove_file(honest).unwrap();
+
+    let file = Destination::File("flipped.bin");
     for size in [1usize, 65_536, 3 * 65_536 + 1] {
-        let mut options = TransferOptions::to_file("flipped.bin");
-        options.fault = Some(Fault::FlipByte(size as u64 / 2));
-        let result = p.send(&random_bytes(size), options);
-        assert!(result.outcome.is_err(), "{result:?}");
-        assert_eq!(result.outcome, Err(TransferError::ChecksumMismatch));
+        let flip = Some(Lie::FlipByte(size / 2));
+        let verdict = p.send_by_hand(file, &random_bytes(size), flip);
+        assert_eq!(verdict.status, 1, "size {size}: {verdict:?}");
         assert_eq!(p.next_failure(), TransferError::ChecksumMismatch);
         assert!(dir_entries(p.recv_dir.path()).is_empty(), "size {size}");
     }
     // The same to memory: nothing reaches the application.
-    let mut options = TransferOptions::to_memory("flipped");
-    options.fault = Some(Fault::FlipByte(0));
-    let result = p.send(&random_bytes(100), options);
-    assert_eq!(result.outcome, Err(TransferError::ChecksumMismatch));
+    let memory = Destination::Memory("flipped");
+    let verdict = p.send_by_hand(memory, &random_bytes(100), Some(Lie::FlipByte(0)));
+    assert_eq!(verdict.status, 1, "{verdict:?}");
     assert_eq!(p.next_failure(), TransferError::ChecksumMismatch);
     p.still_serves();
 }
@@ -102,16 +120,18 @@ fn a_byte_flipped_in_flight_is_a_checksum_mismatch_and_nothing_is_kept() {
 #[test]
 fn a_size_header_that_differs_from_the_bytes_sent_is_status_2() {
     let mut p = pair(1 << 20);
+    let file = Destination::File("sized.bin");
     for delta in [1i64, 1000, -1, -1000] {
-        let mut options = TransferOptions::to_file("sized.bin");
-        options.fault = Some(Fault::SizeDelta(delta));
-        let result = p.send(&random_bytes(200_000), options);
-        assert!(result.outcome.is_err(), "{result:?}");
-        let Err(TransferError::Receiver(reason)) = &result.outcome else {
-            panic!("delta {delta}: expected status 2, got {:?}", result.outcome);
-        };
+        let lie = Some(Lie::SizeHeader(delta));
+        let verdict = p.send_by_hand(file, &random_bytes(200_000), lie);
+        assert_eq!(verdict.status, 2, "delta {delta}: {verdict:?}");
+        let reason = &verdict.reason;
         assert!(reason.contains("size header"), "delta {delta}: {reason}");
-        assert!(matches!(p.next_failure(), TransferError::Receiver(_)));
+        let failure = p.next_failure();
+        assert!(
+            matches!(&failure, TransferError::Receiver(why) if why.contains("size header")),
+            "delta {delta}: {failure:?}"
+        );
         assert!(dir_entries(p.recv_dir.path()).is_empty(), "delta {delta}");
     }
     p.still_serves();

@@ -13,12 +13,6 @@ use octopii::{OctopiiError, OctopiiNode};
 use octopii_tests::captured_logs::capture_logs;
 use octopii_tests::raft::{Cluster, get, put, test_raft_config};
 
-/// Cuts all raft traffic between `a` and `b`, both ways.
-fn cut(cluster: &Cluster, a: u64, b: u64) {
-    cluster.raft(a).faults().block(b);
-    cluster.raft(b).faults().block(a);
-}
-
 /// Sends `bytes` from `from` to `to`'s snapshot receiver as a leader's
 /// snapshot would travel; the receiver's reason if it refused them.
 async fn send_as_snapshot(cluster: &Cluster, from: u64, to: u64, bytes: Vec<u8>) -> String {
@@ -37,7 +31,7 @@ async fn send_as_snapshot(cluster: &Cluster, from: u64, to: u64, bytes: Vec<u8>)
 
 #[test]
 fn a_cut_off_minority_cannot_commit_while_the_majority_can() {
-    let cluster = Cluster::start(3, test_raft_config());
+    let cluster = Cluster::start_on_sim_net(3, test_raft_config());
     let old = cluster.leader();
     let majority: Vec<u64> = cluster
         .running()
@@ -45,7 +39,7 @@ fn a_cut_off_minority_cannot_commit_while_the_majority_can() {
         .filter(|&id| id != old)
         .collect();
     for &id in &majority {
-        cut(&cluster, old, id);
+        cluster.partition(old, id);
     }
     cluster.runtime.block_on(async {
         // The isolated old leader cannot commit.
@@ -70,9 +64,7 @@ fn a_cut_off_minority_cannot_commit_while_the_majority_can() {
         assert_eq!(get(cluster.raft(new), "minority").await.unwrap(), None);
     });
     // Healed, the old leader follows and its uncommitted write is gone.
-    for id in cluster.running() {
-        cluster.raft(id).faults().heal();
-    }
+    cluster.heal();
     cluster.runtime.block_on(async {
         let kept = get(cluster.raft(old), "majority").await.unwrap();
         assert_eq!(kept.as_deref(), Some("kept"));

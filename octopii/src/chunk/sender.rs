@@ -68,19 +68,6 @@ pub struct TransferOptions {
     pub stall_timeout: Duration,
     /// Called as each peer's transfer progresses.
     pub progress: Option<ProgressFn>,
-    /// Fault injection for tests of the receiver's checks.
-    #[doc(hidden)]
-    pub fault: Option<Fault>,
-}
-
-/// Faults a test can make the sender commit on the wire.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// Flip the data byte at this offset after hashing it.
-    FlipByte(u64),
-    /// Announce `size + delta` in the size header, send `size` bytes.
-    SizeDelta(i64),
 }
 
 impl std::fmt::Debug for TransferOptions {
@@ -91,7 +78,7 @@ impl std::fmt::Debug for TransferOptions {
             .field("resume", &self.resume)
             .field("stall_timeout", &self.stall_timeout)
             .field("progress", &self.progress.is_some())
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
@@ -104,7 +91,6 @@ impl TransferOptions {
             resume: false,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             progress: None,
-            fault: None,
         }
     }
 
@@ -381,12 +367,8 @@ async fn exchange(
     );
     reporter.resume_from(offset);
 
-    let announced = match options.fault {
-        Some(Fault::SizeDelta(delta)) => size.saturating_add_signed(delta),
-        _ => size,
-    };
     let data_started = Instant::now();
-    let header = protocol::size_header(announced);
+    let header = protocol::size_header(size);
     let header = Bytes::copy_from_slice(&header);
     if let Err(e) = write_watched(stream, header, stall, taken).await? {
         return Err(verdict_after_write_error(stream, stall, e.into()).await);
@@ -411,7 +393,6 @@ async fn exchange(
         } else {
             buffer
         };
-        let buffer = inject(options.fault, buffer, position);
         let len = buffer.len() as u64;
         if let Err(e) = write_watched(stream, buffer, stall, taken).await? {
             return Err(verdict_after_write_error(stream, stall, e.into()).await);
@@ -476,18 +457,4 @@ fn verdict(status: Status, reason: String) -> Result<(), TransferError> {
         Status::Error => Err(TransferError::Receiver(reason)),
         Status::NotDurable => Err(TransferError::NotDurable(reason)),
     }
-}
-
-/// Applies a test fault to the buffer that ends at `end`.
-fn inject(fault: Option<Fault>, buffer: Bytes, end: u64) -> Bytes {
-    let Some(Fault::FlipByte(at)) = fault else {
-        return buffer;
-    };
-    let start = end - buffer.len() as u64;
-    if !(start..end).contains(&at) {
-        return buffer;
-    }
-    let mut copy = buffer.to_vec();
-    copy[(at - start) as usize] ^= 0xFF;
-    Bytes::from(copy)
 }

@@ -30,7 +30,6 @@
 mod driver;
 mod driver_handle;
 mod error;
-mod faults;
 mod machine;
 mod node;
 mod peers;
@@ -44,7 +43,6 @@ mod validate;
 
 pub use crate::config::RaftConfig;
 pub use error::RaftError;
-pub use faults::NetworkFaults;
 pub use machine::{RaftRole, RaftStatus, StateMachine, StateMachineError};
 pub use node::RaftNode;
 pub use service::Proposal;

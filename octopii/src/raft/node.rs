@@ -15,7 +15,6 @@ use tokio::task::JoinHandle;
 
 use super::driver::{Command, Driver, bootstrap_snapshot, peer_call_deadline};
 use super::driver_handle::DriverHandle;
-use super::faults::NetworkFaults;
 use super::machine::{RaftRole, RaftStatus, StateMachine};
 use super::peers::{AddressBook, Peers, address_of};
 use super::service::{Membership, Proposal, RaftHandler, RaftServiceClient, RaftServiceServer};
@@ -66,7 +65,6 @@ struct Inner {
     driver: DriverHandle,
     status: watch::Receiver<RaftStatus>,
     addresses: AddressBook,
-    faults: Arc<NetworkFaults>,
     forged: Arc<AtomicU64>,
     task: Mutex<Option<JoinHandle<()>>>,
     /// Stops the driver when sent or dropped.
@@ -185,14 +183,12 @@ impl RaftNode {
             .map_err(|e| OctopiiError::Raft(RaftError::Storage(e.to_string())))?;
 
         let addresses: AddressBook = Arc::new(RwLock::new(config.peers.clone()));
-        let faults = Arc::new(NetworkFaults::default());
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (feedback_tx, feedback_rx) = mpsc::unbounded_channel();
         let peers = Peers::new(
             node.clone(),
             addresses.clone(),
             config.peer_queue_capacity,
-            faults.clone(),
             feedback_tx,
             peer_call_deadline(&config),
         );
@@ -227,7 +223,6 @@ impl RaftNode {
         let handler = RaftHandler {
             id,
             driver: driver_handle.clone(),
-            faults: faults.clone(),
             max_proposal_size: config.max_proposal_size,
             membership: membership.clone(),
             addresses: addresses.clone(),
@@ -239,7 +234,6 @@ impl RaftNode {
             id,
             &dir,
             driver_handle.commands.clone(),
-            faults.clone(),
             forged.clone(),
         )?;
         node.serve(crate::rpc::Authorized::new(snapshots, membership.policy()))?;
@@ -275,7 +269,6 @@ impl RaftNode {
                 driver: driver_handle,
                 status: status_rx,
                 addresses,
-                faults,
                 forged,
                 task: Mutex::new(Some(driver)),
                 stop: Mutex::new(Some(stop_tx)),
@@ -360,11 +353,6 @@ impl RaftNode {
         self.inner.forged.load(Ordering::Relaxed)
     }
 
-    /// The fault-injection hook of this node's raft traffic.
-    pub fn faults(&self) -> &NetworkFaults {
-        &self.inner.faults
-    }
-
     /// Replicates `command` and returns the state machine's output once it
     /// is committed and applied. Fails with [`RaftError::ProposalTooLarge`]
     /// above [`RaftConfig::max_proposal_size`], with
@@ -438,13 +426,6 @@ impl RaftNode {
             }
             .into());
         };
-        if self.inner.faults.blocks(leader) {
-            return Err(crate::RpcError::new(
-                crate::rpc::Code::Unavailable,
-                "raft traffic to the leader is blocked by fault injection",
-            )
-            .into());
-        }
         // Only the leader's own certificate may answer for the leader.
         let client = crate::rpc::Client::new(&self.inner.node, addr)
             .expect_peer(crate::identity::Role::Node { id: leader })

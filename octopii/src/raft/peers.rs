@@ -12,7 +12,6 @@ use raft::SnapshotStatus;
 use raft::eraftpb::Message;
 use tokio::sync::mpsc;
 
-use super::faults::NetworkFaults;
 use super::service::RaftServiceClient;
 use super::snapshot_transfer;
 use crate::OctopiiNode;
@@ -51,7 +50,6 @@ pub(crate) struct Peers {
     addresses: AddressBook,
     queues: HashMap<u64, mpsc::Sender<Message>>,
     capacity: usize,
-    faults: Arc<NetworkFaults>,
     feedback: mpsc::UnboundedSender<Feedback>,
     call_deadline: Duration,
 }
@@ -61,7 +59,6 @@ impl Peers {
         node: OctopiiNode,
         addresses: AddressBook,
         capacity: usize,
-        faults: Arc<NetworkFaults>,
         feedback: mpsc::UnboundedSender<Feedback>,
         call_deadline: Duration,
     ) -> Self {
@@ -70,7 +67,6 @@ impl Peers {
             addresses,
             queues: HashMap::new(),
             capacity,
-            faults,
             feedback,
             call_deadline,
         }
@@ -129,14 +125,7 @@ impl Peers {
             let client = RaftServiceClient::from_client(client);
             let frame = self.node.config().transport.max_frame_size as usize;
             let budget = MAX_BATCH_BYTES.min(frame / 2);
-            let task = send_loop(
-                to,
-                client,
-                rx,
-                budget,
-                self.faults.clone(),
-                self.feedback.clone(),
-            );
+            let task = send_loop(to, client, rx, budget, self.feedback.clone());
             self.node.runtime_handle().spawn(task);
             self.queues.insert(to, tx);
         }
@@ -156,14 +145,10 @@ impl Peers {
             return;
         };
         let node = self.node.clone();
-        let (faults, feedback) = (self.faults.clone(), self.feedback.clone());
+        let feedback = self.feedback.clone();
         let dir = dir.to_path_buf();
         self.node.runtime_handle().spawn(async move {
-            let status = if faults.blocks(to) {
-                SnapshotStatus::Failure
-            } else {
-                snapshot_transfer::send(&node, &dir, addr, message).await
-            };
+            let status = snapshot_transfer::send(&node, &dir, addr, message).await;
             let _ = feedback.send(Feedback::Snapshot(to, status));
         });
     }
@@ -175,7 +160,6 @@ async fn send_loop(
     client: RaftServiceClient,
     mut queue: mpsc::Receiver<Message>,
     max_batch_bytes: usize,
-    faults: Arc<NetworkFaults>,
     feedback: mpsc::UnboundedSender<Feedback>,
 ) {
     while let Some(first) = queue.recv().await {
@@ -194,7 +178,7 @@ async fn send_loop(
                 next = queue.try_recv().ok();
             }
         }
-        if batch.is_empty() || faults.blocks(to) {
+        if batch.is_empty() {
             continue;
         }
         if let Err(e) = client.step(batch).await {
@@ -231,9 +215,8 @@ mod tests {
             silent.local_addr().unwrap(),
         )])));
         let (feedback, mut reports) = mpsc::unbounded_channel();
-        let faults = Arc::new(NetworkFaults::default());
         let deadline = Duration::from_millis(200);
-        let mut peers = Peers::new(node.clone(), book, 1, faults, feedback, deadline);
+        let mut peers = Peers::new(node.clone(), book, 1, feedback, deadline);
         let message = |to| Message {
             to,
             ..Message::default()

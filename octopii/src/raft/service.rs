@@ -19,7 +19,6 @@ use tokio::sync::watch;
 use super::RaftError;
 use super::driver::Command;
 use super::driver_handle::DriverHandle;
-use super::faults::NetworkFaults;
 use super::machine::RaftStatus;
 use super::peers::{AddressBook, address_of};
 use crate::identity::Role;
@@ -163,7 +162,6 @@ pub(crate) fn sent_by_caller(
 pub(crate) struct RaftHandler {
     pub(crate) id: u64,
     pub(crate) driver: DriverHandle,
-    pub(crate) faults: Arc<NetworkFaults>,
     pub(crate) max_proposal_size: usize,
     pub(crate) membership: Membership,
     pub(crate) addresses: AddressBook,
@@ -202,8 +200,8 @@ impl RaftHandler {
 }
 
 /// Decodes one message for node `id`; `None` (logged) if it does not
-/// decode, is addressed to another node or comes from a blocked peer.
-pub(crate) fn decode_message(id: u64, faults: &NetworkFaults, bytes: &[u8]) -> Option<Message> {
+/// decode or is addressed to another node.
+pub(crate) fn decode_message(id: u64, bytes: &[u8]) -> Option<Message> {
     let message = match Message::parse_from_bytes(bytes) {
         Ok(message) => message,
         Err(e) => {
@@ -222,16 +220,13 @@ pub(crate) fn decode_message(id: u64, faults: &NetworkFaults, bytes: &[u8]) -> O
         );
         return None;
     }
-    if faults.blocks(message.from) {
-        return None;
-    }
     Some(message)
 }
 
 impl RaftService for RaftHandler {
     async fn step(&self, ctx: &Context, messages: Vec<Vec<u8>>) {
         for bytes in messages {
-            let Some(message) = decode_message(self.id, &self.faults, &bytes) else {
+            let Some(message) = decode_message(self.id, &bytes) else {
                 continue;
             };
             if !sent_by_caller(self.id, ctx.peer(), &message, &self.forged) {

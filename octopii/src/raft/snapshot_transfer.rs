@@ -34,7 +34,6 @@ use raft::eraftpb::{Message, MessageType};
 use tokio::sync::mpsc;
 
 use super::driver::Command;
-use super::faults::NetworkFaults;
 use super::service::{decode_message, sent_by_caller};
 use super::snapshot::{self, Fingerprint};
 use super::storage::INCOMING_DIR;
@@ -61,7 +60,6 @@ pub(crate) fn receiver(
     id: u64,
     dir: &Path,
     commands: mpsc::Sender<Command>,
-    faults: Arc<NetworkFaults>,
     forged: Arc<AtomicU64>,
 ) -> Result<ChunkService> {
     let config = ChunkConfig {
@@ -75,14 +73,9 @@ pub(crate) fn receiver(
     };
     let dir = dir.to_path_buf();
     let handler: MemoryHandler = Arc::new(move |peer, _name, data| {
-        let (commands, faults, forged, dir) = (
-            commands.clone(),
-            faults.clone(),
-            forged.clone(),
-            dir.clone(),
-        );
+        let (commands, forged, dir) = (commands.clone(), forged.clone(), dir.clone());
         async move {
-            let message = decode_message(id, &faults, &data)
+            let message = decode_message(id, &data)
                 .filter(|message| sent_by_caller(id, &peer, message, &forged))
                 .ok_or_else(|| "unusable snapshot message".to_owned())?;
             take(id, &dir, &commands, message).await
