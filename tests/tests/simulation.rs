@@ -1,8 +1,9 @@
 //! Seeded simulations of Octopii nodes (see `octopii_tests::sim`).
 //!
 //! `OCTOPII_SIM_SEED=<n>` runs one seed; `OCTOPII_SIM_SEEDS=<count>` runs
-//! that many from a base seed (`OCTOPII_SIM_BASE`, default 0). Without
-//! either, a few seeds run, as in CI. Every run prints
+//! that many from a base seed (`OCTOPII_SIM_BASE`, default 0), each
+//! against one server and against a raft group of three (pick one by the
+//! test's name). Without either, the CI seeds run. Every run prints
 //! `seed=<n> ops=<ops> faults=<faults> digest=<hex>`; a failing seed prints
 //! the command that replays it.
 
@@ -10,29 +11,28 @@ use std::time::Instant;
 
 use octopii_tests::sim::{self, Plan};
 
-/// Seeds run when nothing is asked for.
-const CI_SEEDS: u64 = 20;
-
 fn env(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
-#[test]
-fn seeds_keep_their_histories_linearizable() {
+/// Runs the seeds asked for (`default` of them from 0 when nothing is
+/// asked) under `plan`, printing each run's line; panics at the first
+/// failing seed with its faults and the command that replays it.
+fn run_seeds(test: &str, plan: Plan, default: u64) {
     let (base, count) = match (env("OCTOPII_SIM_SEED"), env("OCTOPII_SIM_SEEDS")) {
         (Some(seed), _) => (seed, 1),
         (None, Some(count)) => (env("OCTOPII_SIM_BASE").unwrap_or(0), count),
-        (None, None) => (0, CI_SEEDS),
+        (None, None) => (0, default),
     };
     let wall = Instant::now();
     let mut simulated = std::time::Duration::ZERO;
     for seed in base..base + count {
-        let report = sim::run(seed, Plan::default());
+        let report = sim::run(seed, plan);
         println!("{}", report.line());
         simulated += report.simulated;
         if let Err(why) = &report.verdict {
             panic!(
-                "{}\n{why}\nfaults:\n  {}\nreplay: OCTOPII_SIM_SEED={seed} cargo test -p octopii-tests --test simulation -- --nocapture",
+                "{}\n{why}\nfaults:\n  {}\nreplay: OCTOPII_SIM_SEED={seed} cargo test -p octopii-tests --test simulation {test} -- --nocapture",
                 report.line(),
                 report.faults.join("\n  ")
             );
@@ -45,9 +45,27 @@ fn seeds_keep_their_histories_linearizable() {
     }
     let wall = wall.elapsed();
     println!(
-        "{count} seeds in {wall:.1?}: {:.0} simulated s per wall s, {:.0} seeds per minute",
+        "{test}: {count} seeds in {wall:.1?}: {:.0} simulated s per wall s, {:.0} seeds per minute",
         simulated.as_secs_f64() / wall.as_secs_f64(),
         count as f64 * 60.0 / wall.as_secs_f64()
+    );
+}
+
+#[test]
+fn one_server_seeds_keep_their_histories_linearizable() {
+    run_seeds(
+        "one_server_seeds_keep_their_histories_linearizable",
+        Plan::default(),
+        100,
+    );
+}
+
+#[test]
+fn raft_seeds_keep_their_histories_linearizable_and_members_agree() {
+    run_seeds(
+        "raft_seeds_keep_their_histories_linearizable_and_members_agree",
+        Plan::raft(),
+        20,
     );
 }
 
@@ -69,34 +87,21 @@ fn regression_seeds_stay_green() {
 
 #[test]
 fn one_seed_replays_the_same_run() {
-    let plan = Plan::default();
-    for seed in [7, 1234] {
-        let first = sim::run(seed, plan);
-        let second = sim::run(seed, plan);
-        assert_eq!(first.line(), second.line(), "seed {seed} replays");
-        assert_eq!(
-            first.net, second.net,
-            "seed {seed}: the network did the same"
+    for (plan, seeds) in [(Plan::default(), [7, 1234]), (Plan::raft(), [3, 5])] {
+        for seed in seeds {
+            let first = sim::run(seed, plan);
+            let second = sim::run(seed, plan);
+            assert_eq!(first.line(), second.line(), "seed {seed} replays");
+            assert_eq!(
+                first.net, second.net,
+                "seed {seed}: the network did the same"
+            );
+        }
+        let other = sim::run(seeds[0] + 1, plan);
+        assert_ne!(
+            sim::run(seeds[0], plan).history.digest(),
+            other.history.digest(),
+            "another seed is another run"
         );
     }
-    let other = sim::run(8, plan);
-    assert_ne!(
-        sim::run(7, plan).history.digest(),
-        other.history.digest(),
-        "another seed is another run"
-    );
-}
-
-#[test]
-fn raft_probe() {
-    let base = env("OCTOPII_SIM_BASE").unwrap_or(0);
-    let count = env("OCTOPII_SIM_SEEDS").unwrap_or(10);
-    let wall = Instant::now();
-    let mut failed = 0;
-    for seed in base..base + count {
-        let report = sim::run(seed, Plan::raft());
-        println!("{} {:?} completed {} sim {:?}", report.line(), report.verdict, report.history.completed(), report.simulated);
-        if report.verdict.is_err() { failed += 1; println!("faults:\n  {}", report.faults.join("\n  ")); }
-    }
-    println!("failed {failed} wall {:?}", wall.elapsed());
 }

@@ -38,6 +38,8 @@ pub enum Outcome {
     /// Failed after the request may have been sent: it may or may not
     /// have taken effect.
     Indeterminate(String),
+    /// Failed, and the server says it never took effect.
+    Failed(String),
 }
 
 /// One operation of one client.

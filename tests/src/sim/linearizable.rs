@@ -22,13 +22,15 @@ pub fn check(history: &History) -> Result<(), String> {
     keys.sort_unstable();
     keys.dedup();
     for key in keys {
-        // A read that never returned constrains nothing: leave it out.
+        // A read that never returned, or an operation that never took
+        // effect, constrains nothing: leave it out.
         let unanswered_read = |e: &&Entry| e.op == Op::Get && !matches!(e.outcome, Outcome::Ok(_));
+        let failed = |e: &&Entry| matches!(e.outcome, Outcome::Failed(_));
         let ops: Vec<&Entry> = history
             .entries
             .iter()
             .filter(|e| e.key == key)
-            .filter(|e| !unanswered_read(e))
+            .filter(|e| !unanswered_read(e) && !failed(e))
             .collect();
         if ops.len() > MAX_OPS_PER_KEY {
             return Err(format!(
@@ -97,7 +99,7 @@ impl<'a> Search<'a> {
             let (reply, next) = apply(&op.op, &value);
             let fits = match &op.outcome {
                 Outcome::Ok(observed) => *observed == reply,
-                Outcome::Indeterminate(_) => true,
+                Outcome::Indeterminate(_) | Outcome::Failed(_) => true,
             };
             if fits && self.extend(done | (1 << i), next) {
                 return true;

@@ -36,9 +36,9 @@ use tokio::time::Instant;
 use crate::crash_fs::Tear;
 use history::{Entry, History, Op, Outcome, Reply};
 use net::{SimNet, Weather};
-use registers::RegistersClient;
-pub use servers::Serving;
+use registers::{Refused, RegistersClient};
 use servers::Servers;
+pub use servers::Serving;
 
 /// The size of a run.
 #[derive(Debug, Clone, Copy)]
@@ -220,9 +220,7 @@ async fn simulate(seed: u64, plan: Plan) -> Report {
             }
         }
     }
-    let agreed = servers
-        .agree(Duration::from_secs(HEALED_WITHIN_SECS))
-        .await;
+    let agreed = servers.agree(Duration::from_secs(HEALED_WITHIN_SECS)).await;
     for node in &clients {
         node.shutdown().await;
     }
@@ -358,7 +356,8 @@ async fn perform(
     // have taken effect.
     let outcome = match result {
         Ok(Ok(reply)) => Outcome::Ok(reply),
-        Ok(Err(why)) => Outcome::Indeterminate(why),
+        Ok(Err(Refused::NotApplied(why))) => Outcome::Failed(why),
+        Ok(Err(Refused::MaybeApplied(why))) => Outcome::Indeterminate(why),
         Err(e) => Outcome::Indeterminate(format!("{:?}", e.code())),
     };
     let answered = matches!(outcome, Outcome::Ok(_));
@@ -431,16 +430,19 @@ async fn faults(
                     0
                 };
                 let down = Duration::from_millis(rng.gen_range(0..3000));
-                let tear = if serving > 1 {
-                    [Tear::DropAll, Tear::KeepAll, Tear::TearLast][rng.gen_range(0..3)]
+                let (writes, tear) = if serving > 1 {
+                    (
+                        rng.gen_range(0..8),
+                        [Tear::DropAll, Tear::KeepAll, Tear::TearLast][rng.gen_range(0..3)],
+                    )
                 } else {
-                    Tear::DropAll
+                    (0, Tear::DropAll)
                 };
                 log(format!(
-                    "crash {} ({tear:?}), restart it after {down:?}",
+                    "crash {} after {writes} writes ({tear:?}), restart it after {down:?}",
                     addrs[i]
                 ));
-                servers.crash(i, down, tear, &net, &mut rng).await;
+                servers.crash(i, writes, down, tear, &net, &mut rng).await;
             }
             _ => {
                 log("heal".to_owned());

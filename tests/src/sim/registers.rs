@@ -5,21 +5,43 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use octopii::raft::{TypedRaftNode, TypedStateMachine};
+use octopii::raft::{RaftError, TypedRaftNode, TypedStateMachine};
 use serde::{Deserialize, Serialize};
 
-/// Registers by key. An `Err` is the server's reason for not answering
-/// (raft had no leader, or timed out): the operation may or may not have
-/// taken effect.
+/// Registers by key.
 #[octopii::service]
 pub trait Registers {
     /// Sets `key` to `value`; the previous value.
-    async fn put(&self, key: String, value: String) -> Result<Option<String>, String>;
+    async fn put(&self, key: String, value: String) -> Result<Option<String>, Refused>;
     /// The value of `key`.
-    async fn get(&self, key: String) -> Result<Option<String>, String>;
+    async fn get(&self, key: String) -> Result<Option<String>, Refused>;
     /// Sets `key` to `new` if it holds `expected`; whether it did.
-    async fn cas(&self, key: String, expected: Option<String>, new: String)
-    -> Result<bool, String>;
+    async fn cas(
+        &self,
+        key: String,
+        expected: Option<String>,
+        new: String,
+    ) -> Result<bool, Refused>;
+}
+
+/// Why the server gave no answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Refused {
+    /// The operation never took effect (raft had no leader to propose to).
+    NotApplied(String),
+    /// It may or may not have taken effect (raft timed out, or stopped).
+    MaybeApplied(String),
+}
+
+impl From<octopii::OctopiiError> for Refused {
+    fn from(e: octopii::OctopiiError) -> Self {
+        match e {
+            octopii::OctopiiError::Raft(RaftError::NotLeader { .. }) => {
+                Refused::NotApplied(e.to_string())
+            }
+            e => Refused::MaybeApplied(e.to_string()),
+        }
+    }
 }
 
 /// The registers, in memory, served by one node. They outlive the node's
@@ -34,11 +56,11 @@ impl Store {
 }
 
 impl Registers for Store {
-    async fn put(&self, key: String, value: String) -> Result<Option<String>, String> {
+    async fn put(&self, key: String, value: String) -> Result<Option<String>, Refused> {
         Ok(self.map().insert(key, value))
     }
 
-    async fn get(&self, key: String) -> Result<Option<String>, String> {
+    async fn get(&self, key: String) -> Result<Option<String>, Refused> {
         Ok(self.map().get(&key).cloned())
     }
 
@@ -47,7 +69,7 @@ impl Registers for Store {
         key: String,
         expected: Option<String>,
         new: String,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, Refused> {
         let mut map = self.map();
         if map.get(&key) != expected.as_ref() {
             return Ok(false);
@@ -143,25 +165,25 @@ impl TypedStateMachine for RegisterMachine {
 pub struct Replicated(pub TypedRaftNode<RegisterMachine>);
 
 impl Replicated {
-    async fn propose(&self, command: Command) -> Result<Applied, String> {
-        self.0.propose(&command).await.map_err(|e| e.to_string())
+    async fn propose(&self, command: Command) -> Result<Applied, Refused> {
+        Ok(self.0.propose(&command).await?)
     }
 }
 
-fn mismatch(applied: Applied) -> String {
-    format!("the machine answered {applied:?}")
+fn mismatch(applied: Applied) -> Refused {
+    Refused::MaybeApplied(format!("the machine answered {applied:?}"))
 }
 
 impl Registers for Replicated {
-    async fn put(&self, key: String, value: String) -> Result<Option<String>, String> {
+    async fn put(&self, key: String, value: String) -> Result<Option<String>, Refused> {
         match self.propose(Command::Put { key, value }).await? {
             Applied::Previous(previous) => Ok(previous),
             other => Err(mismatch(other)),
         }
     }
 
-    async fn get(&self, key: String) -> Result<Option<String>, String> {
-        self.0.read(&key).await.map_err(|e| e.to_string())
+    async fn get(&self, key: String) -> Result<Option<String>, Refused> {
+        Ok(self.0.read(&key).await?)
     }
 
     async fn cas(
@@ -169,7 +191,7 @@ impl Registers for Replicated {
         key: String,
         expected: Option<String>,
         new: String,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, Refused> {
         match self.propose(Command::Cas { key, expected, new }).await? {
             Applied::Swapped(swapped) => Ok(swapped),
             other => Err(mismatch(other)),

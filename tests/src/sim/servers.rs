@@ -137,19 +137,32 @@ impl Servers {
         member.node = Some(node);
     }
 
-    /// Crashes member `i` (its socket unplugged, so it tells nobody; its
-    /// disk keeping what `tear` says of what was not synced), and
-    /// restarts it after `down`.
+    /// Crashes member `i` after `writes` more operations that change its
+    /// disk (at once for 0, or after a second if it does not get that far):
+    /// its socket is unplugged, so it tells nobody, and its disk keeps what
+    /// `tear` says of what was not synced. It restarts after `down`.
     pub async fn crash(
         &mut self,
         i: usize,
+        writes: u64,
         down: Duration,
         tear: Tear,
         net: &SimNet,
         rng: &mut StdRng,
     ) {
         let member = &mut self.members[i];
-        member.disk.power_off();
+        if writes == 0 || self.serving == Serving::One {
+            member.disk.power_off();
+        } else {
+            // The power fails mid-way through whatever the member is
+            // writing; what it sent before that has left.
+            member.disk.power_fails_after(writes);
+            let give_up = Instant::now() + Duration::from_secs(1);
+            while !member.disk.power_failed() && Instant::now() < give_up {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            member.disk.power_off();
+        }
         net.unplug(member.config.bind_addr);
         if let Some(raft) = member.raft.take() {
             // Its writes fail from here on; stopping it releases the log.
@@ -170,7 +183,10 @@ impl Servers {
         self.members
             .iter()
             .filter_map(|m| m.raft.as_ref())
-            .filter_map(|raft| raft.stopped().map(|why| format!("member {} stopped: {why}", raft.id())))
+            .filter_map(|raft| {
+                raft.stopped()
+                    .map(|why| format!("member {} stopped: {why}", raft.id()))
+            })
             .collect()
     }
 
@@ -184,14 +200,21 @@ impl Servers {
         if let Some(stopped) = self.stopped().first() {
             return Err(stopped.clone());
         }
-        let rafts: Vec<&RaftNode> = self.members.iter().filter_map(|m| m.raft.as_ref()).collect();
+        let rafts: Vec<&RaftNode> = self
+            .members
+            .iter()
+            .filter_map(|m| m.raft.as_ref())
+            .collect();
         if rafts.is_empty() {
             return Ok(());
         }
         let give_up = Instant::now() + within;
         loop {
             let statuses: Vec<_> = rafts.iter().map(|r| r.status()).collect();
-            let leaders = statuses.iter().filter(|s| s.role == RaftRole::Leader).count();
+            let leaders = statuses
+                .iter()
+                .filter(|s| s.role == RaftRole::Leader)
+                .count();
             let commit = statuses.iter().map(|s| s.commit_index).max().unwrap_or(0);
             let caught_up = statuses.iter().all(|s| s.applied_index == commit);
             let observed = self.observed.lock().unwrap_or_else(PoisonError::into_inner);
@@ -204,7 +227,10 @@ impl Servers {
                 return Err(format!(
                     "members disagree {within:?} after healing: {leaders} leaders, \
                      commit {commit}, applied {:?}, registers {observed:?}",
-                    statuses.iter().map(|s| (s.id, s.applied_index)).collect::<Vec<_>>()
+                    statuses
+                        .iter()
+                        .map(|s| (s.id, s.applied_index))
+                        .collect::<Vec<_>>()
                 ));
             }
             drop(observed);
