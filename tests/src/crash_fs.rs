@@ -84,6 +84,8 @@ struct State {
     /// Changing operations still allowed before the power fails.
     budget: Option<u64>,
     dead: bool,
+    /// Changing operations still allowed before one fails with this error.
+    failure: Option<(u64, io::ErrorKind)>,
     log: Vec<Op>,
 }
 
@@ -133,6 +135,15 @@ impl State {
                 return Err(power_failed());
             }
             *left -= 1;
+        }
+        match &mut self.failure {
+            Some((0, kind)) => {
+                let kind = *kind;
+                self.failure = None;
+                return Err(io::Error::new(kind, format!("simulated {kind}")));
+            }
+            Some((left, _)) => *left -= 1,
+            None => {}
         }
         self.log.push(op);
         Ok(())
@@ -193,6 +204,18 @@ impl CrashFs {
     /// fails and every operation errors until [`crash`](Self::crash).
     pub fn power_fails_after(&self, ops: u64) {
         self.lock().budget = Some(ops);
+    }
+
+    /// After `ops` more changing operations succeed, the next one fails
+    /// with `kind` (an I/O error, a full disk), once; the power stays on.
+    pub fn fail_once_after(&self, ops: u64, kind: io::ErrorKind) {
+        self.lock().failure = Some((ops, kind));
+    }
+
+    /// Takes back a failure [`fail_once_after`](Self::fail_once_after)
+    /// set that has not happened yet.
+    pub fn clear_failure(&self) {
+        self.lock().failure = None;
     }
 
     /// The power fails now: every operation errors until

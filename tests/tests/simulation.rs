@@ -19,6 +19,13 @@ fn env(name: &str) -> Option<u64> {
 /// asked) under `plan`, printing each run's line; panics at the first
 /// failing seed with its faults and the command that replays it.
 fn run_seeds(test: &str, plan: Plan, default: u64) {
+    if std::env::var_os("RUST_LOG").is_some() {
+        // A replayed seed's logs, e.g. RUST_LOG=octopii=debug.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
     let (base, count) = match (env("OCTOPII_SIM_SEED"), env("OCTOPII_SIM_SEEDS")) {
         (Some(seed), _) => (seed, 1),
         (None, Some(count)) => (env("OCTOPII_SIM_BASE").unwrap_or(0), count),

@@ -19,7 +19,7 @@
 //! Everything queued while a Ready was persisted is taken before the next
 //! one, so concurrent proposals share one WAL fsync.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -124,9 +124,12 @@ pub(crate) struct Driver {
     next_seq: u64,
     /// Peer messages refused by [`validate::check`].
     invalid_messages: u64,
-    proposals: HashMap<u64, Reply>,
+    /// Proposals waiting for their entry, by sequence number. Ordered maps
+    /// here: every walk over them (retried reads, failures) goes in the
+    /// order they came, the same in every run of a simulation.
+    proposals: BTreeMap<u64, Reply>,
     /// Reads waiting for their read index.
-    reads: HashMap<u64, PendingRead>,
+    reads: BTreeMap<u64, PendingRead>,
     /// Reads with a read index, waiting for it to be applied.
     ready_reads: Vec<(u64, Vec<u8>, Reply)>,
     applied: u64,
@@ -165,8 +168,8 @@ impl Driver {
             incarnation: rand::random(),
             next_seq: 1,
             invalid_messages: 0,
-            proposals: HashMap::new(),
-            reads: HashMap::new(),
+            proposals: BTreeMap::new(),
+            reads: BTreeMap::new(),
             ready_reads: Vec::new(),
             applied,
         };
@@ -594,10 +597,10 @@ impl Driver {
     }
 
     fn fail_all(&mut self, error: RaftError) {
-        for (_, reply) in self.proposals.drain() {
+        for (_, reply) in std::mem::take(&mut self.proposals) {
             let _ = reply.send(Err(error.clone()));
         }
-        for (_, read) in self.reads.drain() {
+        for (_, read) in std::mem::take(&mut self.reads) {
             let _ = read.reply.send(Err(error.clone()));
         }
         for (_, _, reply) in self.ready_reads.drain(..) {

@@ -566,8 +566,7 @@ mod tests {
             }),
             counters: Counters::default(),
         });
-        let (_tx, rx) = std::sync::mpsc::channel();
-        Writer::new(fs, shared, options, rx)
+        Writer::new(fs, shared, options)
     }
 
     #[test]

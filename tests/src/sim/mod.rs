@@ -201,7 +201,14 @@ async fn simulate(seed: u64, plan: Plan) -> Report {
         worker.await.expect("client task");
     }
     let _ = done_tx.send(true);
-    let (faults, servers) = faults.await.expect("fault task");
+    let (mut faults, mut servers) = faults.await.expect("fault task");
+    servers.calm_disks();
+    for id in servers.restart_stopped(&net, &mut rng_after(seed)).await {
+        faults.push(format!(
+            "{:?} restart member {id}, which stopped",
+            started.elapsed()
+        ));
+    }
 
     // Healed, every client reads every key within a few simulated seconds:
     // a restarted server is reachable again, and what was acknowledged is
@@ -243,6 +250,11 @@ async fn simulate(seed: u64, plan: Plan) -> Report {
         net: net.stats(),
         simulated: started.elapsed(),
     }
+}
+
+/// The random source of what follows the faults (restarts of members).
+fn rng_after(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed ^ 0xAF7E_2000)
 }
 
 /// A stub per serving node, with `deadline`.
@@ -398,7 +410,14 @@ async fn faults(
             _ = tokio::time::sleep(pause) => {}
             _ = done.changed() => break,
         }
-        match rng.gen_range(0..5) {
+        // A raft member that stopped on a disk error is restarted, as a
+        // supervisor would.
+        for id in servers.restart_stopped(&net, &mut rng).await {
+            log(format!("restart member {id}, which stopped"));
+        }
+        // One server runs no WAL to fail.
+        let kinds = if serving > 1 { 6 } else { 5 };
+        match rng.gen_range(0..kinds) {
             0 => {
                 let weather = Weather {
                     loss: rng.gen_range(0.0..0.2),
@@ -443,6 +462,17 @@ async fn faults(
                     addrs[i]
                 ));
                 servers.crash(i, writes, down, tear, &net, &mut rng).await;
+            }
+            5 => {
+                let i = rng.gen_range(0..serving);
+                let writes = rng.gen_range(0..20);
+                let kind = [std::io::ErrorKind::Other, std::io::ErrorKind::StorageFull]
+                    [rng.gen_range(0..2)];
+                log(format!(
+                    "disk of {} fails after {writes} writes ({kind})",
+                    addrs[i]
+                ));
+                servers.disk_fails(i, writes, kind);
             }
             _ => {
                 log("heal".to_owned());

@@ -46,6 +46,8 @@ struct Member {
     disk: CrashFs,
     node: Option<OctopiiNode>,
     raft: Option<RaftNode>,
+    /// Why raft did not start on the member's last start, if it did not.
+    start_error: Option<String>,
 }
 
 /// The serving nodes.
@@ -54,9 +56,6 @@ pub struct Servers {
     members: Vec<Member>,
     /// Each raft member's registers, as its machine last left them.
     observed: Observed,
-    /// What went wrong on the serving side (a member that could not
-    /// restart from its disk, one that stopped by itself).
-    pub problems: Vec<String>,
     /// Where each member's raft directory is. The raft state is on the
     /// member's simulated disk; only the directory that would receive
     /// snapshots from other members is real, and stays empty.
@@ -77,10 +76,10 @@ impl Servers {
                     disk: CrashFs::never_blocking(),
                     node: None,
                     raft: None,
+                    start_error: None,
                 })
                 .collect(),
             observed: Observed::default(),
-            problems: Vec::new(),
             scratch: tempfile::tempdir().expect("scratch directory"),
         };
         for i in 0..servers.members.len() {
@@ -112,6 +111,7 @@ impl Servers {
                 let id = member.config.node_id;
                 let machine = RegisterMachine::observed(id, self.observed.clone());
                 let fs = Arc::new(member.disk.clone());
+                member.start_error = None;
                 match RaftNode::start_in_with_fs(
                     &node,
                     self.scratch.path().join(format!("member-{id}")),
@@ -126,8 +126,7 @@ impl Servers {
                         ))))
                     }
                     Err(e) => {
-                        self.problems
-                            .push(format!("member {id} did not restart from its disk: {e}"));
+                        member.start_error = Some(e.to_string());
                         Ok(())
                     }
                 }
@@ -163,42 +162,80 @@ impl Servers {
             }
             member.disk.power_off();
         }
-        net.unplug(member.config.bind_addr);
-        if let Some(raft) = member.raft.take() {
-            // Its writes fail from here on; stopping it releases the log.
-            raft.shutdown().await;
-        }
-        // Unplugged, the node can tell nobody it stops; stopping it lets
-        // go of what it holds (its snapshot directory) before the restart.
-        if let Some(node) = member.node.take() {
-            node.shutdown().await;
-        }
+        Self::stop_member(member, net).await;
         tokio::time::sleep(down).await;
         member.disk.crash(tear);
         self.start_member(i, net, rng);
     }
 
-    /// Raft members that stopped by themselves, with why.
-    fn stopped(&self) -> Vec<String> {
-        self.members
-            .iter()
-            .filter_map(|m| m.raft.as_ref())
-            .filter_map(|raft| {
-                raft.stopped()
-                    .map(|why| format!("member {} stopped: {why}", raft.id()))
-            })
-            .collect()
+    /// The process of `member` ends, telling nobody (its socket is
+    /// unplugged first).
+    async fn stop_member(member: &mut Member, net: &SimNet) {
+        net.unplug(member.config.bind_addr);
+        if let Some(raft) = member.raft.take() {
+            // Stopping the driver releases the log.
+            raft.shutdown().await;
+        }
+        // Stopping the node lets go of what it holds (its snapshot
+        // directory) before the restart.
+        if let Some(node) = member.node.take() {
+            node.shutdown().await;
+        }
     }
 
-    /// Checked once the network has healed: every raft member runs, and
-    /// within `within` all have applied the same commands to the same
-    /// registers.
-    pub async fn agree(&self, within: Duration) -> Result<(), String> {
-        if let Some(problem) = self.problems.first() {
-            return Err(problem.clone());
+    /// After `writes` more operations that change member `i`'s disk, the
+    /// next fails with `kind`, once: the member's log becomes unusable and
+    /// it stops, until [`restart_stopped`](Self::restart_stopped).
+    pub fn disk_fails(&mut self, i: usize, writes: u64, kind: std::io::ErrorKind) {
+        self.members[i].disk.fail_once_after(writes, kind);
+    }
+
+    /// Restarts, from their disks, the raft members that stopped by
+    /// themselves or did not start (as a supervisor restarts a process
+    /// that exited on an error); the ids restarted.
+    pub async fn restart_stopped(&mut self, net: &SimNet, rng: &mut StdRng) -> Vec<u64> {
+        let mut restarted = Vec::new();
+        for i in 0..self.members.len() {
+            let member = &mut self.members[i];
+            let stopped = member.raft.as_ref().is_some_and(|r| r.stopped().is_some());
+            if stopped || member.start_error.is_some() {
+                Self::stop_member(member, net).await;
+                restarted.push(member.config.node_id);
+                self.start_member(i, net, rng);
+            }
         }
-        if let Some(stopped) = self.stopped().first() {
-            return Err(stopped.clone());
+        restarted
+    }
+
+    /// Takes back the disk failures that have not happened yet: the
+    /// faults are over.
+    pub fn calm_disks(&self) {
+        for member in &self.members {
+            member.disk.clear_failure();
+        }
+    }
+
+    /// Raft members that did not start or stopped by themselves, with why.
+    fn down(&self) -> Vec<String> {
+        let mut down = Vec::new();
+        for member in &self.members {
+            let id = member.config.node_id;
+            if let Some(e) = &member.start_error {
+                down.push(format!("member {id} did not start from its disk: {e}"));
+            }
+            if let Some(why) = member.raft.as_ref().and_then(|r| r.stopped()) {
+                down.push(format!("member {id} stopped: {why}"));
+            }
+        }
+        down
+    }
+
+    /// Checked once the network has healed and the disks are calm: every
+    /// raft member runs, and within `within` all have applied the same
+    /// commands to the same registers.
+    pub async fn agree(&self, within: Duration) -> Result<(), String> {
+        if let Some(down) = self.down().first() {
+            return Err(down.clone());
         }
         let rafts: Vec<&RaftNode> = self
             .members
@@ -217,7 +254,11 @@ impl Servers {
                 .count();
             let commit = statuses.iter().map(|s| s.commit_index).max().unwrap_or(0);
             let caught_up = statuses.iter().all(|s| s.applied_index == commit);
-            let observed = self.observed.lock().unwrap_or_else(PoisonError::into_inner);
+            let observed = self
+                .observed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
             let states: Vec<_> = observed.values().collect();
             let same = states.windows(2).all(|w| w[0] == w[1]);
             if leaders == 1 && caught_up && same {
@@ -233,7 +274,6 @@ impl Servers {
                         .collect::<Vec<_>>()
                 ));
             }
-            drop(observed);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -253,18 +293,20 @@ impl Servers {
 
 /// A member's raft settings: the group bootstraps with every member as a
 /// voter; no snapshots (they travel over ChunkService, which writes real
-/// files); election timeouts drawn from the seed.
+/// files); election timeouts and the tick's length drawn from the seed.
 ///
 /// raft-rs draws each election timeout from `rand::thread_rng`, which the
 /// seed does not reach. A range one tick wide leaves it no choice, so the
 /// seed draws the timeout instead, once per member incarnation: members
 /// still time out at different moments, and the same seed picks the same.
+/// Ticks of 18 to 22 ms make the members' timers run at rates up to 20 %
+/// apart, as clocks that drift would.
 fn raft_config(peers: BTreeMap<u64, SocketAddr>, rng: &mut StdRng) -> RaftConfig {
     let election_ticks = rng.gen_range(10..30);
     RaftConfig {
         peers,
         bootstrap: true,
-        tick_interval_ms: 20,
+        tick_interval_ms: rng.gen_range(18..=22),
         election_ticks,
         max_election_ticks: election_ticks + 1,
         heartbeat_ticks: 3,
