@@ -17,7 +17,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
+use tracing::Instrument;
+
 use super::frame::{self, FrameReader, RequestHeader};
+use super::observe::Observed;
+use super::trace::{TRACEPARENT, TraceContext};
 use super::{CallStream, Code, RpcError};
 use crate::codec;
 use crate::identity::Role;
@@ -309,6 +313,10 @@ impl Client {
     }
 
     /// Calls `service.method(args)` and decodes its result.
+    ///
+    /// The call continues the trace of the handler it is made from, if any
+    /// ([`TraceContext::current`]), else starts one, and is observed (see
+    /// the [`rpc`](super) module).
     pub async fn call<A, R>(
         &self,
         service: &'static str,
@@ -319,7 +327,28 @@ impl Client {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let request = self.request(service, method, args, false)?;
+        let trace = TraceContext::current().map_or_else(TraceContext::new_root, |t| t.child());
+        let observed = Observed::client(service, method, self.peer, &trace);
+        let result = self
+            .traced_call(service, method, args, &trace)
+            .instrument(observed.span().clone())
+            .await;
+        observed.finish(result.as_ref().err().map(RpcError::code));
+        result
+    }
+
+    async fn traced_call<A, R>(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        args: &A,
+        trace: &TraceContext,
+    ) -> Result<R, RpcError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let request = self.request(service, method, args, false, trace)?;
         let reply = match self.deadline {
             None => self.round_trip(&request, None).await?,
             Some(deadline) => {
@@ -350,7 +379,8 @@ impl Client {
 
     /// Starts a call that owns a fresh stream (a streaming RPC or a bulk
     /// transfer): sends the request header and `args`, then hands the
-    /// stream over for the call's own protocol.
+    /// stream over for the call's own protocol. It carries the trace
+    /// context as [`call`](Self::call) does; its span covers the opening.
     pub async fn open_stream<A>(
         &self,
         service: &'static str,
@@ -360,7 +390,27 @@ impl Client {
     where
         A: Serialize + ?Sized,
     {
-        let request = self.request(service, method, args, true)?;
+        let trace = TraceContext::current().map_or_else(TraceContext::new_root, |t| t.child());
+        let observed = Observed::client(service, method, self.peer, &trace);
+        let result = self
+            .open_traced_stream(service, method, args, &trace)
+            .instrument(observed.span().clone())
+            .await;
+        observed.finish(result.as_ref().err().map(RpcError::code));
+        result
+    }
+
+    async fn open_traced_stream<A>(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        args: &A,
+        trace: &TraceContext,
+    ) -> Result<CallStream, RpcError>
+    where
+        A: Serialize + ?Sized,
+    {
+        let request = self.request(service, method, args, true, trace)?;
         let conn = self.connect().await?;
         let (mut send, recv) = conn.open_bi().await?;
         send.write_all(&request)
@@ -376,21 +426,28 @@ impl Client {
         ))
     }
 
-    /// The header and arguments frames of a request.
+    /// The header and arguments frames of a request; its metadata ends
+    /// with `trace`, unless the caller set a `traceparent` of its own.
     fn request<A: Serialize + ?Sized>(
         &self,
         service: &'static str,
         method: &'static str,
         args: &A,
         owns_stream: bool,
+        trace: &TraceContext,
     ) -> Result<Vec<u8>, RpcError> {
+        let mut metadata = Vec::with_capacity(self.metadata.len() + 1);
+        metadata.extend(self.metadata.iter().cloned());
+        if !metadata.iter().any(|(k, _)| k == TRACEPARENT) {
+            metadata.push((TRACEPARENT.to_owned(), trace.to_string()));
+        }
         let header = RequestHeader {
             service: service.into(),
             method: method.into(),
             timeout_micros: self
                 .deadline
                 .map(|d| d.as_micros().min(u64::MAX as u128) as u64),
-            metadata: self.metadata.as_slice().into(),
+            metadata: metadata.into(),
             owns_stream,
         };
         let mut request = Vec::with_capacity(128);

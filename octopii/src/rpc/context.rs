@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::trace::{TRACEPARENT, TraceContext};
 use crate::identity::Role;
 use crate::transport::PeerInfo;
 
@@ -36,16 +37,37 @@ pub struct Context {
     peer: Arc<PeerInfo>,
     deadline: Option<Instant>,
     metadata: Arc<Metadata>,
+    trace: TraceContext,
+    parent: Option<u64>,
 }
 
 impl Context {
-    /// A context for a call from `peer` due by `deadline`.
+    /// A context for a call from `peer` due by `deadline`. The call's trace
+    /// continues the caller's (its `traceparent` metadata), or starts one.
     pub fn new(peer: Arc<PeerInfo>, deadline: Option<Instant>, metadata: Metadata) -> Self {
+        let caller = metadata
+            .iter()
+            .find(|(k, _)| k == TRACEPARENT)
+            .and_then(|(_, v)| TraceContext::parse(v));
         Context {
             peer,
             deadline,
             metadata: Arc::new(metadata),
+            trace: caller.map_or_else(TraceContext::new_root, |c| c.child()),
+            parent: caller.map(|c| c.span_id()),
         }
+    }
+
+    /// Where this call is in its distributed trace: the caller's trace id
+    /// and a span id of this call's own. Calls the handler makes continue
+    /// it.
+    pub fn trace(&self) -> TraceContext {
+        self.trace
+    }
+
+    /// The caller's span id, if it sent a trace context.
+    pub(crate) fn trace_parent(&self) -> Option<u64> {
+        self.parent
     }
 
     /// The calling node: address, certificate name, whether it was verified.

@@ -78,11 +78,13 @@ mod context;
 // another language is written from `docs/PROTOCOL.md`, not from this.
 #[doc(hidden)]
 pub mod frame;
+mod observe;
 mod policy;
 mod server;
 mod service;
 mod status;
 pub mod streaming;
+mod trace;
 
 pub use budget::RpcStats;
 pub use call_stream::CallStream;
@@ -97,3 +99,4 @@ pub use service::{
 };
 pub use status::{Code, RpcError};
 pub use streaming::{StreamSender, Streaming};
+pub use trace::{TRACEPARENT, TraceContext};

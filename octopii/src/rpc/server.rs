@@ -22,8 +22,11 @@ use tokio::time::Instant;
 
 use futures::FutureExt;
 
+use tracing::Instrument;
+
 use super::budget::{Budgets, CallPermit, RpcStats};
 use super::frame::{self, FrameError, FrameReader, RequestHeader};
+use super::observe::Observed;
 use super::{CallStream, Code, Context, RpcError, Service};
 use crate::codec;
 use crate::config::RpcConfig;
@@ -244,9 +247,13 @@ impl Router {
         (header, args): (RequestHeader<'static>, bytes::Bytes),
         send: &mut quinn::SendStream,
     ) -> Option<Result<Vec<u8>, RpcError>> {
-        let (call, _permit) = match self.admit(service, conn, header) {
+        let (observed, admitted) = self.admit(service, conn, header);
+        let (call, _permit) = match admitted {
             Ok(admitted) => admitted,
-            Err(refused) => return Some(Err(refused)),
+            Err(refused) => {
+                observed.finish(Some(refused.code()));
+                return Some(Err(refused));
+            }
         };
         let Admitted {
             service,
@@ -254,6 +261,7 @@ impl Router {
             ctx,
             timeout,
         } = call;
+        let trace = ctx.trace();
         let handler = AssertUnwindSafe(service.call(&method, ctx, args)).catch_unwind();
         let handler = async {
             match handler.await {
@@ -275,14 +283,20 @@ impl Router {
                 })
             }),
         };
+        // The handler runs in its call's span and trace, so the calls it
+        // makes continue the trace.
+        let bounded = trace.scope(bounded).instrument(observed.span().clone());
         // The handler is polled first: one that is ready at once never
         // pays for watching the stream.
         let result = tokio::select! {
             biased;
             result = bounded => result,
-            _ = send.stopped() => return None,
+            _ = send.stopped() => {
+                observed.finish(Some(Code::Cancelled));
+                return None;
+            }
         };
-        Some(result.and_then(|value| {
+        let result = result.and_then(|value| {
             if value.len() >= self.max_frame_size as usize {
                 Err(RpcError::new(
                     Code::ResourceExhausted,
@@ -295,7 +309,9 @@ impl Router {
             } else {
                 Ok(value)
             }
-        }))
+        });
+        observed.finish(result.as_ref().err().map(RpcError::code));
+        Some(result)
     }
 }
 
@@ -311,12 +327,45 @@ impl Router {
     /// What every call passes before its handler runs, unary or owning its
     /// stream: the service exists, its policy admits the caller, and a
     /// call permit is free (held for as long as the returned permit).
+    /// Admitted or not, the call is observed from here on.
     fn admit(
         &self,
         service: Option<Arc<dyn Service>>,
         conn: &PeerConnection,
-        header: RequestHeader<'static>,
-    ) -> Result<(Admitted, CallPermit), RpcError> {
+        mut header: RequestHeader<'static>,
+    ) -> (Observed, Result<(Admitted, CallPermit), RpcError>) {
+        let timeout = header.timeout_micros.map(Duration::from_micros);
+        let ctx = Context::new(
+            conn.peer().clone(),
+            timeout.map(|t| Instant::now() + t),
+            std::mem::take(&mut header.metadata).into_owned(),
+        );
+        let observed = Observed::server(
+            &header.service,
+            &header.method,
+            conn.peer(),
+            &ctx.trace(),
+            ctx.trace_parent(),
+        );
+        let admitted = self.check(service, conn, &header).map(|(service, permit)| {
+            let call = Admitted {
+                service,
+                method: header.method.into_owned(),
+                ctx,
+                timeout,
+            };
+            (call, permit)
+        });
+        (observed, admitted)
+    }
+
+    /// The checks of [`admit`](Self::admit).
+    fn check(
+        &self,
+        service: Option<Arc<dyn Service>>,
+        conn: &PeerConnection,
+        header: &RequestHeader<'static>,
+    ) -> Result<(Arc<dyn Service>, CallPermit), RpcError> {
         let Some(service) = service else {
             return Err(RpcError::new(
                 Code::Unimplemented,
@@ -331,19 +380,7 @@ impl Router {
             ));
         }
         let permit = self.budgets.call_permit(&header.service, conn.peer())?;
-        let timeout = header.timeout_micros.map(Duration::from_micros);
-        let ctx = Context::new(
-            conn.peer().clone(),
-            timeout.map(|t| Instant::now() + t),
-            header.metadata.into_owned(),
-        );
-        let call = Admitted {
-            service,
-            method: header.method.into_owned(),
-            ctx,
-            timeout,
-        };
-        Ok((call, permit))
+        Ok((service, permit))
     }
 
     /// Runs a call that owns its stream, under the call limit and deadline.
@@ -355,9 +392,13 @@ impl Router {
         args: bytes::Bytes,
         stream: CallStream,
     ) {
-        let (call, _permit) = match self.admit(service, conn, header) {
+        let (observed, admitted) = self.admit(service, conn, header);
+        let (call, _permit) = match admitted {
             Ok(admitted) => admitted,
-            Err(refused) => return stream.fail(refused).await,
+            Err(refused) => {
+                observed.finish(Some(refused.code()));
+                return stream.fail(refused).await;
+            }
         };
         let Admitted {
             service,
@@ -365,16 +406,25 @@ impl Router {
             ctx,
             timeout,
         } = call;
+        let trace = ctx.trace();
         let call =
             AssertUnwindSafe(service.serve_stream(&method, ctx, args, stream)).catch_unwind();
+        let call = trace.scope(call).instrument(observed.span().clone());
         let outcome = match timeout {
             None => Ok(call.await),
             Some(t) => tokio::time::timeout(t, call).await,
         };
         // Dropping the call on timeout drops its stream, which resets it.
-        if let Ok(Err(panic)) = outcome {
-            tracing::warn!("stream handler panicked: {}", panic_message(&*panic));
-        }
+        // The stream's own protocol carries its status; here, how it ended.
+        let failed = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(panic)) => {
+                tracing::warn!("stream handler panicked: {}", panic_message(&*panic));
+                Some(Code::Internal)
+            }
+            Err(_) => Some(Code::DeadlineExceeded),
+        };
+        observed.finish(failed);
     }
 }
 

@@ -57,9 +57,27 @@ impl Code {
     }
 }
 
+impl Code {
+    /// The code's name, as [`Display`](fmt::Display) writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Cancelled => "Cancelled",
+            Code::Unknown => "Unknown",
+            Code::InvalidArgument => "InvalidArgument",
+            Code::DeadlineExceeded => "DeadlineExceeded",
+            Code::PermissionDenied => "PermissionDenied",
+            Code::ResourceExhausted => "ResourceExhausted",
+            Code::Unimplemented => "Unimplemented",
+            Code::Internal => "Internal",
+            Code::Unavailable => "Unavailable",
+            Code::Unauthenticated => "Unauthenticated",
+        }
+    }
+}
+
 impl fmt::Display for Code {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
+        f.write_str(self.as_str())
     }
 }
 
