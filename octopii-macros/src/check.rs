@@ -11,7 +11,13 @@ use crate::model::{Arg, ArgKind, Method, Reply, Service};
 use crate::parse::{names_streaming, show, streaming_item, ungroup};
 
 /// Methods of the generated client; a service method may not take their names.
-const CLIENT_METHODS: &[&str] = &["new", "from_client", "with_deadline", "with_metadata"];
+const CLIENT_METHODS: &[&str] = &[
+    "new",
+    "from_client",
+    "with_deadline",
+    "with_metadata",
+    "with_retry",
+];
 
 /// Reports every problem of `service` into `errors`, method by method.
 pub fn service(service: &Service, errors: &mut Errors) {
@@ -43,6 +49,13 @@ pub fn service(service: &Service, errors: &mut Errors) {
                 check_stream_item(item, errors);
                 check_no_streaming(error, errors);
             }
+        }
+        let unary = matches!(method.reply, Reply::Value) && method.input_stream().is_none();
+        if method.idempotent && !unary {
+            errors.at(
+                &method.ident,
+                "only a unary method can be `#[octopii(idempotent)]`: a stream is not retried",
+            );
         }
     }
 }

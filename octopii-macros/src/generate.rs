@@ -34,6 +34,8 @@ pub fn fallback(mut item: syn::Item) -> TokenStream {
             let syn::TraitItem::Fn(method) = trait_item else {
                 continue;
             };
+            // The attribute's own options are not attributes rustc knows.
+            method.attrs.retain(|attr| !attr.path().is_ident("octopii"));
             method.sig.constness = None;
             if method.default.is_some() {
                 continue;
@@ -213,6 +215,14 @@ fn client(service: &Service) -> TokenStream {
             ) -> Self {
                 Self { client: self.client.with_metadata(key, value) }
             }
+
+            /// A copy whose calls are retried under `policy`: a call that
+            /// never ran, and one that may have run if its method is
+            /// `#[octopii(idempotent)]`.
+            #[must_use]
+            #vis fn with_retry(&self, policy: ::octopii::__private::RetryPolicy) -> Self {
+                Self { client: self.client.with_retry(policy) }
+            }
         }
 
         #(#cfgs)*
@@ -249,6 +259,11 @@ fn client_body(method: &Method) -> TokenStream {
         },
     };
     match (&method.reply, &input) {
+        (Reply::Value, None) if method.idempotent => quote! {
+            self.client
+                .call_idempotent::<#args, #output>(Self::SERVICE_NAME, #name, &__args)
+                .await
+        },
         (Reply::Value, None) => quote! {
             self.client
                 .call::<#args, #output>(Self::SERVICE_NAME, #name, &__args)

@@ -27,6 +27,9 @@ pub struct Method {
     pub attrs: Vec<Attribute>,
     /// The doc comments alone.
     pub docs: Vec<Attribute>,
+    /// `#[octopii(idempotent)]`: running the method twice does what
+    /// running it once does, so a client may retry it after a failure.
+    pub idempotent: bool,
     /// `#[deprecated]`, if any, repeated on the client method.
     pub deprecated: Vec<Attribute>,
     pub ident: Ident,

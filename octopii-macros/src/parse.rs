@@ -202,7 +202,14 @@ fn method_of(item: &ItemTrait, method: &TraitItemFn, errors: &mut Errors) -> Met
         }
     };
     Method {
-        attrs: method.attrs.clone(),
+        // `#[octopii(..)]` is the attribute's own: the trait does not keep it.
+        attrs: method
+            .attrs
+            .iter()
+            .filter(|attr| !attr.path().is_ident("octopii"))
+            .cloned()
+            .collect(),
+        idempotent: idempotent(&method.attrs, errors),
         docs: attrs_named(&method.attrs, "doc"),
         deprecated: attrs_named(&method.attrs, "deprecated"),
         ident: sig.ident.clone(),
@@ -215,6 +222,29 @@ fn method_of(item: &ItemTrait, method: &TraitItemFn, errors: &mut Errors) -> Met
         output,
         output_is_unit,
     }
+}
+
+/// Whether `#[octopii(idempotent)]` marks the method; any other option
+/// of `#[octopii(..)]` is an error.
+fn idempotent(attrs: &[Attribute], errors: &mut Errors) -> bool {
+    let mut idempotent = false;
+    for attr in attrs.iter().filter(|attr| attr.path().is_ident("octopii")) {
+        let parsed = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("idempotent") {
+                idempotent = true;
+                Ok(())
+            } else {
+                Err(meta.error(
+                    "unknown option of `#[octopii(..)]` on a method: the only one is \
+                     `idempotent`",
+                ))
+            }
+        });
+        if let Err(e) = parsed {
+            errors.push(e);
+        }
+    }
+    idempotent
 }
 
 /// Reports what a method is or has besides `async fn m(..) -> T;`.

@@ -9,6 +9,6 @@ pub use crate::rpc::streaming::call::{
     split, streaming_only,
 };
 pub use crate::rpc::{
-    Authorized, CallStream, Client, Connect, Context, HandlerFuture, Policy, RpcError, Service,
-    StreamFuture, Wire, decode_args, encode_output, unimplemented,
+    Authorized, CallStream, Client, Connect, Context, HandlerFuture, Policy, RetryPolicy, RpcError,
+    Service, StreamFuture, Wire, decode_args, encode_output, unimplemented,
 };

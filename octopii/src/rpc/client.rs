@@ -17,10 +17,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::frame::{self, FrameReader, RequestHeader};
 use super::observe::Observed;
+use super::retry::{Reached, RetryPolicy, may_retry};
 use super::trace::{TRACEPARENT, TraceContext};
 use super::{CallStream, Code, RpcError};
 use crate::codec;
@@ -222,6 +224,7 @@ pub struct Client {
     deadline: Option<Duration>,
     metadata: Arc<Vec<(String, String)>>,
     expected: Option<Role>,
+    retry: Option<RetryPolicy>,
 }
 
 impl std::fmt::Debug for Client {
@@ -231,6 +234,7 @@ impl std::fmt::Debug for Client {
             .field("deadline", &self.deadline)
             .field("metadata", &self.metadata)
             .field("expected", &self.expected)
+            .field("retry", &self.retry)
             .finish()
     }
 }
@@ -244,6 +248,7 @@ impl Client {
             deadline: None,
             metadata: Arc::new(Vec::new()),
             expected: None,
+            retry: None,
         }
     }
 
@@ -272,6 +277,16 @@ impl Client {
         metadata.push((key.into(), value.into()));
         Client {
             metadata: Arc::new(metadata),
+            ..self.clone()
+        }
+    }
+
+    /// A copy whose unary calls are retried under `policy`: a call that
+    /// never ran, and one that may have run if its method is idempotent
+    /// (see [`RetryPolicy`]). Without it, no call is retried.
+    pub fn with_retry(&self, policy: RetryPolicy) -> Self {
+        Client {
+            retry: Some(policy),
             ..self.clone()
         }
     }
@@ -317,6 +332,8 @@ impl Client {
     /// The call continues the trace of the handler it is made from, if any
     /// ([`TraceContext::current`]), else starts one, and is observed (see
     /// the [`rpc`](super) module).
+    /// With a [`RetryPolicy`] ([`with_retry`](Self::with_retry)), a call
+    /// that never ran is tried again.
     pub async fn call<A, R>(
         &self,
         service: &'static str,
@@ -327,10 +344,39 @@ impl Client {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
+        self.observed_call((service, method), args, false).await
+    }
+
+    /// As [`call`](Self::call), for a method that is idempotent
+    /// (`#[octopii(idempotent)]`): with a [`RetryPolicy`], a call that may
+    /// have run is tried again too.
+    pub async fn call_idempotent<A, R>(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        args: &A,
+    ) -> Result<R, RpcError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        self.observed_call((service, method), args, true).await
+    }
+
+    async fn observed_call<A, R>(
+        &self,
+        (service, method): (&'static str, &'static str),
+        args: &A,
+        idempotent: bool,
+    ) -> Result<R, RpcError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
         let trace = TraceContext::current().map_or_else(TraceContext::new_root, |t| t.child());
         let observed = Observed::client(service, method, self.peer, &trace);
         let result = self
-            .traced_call(service, method, args, &trace)
+            .traced_call((service, method), args, idempotent, &trace)
             .instrument(observed.span().clone())
             .await;
         observed.finish(result.as_ref().err().map(RpcError::code));
@@ -339,35 +385,39 @@ impl Client {
 
     async fn traced_call<A, R>(
         &self,
-        service: &'static str,
-        method: &'static str,
+        (service, method): (&'static str, &'static str),
         args: &A,
+        idempotent: bool,
         trace: &TraceContext,
     ) -> Result<R, RpcError>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let request = self.request(service, method, args, false, trace)?;
-        let reply = match self.deadline {
-            None => self.round_trip(&request, None).await?,
-            Some(deadline) => {
-                // Only a wait that long can find a peer silent (see
-                // `CallOn`): shorter calls skip reading the counters.
-                let on = (deadline >= SILENCE_FLOOR).then(OnceLock::new);
-                match tokio::time::timeout(deadline, self.round_trip(&request, on.as_ref())).await {
-                    Ok(reply) => reply?,
-                    Err(_) => {
-                        if let Some(silent) = on.as_ref().and_then(OnceLock::get) {
-                            silent.close_if_silent_for(deadline);
-                        }
-                        return Err(RpcError::new(
-                            Code::DeadlineExceeded,
-                            format!("{service}.{method} gave no reply within {deadline:?}"),
-                        ));
-                    }
-                }
+        let give_up = self.deadline.map(|d| Instant::now() + d);
+        let mut attempt = 1;
+        let reply = loop {
+            // Every attempt tells the server what is left of the deadline.
+            let left = give_up.map(|t| t.saturating_duration_since(Instant::now()));
+            let request = self.request(service, method, args, false, trace, left)?;
+            let (error, reached) = match self.attempt(&request, left, (service, method)).await {
+                Ok(reply) => break reply,
+                Err(failed) => failed,
+            };
+            let Some(policy) = self.retry else {
+                return Err(error);
+            };
+            let pause = policy.pause(attempt + 1);
+            let in_time = give_up.is_none_or(|t| Instant::now() + pause < t);
+            if attempt >= policy.max_attempts
+                || !in_time
+                || !may_retry(error.code(), reached, idempotent)
+            {
+                return Err(error);
             }
+            tracing::debug!(peer = %self.peer, service, method, attempt, ?pause, "retrying after: {error}");
+            tokio::time::sleep(pause).await;
+            attempt += 1;
         };
         codec::decode(&reply).map_err(|e| {
             RpcError::new(
@@ -375,6 +425,35 @@ impl Client {
                 format!("{service}.{method} reply does not decode: {e}"),
             )
         })
+    }
+
+    /// One attempt of a unary call, given `left` if it is bounded.
+    async fn attempt(
+        &self,
+        request: &[u8],
+        left: Option<Duration>,
+        (service, method): (&'static str, &'static str),
+    ) -> Result<Bytes, (RpcError, Reached)> {
+        let Some(left) = left else {
+            return self.round_trip(request, None).await;
+        };
+        // Only a wait that long can find a peer silent (see `CallOn`):
+        // shorter calls skip reading the counters.
+        let on = (left >= SILENCE_FLOOR).then(OnceLock::new);
+        match tokio::time::timeout(left, self.round_trip(request, on.as_ref())).await {
+            Ok(reply) => reply,
+            Err(_) => {
+                if let Some(silent) = on.as_ref().and_then(OnceLock::get) {
+                    silent.close_if_silent_for(left);
+                }
+                let deadline = self.deadline.unwrap_or(left);
+                let error = RpcError::new(
+                    Code::DeadlineExceeded,
+                    format!("{service}.{method} gave no reply within {deadline:?}"),
+                );
+                Err((error, Reached::Sent))
+            }
+        }
     }
 
     /// Starts a call that owns a fresh stream (a streaming RPC or a bulk
@@ -410,7 +489,7 @@ impl Client {
     where
         A: Serialize + ?Sized,
     {
-        let request = self.request(service, method, args, true, trace)?;
+        let request = self.request(service, method, args, true, trace, self.deadline)?;
         let conn = self.connect().await?;
         let (mut send, recv) = conn.open_bi().await?;
         send.write_all(&request)
@@ -426,8 +505,9 @@ impl Client {
         ))
     }
 
-    /// The header and arguments frames of a request; its metadata ends
-    /// with `trace`, unless the caller set a `traceparent` of its own.
+    /// The header and arguments frames of a request due within `timeout`;
+    /// its metadata ends with `trace`, unless the caller set a
+    /// `traceparent` of its own.
     fn request<A: Serialize + ?Sized>(
         &self,
         service: &'static str,
@@ -435,6 +515,7 @@ impl Client {
         args: &A,
         owns_stream: bool,
         trace: &TraceContext,
+        timeout: Option<Duration>,
     ) -> Result<Vec<u8>, RpcError> {
         let mut metadata = Vec::with_capacity(self.metadata.len() + 1);
         metadata.extend(self.metadata.iter().cloned());
@@ -444,9 +525,7 @@ impl Client {
         let header = RequestHeader {
             service: service.into(),
             method: method.into(),
-            timeout_micros: self
-                .deadline
-                .map(|d| d.as_micros().min(u64::MAX as u128) as u64),
+            timeout_micros: timeout.map(|d| d.as_micros().min(u64::MAX as u128) as u64),
             metadata: metadata.into(),
             owns_stream,
         };
@@ -457,28 +536,40 @@ impl Client {
     }
 
     /// Sends `request` and reads its response; `on`, if given, is set to
-    /// the connection it went over as soon as there is one.
+    /// the connection it went over as soon as there is one. A failure says
+    /// how far the request got.
     async fn round_trip(
         &self,
         request: &[u8],
         on: Option<&OnceLock<CallOn>>,
-    ) -> Result<Bytes, RpcError> {
+    ) -> Result<Bytes, (RpcError, Reached)> {
         let max = self.pool.transport.limits().max_frame_size;
-        let conn = self.connect().await?;
+        let not_sent = |e: RpcError| (e, Reached::NotSent);
+        let sent = |e: RpcError| (e, Reached::Sent);
+        let conn = self.connect().await.map_err(not_sent)?;
         if let Some(on) = on {
             let _ = on.set(CallOn::new(&conn));
         }
-        let mut stream = self.pool.checkout(&conn).await?;
+        let mut stream = self.pool.checkout(&conn).await.map_err(not_sent)?;
         let (send, recv) = stream.parts();
-        send.write_all(request)
-            .await
-            .map_err(|e| RpcError::new(Code::Unavailable, format!("sending the request: {e}")))?;
+        send.write_all(request).await.map_err(|e| {
+            sent(RpcError::new(
+                Code::Unavailable,
+                format!("sending the request: {e}"),
+            ))
+        })?;
         let mut reader = FrameReader::new();
         let response = reader
             .next(recv, max)
-            .await?
-            .ok_or_else(|| RpcError::new(Code::Unavailable, "the server closed the stream"))?;
-        let value = frame::parse_response(response)?;
+            .await
+            .map_err(|e| sent(e.into()))?
+            .ok_or_else(|| {
+                sent(RpcError::new(
+                    Code::Unavailable,
+                    "the server closed the stream",
+                ))
+            })?;
+        let value = frame::parse_response(response).map_err(|e| (e, Reached::Answered))?;
         // Bytes beyond the response mean the stream is out of step: drop it.
         if !reader.has_buffered() {
             stream.release();

@@ -80,6 +80,7 @@ mod context;
 pub mod frame;
 mod observe;
 mod policy;
+mod retry;
 mod server;
 mod service;
 mod status;
@@ -92,6 +93,7 @@ pub(crate) use client::StreamPool;
 pub use client::{Client, Connect};
 pub use context::{Context, Metadata};
 pub use policy::{Authorized, Call, Policy};
+pub use retry::RetryPolicy;
 pub(crate) use server::Router;
 pub use server::ServeError;
 pub use service::{
