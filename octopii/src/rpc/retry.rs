@@ -23,10 +23,12 @@
 //!     max_attempts: 4,
 //!     ..RetryPolicy::default()
 //! };
-//! // Pauses double from `initial_backoff`, each drawn at random from its
-//! // upper half, so callers that failed together do not retry together.
-//! let pause = policy.pause(2);
-//! assert!(pause >= policy.initial_backoff && pause <= 2 * policy.initial_backoff);
+//! // Pauses double from `initial_backoff`, each drawn at random from the
+//! // upper half of its backoff, so callers that failed together do not
+//! // retry together.
+//! let (first, second) = (policy.pause(2), policy.pause(3));
+//! assert!(first >= policy.initial_backoff / 2 && first <= policy.initial_backoff);
+//! assert!(second >= policy.initial_backoff && second <= 2 * policy.initial_backoff);
 //! ```
 
 use std::time::Duration;
