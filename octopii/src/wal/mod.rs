@@ -55,6 +55,7 @@
 mod error;
 pub(crate) mod format;
 pub(crate) mod fs;
+mod metrics;
 mod options;
 mod reader;
 pub(crate) mod recovery;
