@@ -838,4 +838,19 @@ mod tests {
         let err = Config::from_toml_str("[tls]\nca_cert = \"ca.pem\"\n").unwrap_err();
         assert_eq!(field_of(err), "tls");
     }
+
+    #[test]
+    fn metrics_addr_is_read_and_needs_the_prometheus_feature() {
+        let parsed = Config::from_toml_str(
+            "metrics_addr = \"127.0.0.1:9100\"\n[tls]\ninsecure_accept_any_certificate = true\n",
+        );
+        if cfg!(feature = "prometheus") {
+            let addr = parsed.unwrap().metrics_addr;
+            assert_eq!(addr, Some("127.0.0.1:9100".parse().unwrap()));
+        } else {
+            assert_eq!(field_of(parsed.unwrap_err()), "metrics_addr");
+        }
+        let err = Config::from_toml_str("metrics_addr = \"not an address\"\n").unwrap_err();
+        assert_eq!(field_of(err), "toml");
+    }
 }
