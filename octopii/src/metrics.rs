@@ -1,4 +1,4 @@
-//! What Octopii records through the [`metrics`](::metrics) facade, and a
+//! What Octopii records through the [`metrics`] facade, and a
 //! Prometheus scrape endpoint for it.
 //!
 //! Every layer records into the process's global `metrics` recorder:
