@@ -28,7 +28,11 @@
 //! ## Features
 //!
 //! None by default. `bench` adds `octopii::bench`, the
-//! measurement harnesses; `cli` adds the `octopii` command-line binary.
+//! measurement harnesses; `prometheus` adds
+//! [`metrics::serve_prometheus`](crate::metrics) and
+//! [`Config::metrics_addr`], a Prometheus scrape endpoint for the
+//! [`metrics`] every layer records; `cli` adds the `octopii`
+//! command-line binary (with both).
 
 #![warn(missing_docs)]
 
@@ -48,6 +52,7 @@ pub mod fuzzing;
 pub mod health;
 pub mod identity;
 mod local_cluster;
+pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod rpc;

@@ -14,7 +14,9 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::chunk::{self, ChunkInbox, ChunkService, ChunkSource, TransferOptions, TransferResult};
+use crate::chunk::{
+    self, ChunkInbox, ChunkMetrics, ChunkService, ChunkSource, TransferOptions, TransferResult,
+};
 use crate::health::HealthState;
 use crate::rpc::{Connect, Router, RpcStats, ServeError, Service, StreamPool};
 use crate::transport::{InboundHandler, PeerConnection, Transport, TransportStats};
@@ -61,6 +63,8 @@ struct NodeInner {
     router: Option<Arc<Router>>,
     /// What the built-in `Health` service answers.
     health: HealthState,
+    /// The sending side of bulk transfer's metrics.
+    chunk_metrics: ChunkMetrics,
     handle: Handle,
     accept_loop: Mutex<Option<JoinHandle<()>>>,
     /// Set by `shutdown`, and dropped with the node: either ends the tasks
@@ -88,7 +92,11 @@ impl Drop for NodeInner {
 impl OctopiiNode {
     /// Starts a node on `runtime`, serving the services added later with
     /// [`serve`](Self::serve).
+    ///
+    /// With [`Config::metrics_addr`] set, the process serves its metrics
+    /// there from now on (see [`metrics`](crate::metrics)).
     pub fn new(config: Config, runtime: &OctopiiRuntime) -> Result<Self> {
+        crate::metrics::serve_configured(&config)?;
         let transport = Transport::bind(&config, runtime.handle())?;
         Self::serving(config, runtime, transport)
     }
@@ -102,6 +110,7 @@ impl OctopiiNode {
         runtime: &OctopiiRuntime,
         socket: Arc<dyn quinn::AsyncUdpSocket>,
     ) -> Result<Self> {
+        crate::metrics::serve_configured(&config)?;
         let transport = Transport::with_socket(&config, runtime.handle(), socket)?;
         Self::serving(config, runtime, transport)
     }
@@ -127,6 +136,7 @@ impl OctopiiNode {
         runtime: &OctopiiRuntime,
         handler: Arc<dyn InboundHandler>,
     ) -> Result<Self> {
+        crate::metrics::serve_configured(&config)?;
         let transport = Transport::bind(&config, runtime.handle())?;
         Self::start(config, runtime, transport, handler, None)
     }
@@ -147,6 +157,7 @@ impl OctopiiNode {
         ));
         let accept_loop = handle.spawn(transport.clone().run_accept_loop(handler));
         tracing::info!(node = config.node_id, %local_addr, "node started");
+        let chunk_metrics = ChunkMetrics::new(Some(config.node_id));
         Ok(OctopiiNode {
             inner: Arc::new(NodeInner {
                 config,
@@ -155,6 +166,7 @@ impl OctopiiNode {
                 streams,
                 router,
                 health: HealthState::new(),
+                chunk_metrics,
                 handle,
                 accept_loop: Mutex::new(Some(accept_loop)),
                 stop: watch::channel(false).0,
@@ -205,7 +217,9 @@ impl OctopiiNode {
     /// until this is called; to watch progress, build the service with
     /// [`ChunkService::builder`] and [`serve`](Self::serve) it instead.
     pub fn serve_chunks(&self) -> Result<ChunkInbox> {
-        let (service, inbox) = ChunkService::builder(&self.inner.config.chunk).build()?;
+        let (service, inbox) = ChunkService::builder(&self.inner.config.chunk)
+            .node_id(self.id())
+            .build()?;
         self.serve(service)?;
         Ok(inbox)
     }
@@ -248,7 +262,7 @@ impl OctopiiNode {
             async move { chunk::transfer(streams, source, &targets, options).await },
             &self.inner.handle,
         );
-        match run.join_next().await {
+        let results = match run.join_next().await {
             Some(Ok(results)) => results,
             other => {
                 let reason = match other {
@@ -263,7 +277,11 @@ impl OctopiiNode {
                     })
                     .collect()
             }
+        };
+        for result in &results {
+            self.inner.chunk_metrics.sent(result);
         }
+        results
     }
 
     /// Sends `source` to one peer; an error unless it was delivered and

@@ -21,6 +21,7 @@
 //! receive with [`OctopiiNode::serve_chunks`](crate::OctopiiNode::serve_chunks).
 
 mod error;
+mod metrics;
 mod names;
 pub mod progress;
 pub mod protocol;
@@ -33,6 +34,7 @@ pub mod source;
 
 pub use error::TransferError;
 // For the fuzz target of destination names.
+pub(crate) use metrics::ChunkMetrics;
 pub(crate) use names::is_reserved;
 pub use progress::{Progress, ProgressFn};
 pub use protocol::Destination;

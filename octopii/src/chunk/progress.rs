@@ -85,6 +85,13 @@ impl Reporter {
         self.update(offset);
     }
 
+    /// Data bytes this attempt has taken (a resumed offset excluded).
+    pub(crate) fn this_attempt(&self) -> u64 {
+        self.progress
+            .done
+            .saturating_sub(self.progress.resumed_from)
+    }
+
     /// Records that `done` bytes are now through, and reports it.
     pub(crate) fn update(&mut self, done: u64) {
         self.progress.done = done;

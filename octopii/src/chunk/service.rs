@@ -18,6 +18,7 @@ use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use super::ChunkMetrics;
 use super::TransferError;
 use super::progress::{ProgressFn, Reporter};
 use super::protocol::{self, Accept, Destination, METHOD, SERVICE, Status, TransferRequest};
@@ -117,6 +118,7 @@ struct State {
     inbox: mpsc::Sender<Received>,
     progress: Option<ProgressFn>,
     memory_handler: Option<MemoryHandler>,
+    metrics: ChunkMetrics,
 }
 
 impl ChunkService {
@@ -128,6 +130,7 @@ impl ChunkService {
             config: config.clone(),
             progress: None,
             memory_handler: None,
+            node_id: None,
         }
     }
 }
@@ -160,6 +163,7 @@ pub struct ChunkServiceBuilder {
     config: ChunkConfig,
     progress: Option<ProgressFn>,
     memory_handler: Option<MemoryHandler>,
+    node_id: Option<u64>,
 }
 
 impl std::fmt::Debug for ChunkServiceBuilder {
@@ -195,6 +199,14 @@ impl ChunkServiceBuilder {
         self
     }
 
+    /// Labels the service's metrics `node="<id>"` (a node's own
+    /// [`serve_chunks`](crate::OctopiiNode::serve_chunks) does); without
+    /// it they carry no node label.
+    pub fn node_id(mut self, id: u64) -> Self {
+        self.node_id = Some(id);
+        self
+    }
+
     /// The service and the inbox of what it receives.
     ///
     /// Its receive directory is created if missing (durably: the parent of
@@ -220,6 +232,7 @@ impl ChunkServiceBuilder {
             inbox,
             progress: self.progress,
             memory_handler: self.memory_handler,
+            metrics: ChunkMetrics::new(self.node_id),
         };
         Ok((
             ChunkService {
@@ -302,6 +315,7 @@ impl State {
     }
 
     async fn serve(self: Arc<Self>, ctx: Context, args: Bytes, mut stream: CallStream) {
+        let mut tally = self.metrics.receiving();
         let request: TransferRequest = match rpc::decode_args(&args) {
             Ok(request) => request,
             Err(e) => return stream.fail(e).await,
@@ -341,6 +355,7 @@ impl State {
             &mut reporter,
         )
         .await;
+        tally.received(reporter.this_attempt());
         let (status, reason) = match outcome {
             Outcome::Verified(sealed) => self.deliver(ctx.peer(), &request, sealed).await,
             Outcome::Mismatch => (
@@ -356,7 +371,7 @@ impl State {
             }
         };
         match status {
-            Status::Ok => {}
+            Status::Ok => tally.delivered(),
             Status::ChecksumMismatch => {
                 self.announce_failure(ctx.peer(), &request, TransferError::ChecksumMismatch);
             }

@@ -11,6 +11,8 @@
 //! bind_addr = "127.0.0.1:7001"
 //! data_dir = "/var/lib/octopii/node-1"
 //! worker_threads = 4
+//! # Prometheus scrape endpoint (needs the `prometheus` feature)
+//! metrics_addr = "127.0.0.1:9100"
 //!
 //! [tls]
 //! ca_cert = "certs/ca.pem"
@@ -464,6 +466,14 @@ pub struct Config {
     /// Replication: the cluster's members and raft's timers.
     #[serde(default)]
     pub raft: RaftConfig,
+    /// Where to serve the process's metrics in Prometheus text format
+    /// (TOML key `metrics_addr`, default none). The first node started
+    /// with it installs the exporter
+    /// ([`serve_prometheus`](crate::metrics)); later nodes of the same
+    /// process may name the same address. Needs the `prometheus` feature:
+    /// without it, [`validate`](Config::validate) refuses it.
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 fn default_node_id() -> u64 {
@@ -495,6 +505,7 @@ impl Default for Config {
             rpc: RpcConfig::default(),
             chunk: ChunkConfig::default(),
             raft: RaftConfig::default(),
+            metrics_addr: None,
         }
     }
 }
@@ -558,6 +569,12 @@ impl Config {
         }
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir", "must not be empty");
+        }
+        if self.metrics_addr.is_some() && !cfg!(feature = "prometheus") {
+            return bad(
+                "metrics_addr",
+                "serving metrics needs octopii's `prometheus` feature",
+            );
         }
         let another_at_mine = |(id, addr): (&u64, &SocketAddr)| {
             *id != self.node_id && *addr == self.bind_addr && addr.port() != 0
@@ -644,6 +661,12 @@ impl ConfigBuilder {
     /// Sets the replication settings.
     pub fn raft(mut self, raft: RaftConfig) -> Self {
         self.config.raft = raft;
+        self
+    }
+
+    /// Serves the process's metrics on `addr` (see [`Config::metrics_addr`]).
+    pub fn metrics_addr(mut self, addr: SocketAddr) -> Self {
+        self.config.metrics_addr = Some(addr);
         self
     }
 
@@ -814,5 +837,20 @@ mod tests {
         assert_eq!(field_of(Config::default().validate().unwrap_err()), "tls");
         let err = Config::from_toml_str("[tls]\nca_cert = \"ca.pem\"\n").unwrap_err();
         assert_eq!(field_of(err), "tls");
+    }
+
+    #[test]
+    fn metrics_addr_is_read_and_needs_the_prometheus_feature() {
+        let parsed = Config::from_toml_str(
+            "metrics_addr = \"127.0.0.1:9100\"\n[tls]\ninsecure_accept_any_certificate = true\n",
+        );
+        if cfg!(feature = "prometheus") {
+            let addr = parsed.unwrap().metrics_addr;
+            assert_eq!(addr, Some("127.0.0.1:9100".parse().unwrap()));
+        } else {
+            assert_eq!(field_of(parsed.unwrap_err()), "metrics_addr");
+        }
+        let err = Config::from_toml_str("metrics_addr = \"not an address\"\n").unwrap_err();
+        assert_eq!(field_of(err), "toml");
     }
 }

@@ -34,6 +34,7 @@ use raft::{RawNode, ReadState, StateRole};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::machine::{RaftRole, RaftStatus, StateMachine};
+use super::metrics::RaftMetrics;
 use super::peers::{Feedback, Peers};
 use super::service::Proposal;
 use super::snapshot;
@@ -133,6 +134,7 @@ pub(crate) struct Driver {
     /// Reads with a read index, waiting for it to be applied.
     ready_reads: Vec<(u64, Vec<u8>, Reply)>,
     applied: u64,
+    metrics: RaftMetrics,
 }
 
 impl Driver {
@@ -172,9 +174,12 @@ impl Driver {
             reads: BTreeMap::new(),
             ready_reads: Vec::new(),
             applied,
+            metrics: RaftMetrics::new(id),
         };
         // The state recovered from disk: where this run starts, not a change.
-        driver.status.send_replace(driver.current_status(true));
+        let status = driver.current_status(true);
+        driver.metrics.publish(RaftRole::Stopped, &status);
+        driver.status.send_replace(status);
         Ok(driver)
     }
 
@@ -336,6 +341,7 @@ impl Driver {
     fn track(&mut self, seq: u64, result: raft::Result<()>, reply: Reply) {
         match result {
             Ok(()) => {
+                self.metrics.proposed();
                 self.proposals.insert(seq, reply);
             }
             Err(e) => {
@@ -441,6 +447,7 @@ impl Driver {
             &path,
         )?;
         self.applied = index;
+        self.metrics.snapshot_installed();
         tracing::info!(
             node = self.id,
             index,
@@ -555,6 +562,7 @@ impl Driver {
         let index = self.applied;
         let write = |out: &mut dyn std::io::Write| snapshot::write_payload(out, &peers, machine);
         self.raw.mut_store().compact(index, write).await?;
+        self.metrics.snapshot_taken();
         tracing::debug!(node = self.id, index, "snapshot taken, log compacted");
         Ok(())
     }
@@ -563,6 +571,7 @@ impl Driver {
         let status = self.current_status(running);
         self.status.send_if_modified(|current| {
             log_changes(current, &status);
+            self.metrics.publish(current.role, &status);
             let changed = *current != status;
             *current = status;
             changed

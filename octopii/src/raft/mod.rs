@@ -31,6 +31,7 @@ mod driver;
 mod driver_handle;
 mod error;
 mod machine;
+mod metrics;
 mod node;
 mod peers;
 pub mod service;

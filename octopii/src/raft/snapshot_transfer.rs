@@ -86,6 +86,7 @@ pub(crate) fn receiver(
     // there, the message that follows a file is what counts.
     let (service, _inbox) = ChunkService::builder(&config)
         .name(SNAPSHOT_SERVICE)
+        .node_id(id)
         .memory_handler(handler)
         .build()?;
     Ok(service)

@@ -13,6 +13,7 @@ use quinn::{Endpoint, IdleTimeout, ServerConfig, TransportConfig, VarInt};
 use tokio::runtime::Handle;
 
 use super::log_limit::LogLimit;
+use super::metrics::TransportMetrics;
 use super::pool::{ConnectionPool, PoolStats};
 use super::quinn_runtime::PinnedRuntime;
 use super::restart_keys::endpoint_config;
@@ -66,6 +67,7 @@ pub struct Transport {
     refused: AtomicU64,
     retried: AtomicU64,
     failure_logs: LogLimit,
+    metrics: TransportMetrics,
     handle: Handle,
     /// Bound by the transport itself, so its port is released at close;
     /// a socket the caller gave is the caller's.
@@ -162,6 +164,7 @@ impl Transport {
             refused: AtomicU64::new(0),
             retried: AtomicU64::new(0),
             failure_logs: LogLimit::new(config.transport.handshake_failure_logs_per_second),
+            metrics: TransportMetrics::new(config.node_id),
             handle: handle.clone(),
             owns_socket,
         })
@@ -192,11 +195,12 @@ impl Transport {
     pub async fn dial(&self, addr: SocketAddr) -> Result<PeerConnection, TransportError> {
         // Nodes are dialled by address; the name only fills the TLS field
         // (certificates are checked against the cluster CA, not a name).
-        let connecting = self
-            .endpoint
-            .connect(addr, "octopii-node")
-            .map_err(|source| TransportError::Connect { addr, source })?;
-        self.finish_handshake(connecting, "outbound").await
+        let dialled = match self.endpoint.connect(addr, "octopii-node") {
+            Ok(connecting) => self.finish_handshake(connecting, "outbound").await,
+            Err(source) => Err(TransportError::Connect { addr, source }),
+        };
+        self.metrics.outbound(dialled.is_ok());
+        dialled
     }
 
     /// Completes a handshake within the handshake timeout and reads the
@@ -223,8 +227,10 @@ impl Transport {
     /// the connection no longer than the pool does: until it closes.
     fn watch_pooled(&self, conn: &PeerConnection) {
         let conn = conn.clone();
+        let open = self.metrics.open_connection();
         // On the node's runtime, whoever dialled: the host's is not ours.
         self.handle.spawn(async move {
+            let _open = open;
             let reason = conn.quinn().closed().await;
             log_lost(conn.peer(), &reason);
         });
@@ -263,6 +269,7 @@ impl Transport {
             let in_progress = self.in_progress.load(Ordering::Relaxed);
             if in_progress >= self.limits.max_concurrent_handshakes {
                 self.refused.fetch_add(1, Ordering::Relaxed);
+                self.metrics.refused();
                 self.log_failure(
                     incoming.remote_address(),
                     &format!("refused: {in_progress} handshakes in progress"),
@@ -287,9 +294,11 @@ impl Transport {
                 let remote = incoming.remote_address();
                 let handshake = this.handshake(incoming).await;
                 drop(slot);
+                this.metrics.inbound(handshake.is_ok());
                 match handshake {
                     Ok(conn) => {
                         this.accepted.fetch_add(1, Ordering::Relaxed);
+                        let _open = this.metrics.open_connection();
                         serve_connection(conn, handler).await;
                     }
                     Err(e) => {

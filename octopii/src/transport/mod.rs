@@ -11,6 +11,7 @@
 mod endpoint;
 mod error;
 mod log_limit;
+mod metrics;
 mod pool;
 mod quinn_runtime;
 mod restart_keys;

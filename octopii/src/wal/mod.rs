@@ -55,6 +55,7 @@
 mod error;
 pub(crate) mod format;
 pub(crate) mod fs;
+mod metrics;
 mod options;
 mod reader;
 pub(crate) mod recovery;
@@ -140,7 +141,7 @@ enum Writing {
         thread: Option<JoinHandle<()>>,
     },
     /// On the thread that makes the request ([`WalFs::never_blocks`]).
-    Inline(Mutex<Writer>),
+    Inline(Box<Mutex<Writer>>),
 }
 
 impl Drop for Inner {
@@ -209,7 +210,7 @@ impl Wal {
         let inline = fs.never_blocks();
         let writer = Writer::new(fs, Arc::clone(&shared), options.clone());
         let writer = if inline {
-            Writing::Inline(Mutex::new(writer))
+            Writing::Inline(Box::new(Mutex::new(writer)))
         } else {
             let (tx, rx) = std::sync::mpsc::channel();
             let thread = std::thread::Builder::new()

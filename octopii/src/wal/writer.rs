@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use super::error::{FileOp, Result, WalError};
 use super::format::{self, frame_len};
 use super::fs::{WalFile, WalFs};
+use super::metrics::WalMetrics;
 use super::options::{FlushPolicy, WalOptions};
 use super::segment;
 use super::state::{Counters, Shared};
@@ -108,6 +109,9 @@ pub(crate) struct Writer {
     next_index: u64,
     /// Data written since the last sync.
     dirty: bool,
+    /// Records appended since the last sync, for `octopii_wal_records_per_fsync`.
+    unsynced_records: u64,
+    metrics: WalMetrics,
     last_sync: Instant,
     failure: Option<Arc<WalError>>,
 }
@@ -132,6 +136,7 @@ impl Writer {
             (active, last.next_index())
         };
         Writer {
+            metrics: WalMetrics::new(&shared.dir),
             fs,
             shared,
             options,
@@ -140,6 +145,7 @@ impl Writer {
             new_bounds: Vec::new(),
             next_index,
             dirty: false,
+            unsynced_records: 0,
             last_sync: Instant::now(),
             failure: None,
         }
@@ -297,6 +303,7 @@ impl Writer {
             .push((self.active.written + self.buf.len() as u64) as u32);
         self.next_index += 1;
         self.active.records += 1;
+        self.unsynced_records += 1;
         self.dirty = true;
         if self.buf.len() >= WRITE_CHUNK {
             self.write_out()?;
@@ -319,6 +326,7 @@ impl Writer {
             .map_err(|e| WalError::io(write, &self.active.path, e))?;
         self.active.written += self.buf.len() as u64;
         Counters::add(&self.shared.counters.bytes, self.buf.len() as u64);
+        self.metrics.written(self.buf.len() as u64);
         self.buf.clear();
         // A very large record leaves a large buffer behind; give it back.
         self.buf.shrink_to(2 * WRITE_CHUNK);
@@ -327,13 +335,16 @@ impl Writer {
 
     /// `fdatasync` of the active segment.
     fn sync_active(&mut self) -> Result<()> {
+        let started = Instant::now();
         self.active
             .file
             .sync_data()
             .map_err(|e| WalError::io(FileOp::SyncData, &self.active.path, e))?;
         Counters::add(&self.shared.counters.fsyncs, 1);
-        self.dirty = false;
         self.last_sync = Instant::now();
+        let records = std::mem::take(&mut self.unsynced_records);
+        self.metrics.synced(self.last_sync - started, records);
+        self.dirty = false;
         Ok(())
     }
 
@@ -404,6 +415,7 @@ impl Writer {
         self.hand_over_bounds();
         self.shared.write_view().durable_next = self.next_index;
         Counters::add(&self.shared.counters.records, batch.records);
+        self.metrics.appended(batch.records);
         Counters::add(&self.shared.counters.commits, 1);
         for (reply, range) in batch.appends {
             reply.send(Ok(range));
@@ -496,6 +508,7 @@ impl Writer {
         self.active = keep;
         self.durable_step(step)?;
         self.dirty = false;
+        self.unsynced_records = 0;
         Ok(())
     }
 

@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// many seconds (new ones are refused) before stopping.
     #[arg(long, default_value_t = 30)]
     pub drain_secs: u64,
+    /// Serve metrics in Prometheus text format on this address
+    /// (e.g. 127.0.0.1:9100; scrape http://ADDR/metrics).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     #[command(flatten)]
     pub tls: TlsArgs,
 }
@@ -42,6 +46,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if let Some(max) = args.max_memory_bytes {
         config.chunk.max_memory_bytes = max;
     }
+    if let Some(addr) = args.metrics {
+        config.metrics_addr = Some(addr);
+    }
     config.validate()?;
     let runtime = OctopiiRuntime::new(config.worker_threads)?;
     let node = OctopiiNode::new(config, &runtime)?;
@@ -51,6 +58,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         node.local_addr(),
         args.recv_dir.display()
     ));
+    if let Some(addr) = node.config().metrics_addr {
+        say(format_args!("metrics on http://{addr}/metrics"));
+    }
     runtime.block_on(async {
         let mut terminate = signal(SignalKind::terminate())?;
         loop {
