@@ -156,6 +156,7 @@ fn client(service: &Service) -> TokenStream {
             quote!(, #ident: impl ::core::convert::Into<#ty>)
         });
         let body = client_body(method);
+        let fingerprint = method.fingerprint();
         quote! {
             #(#docs)*
             #separator
@@ -166,6 +167,7 @@ fn client(service: &Service) -> TokenStream {
                 -> ::core::result::Result<#output, ::octopii::__private::RpcError>
             {
                 let __args = (#(#idents,)*);
+                let __client = self.client.with_signature(#fingerprint);
                 #body
             }
         }
@@ -248,30 +250,30 @@ fn client_body(method: &Method) -> TokenStream {
     });
     let opened = |item: &Type| match &input {
         None => quote! {
-            #calls::server_streaming::<#args, #item>(&self.client, Self::SERVICE_NAME, #name, &__args)
+            #calls::server_streaming::<#args, #item>(&__client, Self::SERVICE_NAME, #name, &__args)
                 .await?
         },
         Some((input, input_item)) => quote! {
             #calls::bidi_streaming::<#args, #input_item, #item>(
-                &self.client, Self::SERVICE_NAME, #name, &__args, #input,
+                &__client, Self::SERVICE_NAME, #name, &__args, #input,
             )
             .await?
         },
     };
     match (&method.reply, &input) {
         (Reply::Value, None) if method.idempotent => quote! {
-            self.client
+            __client
                 .call_idempotent::<#args, #output>(Self::SERVICE_NAME, #name, &__args)
                 .await
         },
         (Reply::Value, None) => quote! {
-            self.client
+            __client
                 .call::<#args, #output>(Self::SERVICE_NAME, #name, &__args)
                 .await
         },
         (Reply::Value, Some((input, input_item))) => quote! {
             #calls::client_streaming::<#args, #input_item, #output>(
-                &self.client, Self::SERVICE_NAME, #name, &__args, #input,
+                &__client, Self::SERVICE_NAME, #name, &__args, #input,
             )
             .await
         },
@@ -428,10 +430,16 @@ fn decode_and_invoke(service: &Service, method: &Method, s: &Ident) -> (TokenStr
         .collect();
     let context = method.takes_context().then(|| quote!(&__ctx,));
     let input = method.input_stream().map(|_| quote!(__input));
+    let (name, signature, fingerprint) = (&service.name, method.signature(), method.fingerprint());
+    // A caller built from another version of the method is told so before
+    // its arguments are decoded as this version's.
+    let check = quote! {
+        ::octopii::__private::check_signature(&__ctx, #name, #signature, #fingerprint)?;
+    };
     let decode = if types.is_empty() {
-        quote!(::octopii::__private::decode_args::<()>(&__args)?;)
+        quote!(#check ::octopii::__private::decode_args::<()>(&__args)?;)
     } else {
-        quote!(let (#(#values,)*): (#(#types,)*) = ::octopii::__private::decode_args(&__args)?;)
+        quote!(#check let (#(#values,)*): (#(#types,)*) = ::octopii::__private::decode_args(&__args)?;)
     };
     let invoke = quote! {
         <#s as #ident>::#method_ident(&__service, #context #(#values,)* #input).await

@@ -87,6 +87,33 @@ impl Method {
         })
     }
 
+    /// The method's signature as it crosses the wire: its name, the types
+    /// of its arguments (and of a streamed input), and its return type, as
+    /// written, without whitespace: `put(String,String)->Option<String>`.
+    pub fn signature(&self) -> String {
+        let written = |ty: &Type| quote::quote!(#ty).to_string().replace(' ', "");
+        let mut inputs: Vec<String> = self.args().map(|arg| written(&arg.ty)).collect();
+        if let Some((stream, _)) = self.input_stream() {
+            inputs.push(written(&stream.ty));
+        }
+        format!(
+            "{}({})->{}",
+            self.name,
+            inputs.join(","),
+            written(&self.output)
+        )
+    }
+
+    /// FNV-1a (64 bits) of [`signature`](Self::signature): what a client
+    /// sends and a server compares.
+    pub fn fingerprint(&self) -> u64 {
+        self.signature()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325, |hash: u64, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+            })
+    }
+
     /// Whether the call owns a stream: it takes or returns a `Streaming`.
     pub fn is_streaming(&self) -> bool {
         self.input_stream().is_some() || !matches!(self.reply, Reply::Value)

@@ -4,6 +4,8 @@
 
 pub use bytes::Bytes;
 
+pub use crate::rpc::signature::check_signature;
+
 pub use crate::rpc::streaming::call::{
     bidi_streaming, client_streaming, decode_head, no_streaming_method, server_streaming, sink,
     split, streaming_only,

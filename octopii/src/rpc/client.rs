@@ -23,6 +23,7 @@ use tracing::Instrument;
 use super::frame::{self, FrameReader, RequestHeader};
 use super::observe::Observed;
 use super::retry::{Reached, RetryPolicy, may_retry};
+use super::signature::SIGNATURE;
 use super::trace::{TRACEPARENT, TraceContext};
 use super::{CallStream, Code, RpcError};
 use crate::codec;
@@ -225,6 +226,8 @@ pub struct Client {
     metadata: Arc<Vec<(String, String)>>,
     expected: Option<Role>,
     retry: Option<RetryPolicy>,
+    /// The fingerprint of the method a generated client is calling.
+    signature: Option<u64>,
 }
 
 impl std::fmt::Debug for Client {
@@ -235,6 +238,7 @@ impl std::fmt::Debug for Client {
             .field("metadata", &self.metadata)
             .field("expected", &self.expected)
             .field("retry", &self.retry)
+            .field("signature", &self.signature)
             .finish()
     }
 }
@@ -249,6 +253,7 @@ impl Client {
             metadata: Arc::new(Vec::new()),
             expected: None,
             retry: None,
+            signature: None,
         }
     }
 
@@ -287,6 +292,16 @@ impl Client {
     pub fn with_retry(&self, policy: RetryPolicy) -> Self {
         Client {
             retry: Some(policy),
+            ..self.clone()
+        }
+    }
+
+    /// A copy whose calls carry a method's fingerprint (see
+    /// [`SIGNATURE`](super::SIGNATURE)); the generated clients use it.
+    #[doc(hidden)]
+    pub fn with_signature(&self, fingerprint: u64) -> Self {
+        Client {
+            signature: Some(fingerprint),
             ..self.clone()
         }
     }
@@ -517,10 +532,13 @@ impl Client {
         trace: &TraceContext,
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, RpcError> {
-        let mut metadata = Vec::with_capacity(self.metadata.len() + 1);
+        let mut metadata = Vec::with_capacity(self.metadata.len() + 2);
         metadata.extend(self.metadata.iter().cloned());
         if !metadata.iter().any(|(k, _)| k == TRACEPARENT) {
             metadata.push((TRACEPARENT.to_owned(), trace.to_string()));
+        }
+        if let Some(fingerprint) = self.signature {
+            metadata.push((SIGNATURE.to_owned(), format!("{fingerprint:016x}")));
         }
         let header = RequestHeader {
             service: service.into(),

@@ -83,6 +83,7 @@ mod policy;
 mod retry;
 mod server;
 mod service;
+pub(crate) mod signature;
 mod status;
 pub mod streaming;
 mod trace;
@@ -99,6 +100,7 @@ pub use server::ServeError;
 pub use service::{
     HandlerFuture, Service, StreamFuture, Wire, decode_args, encode_output, unimplemented,
 };
+pub use signature::SIGNATURE;
 pub use status::{Code, RpcError};
 pub use streaming::{StreamSender, Streaming};
 pub use trace::{TRACEPARENT, TraceContext};
