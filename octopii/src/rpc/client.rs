@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use super::frame::{self, FrameReader, RequestHeader};
 use super::observe::Observed;
-use super::retry::{Reached, RetryPolicy, may_retry};
+use super::retry::{Reached, RetryPolicy, may_retry, never_ran};
 use super::signature::SIGNATURE;
 use super::trace::{TRACEPARENT, TraceContext};
 use super::{CallStream, Code, RpcError};
@@ -417,6 +417,9 @@ impl Client {
             let request = self.request(service, method, args, false, trace, left)?;
             let (error, reached) = match self.attempt(&request, left, (service, method)).await {
                 Ok(reply) => break reply,
+                Err((error, reached)) if never_ran(error.code(), reached) => {
+                    (error.not_run(), reached)
+                }
                 Err(failed) => failed,
             };
             let Some(policy) = self.retry else {

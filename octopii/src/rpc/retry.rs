@@ -84,14 +84,18 @@ pub(crate) enum Reached {
     Answered,
 }
 
+/// Whether a call that failed with `code` after reaching `reached` did
+/// not run: it was not sent, or the server refused it before its handler.
+pub(crate) fn never_ran(code: Code, reached: Reached) -> bool {
+    reached == Reached::NotSent || (reached == Reached::Answered && code == Code::Unavailable)
+}
+
 /// Whether an attempt that failed with `code` after reaching `reached`
 /// may be tried again, for a method that is `idempotent` or not: only a
 /// failure that may pass, of a call that never ran or may run twice.
 pub(crate) fn may_retry(code: Code, reached: Reached, idempotent: bool) -> bool {
-    let never_ran =
-        reached == Reached::NotSent || (reached == Reached::Answered && code == Code::Unavailable);
     let transient = matches!(code, Code::Unavailable | Code::ResourceExhausted);
-    transient && (never_ran || idempotent)
+    transient && (never_ran(code, reached) || idempotent)
 }
 
 #[cfg(test)]

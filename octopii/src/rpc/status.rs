@@ -92,11 +92,21 @@ impl fmt::Display for Code {
 /// assert_eq!(e.code(), Code::Unimplemented);
 /// assert_eq!(e.to_string(), "Unimplemented: no method `nope` in service `Calculator`");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RpcError {
     code: Code,
     message: String,
+    never_ran: bool,
 }
+
+/// Errors are equal if their codes and messages are.
+impl PartialEq for RpcError {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code && self.message == other.message
+    }
+}
+
+impl Eq for RpcError {}
 
 impl RpcError {
     /// An error with `code` and `message`.
@@ -104,6 +114,22 @@ impl RpcError {
         RpcError {
             code,
             message: message.into(),
+            never_ran: false,
+        }
+    }
+
+    /// Whether the call certainly did not run: its request was never
+    /// sent, or the server refused it before its handler. Such a call may
+    /// be made again, or elsewhere, whatever the method does.
+    pub fn never_ran(&self) -> bool {
+        self.never_ran
+    }
+
+    /// The same error, known not to have run.
+    pub(crate) fn not_run(self) -> Self {
+        RpcError {
+            never_ran: true,
+            ..self
         }
     }
 
