@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use octopii::rpc::Replicas;
@@ -18,7 +19,7 @@ pub trait Which {
     async fn hold(&self);
 }
 
-struct Named(&'static str, Arc<Semaphore>);
+struct Named(&'static str, Arc<Semaphore>, Arc<AtomicUsize>);
 
 impl Which for Named {
     async fn which(&self) -> String {
@@ -26,6 +27,7 @@ impl Which for Named {
     }
 
     async fn hold(&self) {
+        self.2.fetch_add(1, Ordering::SeqCst);
         self.1.acquire().await.expect("open").forget();
     }
 }
@@ -33,6 +35,8 @@ impl Which for Named {
 struct Setup {
     cluster: LocalCluster,
     servers: Vec<OctopiiNode>,
+    /// Holds running on any server.
+    holding: Arc<AtomicUsize>,
     /// The node the replicas call from: its endpoint lives as long.
     _client: OctopiiNode,
     release: Arc<Semaphore>,
@@ -42,12 +46,17 @@ struct Setup {
 fn two_replicas() -> Setup {
     let cluster = LocalCluster::new().expect("cluster");
     let release = Arc::new(Semaphore::new(0));
+    let holding = Arc::new(AtomicUsize::new(0));
     let servers: Vec<OctopiiNode> = ["a", "b"]
         .into_iter()
         .map(|name| {
             let node = cluster.node(name).expect("node");
-            node.serve(WhichServer::new(Named(name, release.clone())))
-                .expect("serve");
+            node.serve(WhichServer::new(Named(
+                name,
+                release.clone(),
+                holding.clone(),
+            )))
+            .expect("serve");
             node
         })
         .collect();
@@ -57,6 +66,7 @@ fn two_replicas() -> Setup {
     Setup {
         cluster,
         servers,
+        holding,
         _client: client,
         release,
         replicas,
@@ -70,31 +80,30 @@ async fn which(replicas: &Replicas) -> String {
         .expect("a replica answers")
 }
 
-/// Starts a `hold` through `replicas`; the address of the peer it went to.
-async fn hold_one(replicas: &Replicas) -> SocketAddr {
-    let holding = replicas.clone();
+/// Starts a `hold` through `replicas` and waits until it runs on its
+/// server; the address of that server.
+async fn hold_one(s: &Setup) -> SocketAddr {
+    let replicas = s.replicas.clone();
     tokio::spawn(async move {
-        let _ = holding
+        let _ = replicas
             .call(|c| async move { WhichClient::from_client(c).hold().await })
             .await;
     });
-    loop {
-        if let Some(addr) = replicas
-            .peers()
-            .into_iter()
-            .find(|a| replicas.outstanding(*a) > 0)
-        {
-            return addr;
-        }
+    while s.holding.load(Ordering::SeqCst) == 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    let peers = s.replicas.peers();
+    peers
+        .into_iter()
+        .find(|a| s.replicas.outstanding(*a) > 0)
+        .expect("the hold is outstanding")
 }
 
 #[test]
 fn calls_go_to_the_less_loaded_replica() {
     let s = two_replicas();
     s.cluster.block_on(async {
-        let busy = hold_one(&s.replicas).await;
+        let busy = hold_one(&s).await;
         let idle = s
             .servers
             .iter()
@@ -117,7 +126,7 @@ fn calls_go_to_the_less_loaded_replica() {
 fn a_replica_that_refuses_is_skipped_and_the_call_moves_on() {
     let s = two_replicas();
     s.cluster.block_on(async {
-        let busy = hold_one(&s.replicas).await;
+        let busy = hold_one(&s).await;
         let draining = s
             .servers
             .iter()

@@ -2,10 +2,11 @@
 //!
 //! Each call goes to one peer, picked by the power of two choices: two
 //! peers at random, the one with fewer calls outstanding. A peer that
-//! cannot be reached (a call fails [`Code::Unavailable`]) is skipped for a
-//! while, and the call moves on to another peer if it never ran or its
-//! method is idempotent (the rules of [`RetryPolicy`](super::RetryPolicy)
-//! apply: the call reaches one peer at most once). For a service where one
+//! cannot take the call (it could not be reached, or refused the call
+//! before running it, or the connection broke) is skipped for a while,
+//! and the call moves on to another peer only if it never ran
+//! ([`RpcError::never_ran`]), so it reaches one peer's handler at most
+//! once. For a service where one
 //! peer leads (a raft group), [`Replicas::call_leader`] goes to the peer
 //! last named leader, and [`Replicas::set_leader`] follows a redirect.
 //!
@@ -136,10 +137,11 @@ impl Replicas {
     }
 
     /// Runs `call` with the client of a peer picked by the power of two
-    /// choices among those not skipped; after `Unavailable` the peer is
-    /// skipped for [`SKIP_UNREACHABLE`] and, if the failure proves the call
-    /// never reached it, the call is tried on another peer. Fails
-    /// `Unavailable` if every peer is skipped or failed.
+    /// choices among those not skipped. After a failure that proves the
+    /// call never ran there, or `Unavailable`, the peer is skipped for
+    /// [`SKIP_UNREACHABLE`]; a call that never ran is tried on another
+    /// peer. Fails with the last such error, or `Unavailable`, when no
+    /// peer is left.
     pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, RpcError>
     where
         F: Fn(Client) -> Fut,
@@ -193,12 +195,14 @@ impl Replicas {
             peer.outstanding.fetch_add(1, Ordering::Relaxed);
             let _counted = Outstanding(peer);
             match call(peer.client.clone()).await {
+                // It never reached the peer's handler: safe elsewhere.
+                Err(e) if e.never_ran() => {
+                    peer.skip_for(SKIP_UNREACHABLE);
+                    last_error = Some(e);
+                }
                 Err(e) if e.code() == Code::Unavailable => {
                     peer.skip_for(SKIP_UNREACHABLE);
-                    if !e.never_ran() {
-                        return Err(e);
-                    }
-                    last_error = Some(e);
+                    return Err(e);
                 }
                 result => return result,
             }
