@@ -5,7 +5,7 @@
 //! its own. An indeterminate operation may take effect at any point after
 //! its invocation, or never.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::history::{Entry, History, Op, Outcome, Reply};
 
@@ -14,7 +14,8 @@ const MAX_OPS_PER_KEY: usize = 128;
 
 /// Most states the search visits for one key before it gives up: a
 /// history with many indeterminate writes has exponentially many orders.
-const MAX_STATES: usize = 1_000_000;
+/// A state is 20 bytes (the operations placed, and the value's number).
+const MAX_STATES: usize = 10_000_000;
 
 /// `Ok`, or the first key whose operations no register could produce.
 pub fn check(history: &History) -> Result<(), String> {
@@ -55,21 +56,73 @@ pub fn check(history: &History) -> Result<(), String> {
     Ok(())
 }
 
-struct Search<'a> {
-    ops: &'a [&'a Entry],
-    seen: HashSet<(u128, Option<String>)>,
+/// A register's value, as a small number: the search keeps one per state.
+type ValueId = u32;
+
+/// An operation with its values interned.
+struct Interned {
+    invoked: std::time::Duration,
+    completed: std::time::Duration,
+    kind: Kind,
+    /// What it returned, if it did.
+    observed: Option<Observed>,
 }
 
-impl<'a> Search<'a> {
-    fn new(ops: &'a [&'a Entry]) -> Self {
+enum Kind {
+    Put(ValueId),
+    Get,
+    Cas { expected: ValueId, new: ValueId },
+}
+
+#[derive(PartialEq)]
+enum Observed {
+    Value(ValueId),
+    Swapped(bool),
+}
+
+/// Numbers the values of `ops`; `None` (no value) is 0.
+fn intern(ops: &[&Entry]) -> Vec<Interned> {
+    let mut ids: HashMap<Option<String>, ValueId> = HashMap::from([(None, 0)]);
+    let mut id = |value: Option<&String>| {
+        let next = ids.len() as ValueId;
+        *ids.entry(value.cloned()).or_insert(next)
+    };
+    ops.iter()
+        .map(|e| Interned {
+            invoked: e.invoked,
+            completed: e.completed,
+            kind: match &e.op {
+                Op::Put(value) => Kind::Put(id(Some(value))),
+                Op::Get => Kind::Get,
+                Op::Cas { expected, new } => Kind::Cas {
+                    expected: id(expected.as_ref()),
+                    new: id(Some(new)),
+                },
+            },
+            observed: match &e.outcome {
+                Outcome::Ok(Reply::Value(value)) => Some(Observed::Value(id(value.as_ref()))),
+                Outcome::Ok(Reply::Swapped(swapped)) => Some(Observed::Swapped(*swapped)),
+                Outcome::Indeterminate(_) | Outcome::Failed(_) => None,
+            },
+        })
+        .collect()
+}
+
+struct Search {
+    ops: Vec<Interned>,
+    seen: HashSet<(u128, ValueId)>,
+}
+
+impl Search {
+    fn new(ops: &[&Entry]) -> Self {
         Search {
-            ops,
+            ops: intern(ops),
             seen: HashSet::new(),
         }
     }
 
     fn run(&mut self) -> bool {
-        self.extend(0, None)
+        self.extend(0, 0)
     }
 
     fn is_done(&self, i: usize, done: u128) -> bool {
@@ -77,30 +130,30 @@ impl<'a> Search<'a> {
     }
 
     /// Whether the operations not in `done` can follow, from `value`.
-    fn extend(&mut self, done: u128, value: Option<String>) -> bool {
+    fn extend(&mut self, done: u128, value: ValueId) -> bool {
         let pending_determinate = (0..self.ops.len())
             .filter(|&i| !self.is_done(i, done))
-            .filter(|&i| matches!(self.ops[i].outcome, Outcome::Ok(_)));
+            .filter(|&i| self.ops[i].observed.is_some());
         // Every operation that returned is placed: the rest may never have
         // taken effect.
         let Some(earliest_return) = pending_determinate.map(|i| self.ops[i].completed).min() else {
             return true;
         };
-        if self.seen.len() >= MAX_STATES || !self.seen.insert((done, value.clone())) {
+        if self.seen.len() >= MAX_STATES || !self.seen.insert((done, value)) {
             return false;
         }
         for i in 0..self.ops.len() {
-            let op = self.ops[i];
+            let op = &self.ops[i];
             // Only an operation invoked before every pending one returned
             // can come next.
             if self.is_done(i, done) || op.invoked > earliest_return {
                 continue;
             }
-            let (reply, next) = apply(&op.op, &value);
-            let fits = match &op.outcome {
-                Outcome::Ok(observed) => *observed == reply,
-                Outcome::Indeterminate(_) | Outcome::Failed(_) => true,
-            };
+            let (reply, next) = apply(&op.kind, value);
+            let fits = op
+                .observed
+                .as_ref()
+                .is_none_or(|observed| *observed == reply);
             if fits && self.extend(done | (1 << i), next) {
                 return true;
             }
@@ -109,13 +162,13 @@ impl<'a> Search<'a> {
     }
 }
 
-/// What `op` returns on a register holding `value`, and what it holds after.
-fn apply(op: &Op, value: &Option<String>) -> (Reply, Option<String>) {
-    match op {
-        Op::Put(new) => (Reply::Value(value.clone()), Some(new.clone())),
-        Op::Get => (Reply::Value(value.clone()), value.clone()),
-        Op::Cas { expected, new } if expected == value => (Reply::Swapped(true), Some(new.clone())),
-        Op::Cas { .. } => (Reply::Swapped(false), value.clone()),
+/// What `kind` returns on a register holding `value`, and what it holds after.
+fn apply(kind: &Kind, value: ValueId) -> (Observed, ValueId) {
+    match *kind {
+        Kind::Put(new) => (Observed::Value(value), new),
+        Kind::Get => (Observed::Value(value), value),
+        Kind::Cas { expected, new } if expected == value => (Observed::Swapped(true), new),
+        Kind::Cas { .. } => (Observed::Swapped(false), value),
     }
 }
 
