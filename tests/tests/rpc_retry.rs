@@ -78,6 +78,12 @@ async fn permit_taken(client: &OctopiiNode, server: &OctopiiNode) -> u64 {
     }
 }
 
+/// Starts a `hold` that keeps the server's one permit busy.
+fn spawn_hold(slots: &SlotsClient) -> tokio::task::JoinHandle<Result<(), octopii::rpc::RpcError>> {
+    let slots = slots.clone();
+    tokio::spawn(async move { slots.hold().await })
+}
+
 const POLICY: RetryPolicy = RetryPolicy {
     max_attempts: 10,
     initial_backoff: Duration::from_millis(10),
@@ -89,10 +95,7 @@ fn an_idempotent_call_is_retried_until_the_server_takes_it() {
     let (cluster, server, client, state) = one_permit();
     let slots = SlotsClient::new(&client, server.local_addr()).with_retry(POLICY);
     cluster.block_on(async {
-        let hold = tokio::spawn({
-            let slots = slots.clone();
-            async move { slots.hold().await }
-        });
+        let hold = spawn_hold(&slots);
         let refused_before = permit_taken(&client, &server).await;
         let read = tokio::spawn({
             let slots = slots.clone();
@@ -118,10 +121,7 @@ fn a_call_that_may_have_run_is_not_retried_unless_idempotent() {
     let (cluster, server, client, state) = one_permit();
     let slots = SlotsClient::new(&client, server.local_addr()).with_retry(POLICY);
     cluster.block_on(async {
-        let hold = tokio::spawn({
-            let slots = slots.clone();
-            async move { slots.hold().await }
-        });
+        let hold = spawn_hold(&slots);
         let refused = permit_taken(&client, &server).await;
         // `ResourceExhausted` does not prove the call never ran (a reply
         // too large says the same after the handler), so `bump` gets one

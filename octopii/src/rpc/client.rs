@@ -8,6 +8,7 @@
 //! or fails resets its stream, so no stream in an unknown state is reused.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -347,6 +348,7 @@ impl Client {
     /// The call continues the trace of the handler it is made from, if any
     /// ([`TraceContext::current`]), else starts one, and is observed (see
     /// the [`rpc`](super) module).
+    ///
     /// With a [`RetryPolicy`] ([`with_retry`](Self::with_retry)), a call
     /// that never ran is tried again.
     pub async fn call<A, R>(
@@ -388,12 +390,23 @@ impl Client {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
+        let call = |trace| self.traced_call((service, method), args, idempotent, trace);
+        self.observed((service, method), call).await
+    }
+
+    /// Runs `call` in a span of its own, continuing the current trace (or
+    /// starting one), and records how it ended.
+    async fn observed<T, F>(
+        &self,
+        (service, method): (&'static str, &'static str),
+        call: impl FnOnce(TraceContext) -> F,
+    ) -> Result<T, RpcError>
+    where
+        F: Future<Output = Result<T, RpcError>>,
+    {
         let trace = TraceContext::current().map_or_else(TraceContext::new_root, |t| t.child());
         let observed = Observed::client(service, method, self.peer, &trace);
-        let result = self
-            .traced_call((service, method), args, idempotent, &trace)
-            .instrument(observed.span().clone())
-            .await;
+        let result = call(trace).instrument(observed.span().clone()).await;
         observed.finish(result.as_ref().err().map(RpcError::code));
         result
     }
@@ -403,7 +416,7 @@ impl Client {
         (service, method): (&'static str, &'static str),
         args: &A,
         idempotent: bool,
-        trace: &TraceContext,
+        trace: TraceContext,
     ) -> Result<R, RpcError>
     where
         A: Serialize + ?Sized,
@@ -414,7 +427,7 @@ impl Client {
         let reply = loop {
             // Every attempt tells the server what is left of the deadline.
             let left = give_up.map(|t| t.saturating_duration_since(Instant::now()));
-            let request = self.request(service, method, args, false, trace, left)?;
+            let request = self.request(service, method, args, false, &trace, left)?;
             let (error, reached) = match self.attempt(&request, left, (service, method)).await {
                 Ok(reply) => break reply,
                 Err((error, reached)) if never_ran(error.code(), reached) => {
@@ -487,14 +500,8 @@ impl Client {
     where
         A: Serialize + ?Sized,
     {
-        let trace = TraceContext::current().map_or_else(TraceContext::new_root, |t| t.child());
-        let observed = Observed::client(service, method, self.peer, &trace);
-        let result = self
-            .open_traced_stream(service, method, args, &trace)
-            .instrument(observed.span().clone())
-            .await;
-        observed.finish(result.as_ref().err().map(RpcError::code));
-        result
+        let open = |trace| self.open_traced_stream(service, method, args, trace);
+        self.observed((service, method), open).await
     }
 
     async fn open_traced_stream<A>(
@@ -502,12 +509,12 @@ impl Client {
         service: &'static str,
         method: &'static str,
         args: &A,
-        trace: &TraceContext,
+        trace: TraceContext,
     ) -> Result<CallStream, RpcError>
     where
         A: Serialize + ?Sized,
     {
-        let request = self.request(service, method, args, true, trace, self.deadline)?;
+        let request = self.request(service, method, args, true, &trace, self.deadline)?;
         let conn = self.connect().await?;
         let (mut send, recv) = conn.open_bi().await?;
         send.write_all(&request)
