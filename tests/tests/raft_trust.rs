@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use octopii::chunk::{ChunkSource, TransferOptions};
 use octopii::raft::service::{Proposal, RaftService, RaftServiceClient, RaftServiceServer};
-use octopii::raft::{RaftError, SNAPSHOT_DESTINATION, SNAPSHOT_SERVICE};
+use octopii::raft::{KnownMember, RaftError, SNAPSHOT_DESTINATION, SNAPSHOT_SERVICE};
 use octopii::rpc::{Client, Code, Context};
 use octopii::transport::tls::{NodeCredentials, Role};
 use octopii::{OctopiiNode, codec};
@@ -70,6 +70,40 @@ fn certificates_that_name_no_member_may_not_speak_raft() {
         assert_eq!(stepped.code(), Code::PermissionDenied);
         admin.shutdown().await;
     });
+}
+
+/// A member that refuses a node certificate asks its members about it;
+/// none knows an outsider, so the outsider stays refused however long it
+/// keeps calling, and may not ask who the members are either.
+#[test]
+fn no_member_vouches_for_an_outsider() {
+    let cluster = Cluster::start(3, test_raft_config());
+    let leader = cluster.leader();
+    let follower = cluster.follower_of(leader);
+    let outsider = holder(&cluster, cluster.ca().issue_node("outsider", 9));
+    let raft = RaftServiceClient::new(&outsider, cluster.addrs[&follower]);
+    cluster.runtime.block_on(async {
+        // Long enough for the member to ask its members twice over.
+        for _ in 0..4 {
+            let stepped = raft.step(Vec::new()).await.unwrap_err();
+            assert_eq!(stepped.code(), Code::PermissionDenied, "{stepped}");
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        let asked = raft.members().await.unwrap_err();
+        assert_eq!(asked.code(), Code::PermissionDenied, "{asked}");
+        outsider.shutdown().await;
+    });
+    // Members answer each other.
+    let members = cluster.runtime.block_on(async {
+        let client = RaftServiceClient::new(cluster.octopii(leader), cluster.addrs[&follower]);
+        client.members().await.unwrap()
+    });
+    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    assert!(
+        members.iter().all(|m| m.voter && m.addr.is_some()),
+        "{members:?}"
+    );
 }
 
 #[test]
@@ -192,6 +226,11 @@ impl RaftService for Counting {
     async fn propose(&self, _: &Context, _: Proposal) -> Result<Vec<u8>, RaftError> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Err(RaftError::Stopped)
+    }
+
+    async fn members(&self, _: &Context) -> Vec<KnownMember> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Vec::new()
     }
 }
 

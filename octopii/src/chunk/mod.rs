@@ -14,6 +14,9 @@
 //! * `names`: the receiver's temporary names, reserved from peers.
 //! * `recv_dir`: the receive directory, created durably, locked while
 //!   served, cleared of a previous receiver's temporary files.
+//! * `fs_dir`: the same rules for a receive directory on a
+//!   [`WalFs`](crate::wal::WalFs) of the service's own (raft's snapshots,
+//!   a simulated disk).
 //! * [`progress`]: [`Progress`] reports on both sides.
 //! * [`service`]: [`ChunkService`], the receiving end, and its [`ChunkInbox`].
 //!
@@ -21,6 +24,7 @@
 //! receive with [`OctopiiNode::serve_chunks`](crate::OctopiiNode::serve_chunks).
 
 mod error;
+mod fs_dir;
 mod metrics;
 mod names;
 pub mod progress;
@@ -38,7 +42,7 @@ pub(crate) use metrics::ChunkMetrics;
 pub(crate) use names::is_reserved;
 pub use progress::{Progress, ProgressFn};
 pub use protocol::Destination;
-pub(crate) use receiver::resolve;
+pub(crate) use receiver::{resolve, run_blocking};
 pub(crate) use sender::transfer;
 pub use sender::{TransferOptions, TransferResult};
 pub use service::{

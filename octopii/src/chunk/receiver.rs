@@ -7,7 +7,10 @@
 //! at the destination path. Hashing and writing run on a blocking thread,
 //! fed 64 KiB buffers through a bounded channel, never on the threads that
 //! drive the QUIC connections; a transfer holds that thread only while
-//! buffers wait to be written.
+//! buffers wait to be written. Two kinds of transfer do their work where
+//! the bytes arrive instead: one of at most one buffer into memory (less
+//! work than handing it to a thread) and one into a file system that never
+//! blocks (memory, as a simulation's disk is).
 
 use std::fs::File;
 use std::io::Write;
@@ -21,6 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::fs_dir::FsTemp;
 use super::progress::Reporter;
 use super::protocol::{BUFFER_SIZE, HASH_LEN, SIZE_LEN};
 use super::{names, recv_dir, resume};
@@ -208,9 +212,22 @@ pub(crate) enum Sink {
     Memory(BytesMut),
     /// In a temporary file.
     File(TempFile),
+    /// In a temporary file on the service's own file system.
+    FsFile(FsTemp),
 }
 
 impl Sink {
+    /// Whether writing `size` bytes here costs less than handing them to
+    /// a blocking thread: at most one buffer into memory, or anything
+    /// into a file system that never blocks.
+    fn works_inline(&self, size: u64) -> bool {
+        match self {
+            Sink::Memory(_) => size <= BUFFER_SIZE as u64,
+            Sink::File(_) => false,
+            Sink::FsFile(temp) => temp.never_blocks(),
+        }
+    }
+
     fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
         match self {
             Sink::Memory(buffer) => {
@@ -221,6 +238,7 @@ impl Sink {
                 .file
                 .write_all(bytes)
                 .map_err(|e| format!("writing {}: {e}", temp.path.display())),
+            Sink::FsFile(temp) => temp.write(bytes),
         }
     }
 
@@ -231,13 +249,16 @@ impl Sink {
                 .file
                 .sync_all()
                 .map_err(|e| format!("fsync of {}: {e}", temp.path.display())),
+            Sink::FsFile(temp) => temp.sync(),
         }
     }
 
     /// Throws the bytes away (removes a temporary file).
     pub(crate) fn discard(self) {
-        if let Sink::File(temp) = self {
-            temp.discard();
+        match self {
+            Sink::Memory(_) => {}
+            Sink::File(temp) => temp.discard(),
+            Sink::FsFile(temp) => temp.discard(),
         }
     }
 }
@@ -286,16 +307,19 @@ impl Work {
 /// The writer of one transfer. Hashing and writing run on a blocking
 /// thread that is held while buffers are queued and given back when the
 /// queue is empty: a transfer whose sender sends nothing holds no thread.
+/// A sink that [works inline](Sink::works_inline) is written by the task.
 struct Writer {
     buffers: mpsc::Sender<Bytes>,
     task: JoinHandle<Result<Sealed, String>>,
 }
 
 impl Writer {
-    /// Starts hashing (continuing `hasher`) and writing into `sink`.
-    fn spawn(sink: Sink, hasher: Sha256) -> Writer {
+    /// Starts hashing (continuing `hasher`) and writing `size` bytes into
+    /// `sink`.
+    fn spawn(sink: Sink, hasher: Sha256, size: u64) -> Writer {
         let (buffers, incoming) = mpsc::channel::<Bytes>(WRITE_AHEAD);
-        let task = tokio::spawn(write_queued(incoming, Work { sink, hasher }));
+        let inline = sink.works_inline(size);
+        let task = tokio::spawn(write_queued(incoming, Work { sink, hasher }, inline));
         Writer { buffers, task }
     }
 
@@ -316,23 +340,29 @@ impl Writer {
 async fn write_queued(
     mut incoming: mpsc::Receiver<Bytes>,
     mut work: Work,
+    inline: bool,
 ) -> Result<Sealed, String> {
     while let Some(first) = incoming.recv().await {
-        (work, incoming) = on_blocking_thread(move || {
+        (work, incoming) = run_blocking(inline, move || {
             let work = work.drain(first, &mut incoming)?;
             Ok((work, incoming))
         })
         .await?;
     }
-    on_blocking_thread(move || work.seal()).await
+    run_blocking(inline, move || work.seal()).await
 }
 
-async fn on_blocking_thread<T: Send + 'static>(
+/// Runs `job` on a blocking thread, or here if it is `inline`.
+pub(crate) async fn run_blocking<T: Send + 'static>(
+    inline: bool,
     job: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
+    if inline {
+        return job();
+    }
     tokio::task::spawn_blocking(job)
         .await
-        .map_err(|e| format!("writer thread failed: {e}"))?
+        .map_err(|e| format!("blocking thread failed: {e}"))?
 }
 
 /// How the data phase of a transfer ended.
@@ -359,7 +389,7 @@ pub(crate) async fn receive_data(
     stall: Duration,
     reporter: &mut Reporter,
 ) -> Outcome {
-    let writer = Writer::spawn(sink, hasher);
+    let writer = Writer::spawn(sink, hasher, offered);
     let read = read_data(stream, offered, held, &writer, stall, reporter).await;
     let end = match read {
         Ok(end) => end,
@@ -601,7 +631,9 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let writer = Writer::spawn(Sink::Memory(BytesMut::new()), Sha256::new());
+            // Larger than one buffer: written on a blocking thread.
+            let size = 2 * BUFFER_SIZE as u64;
+            let writer = Writer::spawn(Sink::Memory(BytesMut::new()), Sha256::new(), size);
             assert!(writer.push(Bytes::from_static(b"first")).await);
             while writer.buffers.capacity() < WRITE_AHEAD {
                 tokio::task::yield_now().await;
@@ -621,6 +653,29 @@ mod tests {
                 panic!("a memory sink");
             };
             assert_eq!(&bytes[..], b"first second");
+        });
+    }
+
+    #[test]
+    fn a_transfer_of_one_buffer_into_memory_needs_no_blocking_thread() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // The only blocking thread is taken until the writer is done.
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let busy = tokio::task::spawn_blocking(move || held.recv());
+            let writer = Writer::spawn(Sink::Memory(BytesMut::new()), Sha256::new(), 5);
+            assert!(writer.push(Bytes::from_static(b"small")).await);
+            let sealed = tokio::time::timeout(Duration::from_secs(10), writer.finish())
+                .await
+                .expect("written without a blocking thread")
+                .unwrap();
+            assert_eq!(sealed.hash, <[u8; 32]>::from(Sha256::digest(b"small")));
+            release.send(()).unwrap();
+            busy.await.unwrap().unwrap();
         });
     }
 }

@@ -158,9 +158,13 @@ pub(crate) async fn transfer(
     options: TransferOptions,
 ) -> Vec<TransferResult> {
     let started = Instant::now();
-    let opened = tokio::task::spawn_blocking(move || source.open())
-        .await
-        .unwrap_or_else(|e| Err(TransferError::Source(format!("open task failed: {e}"))));
+    let opened = if source.opens_inline() {
+        source.open()
+    } else {
+        tokio::task::spawn_blocking(move || source.open())
+            .await
+            .unwrap_or_else(|e| Err(TransferError::Source(format!("open task failed: {e}"))))
+    };
     let source = match opened {
         Ok(source) => source,
         Err(e) => {

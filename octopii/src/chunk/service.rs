@@ -20,13 +20,15 @@ use tokio::sync::mpsc;
 
 use super::ChunkMetrics;
 use super::TransferError;
+use super::fs_dir::FsDir;
 use super::progress::{ProgressFn, Reporter};
 use super::protocol::{self, Accept, Destination, METHOD, SERVICE, Status, TransferRequest};
-use super::receiver::{self, CommitError, Outcome, Sealed, Sink, TempFile};
+use super::receiver::{self, CommitError, Outcome, Sealed, Sink, TempFile, run_blocking};
 use super::recv_dir::RecvDir;
 use crate::config::ChunkConfig;
 use crate::rpc::{self, CallStream, Code, Context, HandlerFuture, RpcError, Service, StreamFuture};
 use crate::transport::PeerInfo;
+use crate::wal::WalFs;
 use crate::{OctopiiError, Result};
 
 /// Received transfers queued for the application before senders wait.
@@ -97,7 +99,10 @@ impl std::fmt::Debug for ChunkService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChunkService")
             .field("name", &self.state.name)
-            .field("recv_dir", &self.state.recv_dir.as_ref().map(RecvDir::path))
+            .field(
+                "recv_dir",
+                &self.state.recv_dir.as_ref().map(ReceiveDir::path),
+            )
             .field("max_memory_bytes", &self.state.max_memory)
             .field("max_file_bytes", &self.state.max_file)
             .finish_non_exhaustive()
@@ -108,7 +113,7 @@ struct State {
     /// The service name peers address.
     name: &'static str,
     /// Held while the service lives; `None` refuses transfers to files.
-    recv_dir: Option<RecvDir>,
+    recv_dir: Option<ReceiveDir>,
     max_memory: u64,
     max_file: u64,
     memory_in_use: AtomicU64,
@@ -131,6 +136,25 @@ impl ChunkService {
             progress: None,
             memory_handler: None,
             node_id: None,
+            file_system: None,
+        }
+    }
+}
+
+/// Where received files land.
+#[derive(Debug)]
+enum ReceiveDir {
+    /// A directory of the real disk.
+    Disk(RecvDir),
+    /// A directory of the service's own file system.
+    Fs(FsDir),
+}
+
+impl ReceiveDir {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            ReceiveDir::Disk(dir) => dir.path(),
+            ReceiveDir::Fs(dir) => dir.path(),
         }
     }
 }
@@ -164,6 +188,7 @@ pub struct ChunkServiceBuilder {
     progress: Option<ProgressFn>,
     memory_handler: Option<MemoryHandler>,
     node_id: Option<u64>,
+    file_system: Option<Arc<dyn WalFs>>,
 }
 
 impl std::fmt::Debug for ChunkServiceBuilder {
@@ -207,6 +232,17 @@ impl ChunkServiceBuilder {
         self
     }
 
+    /// Keeps received files on `fs` instead of the real disk, in the
+    /// receive directory itself: a destination is one plain file name
+    /// there. Raft receives its snapshots onto the file system that holds
+    /// the rest of its state; a simulation passes a simulated disk. A
+    /// file system that [never blocks](WalFs::never_blocks) is written on
+    /// the task that receives, not on a blocking thread.
+    pub fn file_system(mut self, fs: Arc<dyn WalFs>) -> Self {
+        self.file_system = Some(fs);
+        self
+    }
+
     /// The service and the inbox of what it receives.
     ///
     /// Its receive directory is created if missing (durably: the parent of
@@ -216,9 +252,14 @@ impl ChunkServiceBuilder {
     /// Partial files kept for resuming are left in place.
     pub fn build(self) -> Result<(ChunkService, ChunkInbox)> {
         let config = &self.config;
-        let recv_dir = match &config.recv_dir {
-            None => None,
-            Some(dir) => Some(RecvDir::open(dir).map_err(|e| OctopiiError::file(dir, e))?),
+        let recv_dir = match (&config.recv_dir, self.file_system) {
+            (None, _) => None,
+            (Some(dir), None) => Some(ReceiveDir::Disk(
+                RecvDir::open(dir).map_err(|e| OctopiiError::file(dir, e))?,
+            )),
+            (Some(dir), Some(fs)) => Some(ReceiveDir::Fs(
+                FsDir::open(fs, dir).map_err(|e| OctopiiError::file(dir, e))?,
+            )),
         };
         let (inbox, taken) = mpsc::channel(INBOX_CAPACITY);
         let state = State {
@@ -414,8 +455,11 @@ impl State {
                         ),
                     ));
                 }
-                let dest = receiver::resolve(root.path(), path)
-                    .map_err(|reason| RpcError::new(Code::InvalidArgument, reason))?;
+                let dest = match root {
+                    ReceiveDir::Disk(dir) => receiver::resolve(dir.path(), path),
+                    ReceiveDir::Fs(dir) => dir.resolve(path),
+                }
+                .map_err(|reason| RpcError::new(Code::InvalidArgument, reason))?;
                 if !self.in_flight().insert(dest.clone()) {
                     return Err(RpcError::new(
                         Code::Unavailable,
@@ -427,18 +471,34 @@ impl State {
                     dest: dest.clone(),
                 };
                 let (size, resume) = (request.size, request.resume);
-                let created =
-                    tokio::task::spawn_blocking(move || TempFile::create(&dest, size, resume))
-                        .await
-                        .map_err(|e| RpcError::new(Code::Internal, e.to_string()))?;
-                let (temp, held, hasher) = created.map_err(|e| {
+                let cannot = |e: String| {
                     RpcError::new(
                         Code::Internal,
                         format!("cannot write into the directory of {path:?}: {e}"),
                     )
-                })?;
+                };
+                let (sink, held, hasher) = match root {
+                    ReceiveDir::Disk(_) => {
+                        run_blocking(false, move || {
+                            let (temp, held, hasher) =
+                                TempFile::create(&dest, size, resume).map_err(|e| e.to_string())?;
+                            Ok((Sink::File(temp), held, hasher))
+                        })
+                        .await
+                    }
+                    ReceiveDir::Fs(dir) => {
+                        let dir = dir.clone();
+                        run_blocking(dir.never_blocks(), move || {
+                            let (temp, held, hasher) =
+                                dir.create(&dest, size, resume).map_err(|e| e.to_string())?;
+                            Ok((Sink::FsFile(temp), held, hasher))
+                        })
+                        .await
+                    }
+                }
+                .map_err(cannot)?;
                 Ok(Landing {
-                    sink: Sink::File(temp),
+                    sink,
                     held,
                     hasher,
                     _claim: claim,
@@ -525,25 +585,40 @@ impl State {
                 }
             }
             Sink::File(temp) => {
-                let committed = match tokio::task::spawn_blocking(move || temp.commit()).await {
-                    Ok(committed) => committed,
-                    Err(e) => return failed(format!("commit task failed: {e}")),
-                };
-                match committed {
-                    Ok(path) => {
-                        let _ = self.inbox.try_send(Received {
-                            peer: peer.clone(),
-                            name,
-                            outcome: Ok(ReceivedData::File(path)),
-                        });
-                        (Status::Ok, String::new())
-                    }
-                    Err(CommitError::NotPlaced(reason)) => {
-                        failed(format!("putting the file in place: {reason}"))
-                    }
-                    Err(CommitError::NotDurable(reason)) => (Status::NotDurable, reason),
-                }
+                let committed = run_blocking(false, move || Ok(temp.commit())).await;
+                self.placed(peer, name, committed)
             }
+            Sink::FsFile(temp) => {
+                let inline = temp.never_blocks();
+                let committed = run_blocking(inline, move || Ok(temp.commit())).await;
+                self.placed(peer, name, committed)
+            }
+        }
+    }
+
+    /// Tells the application of a file put in place; the verdict for the
+    /// sender.
+    fn placed(
+        &self,
+        peer: &PeerInfo,
+        name: String,
+        committed: std::result::Result<std::result::Result<PathBuf, CommitError>, String>,
+    ) -> (Status, String) {
+        let failed = |reason: String| (Status::Error, reason);
+        match committed {
+            Err(e) => failed(format!("commit task failed: {e}")),
+            Ok(Ok(path)) => {
+                let _ = self.inbox.try_send(Received {
+                    peer: peer.clone(),
+                    name,
+                    outcome: Ok(ReceivedData::File(path)),
+                });
+                (Status::Ok, String::new())
+            }
+            Ok(Err(CommitError::NotPlaced(reason))) => {
+                failed(format!("putting the file in place: {reason}"))
+            }
+            Ok(Err(CommitError::NotDurable(reason))) => (Status::NotDurable, reason),
         }
     }
 }

@@ -4,11 +4,14 @@
 //! a blocking thread (so neither runs on the threads that drive QUIC
 //! connections), held only while there is room for the buffers it reads;
 //! they are handed on as [`Bytes`]: a buffer sent to several peers is
-//! shared, never copied or read again.
+//! shared, never copied or read again. Two kinds of source are read where
+//! they are sent from instead: at most one buffer in memory, and a file
+//! on a file system that never blocks.
 
 use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -16,6 +19,8 @@ use tokio::sync::mpsc;
 
 use super::TransferError;
 use super::protocol::{BUFFER_SIZE, HASH_LEN};
+use super::receiver::run_blocking;
+use crate::wal::{WalFile, WalFs};
 
 /// The bytes a transfer sends.
 ///
@@ -25,12 +30,26 @@ use super::protocol::{BUFFER_SIZE, HASH_LEN};
 /// let from_memory = ChunkSource::Memory(bytes::Bytes::from_static(b"hello"));
 /// # let _ = (from_disk, from_memory);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum ChunkSource {
     /// A file, streamed from disk; never held in memory whole.
     File(PathBuf),
     /// Bytes already in memory, sent in zero-copy slices.
     Memory(Bytes),
+    /// A file on the given file system rather than the real disk (raft
+    /// sends its snapshots from the file system that holds its state; a
+    /// simulation's is in memory).
+    FileOn(Arc<dyn WalFs>, PathBuf),
+}
+
+impl std::fmt::Debug for ChunkSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChunkSource::File(path) => f.debug_tuple("File").field(path).finish(),
+            ChunkSource::Memory(bytes) => f.debug_tuple("Memory").field(&bytes.len()).finish(),
+            ChunkSource::FileOn(_, path) => f.debug_tuple("FileOn").field(path).finish(),
+        }
+    }
 }
 
 /// What the reader thread hands on, in order.
@@ -53,9 +72,31 @@ pub(crate) struct OpenSource {
 enum Input {
     File(File, PathBuf),
     Memory(Bytes),
+    FileOn(Arc<dyn WalFile>, PathBuf, bool),
+}
+
+impl Input {
+    /// Whether reading `size` bytes costs less here than on a blocking
+    /// thread.
+    fn works_inline(&self, size: u64) -> bool {
+        match self {
+            Input::File(..) => false,
+            Input::Memory(_) => size <= BUFFER_SIZE as u64,
+            Input::FileOn(_, _, never_blocks) => *never_blocks,
+        }
+    }
 }
 
 impl ChunkSource {
+    /// Whether opening it costs less here than on a blocking thread.
+    pub(crate) fn opens_inline(&self) -> bool {
+        match self {
+            ChunkSource::File(_) => false,
+            ChunkSource::Memory(_) => true,
+            ChunkSource::FileOn(fs, _) => fs.never_blocks(),
+        }
+    }
+
     /// Opens the source and learns its size.
     pub(crate) fn open(self) -> Result<OpenSource, TransferError> {
         match self {
@@ -77,6 +118,15 @@ impl ChunkSource {
                 Ok(OpenSource {
                     size: meta.len(),
                     input: Input::File(file, path),
+                })
+            }
+            ChunkSource::FileOn(fs, path) => {
+                let failed =
+                    |e: std::io::Error| TransferError::Source(format!("{}: {e}", path.display()));
+                let file = fs.open(&path).map_err(failed)?;
+                Ok(OpenSource {
+                    size: file.size().map_err(failed)?,
+                    input: Input::FileOn(file, path, fs.never_blocks()),
                 })
             }
         }
@@ -105,6 +155,7 @@ impl OpenSource {
             done: 0,
             hasher: Sha256::new(),
         };
+        let inline = reading.input.works_inline(reading.size);
         loop {
             // One sender only: once room is seen, it stays.
             match out.reserve().await {
@@ -112,9 +163,9 @@ impl OpenSource {
                 Err(_) => return,
             }
             let room = out.capacity().max(1);
-            let step = tokio::task::spawn_blocking(move || {
+            let step = run_blocking(inline, move || {
                 let pieces = reading.next_pieces(room);
-                (reading, pieces)
+                Ok((reading, pieces))
             })
             .await;
             let pieces = match step {
@@ -195,6 +246,25 @@ impl Reading {
                     self.done,
                     self.size
                 ))
+            }
+            Input::FileOn(file, path, _) => {
+                let mut buffer = vec![0u8; want];
+                let mut at = 0;
+                while at < want {
+                    match file.read_at(&mut buffer[at..], self.done + at as u64) {
+                        Ok(0) => {
+                            return Err(format!(
+                                "{}: the file shrank while being read (after {} of {} bytes)",
+                                path.display(),
+                                self.done + at as u64,
+                                self.size
+                            ));
+                        }
+                        Ok(n) => at += n,
+                        Err(e) => return Err(format!("{}: {e}", path.display())),
+                    }
+                }
+                Ok(Bytes::from(buffer))
             }
         }
     }

@@ -61,6 +61,9 @@ pub(crate) enum Command {
     /// Hand leadership to voter `to` (answered `NotLeader` unless this
     /// node leads).
     TransferLeadership { to: u64, reply: Reply },
+    /// Raft traffic from node `id`, not a member as far as this node
+    /// knows, was refused: ask the members about it (see `vouch`).
+    Vouch(u64),
 }
 
 /// Identifies a proposal or read: the node that made it, the driver
@@ -154,7 +157,7 @@ impl Driver {
         let store = raw.store();
         let applied = store.snapshot_metadata().index;
         if let Some(path) = store.snapshot_path() {
-            restore(store.fs(), &mut machine, &mut peers, &path)?;
+            restore(store.fs().as_ref(), &mut machine, &mut peers, &path)?;
         }
         let id = raw.raft.id;
         let driver = Driver {
@@ -258,6 +261,11 @@ impl Driver {
     fn handle(&mut self, command: Command) {
         match command {
             Command::Step(message) => self.step(message),
+            Command::Vouch(id) => {
+                let conf = self.raw.raft.prs().conf().to_conf_state();
+                self.peers
+                    .ask_about(self.id, id, (conf.voters, conf.learners));
+            }
             Command::Propose { proposal, reply } => self.propose(proposal, reply),
             Command::TransferLeadership { to, reply } => {
                 let answer = if self.raw.raft.state == StateRole::Leader {
@@ -425,7 +433,8 @@ impl Driver {
                     term = metadata.term,
                     "sending a snapshot"
                 );
-                self.peers.send_snapshot(message, self.raw.store().dir());
+                let store = self.raw.store();
+                self.peers.send_snapshot(message, store.fs(), store.dir());
             } else if !self.peers.send(message) {
                 self.raw.report_unreachable(to);
             }
@@ -441,7 +450,7 @@ impl Driver {
         let path =
             path.ok_or_else(|| RaftError::Storage("the installed snapshot has no file".into()))?;
         restore(
-            self.raw.store().fs(),
+            self.raw.store().fs().as_ref(),
             &mut self.machine,
             &mut self.peers,
             &path,

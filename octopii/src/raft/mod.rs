@@ -41,6 +41,7 @@ mod snapshot_transfer;
 pub mod storage;
 mod typed;
 mod validate;
+mod vouch;
 
 pub use crate::config::RaftConfig;
 pub use error::RaftError;
@@ -50,3 +51,4 @@ pub use service::Proposal;
 pub use snapshot_transfer::{MAX_SNAPSHOT_MESSAGE, SNAPSHOT_DESTINATION, SNAPSHOT_SERVICE};
 pub use storage::RaftStorage;
 pub use typed::{Typed, TypedRaftNode, TypedStateMachine};
+pub use vouch::KnownMember;

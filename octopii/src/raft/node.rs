@@ -20,6 +20,7 @@ use super::peers::{AddressBook, Peers, address_of};
 use super::service::{Membership, Proposal, RaftHandler, RaftServiceClient, RaftServiceServer};
 use super::snapshot_transfer;
 use super::storage::{Bootstrap, RaftStorage};
+use super::vouch::Vouched;
 use super::{RaftConfig, RaftError};
 use crate::config::ENTRY_OVERHEAD;
 use crate::runtime::panic_message;
@@ -174,7 +175,8 @@ impl RaftNode {
             None
         };
         let dir: PathBuf = dir.into();
-        let storage = RaftStorage::open_with_fs(&dir, config.wal.clone(), bootstrap.as_ref(), fs)?;
+        let storage =
+            RaftStorage::open_with_fs(&dir, config.wal.clone(), bootstrap.as_ref(), fs.clone())?;
         let raft_config = raft_rs_config(&config, id, storage.snapshot_metadata().index);
         raft_config
             .validate()
@@ -184,6 +186,7 @@ impl RaftNode {
 
         let addresses: AddressBook = Arc::new(RwLock::new(config.peers.clone()));
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+        let vouched = Vouched::default();
         let (feedback_tx, feedback_rx) = mpsc::unbounded_channel();
         let peers = Peers::new(
             node.clone(),
@@ -191,6 +194,7 @@ impl RaftNode {
             config.peer_queue_capacity,
             feedback_tx,
             peer_call_deadline(&config),
+            vouched.clone(),
         );
         let (status_tx, status_rx) = watch::channel(RaftStatus {
             id,
@@ -218,7 +222,11 @@ impl RaftNode {
         )?;
         let (outcome_tx, outcome_rx) = watch::channel(None);
         let driver_handle = DriverHandle::new(commands_tx, outcome_rx, config.request_timeout());
-        let membership = Membership(status_rx.clone());
+        let membership = Membership {
+            status: status_rx.clone(),
+            vouched: vouched.clone(),
+            commands: driver_handle.commands.clone(),
+        };
         let forged = Arc::new(AtomicU64::new(0));
         let handler = RaftHandler {
             id,
@@ -232,6 +240,7 @@ impl RaftNode {
         let snapshots = snapshot_transfer::receiver(
             node,
             id,
+            fs,
             &dir,
             driver_handle.commands.clone(),
             forged.clone(),

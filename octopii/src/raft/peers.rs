@@ -14,7 +14,9 @@ use tokio::sync::mpsc;
 
 use super::service::RaftServiceClient;
 use super::snapshot_transfer;
+use super::vouch::{self, Configuration, Vouched};
 use crate::OctopiiNode;
+use crate::wal::WalFs;
 
 /// Messages sent in one `step` call at most.
 const MAX_BATCH_MESSAGES: usize = 256;
@@ -52,6 +54,7 @@ pub(crate) struct Peers {
     capacity: usize,
     feedback: mpsc::UnboundedSender<Feedback>,
     call_deadline: Duration,
+    vouched: Vouched,
 }
 
 impl Peers {
@@ -61,6 +64,7 @@ impl Peers {
         capacity: usize,
         feedback: mpsc::UnboundedSender<Feedback>,
         call_deadline: Duration,
+        vouched: Vouched,
     ) -> Self {
         Peers {
             node,
@@ -69,7 +73,23 @@ impl Peers {
             capacity,
             feedback,
             call_deadline,
+            vouched,
         }
+    }
+
+    /// Asks the members of `configuration` whether they know node `id`,
+    /// which this node (`me`) refused (see `vouch`).
+    pub(crate) fn ask_about(&self, me: u64, id: u64, configuration: Configuration) {
+        let ask = vouch::ask(
+            self.node.clone(),
+            self.addresses.clone(),
+            me,
+            id,
+            configuration,
+            self.vouched.clone(),
+            self.call_deadline,
+        );
+        self.node.runtime_handle().spawn(ask);
     }
 
     /// Records where peer `id` listens (a changed address restarts its queue).
@@ -135,8 +155,13 @@ impl Peers {
     /// Sends a `MsgSnapshot` on its own, with its snapshot file from the
     /// raft directory `dir`, as ChunkService transfers, reporting the
     /// outcome as [`Feedback::Snapshot`]. The one place that moves
-    /// snapshot data.
-    pub(crate) fn send_snapshot(&mut self, message: Message, dir: &std::path::Path) {
+    /// snapshot data. The file is read from `fs`, where the raft state is.
+    pub(crate) fn send_snapshot(
+        &mut self,
+        message: Message,
+        fs: &Arc<dyn WalFs>,
+        dir: &std::path::Path,
+    ) {
         let to = message.to;
         let Some(addr) = address_of(&self.addresses, to) else {
             let _ = self
@@ -146,9 +171,9 @@ impl Peers {
         };
         let node = self.node.clone();
         let feedback = self.feedback.clone();
-        let dir = dir.to_path_buf();
+        let (fs, dir) = (fs.clone(), dir.to_path_buf());
         self.node.runtime_handle().spawn(async move {
-            let status = snapshot_transfer::send(&node, &dir, addr, message).await;
+            let status = snapshot_transfer::send(&node, &fs, &dir, addr, message).await;
             let _ = feedback.send(Feedback::Snapshot(to, status));
         });
     }
@@ -216,7 +241,14 @@ mod tests {
         )])));
         let (feedback, mut reports) = mpsc::unbounded_channel();
         let deadline = Duration::from_millis(200);
-        let mut peers = Peers::new(node.clone(), book, 1, feedback, deadline);
+        let mut peers = Peers::new(
+            node.clone(),
+            book,
+            1,
+            feedback,
+            deadline,
+            Vouched::default(),
+        );
         let message = |to| Message {
             to,
             ..Message::default()

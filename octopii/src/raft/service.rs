@@ -14,13 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::RaftError;
 use super::driver::Command;
 use super::driver_handle::DriverHandle;
 use super::machine::RaftStatus;
 use super::peers::{AddressBook, address_of};
+use super::vouch::{KnownMember, Vouched};
 use crate::identity::Role;
 use crate::rpc::{Context, Policy};
 use crate::transport::PeerInfo;
@@ -73,28 +74,69 @@ pub trait RaftService {
     /// member another address is [`RaftError::Refused`] unless it comes
     /// from that member or an admin.
     async fn propose(&self, ctx: &Context, proposal: Proposal) -> Result<Vec<u8>, RaftError>;
+
+    /// The voters and learners this node knows, with the addresses it
+    /// reaches them at: a member that refused a node it has not seen join
+    /// asks its other members, and admits the node if one of them names
+    /// it. Served to current members only.
+    async fn members(&self, ctx: &Context) -> Vec<KnownMember>;
 }
 
 /// The members of the group as this node knows them, read from the
 /// status the driver publishes after every change.
 #[derive(Clone)]
-pub(crate) struct Membership(pub(crate) watch::Receiver<RaftStatus>);
+pub(crate) struct Membership {
+    pub(crate) status: watch::Receiver<RaftStatus>,
+    /// Nodes members vouched for (see `vouch`).
+    pub(crate) vouched: Vouched,
+    /// Where a refused node is reported, so the driver asks about it.
+    pub(crate) commands: mpsc::Sender<Command>,
+}
 
 impl Membership {
     /// Whether `id` is a voter or a learner.
     fn contains(&self, id: u64) -> bool {
-        let status = self.0.borrow();
+        let status = self.status.borrow();
         status.voters.contains(&id) || status.learners.contains(&id)
     }
 
     /// Whether raft traffic from node `id` is served: it is a member, or
     /// this node is in no configuration yet (a node joining, waiting for
-    /// the leader that added it, whose id it cannot know yet).
+    /// the leader that added it, whose id it cannot know yet), or a
+    /// member vouched for it since this node's configuration last changed.
+    /// A node refused is reported so the driver asks about it.
     fn admits(&self, id: u64) -> bool {
-        let status = self.0.borrow();
-        (status.voters.is_empty() && status.learners.is_empty())
+        let status = self.status.borrow();
+        if (status.voters.is_empty() && status.learners.is_empty())
             || status.voters.contains(&id)
             || status.learners.contains(&id)
+        {
+            return true;
+        }
+        let configuration = (status.voters.clone(), status.learners.clone());
+        drop(status);
+        if self.vouched.admits(id, &configuration) {
+            return true;
+        }
+        if self.vouched.may_ask() {
+            let _ = self.commands.try_send(Command::Vouch(id));
+        }
+        false
+    }
+
+    /// The members as this node knows them, with their addresses.
+    fn known(&self, addresses: &AddressBook) -> Vec<KnownMember> {
+        let status = self.status.borrow();
+        let voters = status.voters.iter().map(|&id| (id, true));
+        let learners = status.learners.iter().map(|&id| (id, false));
+        voters
+            .chain(learners)
+            .map(|(id, voter)| KnownMember {
+                id,
+                voter,
+                addr: address_of(addresses, id),
+            })
+            .collect()
     }
 
     /// The policy of `RaftService` and `RaftSnapshot`: current members
@@ -257,6 +299,10 @@ impl RaftService for RaftHandler {
         let propose = |reply| Command::Propose { proposal, reply };
         self.driver.ask(propose).await
     }
+
+    async fn members(&self, _ctx: &Context) -> Vec<KnownMember> {
+        self.membership.known(&self.addresses)
+    }
 }
 
 #[cfg(test)]
@@ -325,6 +371,7 @@ mod tests {
         let addr = impostor.local_addr();
         let status = runtime.block_on(snapshot_transfer::send(
             &leader,
+            &fs,
             leader_dir.path(),
             addr,
             snapshot(2),
@@ -333,6 +380,7 @@ mod tests {
         assert_eq!(received.load(Ordering::SeqCst), 0);
         let status = runtime.block_on(snapshot_transfer::send(
             &leader,
+            &fs,
             leader_dir.path(),
             addr,
             snapshot(7),

@@ -20,7 +20,6 @@
 //! has taken the snapshot. Neither end ever holds the snapshot data in
 //! memory.
 
-use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,10 +36,11 @@ use super::driver::Command;
 use super::service::{decode_message, sent_by_caller};
 use super::snapshot::{self, Fingerprint};
 use super::storage::INCOMING_DIR;
+use crate::chunk::run_blocking;
 use crate::chunk::{ChunkService, ChunkSource, MemoryHandler, TransferOptions};
 use crate::config::ChunkConfig;
 use crate::identity::Role;
-use crate::wal::StdFs;
+use crate::wal::WalFs;
 use crate::{OctopiiNode, Result};
 
 /// The service name of the `ChunkService` that receives snapshots.
@@ -58,6 +58,7 @@ pub const MAX_SNAPSHOT_MESSAGE: u64 = 1024 * 1024;
 pub(crate) fn receiver(
     node: &OctopiiNode,
     id: u64,
+    fs: Arc<dyn WalFs>,
     dir: &Path,
     commands: mpsc::Sender<Command>,
     forged: Arc<AtomicU64>,
@@ -72,13 +73,15 @@ pub(crate) fn receiver(
         ..node.config().chunk.clone()
     };
     let dir = dir.to_path_buf();
+    let files = fs.clone();
     let handler: MemoryHandler = Arc::new(move |peer, _name, data| {
-        let (commands, forged, dir) = (commands.clone(), forged.clone(), dir.clone());
+        let (commands, forged) = (commands.clone(), forged.clone());
+        let (fs, dir) = (files.clone(), dir.clone());
         async move {
             let message = decode_message(id, &data)
                 .filter(|message| sent_by_caller(id, &peer, message, &forged))
                 .ok_or_else(|| "unusable snapshot message".to_owned())?;
-            take(id, &dir, &commands, message).await
+            take(id, fs, &dir, &commands, message).await
         }
         .boxed()
     });
@@ -88,6 +91,7 @@ pub(crate) fn receiver(
         .name(SNAPSHOT_SERVICE)
         .node_id(id)
         .memory_handler(handler)
+        .file_system(fs)
         .build()?;
     Ok(service)
 }
@@ -96,6 +100,7 @@ pub(crate) fn receiver(
 /// driver; the `Err` is the reason the sender gets with status 2.
 async fn take(
     id: u64,
+    fs: Arc<dyn WalFs>,
     dir: &Path,
     commands: &mpsc::Sender<Command>,
     message: Message,
@@ -113,10 +118,11 @@ async fn take(
     let (index, term, dir) = (meta.index, meta.term, dir.to_path_buf());
     // Checked before raft takes it: a damaged file is refused here (the
     // leader retries) rather than installed, where it would stop the driver.
-    let claimed = tokio::task::spawn_blocking(move || claim(&dir, index, term, fingerprint))
-        .await
-        .map_err(|e| format!("checking the snapshot file failed: {e}"))?;
-    if let Err(e) = claimed {
+    let inline = fs.never_blocks();
+    let claimed = run_blocking(inline, move || {
+        claim(fs.as_ref(), &dir, index, term, fingerprint)
+    });
+    if let Err(e) = claimed.await {
         tracing::warn!(node = id, from = message.from, "refusing a snapshot: {e}");
         return Err(e);
     }
@@ -130,6 +136,7 @@ async fn take(
 /// directory under a name of its own, checks it against `expected`, and
 /// leaves it where the storage installs it from.
 fn claim(
+    fs: &dyn WalFs,
     dir: &Path,
     index: u64,
     term: u64,
@@ -142,13 +149,12 @@ fn claim(
     let arrived = dir.join(INCOMING_DIR).join(&name);
     let claim = CLAIMS.fetch_add(1, Ordering::Relaxed);
     let checking: PathBuf = dir.join(format!("{name}.checking-{claim}"));
-    fs::rename(&arrived, &checking)
+    fs.rename(&arrived, &checking)
         .map_err(|e| format!("no snapshot file {name} has arrived: {e}"))?;
-    let checked = match snapshot::verify(&StdFs, &checking) {
-        Ok(found) if found == expected => {
-            fs::rename(&checking, snapshot::received_path(dir, index, term))
-                .map_err(|e| format!("cannot keep the snapshot file {name}: {e}"))
-        }
+    let checked = match snapshot::verify(fs, &checking) {
+        Ok(found) if found == expected => fs
+            .rename(&checking, &snapshot::received_path(dir, index, term))
+            .map_err(|e| format!("cannot keep the snapshot file {name}: {e}")),
         Ok(found) => Err(format!(
             "the snapshot file {name} holds {} bytes with CRC32C {:08x}, the message names {} \
              bytes with CRC32C {:08x}",
@@ -157,7 +163,7 @@ fn claim(
         Err(e) => Err(e.to_string()),
     };
     if checked.is_err() {
-        let _ = fs::remove_file(&checking);
+        let _ = fs.remove_file(&checking);
     }
     checked
 }
@@ -167,6 +173,7 @@ fn claim(
 /// acknowledged the message with status 0, `Failure` otherwise.
 pub(crate) async fn send(
     node: &OctopiiNode,
+    fs: &Arc<dyn WalFs>,
     dir: &Path,
     addr: SocketAddr,
     message: Message,
@@ -202,7 +209,7 @@ pub(crate) async fn send(
         .stall_timeout(stall);
     // Opened once: a newer snapshot replacing the file meanwhile does not
     // disturb this transfer.
-    let source = ChunkSource::File(dir.join(&name));
+    let source = ChunkSource::FileOn(fs.clone(), dir.join(&name));
     if let Err(e) = node.transfer_chunk(source, addr, options).await {
         tracing::warn!(peer = to, "sending the snapshot file {name} failed: {e}");
         return SnapshotStatus::Failure;

@@ -331,8 +331,8 @@ impl RaftStorage {
     }
 
     /// The file system this raft state is kept on.
-    pub(crate) fn fs(&self) -> &dyn WalFs {
-        self.fs.as_ref()
+    pub(crate) fn fs(&self) -> &Arc<dyn WalFs> {
+        &self.fs
     }
 
     /// The directory holding this raft state.
