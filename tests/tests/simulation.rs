@@ -2,7 +2,8 @@
 //!
 //! `OCTOPII_SIM_SEED=<n>` runs one seed; `OCTOPII_SIM_SEEDS=<count>` runs
 //! that many from a base seed (`OCTOPII_SIM_BASE`, default 0), each
-//! against one server and against a raft group of three (pick one by the
+//! against one server, a raft group of three, and a raft group of three
+//! that takes snapshots and changes its membership (pick one by the
 //! test's name). Without either, the CI seeds run. Every run prints
 //! `seed=<n> ops=<ops> faults=<faults> digest=<hex>`; a failing seed prints
 //! the command that replays it.
@@ -36,12 +37,18 @@ fn run_seeds(test: &str, plan: Plan, default: u64) {
     for seed in base..base + count {
         let report = sim::run(seed, plan);
         println!("{}", report.line());
+        if count == 1 {
+            // A replayed seed shows what happened to it.
+            println!("faults:\n  {}", report.faults.join("\n  "));
+            println!("members:\n  {}", report.members.join("\n  "));
+        }
         simulated += report.simulated;
         if let Err(why) = &report.verdict {
             panic!(
-                "{}\n{why}\nfaults:\n  {}\nreplay: OCTOPII_SIM_SEED={seed} cargo test -p octopii-tests --test simulation {test} -- --nocapture",
+                "{}\n{why}\nfaults:\n  {}\nmembers:\n  {}\nreplay: OCTOPII_SIM_SEED={seed} cargo test -p octopii-tests --test simulation {test} -- --nocapture",
                 report.line(),
-                report.faults.join("\n  ")
+                report.faults.join("\n  "),
+                report.members.join("\n  ")
             );
         }
         assert!(
@@ -76,6 +83,15 @@ fn raft_seeds_keep_their_histories_linearizable_and_members_agree() {
     );
 }
 
+#[test]
+fn changing_raft_seeds_snapshot_change_membership_and_stay_linearizable() {
+    run_seeds(
+        "changing_raft_seeds_snapshot_change_membership_and_stay_linearizable",
+        Plan::raft_changing(),
+        20,
+    );
+}
+
 /// Seeds that found bugs, kept green (see `docs/TESTING.md`).
 const REGRESSION_SEEDS: [u64; 6] = [9, 43, 103, 158, 169, 237];
 
@@ -94,7 +110,11 @@ fn regression_seeds_stay_green() {
 
 #[test]
 fn one_seed_replays_the_same_run() {
-    for (plan, seeds) in [(Plan::default(), [7, 1234]), (Plan::raft(), [3, 5])] {
+    for (plan, seeds) in [
+        (Plan::default(), [7, 1234]),
+        (Plan::raft(), [3, 5]),
+        (Plan::raft_changing(), [6, 12]),
+    ] {
         for seed in seeds {
             let first = sim::run(seed, plan);
             let second = sim::run(seed, plan);

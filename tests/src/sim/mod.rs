@@ -72,6 +72,15 @@ impl Plan {
             ..Plan::default()
         }
     }
+
+    /// The default plan against a raft group of three that takes
+    /// snapshots and changes its membership.
+    pub fn raft_changing() -> Self {
+        Plan {
+            serving: Serving::RaftChanging(3),
+            ..Plan::default()
+        }
+    }
 }
 
 /// What a run did and found.
@@ -83,6 +92,8 @@ pub struct Report {
     /// with its simulated time.
     pub faults: Vec<String>,
     pub net: net::NetStats,
+    /// Each raft member's state once the run was checked.
+    pub members: Vec<String>,
     /// Simulated time the run took.
     pub simulated: Duration,
     /// `Ok`, or why the history is not linearizable.
@@ -136,6 +147,7 @@ pub fn run(seed: u64, plan: Plan) -> Report {
         history: History::default(),
         faults: Vec::new(),
         net: net::NetStats::default(),
+        members: Vec::new(),
         simulated: SIMULATED_LIMIT,
         verdict: Err(format!(
             "the run did not end within {SIMULATED_LIMIT:?} of simulated time"
@@ -217,8 +229,9 @@ async fn simulate(seed: u64, plan: Plan) -> Report {
     net.set_weather(Weather::CALM);
     let healed = started.elapsed();
     let mut stuck = Vec::new();
+    let group = servers.group_addrs();
     for (i, node) in clients.iter().enumerate() {
-        let stubs = stubs(node, &server_addrs, Duration::from_secs(1));
+        let stubs = stubs(node, &group, Duration::from_secs(1));
         for k in 0..plan.keys {
             let key = format!("k{k}");
             let stub = &stubs[k % stubs.len()];
@@ -228,6 +241,7 @@ async fn simulate(seed: u64, plan: Plan) -> Report {
         }
     }
     let agreed = servers.agree(Duration::from_secs(HEALED_WITHIN_SECS)).await;
+    let members = servers.summary();
     for node in &clients {
         node.shutdown().await;
     }
@@ -248,6 +262,7 @@ async fn simulate(seed: u64, plan: Plan) -> Report {
         history,
         faults,
         net: net.stats(),
+        members,
         simulated: started.elapsed(),
     }
 }
@@ -404,6 +419,7 @@ async fn faults(
     let mut faults = Vec::new();
     let mut log = |what: String| faults.push(format!("{:?} {what}", started.elapsed()));
     let serving = servers.addrs().len();
+    let plan = servers.serving();
     loop {
         let pause = Duration::from_millis(rng.gen_range(30..300));
         tokio::select! {
@@ -415,8 +431,12 @@ async fn faults(
         for id in servers.restart_stopped(&net, &mut rng).await {
             log(format!("restart member {id}, which stopped"));
         }
-        // One server runs no WAL to fail.
-        let kinds = if serving > 1 { 6 } else { 5 };
+        // One server runs no WAL to fail; only a changing group changes.
+        let kinds = match plan {
+            Serving::One => 5,
+            Serving::Raft(_) => 6,
+            Serving::RaftChanging(_) => 7,
+        };
         match rng.gen_range(0..kinds) {
             0 => {
                 let weather = Weather {
@@ -473,6 +493,11 @@ async fn faults(
                     addrs[i]
                 ));
                 servers.disk_fails(i, writes, kind);
+            }
+            6 => {
+                if let Some(change) = servers.change_membership(&mut rng).await {
+                    log(change);
+                }
             }
             _ => {
                 log("heal".to_owned());

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use octopii::raft::{RaftError, TypedRaftNode, TypedStateMachine};
+use octopii::raft::{
+    RaftError, StateMachine, StateMachineError, Typed, TypedRaftNode, TypedStateMachine,
+};
 use serde::{Deserialize, Serialize};
 
 /// Registers by key.
@@ -110,22 +112,55 @@ pub type Observed = Arc<Mutex<BTreeMap<u64, BTreeMap<String, String>>>>;
 #[derive(Default, Serialize, Deserialize)]
 pub struct RegisterMachine {
     map: BTreeMap<String, String>,
-    /// Where this member's state is published after each command.
-    #[serde(skip)]
-    observer: Option<(u64, Observed)>,
 }
 
-impl RegisterMachine {
+/// A member's [`RegisterMachine`] that publishes its registers to
+/// [`Observed`] after each command and each snapshot it restores.
+pub struct Observing {
+    machine: Typed<RegisterMachine>,
+    id: u64,
+    observed: Observed,
+}
+
+impl Observing {
     /// Empty registers of member `id`, published to `observed`.
-    pub fn observed(id: u64, observed: Observed) -> Self {
-        observed
+    pub fn new(id: u64, observed: Observed) -> Self {
+        let machine = Observing {
+            machine: Typed(RegisterMachine::default()),
+            id,
+            observed,
+        };
+        machine.publish();
+        machine
+    }
+
+    fn publish(&self) {
+        self.observed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, BTreeMap::new());
-        RegisterMachine {
-            map: BTreeMap::new(),
-            observer: Some((id, observed)),
-        }
+            .insert(self.id, self.machine.0.map.clone());
+    }
+}
+
+impl StateMachine for Observing {
+    fn apply(&mut self, command: &[u8]) -> Vec<u8> {
+        let output = self.machine.apply(command);
+        self.publish();
+        output
+    }
+
+    fn query(&self, query: &[u8]) -> Vec<u8> {
+        self.machine.query(query)
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.machine.snapshot()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), StateMachineError> {
+        self.machine.restore(snapshot)?;
+        self.publish();
+        Ok(())
     }
 }
 
@@ -136,7 +171,7 @@ impl TypedStateMachine for RegisterMachine {
     type Answer = Option<String>;
 
     fn apply(&mut self, command: Command) -> Applied {
-        let applied = match command {
+        match command {
             Command::Put { key, value } => Applied::Previous(self.map.insert(key, value)),
             Command::Cas { key, expected, new } => {
                 let swap = self.map.get(&key) == expected.as_ref();
@@ -145,14 +180,7 @@ impl TypedStateMachine for RegisterMachine {
                 }
                 Applied::Swapped(swap)
             }
-        };
-        if let Some((id, observed)) = &self.observer {
-            observed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(*id, self.map.clone());
         }
-        applied
     }
 
     fn query(&self, key: &String) -> Option<String> {

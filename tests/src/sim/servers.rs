@@ -1,20 +1,23 @@
 //! The serving side of a simulation: one node with its registers in
 //! memory, or a raft group whose members keep theirs on simulated disks
-//! ([`CrashFs`]) that lose what was not synced when a member crashes.
+//! ([`CrashFs`]) that lose what was not synced when a member crashes. A
+//! changing group also takes snapshots every few entries, which travel
+//! between members as ChunkService transfers onto those disks, and
+//! changes its membership.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use octopii::raft::{RaftConfig, RaftNode, RaftRole, Typed, TypedRaftNode};
+use octopii::raft::{RaftConfig, RaftNode, RaftRole, RaftStatus, TypedRaftNode};
 use octopii::{Config, OctopiiNode, OctopiiRuntime};
 use rand::Rng;
 use rand::rngs::StdRng;
 use tokio::time::Instant;
 
 use super::net::SimNet;
-use super::registers::{Observed, RegisterMachine, RegistersServer, Replicated, Store};
+use super::registers::{Observed, Observing, RegistersServer, Replicated, Store};
 use crate::crash_fs::{CrashFs, Tear};
 
 /// What serves the registers.
@@ -25,14 +28,28 @@ pub enum Serving {
     /// A raft group of this many members, each durable on its own
     /// simulated disk.
     Raft(u64),
+    /// A raft group of this many members and a spare node, taking a
+    /// snapshot every 5 to 30 entries; among the faults, the spare is
+    /// added as a learner, promoted to voter, and then an original member
+    /// is removed (so the voters never number fewer than this).
+    RaftChanging(u64),
 }
 
 impl Serving {
-    /// How many nodes serve.
+    /// How many nodes serve (a spare too).
     pub fn nodes(self) -> u64 {
         match self {
             Serving::One => 1,
             Serving::Raft(members) => members,
+            Serving::RaftChanging(members) => members + 1,
+        }
+    }
+
+    /// The members the group starts with.
+    fn voters(self) -> u64 {
+        match self {
+            Serving::One => 0,
+            Serving::Raft(members) | Serving::RaftChanging(members) => members,
         }
     }
 }
@@ -56,9 +73,8 @@ pub struct Servers {
     members: Vec<Member>,
     /// Each raft member's registers, as its machine last left them.
     observed: Observed,
-    /// Where each member's raft directory is. The raft state is on the
-    /// member's simulated disk; only the directory that would receive
-    /// snapshots from other members is real, and stays empty.
+    /// Under which each member's raft directory is named. The raft state,
+    /// snapshots received included, is on the member's simulated disk.
     scratch: tempfile::TempDir,
 }
 
@@ -88,35 +104,45 @@ impl Servers {
         servers
     }
 
+    /// What serves.
+    pub fn serving(&self) -> Serving {
+        self.serving
+    }
+
     /// The serving nodes' addresses.
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.members.iter().map(|m| m.config.bind_addr).collect()
     }
 
     /// Starts (or restarts) member `i`'s process: from its store, or from
-    /// what its disk kept.
+    /// what its disk kept. A spare starts blank, outside the group.
     fn start_member(&mut self, i: usize, net: &SimNet, rng: &mut StdRng) {
-        let peers: BTreeMap<u64, SocketAddr> = self
-            .members
+        let voters = self.serving.voters() as usize;
+        let peers: BTreeMap<u64, SocketAddr> = self.members[..voters]
             .iter()
             .map(|m| (m.config.node_id, m.config.bind_addr))
             .collect();
+        let mut raft = raft_config(peers, rng);
+        raft.bootstrap = i < voters;
+        if let Serving::RaftChanging(_) = self.serving {
+            raft.snapshot_interval = rng.gen_range(5..30);
+        }
         let member = &mut self.members[i];
         let runtime = OctopiiRuntime::from_handle(tokio::runtime::Handle::current());
         let socket = net.socket(member.config.bind_addr);
         let node = OctopiiNode::with_socket(member.config.clone(), &runtime, socket).expect("node");
         let served = match self.serving {
             Serving::One => node.serve(RegistersServer::from_arc(member.store.clone())),
-            Serving::Raft(_) => {
+            Serving::Raft(_) | Serving::RaftChanging(_) => {
                 let id = member.config.node_id;
-                let machine = RegisterMachine::observed(id, self.observed.clone());
+                let machine = Observing::new(id, self.observed.clone());
                 let fs = Arc::new(member.disk.clone());
                 member.start_error = None;
                 match RaftNode::start_in_with_fs(
                     &node,
                     self.scratch.path().join(format!("member-{id}")),
-                    raft_config(peers, rng),
-                    Typed(machine),
+                    raft,
+                    machine,
                     fs,
                 ) {
                     Ok(raft) => {
@@ -215,11 +241,86 @@ impl Servers {
         }
     }
 
-    /// Raft members that did not start or stopped by themselves, with why.
-    fn down(&self) -> Vec<String> {
+    /// The next membership change of a changing group, asked of a member
+    /// the seed picks: the spare joins as a learner, is promoted to voter,
+    /// then an original member is removed. What was asked and how it
+    /// went; `None` when there is nothing left to change.
+    pub async fn change_membership(&self, rng: &mut StdRng) -> Option<String> {
+        let Serving::RaftChanging(voters) = self.serving else {
+            return None;
+        };
+        let running: Vec<&RaftNode> = self
+            .members
+            .iter()
+            .filter_map(|m| m.raft.as_ref())
+            .collect();
+        if running.is_empty() {
+            return None;
+        }
+        let asked = running[rng.gen_range(0..running.len())];
+        let config = self.configuration()?;
+        let spare = &self.members[voters as usize].config;
+        let (what, id, changed) = if config.learners.contains(&spare.node_id) {
+            let promoted = asked.add_voter(spare.node_id, spare.bind_addr).await;
+            ("promote", spare.node_id, promoted)
+        } else if !config.voters.contains(&spare.node_id) {
+            let added = asked.add_learner(spare.node_id, spare.bind_addr).await;
+            ("add learner", spare.node_id, added)
+        } else if config.voters.len() as u64 > voters {
+            let originals: Vec<u64> = config
+                .voters
+                .iter()
+                .copied()
+                .filter(|&id| id != spare.node_id)
+                .collect();
+            let removed = originals[rng.gen_range(0..originals.len())];
+            ("remove", removed, asked.remove_node(removed).await)
+        } else {
+            return None;
+        };
+        let how = match changed {
+            Ok(()) => "done".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        Some(format!(
+            "{what} member {id} (asked of member {}): {how}",
+            asked.id()
+        ))
+    }
+
+    /// The addresses of the serving nodes still in the group: not a
+    /// spare that never joined, nor a member that was removed.
+    pub fn group_addrs(&self) -> Vec<SocketAddr> {
+        let Some(config) = self.configuration() else {
+            return self.addrs();
+        };
+        self.members
+            .iter()
+            .map(|m| &m.config)
+            .filter(|c| config.voters.contains(&c.node_id) || config.learners.contains(&c.node_id))
+            .map(|c| c.bind_addr)
+            .collect()
+    }
+
+    /// The group's configuration as the running member furthest ahead
+    /// knows it.
+    fn configuration(&self) -> Option<RaftStatus> {
+        self.members
+            .iter()
+            .filter_map(|m| m.raft.as_ref())
+            .map(|r| r.status())
+            .max_by_key(|s| (s.commit_index, s.id))
+    }
+
+    /// Members of `group` that did not start or stopped by themselves,
+    /// with why.
+    fn down(&self, group: &[u64]) -> Vec<String> {
         let mut down = Vec::new();
         for member in &self.members {
             let id = member.config.node_id;
+            if !group.contains(&id) {
+                continue;
+            }
             if let Some(e) = &member.start_error {
                 down.push(format!("member {id} did not start from its disk: {e}"));
             }
@@ -234,31 +335,44 @@ impl Servers {
     /// raft member runs, and within `within` all have applied the same
     /// commands to the same registers.
     pub async fn agree(&self, within: Duration) -> Result<(), String> {
-        if let Some(down) = self.down().first() {
-            return Err(down.clone());
-        }
-        let rafts: Vec<&RaftNode> = self
-            .members
-            .iter()
-            .filter_map(|m| m.raft.as_ref())
-            .collect();
-        if rafts.is_empty() {
-            return Ok(());
-        }
         let give_up = Instant::now() + within;
         loop {
-            let statuses: Vec<_> = rafts.iter().map(|r| r.status()).collect();
+            // The group as it ends up: a spare that never joined and a
+            // member that was removed are not in it.
+            let Some(config) = self.configuration() else {
+                return match self.serving {
+                    Serving::One => Ok(()),
+                    _ => Err("no raft member is running".to_owned()),
+                };
+            };
+            let group: Vec<u64> = config
+                .voters
+                .iter()
+                .chain(&config.learners)
+                .copied()
+                .collect();
+            if let Some(down) = self.down(&group).first() {
+                return Err(down.clone());
+            }
+            let statuses: Vec<_> = self
+                .members
+                .iter()
+                .filter_map(|m| m.raft.as_ref())
+                .filter(|r| group.contains(&r.id()))
+                .map(|r| r.status())
+                .collect();
             let leaders = statuses
                 .iter()
                 .filter(|s| s.role == RaftRole::Leader)
                 .count();
             let commit = statuses.iter().map(|s| s.commit_index).max().unwrap_or(0);
             let caught_up = statuses.iter().all(|s| s.applied_index == commit);
-            let observed = self
+            let mut observed = self
                 .observed
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone();
+            observed.retain(|id, _| group.contains(id));
             let states: Vec<_> = observed.values().collect();
             let same = states.windows(2).all(|w| w[0] == w[1]);
             if leaders == 1 && caught_up && same {
@@ -266,7 +380,7 @@ impl Servers {
             }
             if Instant::now() >= give_up {
                 return Err(format!(
-                    "members disagree {within:?} after healing: {leaders} leaders, \
+                    "members {group:?} disagree {within:?} after healing: {leaders} leaders, \
                      commit {commit}, applied {:?}, registers {observed:?}",
                     statuses
                         .iter()
@@ -276,6 +390,22 @@ impl Servers {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Each running raft member's state: role, applied index, latest
+    /// snapshot and the configuration it knows.
+    pub fn summary(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter_map(|m| m.raft.as_ref())
+            .map(|r| {
+                let s = r.status();
+                format!(
+                    "member {}: {:?}, applied {}, snapshot {}, voters {:?}, learners {:?}",
+                    s.id, s.role, s.applied_index, s.snapshot_index, s.voters, s.learners
+                )
+            })
+            .collect()
     }
 
     /// Stops every serving node.
@@ -291,9 +421,9 @@ impl Servers {
     }
 }
 
-/// A member's raft settings: the group bootstraps with every member as a
-/// voter; no snapshots (they travel over ChunkService, which writes real
-/// files); election timeouts and the tick's length drawn from the seed.
+/// A member's raft settings: the group bootstraps with `peers` as its
+/// voters; no snapshots (a changing group sets its own interval);
+/// election timeouts and the tick's length drawn from the seed.
 ///
 /// raft-rs draws each election timeout from `rand::thread_rng`, which the
 /// seed does not reach. A range one tick wide leaves it no choice, so the
