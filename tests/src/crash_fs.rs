@@ -86,6 +86,8 @@ struct State {
     dead: bool,
     /// Changing operations still allowed before one fails with this error.
     failure: Option<(u64, io::ErrorKind)>,
+    /// How long a write takes to become durable ([`WalFs::sync_delay`]).
+    sync_delay: std::time::Duration,
     log: Vec<Op>,
 }
 
@@ -216,6 +218,13 @@ impl CrashFs {
     /// set that has not happened yet.
     pub fn clear_failure(&self) {
         self.lock().failure = None;
+    }
+
+    /// From now on the disk takes `delay` to make a write durable: a WAL
+    /// on a file system that never blocks answers that much later.
+    /// `Duration::ZERO` makes it fast again.
+    pub fn slow_down(&self, delay: std::time::Duration) {
+        self.lock().sync_delay = delay;
     }
 
     /// The power fails now: every operation errors until
@@ -530,6 +539,10 @@ impl WalFs for CrashFs {
 
     fn never_blocks(&self) -> bool {
         self.never_blocks
+    }
+
+    fn sync_delay(&self) -> std::time::Duration {
+        self.lock().sync_delay
     }
 }
 

@@ -217,6 +217,37 @@ fn wal_directories_it_creates_are_fsynced_into_their_parents() {
     assert_eq!(wal.read(..).expect("read"), vec![b"kept".to_vec()]);
 }
 
+/// A slow simulated disk: the WAL answers an append the disk's delay
+/// after it wrote it, on the runtime's (here paused) clock; what it
+/// answers is durable by then.
+#[test]
+fn a_slow_disk_answers_appends_after_its_delay() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let fs = CrashFs::never_blocking();
+        let wal = Wal::open_with_fs(DIR, options(), Arc::new(fs.clone())).expect("open");
+        fs.slow_down(std::time::Duration::from_millis(30));
+        let started = tokio::time::Instant::now();
+        assert_eq!(wal.append(b"slow").await.expect("append"), 1);
+        assert_eq!(started.elapsed(), std::time::Duration::from_millis(30));
+        fs.slow_down(std::time::Duration::ZERO);
+        let started = tokio::time::Instant::now();
+        assert_eq!(wal.append(b"fast").await.expect("append"), 2);
+        assert_eq!(started.elapsed(), std::time::Duration::ZERO);
+        drop(wal);
+        fs.crash(Tear::DropAll);
+        let wal = Wal::open_with_fs(DIR, options(), Arc::new(fs.clone())).expect("reopen");
+        assert_eq!(
+            wal.read(1..=2).unwrap(),
+            vec![b"slow".to_vec(), b"fast".to_vec()]
+        );
+    });
+}
+
 #[test]
 fn wal_on_a_file_system_that_never_blocks_writes_on_the_appending_thread() {
     use futures::FutureExt;

@@ -65,6 +65,14 @@ pub trait WalFs: Send + Sync {
     fn never_blocks(&self) -> bool {
         false
     }
+
+    /// For a file system that [never blocks](Self::never_blocks), how long
+    /// the disk it stands for takes to make a write durable: the WAL
+    /// answers each request that much later, on the runtime's clock (a
+    /// simulation's slow disk). Zero, the default, answers at once.
+    fn sync_delay(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// The real file system, through `std::fs`.

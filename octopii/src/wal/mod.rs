@@ -72,6 +72,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -140,8 +141,12 @@ enum Writing {
         tx: Option<Sender<Request>>,
         thread: Option<JoinHandle<()>>,
     },
-    /// On the thread that makes the request ([`WalFs::never_blocks`]).
-    Inline(Box<Mutex<Writer>>),
+    /// On the thread that makes the request ([`WalFs::never_blocks`]),
+    /// answering each request [`WalFs::sync_delay`] after it is written.
+    Inline {
+        writer: Box<Mutex<Writer>>,
+        fs: Arc<dyn WalFs>,
+    },
 }
 
 impl Drop for Inner {
@@ -208,9 +213,12 @@ impl Wal {
             counters: Counters::default(),
         });
         let inline = fs.never_blocks();
-        let writer = Writer::new(fs, Arc::clone(&shared), options.clone());
+        let writer = Writer::new(Arc::clone(&fs), Arc::clone(&shared), options.clone());
         let writer = if inline {
-            Writing::Inline(Box::new(Mutex::new(writer)))
+            Writing::Inline {
+                writer: Box::new(Mutex::new(writer)),
+                fs,
+            }
         } else {
             let (tx, rx) = std::sync::mpsc::channel();
             let thread = std::thread::Builder::new()
@@ -335,13 +343,17 @@ impl Wal {
                 Some(Ok(())) => WalFuture::waiting(rx),
                 _ => WalFuture::failed(WalError::WriterStopped),
             },
-            Writing::Inline(writer) => {
-                // The reply is sent before `serve` returns: the future is ready.
+            Writing::Inline { writer, fs } => {
+                // The reply is sent before `serve` returns: the future is
+                // ready, or once the disk's delay has passed.
                 writer
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .serve(request);
-                WalFuture::waiting(rx)
+                match fs.sync_delay() {
+                    Duration::ZERO => WalFuture::waiting(rx),
+                    delay => WalFuture::delayed(delay, rx),
+                }
             }
         }
     }
@@ -472,6 +484,8 @@ pub struct WalFuture<T> {
 enum FutureState<T> {
     Failed(Option<WalError>),
     Waiting(oneshot::Receiver<Result<T>>),
+    /// Answered, but the caller hears of it only once the sleep ends.
+    Delayed(Pin<Box<tokio::time::Sleep>>, oneshot::Receiver<Result<T>>),
 }
 
 impl<T> WalFuture<T> {
@@ -486,17 +500,29 @@ impl<T> WalFuture<T> {
             state: FutureState::Waiting(rx),
         }
     }
+
+    fn delayed(delay: Duration, rx: oneshot::Receiver<Result<T>>) -> Self {
+        WalFuture {
+            state: FutureState::Delayed(Box::pin(tokio::time::sleep(delay)), rx),
+        }
+    }
 }
 
 impl<T> Future for WalFuture<T> {
     type Output = Result<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
-        match &mut self.get_mut().state {
+        let state = &mut self.get_mut().state;
+        if let FutureState::Delayed(sleep, _) = state {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        match state {
             FutureState::Failed(error) => Poll::Ready(Err(error
                 .take()
                 .expect("WalFuture polled after it completed"))),
-            FutureState::Waiting(rx) => match Pin::new(rx).poll(cx) {
+            FutureState::Waiting(rx) | FutureState::Delayed(_, rx) => match Pin::new(rx).poll(cx) {
                 Poll::Ready(Ok(result)) => Poll::Ready(result),
                 Poll::Ready(Err(_)) => Poll::Ready(Err(WalError::WriterStopped)),
                 Poll::Pending => Poll::Pending,
@@ -510,6 +536,7 @@ impl<T> std::fmt::Debug for WalFuture<T> {
         let state = match self.state {
             FutureState::Failed(_) => "failed",
             FutureState::Waiting(_) => "waiting",
+            FutureState::Delayed(..) => "delayed",
         };
         f.debug_struct("WalFuture").field("state", &state).finish()
     }

@@ -435,7 +435,7 @@ async fn faults(
         let kinds = match plan {
             Serving::One => 5,
             Serving::Raft(_) => 6,
-            Serving::RaftChanging(_) => 7,
+            Serving::RaftChanging(_) => 8,
         };
         match rng.gen_range(0..kinds) {
             0 => {
@@ -498,6 +498,12 @@ async fn faults(
                 if let Some(change) = servers.change_membership(&mut rng).await {
                     log(change);
                 }
+            }
+            7 => {
+                let i = rng.gen_range(0..serving);
+                let delay = Duration::from_millis(rng.gen_range(0..60));
+                log(format!("disk of {} takes {delay:?} per sync", addrs[i]));
+                servers.slow_disk(i, delay);
             }
             _ => {
                 log("heal".to_owned());

@@ -31,7 +31,8 @@ pub enum Serving {
     /// A raft group of this many members and a spare node, taking a
     /// snapshot every 5 to 30 entries; among the faults, the spare is
     /// added as a learner, promoted to voter, and then an original member
-    /// is removed (so the voters never number fewer than this).
+    /// is removed (so the voters never number fewer than this), and disks
+    /// slow down.
     RaftChanging(u64),
 }
 
@@ -233,11 +234,17 @@ impl Servers {
         restarted
     }
 
-    /// Takes back the disk failures that have not happened yet: the
-    /// faults are over.
+    /// Member `i`'s disk takes `delay` to make each write durable.
+    pub fn slow_disk(&self, i: usize, delay: Duration) {
+        self.members[i].disk.slow_down(delay);
+    }
+
+    /// Takes back the disk failures that have not happened yet, and makes
+    /// slow disks fast: the faults are over.
     pub fn calm_disks(&self) {
         for member in &self.members {
             member.disk.clear_failure();
+            member.disk.slow_down(Duration::ZERO);
         }
     }
 
