@@ -93,12 +93,16 @@ fn changing_raft_seeds_snapshot_change_membership_and_stay_linearizable() {
 }
 
 /// Seeds that found bugs, kept green (see `docs/TESTING.md`).
-const REGRESSION_SEEDS: [u64; 6] = [9, 43, 103, 158, 169, 237];
+fn regression_seeds() -> Vec<(Plan, u64)> {
+    let one_server = [9, 43, 103, 158, 169, 237].map(|seed| (Plan::default(), seed));
+    let changing = [12].map(|seed| (Plan::raft_changing(), seed));
+    one_server.into_iter().chain(changing).collect()
+}
 
 #[test]
 fn regression_seeds_stay_green() {
-    for seed in REGRESSION_SEEDS {
-        let report = sim::run(seed, Plan::default());
+    for (plan, seed) in regression_seeds() {
+        let report = sim::run(seed, plan);
         assert!(
             report.verdict.is_ok(),
             "{}: {:?}",

@@ -6,7 +6,7 @@
 //! then made leader) would refuse the very leader that could tell it of
 //! the change, and never catch up. So when it refuses a node certificate
 //! it asks the members it knows which members they know
-//! ([`RaftService::members`](super::RaftService::members)); if one of them
+//! ([`RaftService::members`](super::service::RaftService::members)); if one of them
 //! names the refused node, that node is admitted, with the address that
 //! member gives, until this node's own configuration changes (by then it
 //! has learnt the truth from the log). Only members this node already
@@ -82,7 +82,7 @@ impl Vouched {
 }
 
 /// A member as another member knows it, in the answer of
-/// [`RaftService::members`](super::RaftService::members).
+/// [`RaftService::members`](super::service::RaftService::members).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KnownMember {
     /// Its raft id.
