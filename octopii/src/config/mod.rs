@@ -150,8 +150,9 @@ pub struct TransportConfig {
     /// logged says how many were left out.
     pub handshake_failure_logs_per_second: u32,
     /// Seeds the QUIC endpoint's own random choices (connection ids,
-    /// tokens) so that a simulation replays; `None`, the default, draws
-    /// them from the operating system. Never set it in production.
+    /// tokens) and the jitter of its clients' retry pauses, so that a
+    /// simulation replays; `None`, the default, draws them from the
+    /// operating system. Never set it in production.
     pub rng_seed: Option<u64>,
 }
 

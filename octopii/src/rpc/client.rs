@@ -438,7 +438,7 @@ impl Client {
             let Some(policy) = self.retry else {
                 return Err(error);
             };
-            let pause = policy.pause(attempt + 1);
+            let pause = policy.pause_with(attempt + 1, self.pool.transport.jitter());
             let in_time = give_up.is_none_or(|t| Instant::now() + pause < t);
             if attempt >= policy.max_attempts
                 || !in_time

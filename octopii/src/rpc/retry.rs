@@ -63,13 +63,20 @@ impl RetryPolicy {
     /// backoff of that attempt, `initial_backoff · 2^(attempt − 2)` capped
     /// at `max_backoff`, of which a random half ("equal jitter").
     pub fn pause(&self, attempt: u32) -> Duration {
+        self.pause_with(attempt, rand::random::<f64>())
+    }
+
+    /// [`pause`](Self::pause) with the random fraction `jitter` in
+    /// `[0, 1)` given (a client draws it from its transport, which a
+    /// simulation seeds).
+    pub(crate) fn pause_with(&self, attempt: u32, jitter: f64) -> Duration {
         let doublings = attempt.saturating_sub(2).min(31);
         let backoff = self
             .initial_backoff
             .saturating_mul(1 << doublings)
             .min(self.max_backoff);
         let half = backoff / 2;
-        half + half.mul_f64(rand::random::<f64>())
+        half + half.mul_f64(jitter)
     }
 }
 

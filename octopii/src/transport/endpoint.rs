@@ -3,8 +3,8 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -72,6 +72,9 @@ pub struct Transport {
     /// Bound by the transport itself, so its port is released at close;
     /// a socket the caller gave is the caller's.
     owns_socket: bool,
+    /// Draws the jitter of retry pauses: from `transport.rng_seed` when
+    /// it is set, so a simulation replays, else from the operating system.
+    jitter: std::sync::Mutex<rand::rngs::StdRng>,
 }
 
 impl Transport {
@@ -167,7 +170,17 @@ impl Transport {
             metrics: TransportMetrics::new(config.node_id),
             handle: handle.clone(),
             owns_socket,
+            jitter: std::sync::Mutex::new(match config.transport.rng_seed {
+                Some(seed) => rand::SeedableRng::seed_from_u64(seed ^ JITTER_SEED),
+                None => rand::SeedableRng::from_entropy(),
+            }),
         })
+    }
+
+    /// A fraction in `[0, 1)` for the jitter of a retry pause.
+    pub(crate) fn jitter(&self) -> f64 {
+        let mut rng = self.jitter.lock().unwrap_or_else(PoisonError::into_inner);
+        rand::Rng::gen_range(&mut *rng, 0.0..1.0)
     }
 
     /// The address the endpoint is bound to.
@@ -392,6 +405,10 @@ fn release_port(endpoint: &Endpoint) {
     }
 }
 
+/// Mixed into `transport.rng_seed` for the retry jitter, so it draws
+/// other numbers than quinn does.
+const JITTER_SEED: u64 = 0x6A17_7E55;
+
 /// quinn's 32-byte seed from the configured one.
 fn rng_seed(seed: u64) -> [u8; 32] {
     let mut bytes = [0u8; 32];
@@ -464,4 +481,36 @@ fn transport_config(limits: &Limits) -> Result<TransportConfig> {
         .max_idle_timeout(Some(idle))
         .keep_alive_interval(Some(limits.keep_alive_interval()));
     Ok(transport)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::tls::ClusterCa;
+
+    fn jitters(seed: Option<u64>) -> Vec<f64> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let creds = ClusterCa::generate().unwrap().issue_node("n", 1).unwrap();
+        let mut config = Config::builder()
+            .bind_addr("127.0.0.1:0".parse().unwrap())
+            .credentials(creds)
+            .build()
+            .unwrap();
+        config.transport.rng_seed = seed;
+        let _entered = runtime.enter();
+        let transport = Transport::bind(&config, runtime.handle()).unwrap();
+        (0..8).map(|_| transport.jitter()).collect()
+    }
+
+    #[test]
+    fn a_seeded_transport_draws_the_same_retry_jitter() {
+        let seeded = jitters(Some(7));
+        assert_eq!(seeded, jitters(Some(7)), "the seed replays");
+        assert_ne!(seeded, jitters(Some(8)));
+        assert_ne!(jitters(None), jitters(None), "unseeded, from the system");
+        assert!(seeded.iter().all(|j| (0.0..1.0).contains(j)));
+    }
 }

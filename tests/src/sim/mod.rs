@@ -435,7 +435,7 @@ async fn faults(
         let kinds = match plan {
             Serving::One => 5,
             Serving::Raft(_) => 6,
-            Serving::RaftChanging(_) => 8,
+            Serving::RaftChanging(_) => 9,
         };
         match rng.gen_range(0..kinds) {
             0 => {
@@ -504,6 +504,18 @@ async fn faults(
                 let delay = Duration::from_millis(rng.gen_range(0..60));
                 log(format!("disk of {} takes {delay:?} per sync", addrs[i]));
                 servers.slow_disk(i, delay);
+            }
+            8 => {
+                // The leader loses its followers, both ways, and keeps
+                // its clients.
+                if let Some(i) = servers.leader() {
+                    let leader = addrs[i];
+                    log(format!("cut leader {leader} off from the other members"));
+                    for &member in addrs[..serving].iter().filter(|&&a| a != leader) {
+                        net.cut(leader, member);
+                        net.cut(member, leader);
+                    }
+                }
             }
             _ => {
                 log("heal".to_owned());

@@ -31,8 +31,9 @@ pub enum Serving {
     /// A raft group of this many members and a spare node, taking a
     /// snapshot every 5 to 30 entries; among the faults, the spare is
     /// added as a learner, promoted to voter, and then an original member
-    /// is removed (so the voters never number fewer than this), and disks
-    /// slow down.
+    /// is removed (so the voters never number fewer than this), disks
+    /// slow down, and the leader is cut off from the other members while
+    /// its clients still reach it.
     RaftChanging(u64),
 }
 
@@ -232,6 +233,15 @@ impl Servers {
             }
         }
         restarted
+    }
+
+    /// The index of a member that leads, if one does.
+    pub fn leader(&self) -> Option<usize> {
+        self.members.iter().position(|m| {
+            m.raft
+                .as_ref()
+                .is_some_and(|r| r.status().role == RaftRole::Leader)
+        })
     }
 
     /// Member `i`'s disk takes `delay` to make each write durable.
