@@ -29,12 +29,13 @@ use super::trace::{TRACEPARENT, TraceContext};
 use super::{CallStream, Code, RpcError};
 use crate::codec;
 use crate::identity::Role;
-use crate::transport::{PeerConnection, Transport};
+use crate::transport::{PeerConnection, Silence, Transport};
 
 /// A connection and the datagrams received on it when a call started.
 struct CallOn {
     conn: PeerConnection,
     received: u64,
+    started: Instant,
 }
 
 impl CallOn {
@@ -42,30 +43,45 @@ impl CallOn {
         CallOn {
             conn: conn.clone(),
             received: conn.quinn().stats().udp_rx.datagrams,
+            started: Instant::now(),
         }
     }
 
-    /// Closes the connection if not one datagram came from the peer during
-    /// a call that waited `waited`, many round trips: not even an
-    /// acknowledgement of the request. Such a peer is gone or restarted,
-    /// and QUIC would find out only at a loss probe that backs off to
-    /// seconds; closed, the connection leaves the pool and the next call
-    /// dials afresh.
-    fn close_if_silent_for(&self, waited: Duration) {
+    /// Called when the call timed out. Closes the connection if not one
+    /// datagram came from the peer since this call, or an earlier call
+    /// that timed out just as silently, started, and that was long ago:
+    /// many round trips, not even an acknowledgement of a request. Such a
+    /// peer is gone or restarted, and QUIC would find out only at a loss
+    /// probe that backs off to seconds; closed, the connection leaves the
+    /// pool and the next call dials afresh. Counting across calls lets
+    /// short calls (raft's, of a few ticks) find a silent peer too.
+    fn timed_out(&self) {
         let quinn = self.conn.quinn();
-        let long_enough = waited >= SILENCE_FLOOR.max(quinn.rtt() * 4);
-        if long_enough && quinn.stats().udp_rx.datagrams == self.received {
+        let received = quinn.stats().udp_rx.datagrams;
+        let mut silence = self.conn.silence();
+        if received != self.received {
+            // The peer spoke during this call: not silent.
+            *silence = None;
+            return;
+        }
+        let since = match *silence {
+            Some(earlier) if earlier.received == received => earlier.since,
+            _ => self.started,
+        };
+        *silence = Some(Silence { received, since });
+        let silent_for = since.elapsed();
+        if silent_for >= SILENCE_FLOOR.max(quinn.rtt() * 4) {
             tracing::info!(
                 peer = %self.conn.peer().addr,
-                ?waited,
-                "peer silent for a whole call, replacing the connection"
+                ?silent_for,
+                "peer silent through whole calls, replacing the connection"
             );
-            quinn.close(SILENT_PEER, b"peer silent for a whole call");
+            quinn.close(SILENT_PEER, b"peer silent through whole calls");
         }
     }
 }
 
-/// Shortest wait after which a silent peer's connection is replaced.
+/// Shortest silence after which a peer's connection is replaced.
 const SILENCE_FLOOR: Duration = Duration::from_millis(200);
 
 /// Application error code of a connection closed because the peer was
@@ -468,14 +484,12 @@ impl Client {
         let Some(left) = left else {
             return self.round_trip(request, None).await;
         };
-        // Only a wait that long can find a peer silent (see `CallOn`):
-        // shorter calls skip reading the counters.
-        let on = (left >= SILENCE_FLOOR).then(OnceLock::new);
-        match tokio::time::timeout(left, self.round_trip(request, on.as_ref())).await {
+        let on = OnceLock::new();
+        match tokio::time::timeout(left, self.round_trip(request, Some(&on))).await {
             Ok(reply) => reply,
             Err(_) => {
-                if let Some(silent) = on.as_ref().and_then(OnceLock::get) {
-                    silent.close_if_silent_for(left);
+                if let Some(call) = on.get() {
+                    call.timed_out();
                 }
                 let deadline = self.deadline.unwrap_or(left);
                 let error = RpcError::new(

@@ -45,9 +45,26 @@ pub struct PeerInfo {
 pub struct PeerConnection {
     connection: quinn::Connection,
     peer: Arc<PeerInfo>,
+    silence: Arc<std::sync::Mutex<Option<Silence>>>,
+}
+
+/// Calls on a connection that heard nothing from the peer: the count of
+/// datagrams received when the first of them started, and when.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Silence {
+    pub(crate) received: u64,
+    pub(crate) since: tokio::time::Instant,
 }
 
 impl PeerConnection {
+    /// Since when calls on this connection have heard nothing from the
+    /// peer, as the calls that timed out recorded it.
+    pub(crate) fn silence(&self) -> std::sync::MutexGuard<'_, Option<Silence>> {
+        self.silence
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn new(connection: quinn::Connection, verified: bool) -> Result<Self, TransportError> {
         let cert = connection
             .peer_identity()
@@ -72,6 +89,7 @@ impl PeerConnection {
         Ok(PeerConnection {
             connection,
             peer: Arc::new(peer),
+            silence: Arc::default(),
         })
     }
 
