@@ -220,6 +220,42 @@ fn a_member_down_while_a_node_joined_and_took_the_lead_catches_up() {
     });
 }
 
+/// A leader that removes itself while it takes proposals steps down
+/// instead of failing: raft-rs keeps it leading, and panics when it
+/// persists its next entries, having no progress of its own (found by the
+/// simulation). The other two elect a leader and go on. The panic needs
+/// the removal to be applied in a turn that also persists new entries, so
+/// the scenario runs three times.
+#[test]
+fn a_leader_that_removes_itself_steps_down_and_the_rest_go_on() {
+    for _ in 0..3 {
+        let mut cluster = Cluster::start(3, test_raft_config());
+        let leader = cluster.leader();
+        cluster.runtime.block_on(async {
+            let raft = cluster.raft(leader);
+            let writes = async {
+                for i in 0..20 {
+                    let _ = put(raft, &format!("during{i}"), "x").await;
+                }
+            };
+            let (removed, ()) = tokio::join!(raft.remove_node(leader), writes);
+            removed.unwrap();
+        });
+        assert_eq!(
+            cluster.raft(leader).stopped(),
+            None,
+            "the old leader runs on"
+        );
+        let rest: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+        let next = cluster.leader_among(&rest, WAIT);
+        assert_ne!(next, leader);
+        cluster.runtime.block_on(async {
+            put(cluster.raft(next), "after", "removal").await.unwrap();
+        });
+        cluster.stop(leader);
+    }
+}
+
 /// The size of the newest snapshot file in node `id`'s raft directory.
 fn snapshot_file_size(cluster: &Cluster, id: u64) -> u64 {
     std::fs::read_dir(cluster.data_dir(id).join("raft"))

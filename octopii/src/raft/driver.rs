@@ -540,6 +540,20 @@ impl Driver {
                     ?conf_state,
                     "membership changed"
                 );
+                if self.raw.raft.state == StateRole::Leader && !conf_state.voters.contains(&self.id)
+                {
+                    // raft-rs keeps a leader that removed itself leading
+                    // (untested there), and panics when its own entries
+                    // are persisted next, since it has no progress of its
+                    // own any more. It steps down instead; the remaining
+                    // voters elect a leader.
+                    tracing::info!(
+                        node = self.id,
+                        "this leader is no longer a voter: stepping down"
+                    );
+                    let term = self.raw.raft.term;
+                    self.raw.raft.become_follower(term, raft::INVALID_ID);
+                }
                 self.raw.mut_store().set_conf_state(conf_state)?;
                 // Before the proposer hears of it: once `remove_node`
                 // returns, the services already judge callers by the new
