@@ -12,6 +12,9 @@ use std::time::Instant;
 
 use octopii_tests::sim::{self, Plan};
 
+#[global_allocator]
+static HEAP: sim::memory::Counting = sim::memory::Counting;
+
 fn env(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
@@ -24,6 +27,7 @@ fn run_seeds(test: &str, plan: Plan, default: u64) {
         // A replayed seed's logs, e.g. RUST_LOG=octopii=debug.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_timer(sim::SimTime)
             .with_test_writer()
             .try_init();
     }
@@ -41,6 +45,7 @@ fn run_seeds(test: &str, plan: Plan, default: u64) {
             // A replayed seed shows what happened to it.
             println!("faults:\n  {}", report.faults.join("\n  "));
             println!("members:\n  {}", report.members.join("\n  "));
+            println!("heap: {} KiB at most", report.heap_peak >> 10);
         }
         simulated += report.simulated;
         if let Err(why) = &report.verdict {
@@ -56,6 +61,7 @@ fn run_seeds(test: &str, plan: Plan, default: u64) {
             "{}: nothing completed",
             report.line()
         );
+        assert!(report.heap_peak > 0, "the heap is counted");
     }
     let wall = wall.elapsed();
     println!(
@@ -63,6 +69,14 @@ fn run_seeds(test: &str, plan: Plan, default: u64) {
         simulated.as_secs_f64() / wall.as_secs_f64(),
         count as f64 * 60.0 / wall.as_secs_f64()
     );
+}
+
+#[test]
+fn the_heap_a_thread_takes_is_counted() {
+    let heap = sim::memory::Usage::start();
+    let held = vec![1u8; 1 << 20];
+    assert!(heap.peak() >= 1 << 20, "{}", heap.peak());
+    drop(held);
 }
 
 #[test]

@@ -18,6 +18,7 @@
 
 pub mod history;
 pub mod linearizable;
+pub mod memory;
 pub mod net;
 pub mod registers;
 pub mod servers;
@@ -94,6 +95,9 @@ pub struct Report {
     pub net: net::NetStats,
     /// Each raft member's state once the run was checked.
     pub members: Vec<String>,
+    /// The most heap the run's nodes held at once, in bytes (zero unless
+    /// the binary installs [`memory::Counting`]).
+    pub heap_peak: u64,
     /// Simulated time the run took.
     pub simulated: Duration,
     /// `Ok`, or why the history is not linearizable.
@@ -148,6 +152,7 @@ pub fn run(seed: u64, plan: Plan) -> Report {
         faults: Vec::new(),
         net: net::NetStats::default(),
         members: Vec::new(),
+        heap_peak: 0,
         simulated: SIMULATED_LIMIT,
         verdict: Err(format!(
             "the run did not end within {SIMULATED_LIMIT:?} of simulated time"
@@ -155,12 +160,38 @@ pub fn run(seed: u64, plan: Plan) -> Report {
     })
 }
 
+/// The most heap the nodes of a run may hold at once. Seven nodes take 2
+/// to 12 MiB; what a node holds for its peers is bounded (queues,
+/// windows, budgets), so a run that needs far more holds something
+/// without bound.
+const MAX_HEAP: u64 = 64 << 20;
+
 /// Simulated time after which a run that has not ended is a failure (a
 /// run takes 10 to 60 s): a stuck client or node must not hang the test.
 const SIMULATED_LIMIT: Duration = Duration::from_secs(600);
 
+/// When the running simulation started, on its clock: what [`SimTime`]
+/// counts from.
+static RUN_STARTED: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Stamps log lines with the simulated time since the run started, so a
+/// replayed seed's logs line up with its fault timeline.
+pub struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let started = *RUN_STARTED.lock().unwrap_or_else(PoisonError::into_inner);
+        match started {
+            Some(started) => write!(w, "{:>12?}", started.elapsed()),
+            None => write!(w, "{:>12}", "-"),
+        }
+    }
+}
+
 async fn simulate(seed: u64, plan: Plan) -> Report {
+    let heap = memory::Usage::start();
     let started = Instant::now();
+    *RUN_STARTED.lock().unwrap_or_else(PoisonError::into_inner) = Some(started);
     let net = SimNet::new(seed);
     let serving = plan.serving.nodes();
     let configs: Vec<Config> = (1..=serving + plan.clients)
@@ -247,7 +278,15 @@ async fn simulate(seed: u64, plan: Plan) -> Report {
     }
     servers.shutdown().await;
     let history = std::mem::take(&mut *history.lock().unwrap_or_else(PoisonError::into_inner));
-    let verdict = if !stuck.is_empty() {
+    // The nodes' heap, before the checker takes its own.
+    let heap_peak = heap.peak();
+    let verdict = if heap_peak > MAX_HEAP {
+        Err(format!(
+            "the nodes held {} MiB of heap at once, more than {} MiB",
+            heap_peak >> 20,
+            MAX_HEAP >> 20
+        ))
+    } else if !stuck.is_empty() {
         Err(format!(
             "{} still unanswered {:?} after healing at {healed:?}",
             stuck.join(", "),
@@ -263,6 +302,7 @@ async fn simulate(seed: u64, plan: Plan) -> Report {
         faults,
         net: net.stats(),
         members,
+        heap_peak,
         simulated: started.elapsed(),
     }
 }

@@ -78,6 +78,8 @@ pub struct Servers {
     /// Under which each member's raft directory is named. The raft state,
     /// snapshots received included, is on the member's simulated disk.
     scratch: tempfile::TempDir,
+    /// Why members stopped on a panic, for the end of the run.
+    panics: Vec<String>,
 }
 
 impl Servers {
@@ -99,6 +101,7 @@ impl Servers {
                 .collect(),
             observed: Observed::default(),
             scratch: tempfile::tempdir().expect("scratch directory"),
+            panics: Vec::new(),
         };
         for i in 0..servers.members.len() {
             servers.start_member(i, net, rng);
@@ -225,8 +228,16 @@ impl Servers {
         let mut restarted = Vec::new();
         for i in 0..self.members.len() {
             let member = &mut self.members[i];
-            let stopped = member.raft.as_ref().is_some_and(|r| r.stopped().is_some());
-            if stopped || member.start_error.is_some() {
+            let stopped = member.raft.as_ref().and_then(|r| r.stopped());
+            if let Some(why) = &stopped {
+                // A disk error stops a member as it should; a panic never
+                // should, even when a supervisor restarts it.
+                if why.to_string().contains("panicked") {
+                    self.panics
+                        .push(format!("member {}: {why}", member.config.node_id));
+                }
+            }
+            if stopped.is_some() || member.start_error.is_some() {
                 Self::stop_member(member, net).await;
                 restarted.push(member.config.node_id);
                 self.start_member(i, net, rng);
@@ -352,6 +363,9 @@ impl Servers {
     /// raft member runs, and within `within` all have applied the same
     /// commands to the same registers.
     pub async fn agree(&self, within: Duration) -> Result<(), String> {
+        if let Some(panic) = self.panics.first() {
+            return Err(format!("a member panicked: {panic}"));
+        }
         let give_up = Instant::now() + within;
         loop {
             // The group as it ends up: a spare that never joined and a
