@@ -351,6 +351,7 @@ impl OctopiiNode {
         let mut stop = self.inner.stop.subscribe();
         let task = self.inner.handle.spawn(async move {
             tokio::select! {
+                biased;
                 output = future => Some(output),
                 // Set, or the sender dropped with the node: stop either way.
                 _ = stop.wait_for(|stopped| *stopped) => None,

@@ -84,7 +84,7 @@ fn one_server_seeds_keep_their_histories_linearizable() {
     run_seeds(
         "one_server_seeds_keep_their_histories_linearizable",
         Plan::default(),
-        100,
+        200,
     );
 }
 
@@ -148,5 +148,44 @@ fn one_seed_replays_the_same_run() {
             other.history.digest(),
             "another seed is another run"
         );
+    }
+}
+
+/// The line a child process running `test` for `seed` printed.
+fn line_in_another_process(test: &str, seed: u64) -> String {
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([test, "--exact", "--nocapture", "--test-threads", "1"])
+        .env("OCTOPII_SIM_SEED", seed.to_string())
+        .env_remove("OCTOPII_SIM_SEEDS")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        // The harness may have begun the line ("test … ... ").
+        .find_map(|line| Some(format!("seed={}", line.split_once("seed=")?.1)))
+        .unwrap_or_else(|| panic!("no run line from the child: {stdout}"))
+}
+
+/// What a failing seed's replay command relies on: another process runs
+/// the seed the same way (nothing random per process, such as generated
+/// keys or tokio's choice among ready branches, steers a run).
+#[test]
+fn one_seed_replays_in_another_process() {
+    for (test, plan, seed) in [
+        (
+            "raft_seeds_keep_their_histories_linearizable_and_members_agree",
+            Plan::raft(),
+            3,
+        ),
+        (
+            "changing_raft_seeds_snapshot_change_membership_and_stay_linearizable",
+            Plan::raft_changing(),
+            7,
+        ),
+    ] {
+        let here = sim::run(seed, plan).line();
+        assert_eq!(line_in_another_process(test, seed), here, "{test}");
     }
 }

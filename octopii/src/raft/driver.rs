@@ -193,11 +193,15 @@ impl Driver {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut outcome = None;
         while outcome.is_none() {
+            // In a fixed order, not tokio's random one, so a seed replays
+            // in every process; a tick is ready once per interval and the
+            // commands behind it are drained below, so none starves.
             tokio::select! {
-                _ = ticker.tick() => self.on_tick(),
+                biased;
                 _ = &mut self.stop => outcome = Some(RaftError::Stopped),
-                Some(command) = self.commands.recv() => self.handle(command),
+                _ = ticker.tick() => self.on_tick(),
                 Some(feedback) = self.feedback.recv() => self.on_feedback(feedback),
+                Some(command) = self.commands.recv() => self.handle(command),
             }
             if outcome.is_some() {
                 break;

@@ -177,6 +177,7 @@ impl StreamPool {
                 break stream;
             }
             tokio::select! {
+                biased;
                 opened = conn.open_bi() => break opened?,
                 () = returned.notified() => continue,
             }

@@ -24,12 +24,12 @@ pub mod registers;
 pub mod servers;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use octopii::config::TransportConfig;
 use octopii::transport::tls::NodeCredentials;
-use octopii::{ClusterCa, Config, OctopiiNode, OctopiiRuntime};
+use octopii::{Config, OctopiiNode, OctopiiRuntime};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
@@ -117,21 +117,24 @@ impl Report {
     }
 }
 
-/// The cluster's credentials, made once per process: key generation
-/// draws from the operating system, and certificates of one size keep
-/// every run's handshakes the same length.
+/// The cluster's credentials: fixed files (`tests/fixtures/sim`, made by
+/// its `make.sh`), the same in every process. Credentials generated per
+/// process made runs of one seed differ between processes: ECDSA
+/// signatures vary in length, so certificates and handshakes did, and so
+/// did which datagrams the seeded network dropped. Ed25519 signatures
+/// have one length and are deterministic.
 fn credentials(nodes: u64) -> Vec<NodeCredentials> {
-    static CREDENTIALS: OnceLock<Vec<NodeCredentials>> = OnceLock::new();
-    let all = CREDENTIALS.get_or_init(|| {
-        let ca = ClusterCa::generate().expect("CA");
-        (1..=16)
-            .map(|id| {
-                ca.issue_node(&format!("sim-{id}"), id)
-                    .expect("node certificate")
-            })
-            .collect()
-    });
-    all[..nodes as usize].to_vec()
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sim");
+    (1..=nodes)
+        .map(|id| {
+            NodeCredentials::from_pem_files(
+                &dir.join("ca.pem"),
+                &dir.join(format!("node-{id}.pem")),
+                &dir.join(format!("node-{id}.key.pem")),
+            )
+            .expect("the simulation's fixed credentials")
+        })
+        .collect()
 }
 
 fn addr_of(id: u64) -> SocketAddr {

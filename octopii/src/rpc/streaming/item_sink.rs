@@ -102,6 +102,7 @@ impl ItemSink {
                         self.write_batch(&mut out).await?;
                     }
                     tokio::select! {
+                        biased;
                         next = items.next() => put_next(&mut out, next, self.max_frame_size),
                         _ = self.send.stopped() => {
                             return Err(RpcError::new(Code::Cancelled, "the peer stopped the stream"));
