@@ -107,10 +107,12 @@ fn changing_raft_seeds_snapshot_change_membership_and_stay_linearizable() {
 }
 
 /// Seeds that found bugs, kept green (see `docs/TESTING.md`).
+/// (The raft and changing-raft seeds that found bugs are in the CI sets,
+/// or their runs changed with the plan: see the table there.)
 fn regression_seeds() -> Vec<(Plan, u64)> {
-    let one_server = [9, 43, 103, 158, 169, 237].map(|seed| (Plan::default(), seed));
-    let changing = [12].map(|seed| (Plan::raft_changing(), seed));
-    one_server.into_iter().chain(changing).collect()
+    [9, 43, 103, 158, 169, 237]
+        .map(|seed| (Plan::default(), seed))
+        .into()
 }
 
 #[test]
