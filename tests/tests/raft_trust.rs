@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use octopii::chunk::{ChunkSource, TransferOptions};
 use octopii::raft::service::{Proposal, RaftService, RaftServiceClient, RaftServiceServer};
-use octopii::raft::{KnownMember, RaftError, SNAPSHOT_DESTINATION, SNAPSHOT_SERVICE};
+use octopii::raft::{KnownMembers, RaftError, SNAPSHOT_DESTINATION, SNAPSHOT_SERVICE};
 use octopii::rpc::{Client, Code, Context};
 use octopii::transport::tls::{NodeCredentials, Role};
 use octopii::{OctopiiNode, codec};
@@ -98,12 +98,13 @@ fn no_member_vouches_for_an_outsider() {
         let client = RaftServiceClient::new(cluster.octopii(leader), cluster.addrs[&follower]);
         client.members().await.unwrap()
     });
-    let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+    let ids: Vec<u64> = members.members.iter().map(|m| m.id).collect();
     assert_eq!(ids, vec![1, 2, 3]);
     assert!(
-        members.iter().all(|m| m.voter && m.addr.is_some()),
+        members.members.iter().all(|m| m.voter && m.addr.is_some()),
         "{members:?}"
     );
+    assert!(members.applied_index > 0, "{members:?}");
 }
 
 #[test]
@@ -185,6 +186,34 @@ fn a_removed_member_may_no_longer_speak_raft() {
     });
 }
 
+/// A member that has fallen behind (its disk holds its syncs) still
+/// lists a member the leader has removed; the leader, refusing the
+/// removed member, asks it, and must not take its word.
+#[test]
+fn a_member_behind_cannot_vouch_for_a_removed_member() {
+    let cluster = Cluster::start(3, test_raft_config());
+    let leader = cluster.leader();
+    let removed = cluster.follower_of(leader);
+    let behind = (1..=3).find(|id| ![leader, removed].contains(id)).unwrap();
+    let former = holder(
+        &cluster,
+        cluster.ca().issue_node(&format!("node-{removed}"), removed),
+    );
+    let raft = RaftServiceClient::new(&former, cluster.addrs[&leader]);
+    cluster.fsync_gate(behind).hold();
+    cluster.runtime.block_on(async {
+        cluster.raft(leader).remove_node(removed).await.unwrap();
+        // Long enough for the leader to ask the member behind, twice over.
+        for _ in 0..4 {
+            let stepped = raft.step(Vec::new()).await.unwrap_err();
+            assert_eq!(stepped.code(), Code::PermissionDenied, "{stepped}");
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        former.shutdown().await;
+    });
+    cluster.fsync_gate(behind).open();
+}
+
 #[test]
 fn a_member_may_not_move_another_member_to_its_own_address() {
     let cluster = Cluster::start(3, test_raft_config());
@@ -228,9 +257,12 @@ impl RaftService for Counting {
         Err(RaftError::Stopped)
     }
 
-    async fn members(&self, _: &Context) -> Vec<KnownMember> {
+    async fn members(&self, _: &Context) -> KnownMembers {
         self.0.fetch_add(1, Ordering::SeqCst);
-        Vec::new()
+        KnownMembers {
+            applied_index: 0,
+            members: Vec::new(),
+        }
     }
 }
 

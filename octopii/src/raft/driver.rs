@@ -267,8 +267,9 @@ impl Driver {
             Command::Step(message) => self.step(message),
             Command::Vouch(id) => {
                 let conf = self.raw.raft.prs().conf().to_conf_state();
+                let applied = self.raw.raft.raft_log.applied;
                 self.peers
-                    .ask_about(self.id, id, (conf.voters, conf.learners));
+                    .ask_about(self.id, id, ((conf.voters, conf.learners), applied));
             }
             Command::Propose { proposal, reply } => self.propose(proposal, reply),
             Command::TransferLeadership { to, reply } => {

@@ -51,4 +51,4 @@ pub use service::Proposal;
 pub use snapshot_transfer::{MAX_SNAPSHOT_MESSAGE, SNAPSHOT_DESTINATION, SNAPSHOT_SERVICE};
 pub use storage::RaftStorage;
 pub use typed::{Typed, TypedRaftNode, TypedStateMachine};
-pub use vouch::KnownMember;
+pub use vouch::{KnownMember, KnownMembers};

@@ -78,8 +78,9 @@ impl Peers {
     }
 
     /// Asks the members of `configuration` whether they know node `id`,
-    /// which this node (`me`) refused (see `vouch`).
-    pub(crate) fn ask_about(&self, me: u64, id: u64, configuration: Configuration) {
+    /// which this node (`me`, having applied up to the index given)
+    /// refused (see `vouch`).
+    pub(crate) fn ask_about(&self, me: u64, id: u64, configuration: (Configuration, u64)) {
         let ask = vouch::ask(
             self.node.clone(),
             self.addresses.clone(),

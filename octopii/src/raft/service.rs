@@ -21,7 +21,7 @@ use super::driver::Command;
 use super::driver_handle::DriverHandle;
 use super::machine::RaftStatus;
 use super::peers::{AddressBook, address_of};
-use super::vouch::{KnownMember, Vouched};
+use super::vouch::{KnownMember, KnownMembers, Vouched};
 use crate::identity::Role;
 use crate::rpc::{Context, Policy};
 use crate::transport::PeerInfo;
@@ -76,10 +76,11 @@ pub trait RaftService {
     async fn propose(&self, ctx: &Context, proposal: Proposal) -> Result<Vec<u8>, RaftError>;
 
     /// The voters and learners this node knows, with the addresses it
-    /// reaches them at: a member that refused a node it has not seen join
-    /// asks its other members, and admits the node if one of them names
-    /// it. Served to current members only.
-    async fn members(&self, ctx: &Context) -> Vec<KnownMember>;
+    /// reaches them at, and its applied index: a member that refused a
+    /// node it has not seen join asks its other members, and admits the
+    /// node if one that has applied at least as much names it. Served to
+    /// current members only.
+    async fn members(&self, ctx: &Context) -> KnownMembers;
 }
 
 /// The members of the group as this node knows them, read from the
@@ -125,18 +126,21 @@ impl Membership {
     }
 
     /// The members as this node knows them, with their addresses.
-    fn known(&self, addresses: &AddressBook) -> Vec<KnownMember> {
+    fn known(&self, addresses: &AddressBook) -> KnownMembers {
         let status = self.status.borrow();
         let voters = status.voters.iter().map(|&id| (id, true));
         let learners = status.learners.iter().map(|&id| (id, false));
-        voters
-            .chain(learners)
-            .map(|(id, voter)| KnownMember {
-                id,
-                voter,
-                addr: address_of(addresses, id),
-            })
-            .collect()
+        KnownMembers {
+            applied_index: status.applied_index,
+            members: voters
+                .chain(learners)
+                .map(|(id, voter)| KnownMember {
+                    id,
+                    voter,
+                    addr: address_of(addresses, id),
+                })
+                .collect(),
+        }
     }
 
     /// The policy of `RaftService` and `RaftSnapshot`: current members
@@ -300,7 +304,7 @@ impl RaftService for RaftHandler {
         self.driver.ask(propose).await
     }
 
-    async fn members(&self, _ctx: &Context) -> Vec<KnownMember> {
+    async fn members(&self, _ctx: &Context) -> KnownMembers {
         self.membership.known(&self.addresses)
     }
 }

@@ -7,11 +7,14 @@
 //! the change, and never catch up. So when it refuses a node certificate
 //! it asks the members it knows which members they know
 //! ([`RaftService::members`](super::service::RaftService::members)); if one of them
-//! names the refused node, that node is admitted, with the address that
-//! member gives, until this node's own configuration changes (by then it
-//! has learnt the truth from the log). Only members this node already
-//! trusts can vouch, one question runs at a time and at most one starts
-//! per [`ASK_INTERVAL`], so a stranger's calls cost a member little.
+//! that has applied at least as much of the log names the refused node,
+//! that node is admitted, with the address that member gives, until this
+//! node's own configuration changes (by then it has learnt the truth from
+//! the log). A member behind this node cannot vouch: its configuration
+//! may still hold a node this node has seen removed. Only members this
+//! node already trusts can vouch, one question runs at a time and at most
+//! one starts per [`ASK_INTERVAL`], so a stranger's calls cost a member
+//! little.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -81,8 +84,30 @@ impl Vouched {
     }
 }
 
-/// A member as another member knows it, in the answer of
-/// [`RaftService::members`](super::service::RaftService::members).
+/// The answer of
+/// [`RaftService::members`](super::service::RaftService::members): the
+/// members the answering node knows, and how much of the log it has
+/// applied (how new its configuration is).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KnownMembers {
+    /// The answering node's applied index.
+    pub applied_index: u64,
+    /// Its voters, then its learners.
+    pub members: Vec<KnownMember>,
+}
+
+impl KnownMembers {
+    /// Node `id` as this answer names it, if it may vouch for it to a
+    /// node that has applied up to `applied`.
+    fn vouches_for(&self, id: u64, applied: u64) -> Option<&KnownMember> {
+        if self.applied_index < applied {
+            return None;
+        }
+        self.members.iter().find(|m| m.id == id)
+    }
+}
+
+/// A member as another member knows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KnownMember {
     /// Its raft id.
@@ -101,7 +126,7 @@ pub(crate) async fn ask(
     addresses: AddressBook,
     me: u64,
     id: u64,
-    configuration: Configuration,
+    (configuration, applied): (Configuration, u64),
     vouched: Vouched,
     deadline: Duration,
 ) {
@@ -117,10 +142,10 @@ pub(crate) async fn ask(
     };
     for (member, addr) in known {
         let client = RaftServiceClient::new(&node, addr).with_deadline(deadline);
-        let Ok(members) = client.members().await else {
+        let Ok(answer) = client.members().await else {
             continue;
         };
-        let Some(found) = members.into_iter().find(|m| m.id == id) else {
+        let Some(found) = answer.vouches_for(id, applied) else {
             continue;
         };
         tracing::info!(
@@ -146,21 +171,37 @@ pub(crate) async fn ask(
 mod tests {
     use super::*;
 
+    fn answer(applied_index: u64) -> KnownMembers {
+        KnownMembers {
+            applied_index,
+            members: vec![KnownMember {
+                id: 4,
+                voter: true,
+                addr: Some("127.0.0.1:7001".parse().unwrap()),
+            }],
+        }
+    }
+
+    #[test]
+    fn only_a_member_at_least_as_far_along_vouches() {
+        assert_eq!(answer(10).vouches_for(4, 10).map(|m| m.id), Some(4));
+        assert_eq!(answer(12).vouches_for(4, 10).map(|m| m.id), Some(4));
+        assert!(answer(12).vouches_for(5, 10).is_none(), "only who it names");
+        // Behind this node, it may still list a node this node removed.
+        assert!(answer(9).vouches_for(4, 10).is_none());
+    }
+
     #[test]
     fn known_members_encode_as_documented() {
-        let members = vec![KnownMember {
-            id: 4,
-            voter: true,
-            addr: Some("127.0.0.1:7001".parse().unwrap()),
-        }];
         let expected: Vec<u8> = [
-            &[1, 0, 0, 0, 0, 0, 0, 0][..],
+            &[42, 0, 0, 0, 0, 0, 0, 0][..],
+            &[1, 0, 0, 0, 0, 0, 0, 0],
             &[4, 0, 0, 0, 0, 0, 0, 0],
             &[1],
             &[1, 0, 0, 0, 0, 0x7F, 0, 0, 1, 0x59, 0x1B],
         ]
         .concat();
-        assert_eq!(crate::codec::encode(&members).unwrap(), expected);
+        assert_eq!(crate::codec::encode(&answer(42)).unwrap(), expected);
     }
 
     #[tokio::test]
