@@ -266,10 +266,12 @@ impl Driver {
         match command {
             Command::Step(message) => self.step(message),
             Command::Vouch(id) => {
-                let conf = self.raw.raft.prs().conf().to_conf_state();
-                let applied = self.raw.raft.raft_log.applied;
+                // As the status publishes them (sorted), which is what the
+                // policy compares a vouch with.
+                let status = self.current_status(true);
+                let configuration = (status.voters, status.learners);
                 self.peers
-                    .ask_about(self.id, id, ((conf.voters, conf.learners), applied));
+                    .ask_about(self.id, id, (configuration, status.applied_index));
             }
             Command::Propose { proposal, reply } => self.propose(proposal, reply),
             Command::TransferLeadership { to, reply } => {
