@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::names;
 use super::protocol::BUFFER_SIZE;
-use super::receiver::CommitError;
+use super::receiver::{CommitError, not_durable};
 use crate::wal::{DirLock, WalFile, WalFs, create_dir_durable};
 
 /// A receive directory on `fs`, locked for as long as this (or a clone)
@@ -207,13 +207,9 @@ impl FsTemp {
             let _ = self.fs.remove_file(&partial);
         }
         let dir = self.dest.parent().unwrap_or(Path::new("."));
-        self.fs.sync_dir(dir).map_err(|e| {
-            CommitError::NotDurable(format!(
-                "{} is in place but syncing its directory failed ({e}): \
-                 it may not survive a crash",
-                self.dest.display()
-            ))
-        })?;
+        self.fs
+            .sync_dir(dir)
+            .map_err(|e| not_durable(&self.dest, e))?;
         Ok(self.dest.clone())
     }
 

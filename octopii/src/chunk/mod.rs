@@ -14,6 +14,7 @@
 //! * `names`: the receiver's temporary names, reserved from peers.
 //! * `recv_dir`: the receive directory, created durably, locked while
 //!   served, cleared of a previous receiver's temporary files.
+//! * `blocking`: where file and hashing work runs.
 //! * `fs_dir`: the same rules for a receive directory on a
 //!   [`WalFs`](crate::wal::WalFs) of the service's own (raft's snapshots,
 //!   a simulated disk).
@@ -23,6 +24,7 @@
 //! Send with [`OctopiiNode::transfer_chunk_to_peers`](crate::OctopiiNode::transfer_chunk_to_peers),
 //! receive with [`OctopiiNode::serve_chunks`](crate::OctopiiNode::serve_chunks).
 
+mod blocking;
 mod error;
 mod fs_dir;
 mod metrics;
@@ -38,11 +40,12 @@ pub mod source;
 
 pub use error::TransferError;
 // For the fuzz target of destination names.
+pub(crate) use blocking::run_blocking;
 pub(crate) use metrics::ChunkMetrics;
 pub(crate) use names::is_reserved;
 pub use progress::{Progress, ProgressFn};
 pub use protocol::Destination;
-pub(crate) use receiver::{resolve, run_blocking};
+pub(crate) use receiver::resolve;
 pub(crate) use sender::transfer;
 pub use sender::{TransferOptions, TransferResult};
 pub use service::{

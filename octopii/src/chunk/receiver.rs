@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::blocking::run_blocking;
 use super::fs_dir::FsTemp;
 use super::progress::Reporter;
 use super::protocol::{BUFFER_SIZE, HASH_LEN, SIZE_LEN};
@@ -90,6 +91,15 @@ pub(crate) enum CommitError {
     /// Renamed into place, but the directory fsync failed: the file may
     /// not survive a crash.
     NotDurable(String),
+}
+
+/// `dest` is in place, but syncing its directory failed with `e`.
+pub(crate) fn not_durable(dest: &Path, e: std::io::Error) -> CommitError {
+    CommitError::NotDurable(format!(
+        "{} is in place but fsyncing its directory failed ({e}): \
+         it may not survive a crash",
+        dest.display()
+    ))
 }
 
 /// A temporary file on its way to `dest`. Dropped without
@@ -181,13 +191,7 @@ impl TempFile {
             Some(dir) => dir,
             None => Path::new("."),
         };
-        sync_dir(dir).map_err(|e| {
-            CommitError::NotDurable(format!(
-                "{} is in place but fsyncing its directory failed ({e}): \
-                 it may not survive a crash",
-                self.dest.display()
-            ))
-        })?;
+        sync_dir(dir).map_err(|e| not_durable(&self.dest, e))?;
         Ok(self.dest.clone())
     }
 
@@ -350,19 +354,6 @@ async fn write_queued(
         .await?;
     }
     run_blocking(inline, move || work.seal()).await
-}
-
-/// Runs `job` on a blocking thread, or here if it is `inline`.
-pub(crate) async fn run_blocking<T: Send + 'static>(
-    inline: bool,
-    job: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
-    if inline {
-        return job();
-    }
-    tokio::task::spawn_blocking(job)
-        .await
-        .map_err(|e| format!("blocking thread failed: {e}"))?
 }
 
 /// How the data phase of a transfer ended.

@@ -20,10 +20,11 @@ use tokio::sync::mpsc;
 
 use super::ChunkMetrics;
 use super::TransferError;
+use super::blocking::run_blocking;
 use super::fs_dir::FsDir;
 use super::progress::{ProgressFn, Reporter};
 use super::protocol::{self, Accept, Destination, METHOD, SERVICE, Status, TransferRequest};
-use super::receiver::{self, CommitError, Outcome, Sealed, Sink, TempFile, run_blocking};
+use super::receiver::{self, CommitError, Outcome, Sealed, Sink, TempFile};
 use super::recv_dir::RecvDir;
 use crate::config::ChunkConfig;
 use crate::rpc::{self, CallStream, Code, Context, HandlerFuture, RpcError, Service, StreamFuture};

@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::TransferError;
+use super::blocking::run_blocking;
 use super::protocol::{BUFFER_SIZE, HASH_LEN};
-use super::receiver::run_blocking;
 use crate::wal::{WalFile, WalFs};
 
 /// The bytes a transfer sends.

@@ -127,11 +127,6 @@ impl Servers {
             .iter()
             .map(|m| (m.config.node_id, m.config.bind_addr))
             .collect();
-        let mut raft = raft_config(peers, rng);
-        raft.bootstrap = i < voters;
-        if let Serving::RaftChanging(_) = self.serving {
-            raft.snapshot_interval = rng.gen_range(5..30);
-        }
         let member = &mut self.members[i];
         let runtime = OctopiiRuntime::from_handle(tokio::runtime::Handle::current());
         let socket = net.socket(member.config.bind_addr);
@@ -143,6 +138,13 @@ impl Servers {
                 let machine = Observing::new(id, self.observed.clone());
                 let fs = Arc::new(member.disk.clone());
                 member.start_error = None;
+                // Drawn here only: one server draws nothing for raft, so
+                // its seeds run as they did before raft plans existed.
+                let mut raft = raft_config(peers, rng);
+                raft.bootstrap = i < voters;
+                if let Serving::RaftChanging(_) = self.serving {
+                    raft.snapshot_interval = rng.gen_range(5..30);
+                }
                 match RaftNode::start_in_with_fs(
                     &node,
                     self.scratch.path().join(format!("member-{id}")),
