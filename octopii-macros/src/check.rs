@@ -17,6 +17,7 @@ const CLIENT_METHODS: &[&str] = &[
     "with_deadline",
     "with_metadata",
     "with_retry",
+    "layer",
 ];
 
 /// Reports every problem of `service` into `errors`, method by method.

@@ -225,6 +225,24 @@ fn client(service: &Service) -> TokenStream {
             #vis fn with_retry(&self, policy: ::octopii::__private::RetryPolicy) -> Self {
                 Self { client: self.client.with_retry(policy) }
             }
+
+            /// A copy whose calls pass through `tower` layers (a
+            /// `tower::ServiceBuilder` stacks several into one), replacing
+            /// any given before; see `octopii::rpc::layers`.
+            #[must_use]
+            #vis fn layer<L>(&self, layer: L) -> Self
+            where
+                L: ::octopii::__private::Layer<::octopii::__private::Direct>,
+                L::Service: ::octopii::__private::TowerService<
+                        ::octopii::__private::Outgoing,
+                        Response = ::octopii::__private::Bytes,
+                        Error: ::core::convert::Into<::octopii::__private::BoxError>,
+                        Future: ::core::marker::Send + 'static,
+                    > + ::core::marker::Send
+                    + 'static,
+            {
+                Self { client: self.client.layer(layer) }
+            }
         }
 
         #(#cfgs)*
@@ -374,6 +392,17 @@ fn server(service: &Service) -> TokenStream {
                 policy: ::octopii::__private::Policy,
             ) -> ::octopii::__private::Authorized<Self> {
                 ::octopii::__private::Authorized::new(self, policy)
+            }
+
+            /// Serves the service through `tower` layers (a
+            /// `tower::ServiceBuilder` stacks several into one); see
+            /// `octopii::rpc::layers`.
+            #vis fn layer<L>(self, layer: L) -> ::octopii::__private::Layered<L::Service>
+            where
+                Self: ::octopii::__private::Service,
+                L: ::octopii::__private::Layer<::octopii::__private::Handler>,
+            {
+                ::octopii::__private::Layered::new(self, layer)
             }
         }
 

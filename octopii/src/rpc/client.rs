@@ -21,7 +21,11 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use futures::future::BoxFuture;
+use tower::{BoxError, Layer};
+
 use super::frame::{self, FrameReader, RequestHeader};
+use super::layers::{Direct, Outgoing, Shared};
 use super::observe::Observed;
 use super::retry::{Reached, RetryPolicy, may_retry, never_ran};
 use super::signature::SIGNATURE;
@@ -246,6 +250,32 @@ pub struct Client {
     retry: Option<RetryPolicy>,
     /// The fingerprint of the method a generated client is calling.
     signature: Option<u64>,
+    /// The layers its unary calls pass through, if any.
+    layers: Option<Layers>,
+}
+
+/// A client's layers, shared by its clones.
+type Layers = Arc<dyn Fn(Outgoing) -> BoxFuture<'static, Result<Bytes, RpcError>> + Send + Sync>;
+
+/// A request's arguments: a value to encode, or bytes a layer holds.
+pub(crate) trait PutArgs {
+    /// Appends the arguments frame to `out`.
+    fn put(&self, out: &mut Vec<u8>) -> Result<(), RpcError>;
+}
+
+/// Arguments to encode.
+struct Typed<'a, A: ?Sized>(&'a A);
+
+impl<A: Serialize + ?Sized> PutArgs for Typed<'_, A> {
+    fn put(&self, out: &mut Vec<u8>) -> Result<(), RpcError> {
+        frame::put_encoded(out, self.0)
+    }
+}
+
+impl PutArgs for Bytes {
+    fn put(&self, out: &mut Vec<u8>) -> Result<(), RpcError> {
+        frame::put_bytes(out, self)
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -257,6 +287,7 @@ impl std::fmt::Debug for Client {
             .field("expected", &self.expected)
             .field("retry", &self.retry)
             .field("signature", &self.signature)
+            .field("layered", &self.layers.is_some())
             .finish()
     }
 }
@@ -272,6 +303,7 @@ impl Client {
             expected: None,
             retry: None,
             signature: None,
+            layers: None,
         }
     }
 
@@ -320,6 +352,40 @@ impl Client {
     pub fn with_signature(&self, fingerprint: u64) -> Self {
         Client {
             signature: Some(fingerprint),
+            ..self.clone()
+        }
+    }
+
+    /// A copy whose unary calls pass through `layer` (a
+    /// `tower::ServiceBuilder` stacks several into one), replacing any
+    /// layers given before. The layers run inside the call's span and
+    /// around its retries; see [`layers`](super::layers).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # fn f(node: &octopii::OctopiiNode, peer: std::net::SocketAddr) {
+    /// // At most 8 calls in flight to this peer, each within a second.
+    /// let client = octopii::rpc::Client::new(node, peer).layer(
+    ///     tower::ServiceBuilder::new()
+    ///         .concurrency_limit(8)
+    ///         .timeout(Duration::from_secs(1)),
+    /// );
+    /// # let _ = client; }
+    /// ```
+    pub fn layer<L>(&self, layer: L) -> Self
+    where
+        L: Layer<Direct>,
+        L::Service: tower::Service<
+                Outgoing,
+                Response = Bytes,
+                Error: Into<BoxError>,
+                Future: Send + 'static,
+            > + Send
+            + 'static,
+    {
+        let stack = Shared::new(layer.layer(Direct));
+        Client {
+            layers: Some(Arc::new(move |call| stack.call(call))),
             ..self.clone()
         }
     }
@@ -407,7 +473,35 @@ impl Client {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let call = |trace| self.traced_call((service, method), args, idempotent, trace);
+        let call = |trace| async move {
+            let reply = match &self.layers {
+                None => {
+                    let args = &Typed(args);
+                    self.traced_call((service, method), args, idempotent, trace)
+                        .await?
+                }
+                Some(layers) => {
+                    let call = Outgoing {
+                        client: Client {
+                            layers: None,
+                            ..self.clone()
+                        },
+                        service,
+                        method,
+                        args: codec::encode(args)?.into(),
+                        idempotent,
+                        trace,
+                    };
+                    layers(call).await?
+                }
+            };
+            codec::decode(&reply).map_err(|e| {
+                RpcError::new(
+                    Code::Internal,
+                    format!("{service}.{method} reply does not decode: {e}"),
+                )
+            })
+        };
         self.observed((service, method), call).await
     }
 
@@ -428,17 +522,14 @@ impl Client {
         result
     }
 
-    async fn traced_call<A, R>(
+    /// A unary call in `trace`, with retries; the reply's encoded value.
+    pub(crate) async fn traced_call(
         &self,
         (service, method): (&'static str, &'static str),
-        args: &A,
+        args: &(impl PutArgs + ?Sized),
         idempotent: bool,
         trace: TraceContext,
-    ) -> Result<R, RpcError>
-    where
-        A: Serialize + ?Sized,
-        R: DeserializeOwned,
-    {
+    ) -> Result<Bytes, RpcError> {
         let give_up = self.deadline.map(|d| Instant::now() + d);
         let mut attempt = 1;
         let reply = loop {
@@ -467,12 +558,7 @@ impl Client {
             tokio::time::sleep(pause).await;
             attempt += 1;
         };
-        codec::decode(&reply).map_err(|e| {
-            RpcError::new(
-                Code::Internal,
-                format!("{service}.{method} reply does not decode: {e}"),
-            )
-        })
+        Ok(reply)
     }
 
     /// One attempt of a unary call, given `left` if it is bounded.
@@ -529,6 +615,7 @@ impl Client {
     where
         A: Serialize + ?Sized,
     {
+        let args = &Typed(args);
         let request = self.request(service, method, args, true, &trace, self.deadline)?;
         let conn = self.connect().await?;
         let (mut send, recv) = conn.open_bi().await?;
@@ -548,11 +635,11 @@ impl Client {
     /// The header and arguments frames of a request due within `timeout`;
     /// its metadata ends with `trace`, unless the caller set a
     /// `traceparent` of its own.
-    fn request<A: Serialize + ?Sized>(
+    fn request(
         &self,
         service: &'static str,
         method: &'static str,
-        args: &A,
+        args: &(impl PutArgs + ?Sized),
         owns_stream: bool,
         trace: &TraceContext,
         timeout: Option<Duration>,
@@ -574,7 +661,7 @@ impl Client {
         };
         let mut request = Vec::with_capacity(128);
         frame::put_encoded(&mut request, &header)?;
-        frame::put_encoded(&mut request, args)?;
+        args.put(&mut request)?;
         Ok(request)
     }
 

@@ -63,6 +63,8 @@
 //! * `server.rs`: the router that serves a node's inbound streams.
 //! * [`Code`] and [`RpcError`]: the status of a call.
 //! * [`Policy`]: which verified callers a service serves.
+//! * [`layers`]: `tower` middleware around a served service and a client's
+//!   calls.
 //! * [`CallStream`]: the stream of a call that owns one (streaming calls,
 //!   bulk transfers).
 //! * [`streaming`]: [`Streaming`], the items of a streaming call, and how
@@ -78,6 +80,7 @@ mod context;
 // another language is written from `docs/PROTOCOL.md`, not from this.
 #[doc(hidden)]
 pub mod frame;
+pub mod layers;
 mod observe;
 mod policy;
 mod replicas;
@@ -94,6 +97,7 @@ pub use call_stream::CallStream;
 pub(crate) use client::StreamPool;
 pub use client::{Client, Connect};
 pub use context::{Context, Metadata};
+pub use layers::{Layered, PolicyLayer};
 pub use policy::{Authorized, Call, Policy};
 pub use replicas::{Replicas, SKIP_UNREACHABLE};
 pub use retry::RetryPolicy;

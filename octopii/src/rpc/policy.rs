@@ -257,11 +257,17 @@ impl<S: Service> Service for Authorized<S> {
     }
 }
 
-/// Asks `service` whether `peer` may call `method`; a refusal is logged
-/// with the caller's identity and becomes the status the caller gets.
+/// Asks `service` whether `peer` may call `method`; see [`judge`].
 pub(crate) fn admit(service: &dyn Service, peer: &PeerInfo, method: &str) -> Result<(), RpcError> {
     let call = Call::new(peer, service.name(), method);
-    service.authorize(&call).map_err(|why| {
+    judge(&call, service.authorize(&call))
+}
+
+/// A policy's `verdict` on `call` as the caller's status; a refusal is
+/// logged with the caller's identity.
+pub(crate) fn judge(call: &Call<'_>, verdict: Result<(), String>) -> Result<(), RpcError> {
+    let peer = call.peer();
+    verdict.map_err(|why| {
         tracing::warn!(
             peer = %peer.addr,
             name = %peer.identity,
