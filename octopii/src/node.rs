@@ -386,6 +386,7 @@ impl OctopiiNode {
         let give_up = tokio::time::Instant::now() + timeout;
         self.set_serving("", false);
         self.inner.transport.refuse_new_connections();
+        self.inner.transport.go_away();
         let finished = match &self.inner.router {
             Some(router) => tokio::time::timeout_at(give_up, router.drain())
                 .await

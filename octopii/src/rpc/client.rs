@@ -312,6 +312,12 @@ impl Client {
         self.peer
     }
 
+    /// Whether the peer said it is draining (a go-away on the pooled
+    /// connection); its next call dials afresh.
+    pub(crate) fn peer_going_away(&self) -> bool {
+        self.pool.transport.going_away(self.peer)
+    }
+
     /// How long each call may take, if it is bounded.
     pub fn deadline(&self) -> Option<Duration> {
         self.deadline

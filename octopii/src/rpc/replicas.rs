@@ -3,8 +3,9 @@
 //! Each call goes to one peer, picked by the power of two choices: two
 //! peers at random, the one with fewer calls outstanding. A peer that
 //! cannot take the call (it could not be reached, or refused the call
-//! before running it, or the connection broke) is skipped for a while,
-//! and the call moves on to another peer only if it never ran
+//! before running it, or the connection broke) is skipped for a while; a
+//! peer that said it is draining (a go-away) is picked only when no other
+//! is left. The call moves on to another peer only if it never ran
 //! ([`RpcError::never_ran`]), so it reaches one peer's handler at most
 //! once. For a service where one
 //! peer leads (a raft group), [`Replicas::call_leader`] goes to the peer
@@ -213,9 +214,18 @@ impl Replicas {
     /// outstanding; a lone candidate; or `None`.
     fn pick(&self, tried: &[bool]) -> Option<usize> {
         let now = Instant::now();
-        let candidates: Vec<usize> = (0..self.peers.len())
+        let mut candidates: Vec<usize> = (0..self.peers.len())
             .filter(|&i| !tried[i] && !self.peers[i].skipped(now))
             .collect();
+        // Peers that said they are draining only when no other is left.
+        let staying: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&i| !self.peers[i].client.peer_going_away())
+            .collect();
+        if !staying.is_empty() {
+            candidates = staying;
+        }
         let mut rng = rand::thread_rng();
         match candidates.len() {
             0 => None,

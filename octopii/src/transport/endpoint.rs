@@ -1,9 +1,10 @@
 //! The node's QUIC endpoint: listening, dialling and the accept loop.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -75,6 +76,11 @@ pub struct Transport {
     /// Draws the jitter of retry pauses: from `transport.rng_seed` when
     /// it is set, so a simulation replays, else from the operating system.
     jitter: std::sync::Mutex<rand::rngs::StdRng>,
+    /// Connections peers dialled, while they are served: the peers a
+    /// draining node tells to go away.
+    inbound: Arc<std::sync::Mutex<HashMap<usize, PeerConnection>>>,
+    /// Set by [`refuse_new_connections`](Self::refuse_new_connections).
+    refusing: AtomicBool,
 }
 
 impl Transport {
@@ -122,17 +128,20 @@ impl Transport {
         if insecure {
             tracing::warn!("TLS peer verification is OFF (insecure_accept_any_certificate)");
         }
-        let transport = Arc::new(transport_config(&config.transport)?);
+        // A node that dialled lets the peer open one control stream (a
+        // go-away when it drains); a node that was dialled allows none.
+        let accepted = Arc::new(transport_config(&config.transport, 0)?);
+        let dialled = Arc::new(transport_config(&config.transport, 1)?);
 
         let server_tls = QuicServerConfig::try_from(tls::server_config(&creds, insecure)?)
             .map_err(TransportError::from)?;
         let mut server = ServerConfig::with_crypto(Arc::new(server_tls));
-        server.transport_config(transport.clone());
+        server.transport_config(accepted);
 
         let client_tls = QuicClientConfig::try_from(tls::client_config(&creds, insecure)?)
             .map_err(TransportError::from)?;
         let mut client = quinn::ClientConfig::new(Arc::new(client_tls));
-        client.transport_config(transport);
+        client.transport_config(dialled);
 
         let runtime = Arc::new(PinnedRuntime(handle.clone()));
         // A restarted node resets its peers' stale connections: see `restart_keys`.
@@ -174,6 +183,8 @@ impl Transport {
                 Some(seed) => rand::SeedableRng::seed_from_u64(seed ^ JITTER_SEED),
                 None => rand::SeedableRng::from_entropy(),
             }),
+            inbound: Arc::default(),
+            refusing: AtomicBool::new(false),
         })
     }
 
@@ -244,6 +255,7 @@ impl Transport {
         // On the node's runtime, whoever dialled: the host's is not ours.
         self.handle.spawn(async move {
             let _open = open;
+            conn.read_control_streams().await;
             let reason = conn.quinn().closed().await;
             log_lost(conn.peer(), &reason);
         });
@@ -277,6 +289,12 @@ impl Transport {
     /// past `transport.max_concurrent_handshakes` attempts are refused.
     pub async fn run_accept_loop(self: Arc<Self>, handler: Arc<dyn InboundHandler>) {
         while let Some(incoming) = self.endpoint.accept().await {
+            if self.refusing.load(Ordering::Relaxed) {
+                // CONNECTION_REFUSED at once: the dialler goes elsewhere
+                // instead of waiting out its handshake timeout.
+                incoming.refuse();
+                continue;
+            }
             // Only this loop adds to the count, so it cannot pass the cap
             // between this check and the increment.
             let in_progress = self.in_progress.load(Ordering::Relaxed);
@@ -312,6 +330,7 @@ impl Transport {
                     Ok(conn) => {
                         this.accepted.fetch_add(1, Ordering::Relaxed);
                         let _open = this.metrics.open_connection();
+                        let _served = Inbound::register(&this.inbound, &conn);
                         serve_connection(conn, handler).await;
                     }
                     Err(e) => {
@@ -343,9 +362,31 @@ impl Transport {
         self.finish_handshake(connecting, "inbound").await
     }
 
-    /// Refuses new connections from now on; established ones go on.
+    /// Refuses new connections from now on, each at once with QUIC's
+    /// CONNECTION_REFUSED; established ones go on.
     pub fn refuse_new_connections(&self) {
-        self.endpoint.set_server_config(None);
+        self.refusing.store(true, Ordering::Relaxed);
+    }
+
+    /// Tells every peer that dialled this node to make no new calls on its
+    /// connection (a [`GO_AWAY`](super::GO_AWAY)), in the background.
+    pub fn go_away(&self) {
+        let peers: Vec<PeerConnection> = self
+            .inbound
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        self.handle.spawn(async move {
+            futures::future::join_all(peers.iter().map(PeerConnection::send_go_away)).await;
+        });
+    }
+
+    /// Whether the pooled connection to `addr` is open and its peer said
+    /// it is draining.
+    pub fn going_away(&self, addr: SocketAddr) -> bool {
+        self.pool.going_away(addr)
     }
 
     /// Closes every connection, telling peers, and waits up to `timeout`
@@ -438,6 +479,38 @@ fn log_lost(peer: &PeerInfo, reason: &quinn::ConnectionError) {
 /// One inbound handshake in progress, counted until dropped.
 struct HandshakeSlot(Arc<AtomicUsize>);
 
+/// An inbound connection's place in the transport's list, for as long as
+/// it is served.
+struct Inbound {
+    list: Arc<std::sync::Mutex<HashMap<usize, PeerConnection>>>,
+    id: usize,
+}
+
+impl Inbound {
+    fn register(
+        list: &Arc<std::sync::Mutex<HashMap<usize, PeerConnection>>>,
+        conn: &PeerConnection,
+    ) -> Self {
+        let id = conn.quinn().stable_id();
+        list.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, conn.clone());
+        Inbound {
+            list: list.clone(),
+            id,
+        }
+    }
+}
+
+impl Drop for Inbound {
+    fn drop(&mut self) {
+        self.list
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
 impl HandshakeSlot {
     fn take(count: &Arc<AtomicUsize>) -> Self {
         count.fetch_add(1, Ordering::Relaxed);
@@ -465,7 +538,7 @@ async fn serve_connection(conn: PeerConnection, handler: Arc<dyn InboundHandler>
     }
 }
 
-fn transport_config(limits: &Limits) -> Result<TransportConfig> {
+fn transport_config(limits: &Limits, control_streams: u32) -> Result<TransportConfig> {
     let idle = IdleTimeout::try_from(limits.idle_timeout()).map_err(|_| OctopiiError::Config {
         field: "transport.idle_timeout_ms",
         message: "too large for QUIC".into(),
@@ -476,8 +549,8 @@ fn transport_config(limits: &Limits) -> Result<TransportConfig> {
         .receive_window(VarInt::from_u32(limits.receive_window))
         .send_window(limits.send_window)
         .max_concurrent_bidi_streams(VarInt::from_u32(limits.max_concurrent_bidi_streams))
-        // No unidirectional stream is served: none may be opened.
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        // Unidirectional streams are control streams only.
+        .max_concurrent_uni_streams(VarInt::from_u32(control_streams))
         .max_idle_timeout(Some(idle))
         .keep_alive_interval(Some(limits.keep_alive_interval()));
     Ok(transport)

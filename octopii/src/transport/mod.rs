@@ -19,6 +19,8 @@ pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 pub use endpoint::{InboundHandler, Transport, TransportStats};
 pub use error::{RefusedBy, TransportError};
@@ -40,13 +42,29 @@ pub struct PeerInfo {
     pub verified: bool,
 }
 
+/// How long a control stream may take to arrive whole, or to be sent.
+const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Application error code of a connection closed because its control
+/// stream carried something other than a go-away.
+const BAD_CONTROL_STREAM: quinn::VarInt = quinn::VarInt::from_u32(3);
+
 /// An established connection and the peer it leads to. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct PeerConnection {
     connection: quinn::Connection,
     peer: Arc<PeerInfo>,
     silence: Arc<std::sync::Mutex<Option<Silence>>>,
+    /// Set when the peer said it is draining (see [`GO_AWAY`]).
+    going_away: Arc<AtomicBool>,
 }
+
+/// The byte a draining node sends, alone on a unidirectional stream it
+/// opens to each peer that dialled it: "make no new calls on this
+/// connection". The peer's pool then dials afresh for its next call (which
+/// the draining node refuses, so the call goes elsewhere), while calls
+/// already on the connection finish.
+pub const GO_AWAY: u8 = 1;
 
 /// Calls on a connection that heard nothing from the peer: the count of
 /// datagrams received when the first of them started, and when.
@@ -90,7 +108,45 @@ impl PeerConnection {
             connection,
             peer: Arc::new(peer),
             silence: Arc::default(),
+            going_away: Arc::default(),
         })
+    }
+
+    /// Whether the peer said it is draining: no new call should use this
+    /// connection (calls already on it finish).
+    pub fn is_going_away(&self) -> bool {
+        self.going_away.load(Ordering::Relaxed)
+    }
+
+    /// Reads the control streams the peer opens on this connection until
+    /// it closes: a go-away marks it; anything else is a protocol error
+    /// that closes it. Each stream is bounded to one byte and a second.
+    pub(crate) async fn read_control_streams(&self) {
+        while let Ok(mut control) = self.connection.accept_uni().await {
+            let read = tokio::time::timeout(CONTROL_READ_TIMEOUT, control.read_to_end(1)).await;
+            if let Ok(Ok(bytes)) = read
+                && bytes == [GO_AWAY]
+            {
+                tracing::info!(peer = %self.peer.addr, "peer is draining: new calls go elsewhere");
+                self.going_away.store(true, Ordering::Relaxed);
+                continue;
+            }
+            tracing::warn!(peer = %self.peer.addr, "closing a connection whose control stream was not a go-away");
+            self.connection
+                .close(BAD_CONTROL_STREAM, b"bad control stream");
+            return;
+        }
+    }
+
+    /// Tells the peer this node is draining (see [`GO_AWAY`]), within a
+    /// second; a peer that allows no control stream is not told.
+    pub(crate) async fn send_go_away(&self) {
+        let send = async {
+            let mut control = self.connection.open_uni().await.ok()?;
+            control.write_all(&[GO_AWAY]).await.ok()?;
+            control.finish().ok()
+        };
+        let _ = tokio::time::timeout(CONTROL_READ_TIMEOUT, send).await;
     }
 
     /// The peer at the other end.

@@ -24,6 +24,9 @@ pub struct PoolStats {
     pub open_connections: usize,
     /// Handshakes the pool has completed since it was made.
     pub handshakes: u64,
+    /// Open connections whose peer said it is draining: no new call uses
+    /// them, and the next call to that peer dials afresh.
+    pub going_away: usize,
 }
 
 /// Connections to peers, keyed by peer address.
@@ -61,7 +64,7 @@ impl ConnectionPool {
                     Ok::<_, TransportError>(conn)
                 })
                 .await?;
-            if conn.is_open() {
+            if conn.is_open() && !conn.is_going_away() {
                 return Ok(conn.clone());
             }
             self.evict(addr, &slot);
@@ -81,6 +84,16 @@ impl ConnectionPool {
         slots.entry(addr).or_default().clone()
     }
 
+    /// Whether the pooled connection to `addr` is open and its peer said
+    /// it is draining.
+    pub fn going_away(&self, addr: SocketAddr) -> bool {
+        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        slots
+            .get(&addr)
+            .and_then(|slot| slot.get())
+            .is_some_and(|conn| conn.is_open() && conn.is_going_away())
+    }
+
     /// All pooled connections that are still open.
     pub fn connections(&self) -> Vec<PeerConnection> {
         let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
@@ -94,9 +107,11 @@ impl ConnectionPool {
 
     /// Current counters.
     pub fn stats(&self) -> PoolStats {
+        let open = self.connections();
         PoolStats {
-            open_connections: self.connections().len(),
+            open_connections: open.len(),
             handshakes: self.handshakes.load(Ordering::Relaxed),
+            going_away: open.iter().filter(|c| c.is_going_away()).count(),
         }
     }
 }
