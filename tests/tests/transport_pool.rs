@@ -107,6 +107,53 @@ fn dialling_nobody_times_out_with_a_typed_error() {
 }
 
 #[test]
+fn a_peer_that_cannot_be_reached_is_dialled_again_only_after_a_backoff() {
+    let rt = OctopiiRuntime::new(2).unwrap();
+    let ca = ClusterCa::generate().unwrap();
+    let mut cfg = config(ca.issue_node("caller", 1).unwrap());
+    cfg.transport.handshake_timeout_ms = 100;
+    cfg.transport.redial_backoff_initial_ms = 200;
+    cfg.transport.redial_backoff_max_ms = 400;
+    let node = OctopiiNode::new(cfg, &rt).unwrap();
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    rt.block_on(async {
+        let first = node.connect(addr).await.unwrap_err();
+        assert!(
+            matches!(
+                first,
+                OctopiiError::Transport(TransportError::HandshakeTimeout { .. })
+            ),
+            "{first:?}"
+        );
+        // Held back: refused at once, without a handshake.
+        let started = tokio::time::Instant::now();
+        let held = node.connect(addr).await.unwrap_err();
+        assert!(
+            matches!(
+                held,
+                OctopiiError::Transport(TransportError::Backoff { failures: 1, next_dial_in, .. })
+                    if next_dial_in <= Duration::from_millis(200)
+            ),
+            "{held:?}"
+        );
+        assert!(started.elapsed() < Duration::from_millis(100));
+        // The peer comes up at that address: once the pause has passed,
+        // the next dial reaches it.
+        drop(silent);
+        let mut server_cfg = config(ca.issue_node("server", 2).unwrap());
+        server_cfg.bind_addr = addr;
+        let server =
+            OctopiiNode::with_handler(server_cfg, &rt, std::sync::Arc::new(octopii_tests::Echo))
+                .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let conn = node.connect(addr).await.unwrap();
+        assert_eq!(echo(&conn, b"up").await.unwrap(), b"caller:up");
+        drop(server);
+    });
+}
+
+#[test]
 fn an_unusable_bind_address_fails_at_start_naming_the_field() {
     let rt = OctopiiRuntime::new(1).unwrap();
     let ca = ClusterCa::generate().unwrap();

@@ -149,6 +149,14 @@ pub struct TransportConfig {
     /// Failed inbound handshakes logged per second at most; the next line
     /// logged says how many were left out.
     pub handshake_failure_logs_per_second: u32,
+    /// After a failed dial of a peer, the pool dials it again no sooner
+    /// than this many milliseconds later (the first pause; each failure in
+    /// a row doubles it). Calls to the peer meanwhile fail at once,
+    /// `Unavailable`, without being sent.
+    pub redial_backoff_initial_ms: u64,
+    /// The longest pause between dials of a peer that keeps failing; 0
+    /// turns the backoff off.
+    pub redial_backoff_max_ms: u64,
     /// Seeds the QUIC endpoint's own random choices (connection ids,
     /// tokens) and the jitter of its clients' retry pauses, so that a
     /// simulation replays; `None`, the default, draws them from the
@@ -171,6 +179,8 @@ impl Default for TransportConfig {
             max_concurrent_handshakes: 256,
             retry_handshakes_above: 64,
             handshake_failure_logs_per_second: 10,
+            redial_backoff_initial_ms: 50,
+            redial_backoff_max_ms: 1_000,
             rng_seed: None,
         }
     }
@@ -185,6 +195,14 @@ impl TransportConfig {
     /// Idle timeout of a connection.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// The first and the longest pause between failed dials of a peer.
+    pub fn redial_backoff(&self) -> (Duration, Duration) {
+        (
+            Duration::from_millis(self.redial_backoff_initial_ms),
+            Duration::from_millis(self.redial_backoff_max_ms),
+        )
     }
 
     /// Time allowed for a handshake.
@@ -228,6 +246,18 @@ impl TransportConfig {
         }
         if self.handshake_timeout_ms == 0 {
             return bad("transport.handshake_timeout_ms", "must not be 0");
+        }
+        if self.redial_backoff_max_ms > 0 && self.redial_backoff_initial_ms == 0 {
+            return bad(
+                "transport.redial_backoff_initial_ms",
+                "must not be 0 while the backoff is on",
+            );
+        }
+        if self.redial_backoff_initial_ms > self.redial_backoff_max_ms {
+            return bad(
+                "transport.redial_backoff_initial_ms",
+                "must not exceed redial_backoff_max_ms",
+            );
         }
         if self.max_concurrent_handshakes == 0 {
             return bad("transport.max_concurrent_handshakes", "must not be 0");

@@ -17,6 +17,7 @@ use super::log_limit::LogLimit;
 use super::metrics::TransportMetrics;
 use super::pool::{ConnectionPool, PoolStats};
 use super::quinn_runtime::PinnedRuntime;
+use super::redial::Redial;
 use super::restart_keys::endpoint_config;
 use super::{PeerConnection, PeerInfo, TransportError, tls};
 use crate::config::{Config, TransportConfig as Limits};
@@ -81,6 +82,8 @@ pub struct Transport {
     inbound: Arc<std::sync::Mutex<HashMap<usize, PeerConnection>>>,
     /// Set by [`refuse_new_connections`](Self::refuse_new_connections).
     refusing: AtomicBool,
+    /// Pauses between dials of a peer that could not be reached.
+    redial: Redial,
 }
 
 impl Transport {
@@ -185,6 +188,10 @@ impl Transport {
             }),
             inbound: Arc::default(),
             refusing: AtomicBool::new(false),
+            redial: {
+                let (initial, max) = config.transport.redial_backoff();
+                Redial::new(initial, max)
+            },
         })
     }
 
@@ -205,10 +212,21 @@ impl Transport {
     }
 
     /// The pooled connection to `addr`, dialling it if needed.
+    /// A peer whose dials keep failing is dialled again only after a
+    /// backoff (see `transport.redial_backoff_max_ms`); meanwhile this
+    /// fails at once with [`TransportError::Backoff`].
     pub async fn connect(&self, addr: SocketAddr) -> Result<PeerConnection, TransportError> {
         self.pool
             .get(addr, || async {
-                let conn = self.dial(addr).await?;
+                self.redial.check(addr)?;
+                let conn = match self.dial(addr).await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        self.redial.failed(addr, self.jitter());
+                        return Err(e);
+                    }
+                };
+                self.redial.succeeded(addr);
                 self.watch_pooled(&conn);
                 Ok(conn)
             })

@@ -52,6 +52,19 @@ pub enum TransportError {
         after: Duration,
     },
 
+    /// Dials of `addr` failed `failures` times in a row, and the next is
+    /// held back for `next_dial_in` (see `transport.redial_backoff_max_ms`).
+    /// Nothing was sent.
+    #[error("{failures} dials of {addr} failed in a row; the next is allowed in {next_dial_in:?}")]
+    Backoff {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// Failed dials in a row.
+        failures: u32,
+        /// Time until the next dial is allowed.
+        next_dial_in: Duration,
+    },
+
     /// The TLS handshake was refused: a certificate from another CA,
     /// expired, or without the key usage a cluster member needs, or
     /// another protocol than Octopii's.

@@ -14,6 +14,7 @@ mod log_limit;
 mod metrics;
 mod pool;
 mod quinn_runtime;
+mod redial;
 mod restart_keys;
 pub mod tls;
 
