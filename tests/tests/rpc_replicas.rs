@@ -17,9 +17,33 @@ pub trait Which {
     async fn which(&self) -> String;
     /// Waits until the test lets it go.
     async fn hold(&self);
+    /// The serving node's name, at once unless it is `slow`: then only
+    /// once the test lets it go.
+    async fn which_unless(&self, slow: String) -> String;
 }
 
-struct Named(&'static str, Arc<Semaphore>, Arc<AtomicUsize>);
+struct Named(
+    &'static str,
+    Arc<Semaphore>,
+    Arc<AtomicUsize>,
+    Arc<AtomicUsize>,
+);
+
+/// Counts a slow call while it runs on its server.
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Running(count.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 impl Which for Named {
     async fn which(&self) -> String {
@@ -30,6 +54,14 @@ impl Which for Named {
         self.2.fetch_add(1, Ordering::SeqCst);
         self.1.acquire().await.expect("open").forget();
     }
+
+    async fn which_unless(&self, slow: String) -> String {
+        if slow == self.0 {
+            let _running = Running::new(&self.3);
+            self.1.acquire().await.expect("open").forget();
+        }
+        self.0.to_owned()
+    }
 }
 
 struct Setup {
@@ -37,8 +69,10 @@ struct Setup {
     servers: Vec<OctopiiNode>,
     /// Holds running on any server.
     holding: Arc<AtomicUsize>,
+    /// Slow calls running now on any server.
+    slow_running: Arc<AtomicUsize>,
     /// The node the replicas call from: its endpoint lives as long.
-    _client: OctopiiNode,
+    client: OctopiiNode,
     release: Arc<Semaphore>,
     replicas: Replicas,
 }
@@ -47,6 +81,7 @@ fn two_replicas() -> Setup {
     let cluster = LocalCluster::new().expect("cluster");
     let release = Arc::new(Semaphore::new(0));
     let holding = Arc::new(AtomicUsize::new(0));
+    let slow_running = Arc::new(AtomicUsize::new(0));
     let servers: Vec<OctopiiNode> = ["a", "b"]
         .into_iter()
         .map(|name| {
@@ -55,6 +90,7 @@ fn two_replicas() -> Setup {
                 name,
                 release.clone(),
                 holding.clone(),
+                slow_running.clone(),
             )))
             .expect("serve");
             node
@@ -67,7 +103,8 @@ fn two_replicas() -> Setup {
         cluster,
         servers,
         holding,
-        _client: client,
+        slow_running,
+        client,
         release,
         replicas,
     }
@@ -175,4 +212,62 @@ fn writes_follow_the_leader_named_last() {
         }
         assert!(!s.replicas.set_leader("127.0.0.1:1".parse().expect("addr")));
     });
+}
+
+#[test]
+fn a_hedged_call_is_answered_by_another_replica_when_the_first_is_slow() {
+    let s = two_replicas();
+    let tried_slow = AtomicUsize::new(0);
+    s.cluster.block_on(async {
+        let slow = s.servers[0].local_addr();
+        for _ in 0..30 {
+            // Fresh replicas: the first pick is either server at random.
+            let replicas = Replicas::from_clients(
+                s.replicas
+                    .peers()
+                    .into_iter()
+                    .map(|addr| octopii::rpc::Client::new(&s.client, addr)),
+            );
+            let answer = replicas
+                .call_hedged(Duration::from_millis(50), |c| {
+                    if c.peer() == slow {
+                        tried_slow.fetch_add(1, Ordering::SeqCst);
+                    }
+                    async move { WhichClient::from_client(c).which_unless("a".into()).await }
+                })
+                .await;
+            assert_eq!(answer.as_deref(), Ok("b"));
+        }
+        assert!(
+            tried_slow.load(Ordering::SeqCst) > 0,
+            "the slow replica was never picked first"
+        );
+        // The attempts that lost were cancelled on their server.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while s.slow_running.load(Ordering::SeqCst) > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the slow attempts are cancelled");
+    });
+}
+
+#[test]
+fn a_hedged_call_answered_in_time_goes_to_one_replica() {
+    let s = two_replicas();
+    let attempts = AtomicUsize::new(0);
+    s.cluster.block_on(async {
+        for _ in 0..10 {
+            let answer = s
+                .replicas
+                .call_hedged(Duration::from_secs(10), |c| {
+                    attempts.fetch_add(1, Ordering::SeqCst);
+                    async move { WhichClient::from_client(c).which().await }
+                })
+                .await;
+            assert!(matches!(answer.as_deref(), Ok("a" | "b")), "{answer:?}");
+        }
+    });
+    assert_eq!(attempts.load(Ordering::SeqCst), 10);
 }
