@@ -1,7 +1,7 @@
 //! A trace through two hops: `client` calls `a`, whose handler calls `b`.
 //! Each call is a `tracing` span on both sides; the three print as they
 //! close, every one with the same `trace_id`, which travelled in the
-//! requests' `traceparent` metadata.
+//! requests' headers.
 //!
 //! ```sh
 //! cargo run -p octopii-examples --example trace

@@ -197,6 +197,8 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         timeout_micros: Some(1_000_000),
         metadata: vec![("k".to_string(), "v".to_string())].into(),
         owns_stream: false,
+        trace: None,
+        signature: None,
     };
     let mut request = Vec::new();
     frame::put_encoded(&mut request, &header).expect("header encodes");

@@ -156,6 +156,8 @@ fn request(service: &str, method: &str, args: &[u8], owns_stream: bool) -> Vec<u
         timeout_micros: None,
         metadata: vec![].into(),
         owns_stream,
+        trace: None,
+        signature: None,
     };
     let mut out = Vec::new();
     rpc::frame::put_encoded(&mut out, &header).unwrap();

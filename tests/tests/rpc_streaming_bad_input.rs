@@ -139,6 +139,8 @@ fn a_stream_of_its_own_for_a_unary_method_is_refused_and_stopped() {
                 timeout_micros: None,
                 metadata: vec![].into(),
                 owns_stream: true,
+                trace: None,
+                signature: None,
             };
             let mut request = Vec::new();
             rpc::frame::put_encoded(&mut request, &header).unwrap();

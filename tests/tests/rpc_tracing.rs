@@ -1,6 +1,6 @@
-//! Every call carries its trace context (`traceparent`) and is observed:
-//! a trace crosses nodes, and each call is counted by status code with its
-//! latency, on both sides.
+//! Every call carries its trace context (in its header, or a `traceparent`
+//! the caller sets) and is observed: a trace crosses nodes, and each call is
+//! counted by status code with its latency, on both sides.
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use octopii::LocalCluster;
@@ -127,7 +127,16 @@ fn a_trace_crosses_two_hops_and_every_call_is_counted() {
     assert_eq!(calls("client", "hop", "Ok"), 4);
     assert_eq!(calls("server", "hop", "Ok"), 4);
     assert_eq!(calls("client", "hop", "Unimplemented"), 1);
-    assert_eq!(calls("server", "hop", "Unimplemented"), 1);
+    // A server labels a name it does not serve `unknown`: a peer's made-up
+    // names must not grow its metrics.
+    assert_eq!(calls("server", "hop", "Unimplemented"), 0);
+    let unknown = [
+        ("side", "server"),
+        ("service", "unknown"),
+        ("method", "unknown"),
+        ("code", "Unimplemented"),
+    ];
+    assert_eq!(counter(&recorded, "octopii_rpc_calls_total", &unknown), 1);
     let latencies = recorded
         .iter()
         .filter(|(name, ..)| name == "octopii_rpc_call_duration_seconds")

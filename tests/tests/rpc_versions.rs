@@ -3,7 +3,7 @@
 //! version's arguments; the methods both versions share keep working.
 
 use octopii::LocalCluster;
-use octopii::rpc::{Code, SIGNATURE};
+use octopii::rpc::Code;
 
 /// The first version.
 mod v1 {
@@ -108,7 +108,7 @@ fn an_old_and_a_new_version_serve_side_by_side() {
             .await;
         assert_eq!(garbled.map_err(|e| e.code()), Err(Code::InvalidArgument));
         // A forged fingerprint is refused like a wrong one.
-        let forged = raw.with_metadata(SIGNATURE, "not hex");
+        let forged = raw.with_signature(0x0123_4567_89ab_cdef);
         let refused: Result<Option<String>, _> =
             forged.call("Store", "get", &("k".to_owned(),)).await;
         assert_eq!(refused.map_err(|e| e.code()), Err(Code::Unimplemented));

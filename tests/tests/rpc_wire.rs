@@ -141,6 +141,8 @@ fn request(service: &str, method: &str, args: &[u8]) -> Vec<u8> {
         timeout_micros: None,
         metadata: vec![].into(),
         owns_stream: false,
+        trace: None,
+        signature: None,
     };
     let mut out = Vec::new();
     rpc::frame::put_encoded(&mut out, &header).unwrap();

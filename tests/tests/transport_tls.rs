@@ -212,3 +212,37 @@ fn a_peer_vanishing_mid_handshake_or_sending_garbage_does_not_stop_the_node() {
         assert!(given_up, "the vanished handshake was never given up");
     });
 }
+
+#[test]
+fn a_node_of_the_previous_protocol_version_is_named_as_such() {
+    let rt = runtime();
+    let ca = ClusterCa::generate().unwrap();
+    let node = echo_node(&ca, "new", &rt);
+    // A server of version 1, which offers ALPN `octopii`.
+    let creds = ca.issue_node("old", 2).unwrap();
+    let mut server_tls = tls::server_config(&creds, false).unwrap();
+    server_tls.alpn_protocols = vec![b"octopii".to_vec()];
+    let err = rt.block_on(async {
+        let quic = quinn::crypto::rustls::QuicServerConfig::try_from(server_tls).unwrap();
+        let old = quinn::Endpoint::server(
+            quinn::ServerConfig::with_crypto(Arc::new(quic)),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap();
+        let addr = old.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Some(incoming) = old.accept().await {
+                let _ = incoming.await;
+            }
+        });
+        node.connect(addr).await.unwrap_err()
+    });
+    match &err {
+        octopii::OctopiiError::Transport(
+            octopii::transport::TransportError::HandshakeRefused {
+                alert: 120, reason, ..
+            },
+        ) => assert!(reason.contains("does not speak octopii/2"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -143,6 +143,8 @@ fn wire_sizes(payload: &[u8]) -> Result<(usize, usize)> {
         timeout_micros: None,
         metadata: Vec::new().into(),
         owns_stream: false,
+        trace: None,
+        signature: None,
     };
     let mut request = Vec::new();
     frame::put_encoded(&mut request, &header)?;

@@ -231,6 +231,8 @@ fn wire_bytes(items: u64, payload: Payload) -> Result<(Vec<u8>, Bytes)> {
         timeout_micros: None,
         metadata: Vec::new().into(),
         owns_stream: true,
+        trace: None,
+        signature: None,
     };
     let mut request = Vec::new();
     frame::put_encoded(&mut request, &header)?;

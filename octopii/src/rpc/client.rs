@@ -28,7 +28,6 @@ use super::frame::{self, FrameReader, RequestHeader};
 use super::layers::{Direct, Outgoing, Shared};
 use super::observe::Observed;
 use super::retry::{Reached, RetryPolicy, may_retry, never_ran};
-use super::signature::SIGNATURE;
 use super::trace::{TRACEPARENT, TraceContext};
 use super::{CallStream, Code, RpcError};
 use crate::codec;
@@ -353,7 +352,7 @@ impl Client {
     }
 
     /// A copy whose calls carry a method's fingerprint (see
-    /// [`SIGNATURE`](super::SIGNATURE)); the generated clients use it.
+    /// `docs/PROTOCOL.md`, "Request"); the generated clients use it.
     #[doc(hidden)]
     pub fn with_signature(&self, fingerprint: u64) -> Self {
         Client {
@@ -638,9 +637,8 @@ impl Client {
         ))
     }
 
-    /// The header and arguments frames of a request due within `timeout`;
-    /// its metadata ends with `trace`, unless the caller set a
-    /// `traceparent` of its own.
+    /// The header and arguments frames of a request due within `timeout`,
+    /// in `trace`, unless the caller set a `traceparent` of its own.
     fn request(
         &self,
         service: &'static str,
@@ -650,20 +648,16 @@ impl Client {
         trace: &TraceContext,
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, RpcError> {
-        let mut metadata = Vec::with_capacity(self.metadata.len() + 2);
-        metadata.extend(self.metadata.iter().cloned());
-        if !metadata.iter().any(|(k, _)| k == TRACEPARENT) {
-            metadata.push((TRACEPARENT.to_owned(), trace.to_string()));
-        }
-        if let Some(fingerprint) = self.signature {
-            metadata.push((SIGNATURE.to_owned(), format!("{fingerprint:016x}")));
-        }
+        // A `traceparent` the caller set is the trace; else the header's.
+        let own_trace = self.metadata.iter().any(|(k, _)| k == TRACEPARENT);
         let header = RequestHeader {
             service: service.into(),
             method: method.into(),
             timeout_micros: timeout.map(|d| d.as_micros().min(u64::MAX as u128) as u64),
-            metadata: metadata.into(),
+            metadata: self.metadata.as_slice().into(),
             owns_stream,
+            trace: (!own_trace).then_some(*trace),
+            signature: self.signature,
         };
         let mut request = Vec::with_capacity(128);
         frame::put_encoded(&mut request, &header)?;

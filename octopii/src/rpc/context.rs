@@ -39,23 +39,44 @@ pub struct Context {
     metadata: Arc<Metadata>,
     trace: TraceContext,
     parent: Option<u64>,
+    signature: Option<u64>,
 }
 
 impl Context {
     /// A context for a call from `peer` due by `deadline`. The call's trace
     /// continues the caller's (its `traceparent` metadata), or starts one.
     pub fn new(peer: Arc<PeerInfo>, deadline: Option<Instant>, metadata: Metadata) -> Self {
-        let caller = metadata
-            .iter()
-            .find(|(k, _)| k == TRACEPARENT)
-            .and_then(|(_, v)| TraceContext::parse(v));
+        Self::of_request(peer, deadline, metadata, None, None)
+    }
+
+    /// The context of a request whose header carried `trace` (else its
+    /// `traceparent` metadata is read) and a signature fingerprint.
+    pub(crate) fn of_request(
+        peer: Arc<PeerInfo>,
+        deadline: Option<Instant>,
+        metadata: Metadata,
+        trace: Option<TraceContext>,
+        signature: Option<u64>,
+    ) -> Self {
+        let caller = trace.and_then(TraceContext::valid).or_else(|| {
+            metadata
+                .iter()
+                .find(|(k, _)| k == TRACEPARENT)
+                .and_then(|(_, v)| TraceContext::parse(v))
+        });
         Context {
             peer,
             deadline,
             metadata: Arc::new(metadata),
             trace: caller.map_or_else(TraceContext::new_root, |c| c.child()),
             parent: caller.map(|c| c.span_id()),
+            signature,
         }
+    }
+
+    /// The fingerprint of the method's signature the caller sent, if any.
+    pub(crate) fn signature(&self) -> Option<u64> {
+        self.signature
     }
 
     /// Where this call is in its distributed trace: the caller's trace id

@@ -10,6 +10,7 @@ use quinn::{ReadError, RecvStream};
 use serde::{Deserialize, Serialize};
 
 use super::budget::{FrameBudget, FrameReservation, OverBudget};
+use super::trace::TraceContext;
 use super::{Code, RpcError};
 use crate::codec;
 
@@ -32,6 +33,12 @@ pub struct RequestHeader<'a> {
     /// after the arguments it carries the method's own protocol, and it is
     /// never reused.
     pub owns_stream: bool,
+    /// The caller's trace context, if it sends one in binary (else a
+    /// server reads a `traceparent` metadata entry, if any).
+    pub trace: Option<TraceContext>,
+    /// The fingerprint of the method's signature, if the caller sends one
+    /// (generated clients do): a server whose own differs refuses the call.
+    pub signature: Option<u64>,
 }
 
 /// Why a frame could not be read.
@@ -258,5 +265,37 @@ pub fn parse_response(frame: Bytes) -> Result<Bytes, RpcError> {
             Code::from_wire(code),
             String::from_utf8_lossy(&frame[1..]).into_owned(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example of `docs/PROTOCOL.md`, "Request", byte for byte.
+    #[test]
+    fn a_request_header_is_laid_out_as_documented() {
+        let trace = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let header = RequestHeader {
+            service: "Calculator".into(),
+            method: "add".into(),
+            timeout_micros: None,
+            metadata: Cow::Borrowed(&[]),
+            owns_stream: false,
+            trace,
+            signature: Some(0x0123_4567_89ab_cdef),
+        };
+        let documented = "0A 00 00 00 00 00 00 00 43 61 6C 63 75 6C 61 74 6F 72 \
+            03 00 00 00 00 00 00 00 61 64 64 00 00 00 00 00 00 00 00 00 00 \
+            01 36 47 0E 0E 9D 92 CE A3 A6 4D B3 77 35 2F F9 4B B7 02 A9 0B AA 67 F0 00 01 \
+            01 EF CD AB 89 67 45 23 01";
+        let documented: Vec<u8> = documented
+            .split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect();
+        assert_eq!(codec::encode(&header).unwrap(), documented);
+        assert_eq!(documented.len(), 74);
+        let back: RequestHeader<'static> = codec::decode(&documented).unwrap();
+        assert_eq!(back, header);
     }
 }

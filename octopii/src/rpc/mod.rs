@@ -106,7 +106,6 @@ pub use server::ServeError;
 pub use service::{
     HandlerFuture, Service, StreamFuture, Wire, decode_args, encode_output, unimplemented,
 };
-pub use signature::SIGNATURE;
 pub use status::{Code, RpcError};
 pub use streaming::{StreamSender, Streaming};
 pub use trace::{TRACEPARENT, TraceContext};

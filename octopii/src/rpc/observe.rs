@@ -4,7 +4,7 @@
 //!
 //! | metric | type | labels |
 //! | --- | --- | --- |
-//! | `octopii_rpc_calls_total` | counter | `side` (`client`, `server`), `service`, `method`, `code` (`Ok` or a [`Code`]) |
+//! | `octopii_rpc_calls_total` | counter | `side` (`client`, `server`), `service`, `method` (on a server, `unknown` for a name it does not serve), `code` (`Ok` or a [`Code`]) |
 //! | `octopii_rpc_call_duration_seconds` | histogram | `side`, `service`, `method` |
 //!
 //! With no `tracing` subscriber and no metrics recorder installed, both
@@ -17,9 +17,13 @@ use tokio::time::Instant;
 use tracing::Span;
 use tracing::field::Empty;
 
-use super::Code;
 use super::trace::TraceContext;
+use super::{Code, Service};
 use crate::transport::PeerInfo;
+
+/// The `service` or `method` label of a call to a name the node does not
+/// serve.
+const UNKNOWN: &str = "unknown";
 
 /// One call being observed; [`finish`](Self::finish) records its outcome.
 pub(crate) struct Observed {
@@ -58,11 +62,12 @@ impl Observed {
         }
     }
 
-    /// A call `peer` makes to this node, served in `trace` (a child of the
-    /// caller's `parent` span, if it sent one).
+    /// A call `peer` makes to this node of `method` of `service` (named
+    /// `names` by the caller, whether or not they exist), served in `trace`
+    /// (a child of the caller's `parent` span, if it sent one).
     pub fn server(
-        service: &str,
-        method: &str,
+        (service, method): (&str, &str),
+        served: Option<&dyn Service>,
         peer: &PeerInfo,
         trace: &TraceContext,
         parent: Option<u64>,
@@ -80,12 +85,31 @@ impl Observed {
             code = Empty,
             micros = Empty,
         );
+        // Metric labels are the served service's own names, never a
+        // peer's: names no service has would grow the metrics without
+        // bound. A span records what the peer asked for.
+        let (service, method) = match served {
+            Some(served) => (
+                SharedString::const_str(served.name()),
+                served
+                    .methods()
+                    .iter()
+                    .find(|m| **m == method)
+                    .map_or(SharedString::const_str(UNKNOWN), |m| {
+                        SharedString::const_str(m)
+                    }),
+            ),
+            None => (
+                SharedString::const_str(UNKNOWN),
+                SharedString::const_str(UNKNOWN),
+            ),
+        };
         Observed {
             span,
             started: Instant::now(),
             side: "server",
-            service: SharedString::from(service.to_owned()),
-            method: SharedString::from(method.to_owned()),
+            service,
+            method,
         }
     }
 

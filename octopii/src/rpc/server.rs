@@ -335,14 +335,16 @@ impl Router {
         mut header: RequestHeader<'static>,
     ) -> (Observed, Result<(Admitted, CallPermit), RpcError>) {
         let timeout = header.timeout_micros.map(Duration::from_micros);
-        let ctx = Context::new(
+        let ctx = Context::of_request(
             conn.peer().clone(),
             timeout.map(|t| Instant::now() + t),
             std::mem::take(&mut header.metadata).into_owned(),
+            header.trace,
+            header.signature,
         );
         let observed = Observed::server(
-            &header.service,
-            &header.method,
+            (&header.service, &header.method),
+            service.as_deref(),
             conn.peer(),
             &ctx.trace(),
             ctx.trace_parent(),

@@ -5,17 +5,14 @@
 //! decode as something else entirely for `put(String, String,
 //! Option<u64>)`, or fail with a message about bytes. So each generated
 //! client sends its method's fingerprint (FNV-1a, 64 bits, of the
-//! signature as written: `put(String,String)->Option<String>`) in the
-//! `octopii-signature` metadata entry, and each generated server compares
-//! it with its own before it decodes the arguments. Different ones answer
+//! signature as written: `put(String,String)->Option<String>`) in its
+//! request header, and each generated server compares it with its own
+//! before it decodes the arguments. Different ones answer
 //! [`Code::Unimplemented`], naming the method and the server's signature.
-//! A request without the entry (a hand-written client, a client in
-//! another language) is served as before.
+//! A request without one (a hand-written client, a client in another
+//! language) is served as before.
 
 use super::{Code, Context, RpcError};
-
-/// The metadata key of a method's fingerprint: 16 lowercase hex digits.
-pub const SIGNATURE: &str = "octopii-signature";
 
 /// `Err` if the caller sent a fingerprint other than `fingerprint`, the
 /// server's own for `service`'s method `signature`.
@@ -25,17 +22,17 @@ pub fn check_signature(
     signature: &str,
     fingerprint: u64,
 ) -> Result<(), RpcError> {
-    let Some(theirs) = ctx.metadata(SIGNATURE) else {
+    let Some(theirs) = ctx.signature() else {
         return Ok(());
     };
-    if u64::from_str_radix(theirs, 16).ok() == Some(fingerprint) {
+    if theirs == fingerprint {
         return Ok(());
     }
     Err(RpcError::new(
         Code::Unimplemented,
         format!(
             "`{service}.{signature}` here (signature {fingerprint:016x}), and the caller's \
-             differs (signature {theirs}): the two sides run different versions of the \
+             differs (signature {theirs:016x}): the two sides run different versions of the \
              service; see \"Evolving a service\" in docs/ARCHITECTURE.md"
         ),
     ))

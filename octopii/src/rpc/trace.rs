@@ -1,8 +1,10 @@
 //! [`TraceContext`]: the W3C trace context a call carries across nodes.
 //!
-//! Every call sends its trace context in the `traceparent` metadata entry,
-//! in the W3C Trace Context form
-//! (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`). A handler
+//! Every call sends its trace context in its request header (the ids of the
+//! W3C Trace Context, in binary); a caller may instead set the
+//! `traceparent` metadata entry in the W3C text form
+//! (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`), which a
+//! server reads when the header has none. A handler
 //! runs inside its call's context: calls it makes continue the same trace,
 //! so one trace id follows a request through every hop. Both sides record
 //! the ids in their `tracing` span (`rpc.client`, `rpc.server`), where a
@@ -31,7 +33,10 @@ tokio::task_local! {
 
 /// A position in a distributed trace: the trace, and the span in it that
 /// is the parent of whatever comes next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// In a request header it travels as three fields: the trace id (`u128`),
+/// the caller's span id (`u64`) and the flags (`u8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct TraceContext {
     trace_id: u128,
     span_id: u64,
@@ -75,6 +80,12 @@ impl TraceContext {
             span_id,
             flags,
         })
+    }
+
+    /// `Some(self)` if its ids are not zero, which W3C Trace Context
+    /// forbids (a header that arrived with one starts a new trace).
+    pub(crate) fn valid(self) -> Option<Self> {
+        (self.trace_id != 0 && self.span_id != 0).then_some(self)
     }
 
     /// The trace's id.

@@ -161,6 +161,9 @@ impl fmt::Display for RefusedBy {
     }
 }
 
+/// The TLS alert of a handshake whose sides share no ALPN protocol.
+const NO_APPLICATION_PROTOCOL: u8 = 120;
+
 impl TransportError {
     /// Turns a quinn connection error into a transport error, naming TLS
     /// refusals as such so the caller sees "certificate refused", not a
@@ -169,12 +172,19 @@ impl TransportError {
         use quinn::ConnectionError as E;
         let refused = |code: quinn::TransportErrorCode, reason: &str, by: RefusedBy| {
             // QUIC carries a TLS alert as transport error 0x100 + alert.
-            let alert = u64::from(code).checked_sub(0x100).filter(|a| *a < 0x100)?;
-            Some(TransportError::HandshakeRefused {
-                by,
-                alert: alert as u8,
-                reason: reason.to_owned(),
-            })
+            let alert = u64::from(code).checked_sub(0x100).filter(|a| *a < 0x100)? as u8;
+            let reason = if alert == NO_APPLICATION_PROTOCOL {
+                // Another version: say so, not just "alert 120".
+                let alpn = String::from_utf8_lossy(super::tls::ALPN);
+                format!(
+                    "no application protocol in common: one side does not speak {alpn} \
+                     (another version of Octopii, or not Octopii){}{reason}",
+                    if reason.is_empty() { "" } else { "; " }
+                )
+            } else {
+                reason.to_owned()
+            };
+            Some(TransportError::HandshakeRefused { by, alert, reason })
         };
         let mapped = match &e {
             E::ConnectionClosed(close) => refused(

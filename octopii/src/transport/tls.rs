@@ -43,7 +43,7 @@ pub use crate::identity::{NodeCredentials, ROLE_URI_SCHEME, Role, subject_common
 type Result<T, E = TransportError> = std::result::Result<T, E>;
 
 /// The ALPN protocol name every Octopii connection negotiates.
-pub const ALPN: &[u8] = b"octopii";
+pub const ALPN: &[u8] = b"octopii/2";
 
 /// How long certificates made by [`ClusterCa`] stay valid.
 const VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -229,7 +229,7 @@ fn roots(ca_cert: &CertificateDer<'static>) -> Result<Arc<RootCertStore>> {
     Ok(Arc::new(roots))
 }
 
-/// The rustls server configuration of a node (TLS 1.3, ALPN `octopii`).
+/// The rustls server configuration of a node (TLS 1.3, ALPN `octopii/2`).
 pub fn server_config(creds: &NodeCredentials, insecure: bool) -> Result<rustls::ServerConfig> {
     let provider = provider();
     let verifier: Arc<dyn ClientCertVerifier> = if insecure {
@@ -248,7 +248,7 @@ pub fn server_config(creds: &NodeCredentials, insecure: bool) -> Result<rustls::
     Ok(config)
 }
 
-/// The rustls client configuration of a node (TLS 1.3, ALPN `octopii`).
+/// The rustls client configuration of a node (TLS 1.3, ALPN `octopii/2`).
 pub fn client_config(creds: &NodeCredentials, insecure: bool) -> Result<rustls::ClientConfig> {
     let provider = provider();
     let verifier: Arc<dyn ServerCertVerifier> = if insecure {
