@@ -1,12 +1,14 @@
 //! One small unary call: Octopii beside a raw quinn echo of the same bytes
-//! on a reused stream, in the same run. Compare the two lines of the
-//! `unary-32B` group: their ratio is the figure that matters.
+//! on a reused stream, in the same run. Compare the lines of the
+//! `unary-32B` group: Octopii's to the raw echo's is the figure that
+//! matters; `observe-one-call` to Octopii's is the share of a call its
+//! spans and metrics take.
 
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use octopii::OctopiiRuntime;
-use octopii::bench::rpc::RpcBench;
+use octopii::bench::rpc::{ObserveOneCall, RpcBench};
 
 fn unary(c: &mut Criterion) {
     let runtime = OctopiiRuntime::new(2).expect("runtime");
@@ -38,6 +40,9 @@ fn unary(c: &mut Criterion) {
             })
         })
     });
+    // Observing a call (spans and metrics, both sides) beside the call.
+    let observe = ObserveOneCall::default();
+    group.bench_function("observe-one-call", |b| b.iter(|| observe.observe()));
     group.finish();
     runtime.block_on(bench.shutdown());
 }

@@ -7,7 +7,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::codec;
+use crate::rpc::TraceContext;
 use crate::rpc::frame;
+use crate::rpc::observe::Observed;
 use crate::transport::tls::ClusterCa;
 use crate::transport::{InboundHandler, PeerConnection};
 use crate::{Config, OctopiiError, OctopiiNode, OctopiiRuntime, Result};
@@ -135,6 +137,42 @@ impl RpcBench {
     }
 }
 
+/// What observing one call costs, on both sides, with whatever `tracing`
+/// subscriber and metrics recorder are installed (none in the benchmarks):
+/// the caller's trace ids and span, the server's, and the two metrics each
+/// side records. Compared with a whole call in the same run, it is the
+/// share of a round trip that observation takes.
+#[derive(Debug)]
+pub struct ObserveOneCall {
+    peer: crate::transport::PeerInfo,
+}
+
+impl Default for ObserveOneCall {
+    fn default() -> Self {
+        ObserveOneCall {
+            peer: crate::transport::PeerInfo {
+                addr: ([127, 0, 0, 1], 1).into(),
+                identity: "client".into(),
+                role: crate::identity::Role::Node { id: 1 },
+                verified: true,
+            },
+        }
+    }
+}
+
+impl ObserveOneCall {
+    /// Observes one call of `Bench.echo`, as the client and the server do.
+    pub fn observe(&self) {
+        let trace = TraceContext::current().map_or_else(TraceContext::new_root, |t| t.child());
+        let client = Observed::client(BenchClient::SERVICE_NAME, "echo", self.peer.addr, &trace);
+        let served = trace.child();
+        let names = (BenchClient::SERVICE_NAME, "echo");
+        let server = Observed::server(names, None, &self.peer, &served, Some(trace.span_id()));
+        server.finish(None);
+        client.finish(None);
+    }
+}
+
 /// Request and response bytes on the wire for one `echo(payload)` call.
 fn wire_sizes(payload: &[u8]) -> Result<(usize, usize)> {
     let header = frame::RequestHeader {
@@ -143,8 +181,9 @@ fn wire_sizes(payload: &[u8]) -> Result<(usize, usize)> {
         timeout_micros: None,
         metadata: Vec::new().into(),
         owns_stream: false,
-        trace: None,
-        signature: None,
+        // A generated client sends both.
+        trace: Some(TraceContext::new_root()),
+        signature: Some(0),
     };
     let mut request = Vec::new();
     frame::put_encoded(&mut request, &header)?;

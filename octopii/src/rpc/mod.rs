@@ -81,7 +81,7 @@ mod context;
 #[doc(hidden)]
 pub mod frame;
 pub mod layers;
-mod observe;
+pub(crate) mod observe;
 mod policy;
 mod replicas;
 mod retry;
