@@ -271,3 +271,36 @@ fn a_hedged_call_answered_in_time_goes_to_one_replica() {
     });
     assert_eq!(attempts.load(Ordering::SeqCst), 10);
 }
+
+#[test]
+fn a_call_whose_deadline_passes_while_dialling_never_ran_and_moves_on() {
+    let s = two_replicas();
+    // Nobody answers there: a dial waits for its handshake timeout.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
+    let nowhere = silent.local_addr().expect("addr");
+    let clients = [nowhere, s.servers[1].local_addr()].map(|addr| {
+        octopii::rpc::Client::new(&s.client, addr).with_deadline(Duration::from_millis(300))
+    });
+    let replicas = Replicas::from_clients(clients);
+    assert!(replicas.set_leader(nowhere));
+    s.cluster.block_on(async {
+        let first = WhichClient::from_client(
+            octopii::rpc::Client::new(&s.client, nowhere).with_deadline(Duration::from_millis(300)),
+        )
+        .which()
+        .await
+        .expect_err("nobody answers");
+        assert_eq!(
+            first.code(),
+            octopii::rpc::Code::DeadlineExceeded,
+            "{first}"
+        );
+        assert!(first.never_ran(), "{first}");
+        // Tried first, the silent peer's timeout proves nothing ran: the
+        // call moves on.
+        let answer = replicas
+            .call_leader(|c| async move { WhichClient::from_client(c).which().await })
+            .await;
+        assert_eq!(answer.as_deref(), Ok("b"));
+    });
+}

@@ -13,8 +13,8 @@ use octopii::transport::{GO_AWAY, InboundHandler, PeerConnection};
 use octopii::{OctopiiNode, OctopiiRuntime};
 use octopii_tests::config;
 
-/// Answers each stream by first sending `control` on a control stream of
-/// its own, then `sent` on the stream.
+/// Answers each stream with `sent`, then sends `control` on a control
+/// stream of its own.
 struct Control {
     control: &'static [u8],
 }
@@ -29,11 +29,13 @@ impl InboundHandler for Control {
         let control = self.control;
         Box::pin(async move {
             let _ = recv.read_to_end(64).await;
+            send.write_all(b"sent").await.unwrap();
+            send.finish().unwrap();
+            // After the reply: a bad control stream closes the connection.
+            let _ = send.stopped().await;
             let mut stream = conn.quinn().open_uni().await.unwrap();
             stream.write_all(control).await.unwrap();
             stream.finish().unwrap();
-            send.write_all(b"sent").await.unwrap();
-            send.finish().unwrap();
         })
     }
 }

@@ -580,10 +580,19 @@ impl Client {
         match tokio::time::timeout(left, self.round_trip(request, Some(&on))).await {
             Ok(reply) => reply,
             Err(_) => {
-                if let Some(call) = on.get() {
-                    call.timed_out();
-                }
                 let deadline = self.deadline.unwrap_or(left);
+                let Some(call) = on.get() else {
+                    // Still dialling: nothing was sent.
+                    let error = RpcError::new(
+                        Code::DeadlineExceeded,
+                        format!(
+                            "{service}.{method}: no connection to {} within {deadline:?}",
+                            self.peer
+                        ),
+                    );
+                    return Err((error, Reached::NotSent));
+                };
+                call.timed_out();
                 let error = RpcError::new(
                     Code::DeadlineExceeded,
                     format!("{service}.{method} gave no reply within {deadline:?}"),

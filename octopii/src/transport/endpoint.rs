@@ -275,6 +275,13 @@ impl Transport {
             let _open = open;
             conn.read_control_streams().await;
             let reason = conn.quinn().closed().await;
+            if let quinn::ConnectionError::ApplicationClosed(close) = &reason
+                && close.error_code == NODE_STOPPING
+            {
+                // Stopped, not lost: until it answers a new dial, a peer
+                // that may go elsewhere should.
+                conn.mark_going_away();
+            }
             log_lost(conn.peer(), &reason);
         });
     }
@@ -401,8 +408,8 @@ impl Transport {
         });
     }
 
-    /// Whether the pooled connection to `addr` is open and its peer said
-    /// it is draining.
+    /// Whether the peer at `addr` said it is draining, or stopped, on the
+    /// last pooled connection to it (see [`ConnectionPool::going_away`]).
     pub fn going_away(&self, addr: SocketAddr) -> bool {
         self.pool.going_away(addr)
     }
@@ -410,8 +417,7 @@ impl Transport {
     /// Closes every connection, telling peers, and waits up to `timeout`
     /// for them to acknowledge; then frees the listening port.
     pub async fn close(&self, timeout: Duration) {
-        self.endpoint
-            .close(VarInt::from_u32(0), b"node shutting down");
+        self.endpoint.close(NODE_STOPPING, b"node shutting down");
         let _ = tokio::time::timeout(timeout, self.endpoint.wait_idle()).await;
         if self.owns_socket {
             release_port(&self.endpoint);
@@ -422,8 +428,7 @@ impl Transport {
     /// of the port run as a task on the node's runtime (for `Drop`, which
     /// cannot wait).
     pub(crate) fn close_in_background(&self, timeout: Duration) {
-        self.endpoint
-            .close(VarInt::from_u32(0), b"node shutting down");
+        self.endpoint.close(NODE_STOPPING, b"node shutting down");
         let endpoint = self.endpoint.clone();
         let owns_socket = self.owns_socket;
         // On a runtime already shut down the task is dropped unrun, and the
@@ -441,8 +446,7 @@ impl Drop for Transport {
     /// Connections outlive their handles only while the transport does:
     /// the pool's watchers hold them until they close.
     fn drop(&mut self) {
-        self.endpoint
-            .close(VarInt::from_u32(0), b"node shutting down");
+        self.endpoint.close(NODE_STOPPING, b"node shutting down");
     }
 }
 
@@ -493,6 +497,9 @@ fn log_lost(peer: &PeerInfo, reason: &quinn::ConnectionError) {
         _ => tracing::warn!(peer = %addr, %identity, "peer lost: {reason}"),
     }
 }
+
+/// Application error code of the connections of a node that stops.
+const NODE_STOPPING: VarInt = VarInt::from_u32(0);
 
 /// One inbound handshake in progress, counted until dropped.
 struct HandshakeSlot(Arc<AtomicUsize>);

@@ -113,10 +113,16 @@ impl PeerConnection {
         })
     }
 
-    /// Whether the peer said it is draining: no new call should use this
-    /// connection (calls already on it finish).
+    /// Whether the peer said it is draining (or closed the connection as
+    /// it stopped): no new call should use this connection (calls already
+    /// on it finish).
     pub fn is_going_away(&self) -> bool {
         self.going_away.load(Ordering::Relaxed)
+    }
+
+    /// Marks the connection as one whose peer is draining or stopped.
+    pub(crate) fn mark_going_away(&self) {
+        self.going_away.store(true, Ordering::Relaxed);
     }
 
     /// Reads the control streams the peer opens on this connection until
@@ -129,7 +135,7 @@ impl PeerConnection {
                 && bytes == [GO_AWAY]
             {
                 tracing::info!(peer = %self.peer.addr, "peer is draining: new calls go elsewhere");
-                self.going_away.store(true, Ordering::Relaxed);
+                self.mark_going_away();
                 continue;
             }
             tracing::warn!(peer = %self.peer.addr, "closing a connection whose control stream was not a go-away");

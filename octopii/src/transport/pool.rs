@@ -84,14 +84,15 @@ impl ConnectionPool {
         slots.entry(addr).or_default().clone()
     }
 
-    /// Whether the pooled connection to `addr` is open and its peer said
-    /// it is draining.
+    /// Whether the last pooled connection to `addr` heard that its peer
+    /// is draining, or was closed by the peer as it stopped, and no dial
+    /// has replaced it since.
     pub fn going_away(&self, addr: SocketAddr) -> bool {
         let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         slots
             .get(&addr)
             .and_then(|slot| slot.get())
-            .is_some_and(|conn| conn.is_open() && conn.is_going_away())
+            .is_some_and(PeerConnection::is_going_away)
     }
 
     /// All pooled connections that are still open.
