@@ -89,13 +89,15 @@ pub async fn send(
 }
 
 /// The request header of a transfer: service `Chunk`, method `transfer`,
-/// no deadline, no metadata, `owns_stream = 1`.
+/// no deadline, no metadata, `owns_stream = 1`, no trace, no signature.
 fn request_header() -> Vec<u8> {
     let mut header = string("Chunk");
     header.extend(string("transfer"));
     header.push(0); // timeout_micros: None
     header.extend(0u64.to_le_bytes()); // metadata: no pairs
     header.push(1); // owns_stream
+    header.push(0); // trace: None
+    header.push(0); // signature: None
     header
 }
 
