@@ -154,7 +154,8 @@ fn client_layers_add_metadata_bound_calls_and_see_every_call() {
         let bounded = clock.with_deadline(Duration::from_millis(100));
         let error = bounded.sleep(250).await.unwrap_err();
         assert_eq!(error.code(), Code::DeadlineExceeded, "{error}");
-        assert!(error.message().contains("gave no reply"), "{error}");
+        // The client's deadline (or the server's, told it), not the layer's.
+        assert!(!error.message().contains("a layer"), "{error}");
     });
     assert_eq!(seen.load(Ordering::SeqCst), 4);
 }

@@ -2,6 +2,11 @@
 //! of a three-node raft cluster on loopback (fsync on), beside a same-run
 //! baseline of the same number of writers appending the same bytes to one
 //! WAL directly: the cost of replication over the local durable append.
+//!
+//! Two modes: the three members in the benchmark's process, proposed to
+//! in-process (`RaftNode::propose`); and three member processes, proposed
+//! to over the network through `RaftService.propose` by clients in the
+//! benchmark's process (`bench_raft_processes.rs`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +18,7 @@ use octopii::wal::{Wal, WalOptions};
 use octopii::{Config, OctopiiError, OctopiiNode, OctopiiRuntime};
 
 use crate::Result;
+use crate::bench_raft_processes::proposals;
 use crate::report::{Latencies, Table, Window, duration_arg, gather};
 
 /// Arguments of `octopii bench raft`.
@@ -31,16 +37,32 @@ pub struct RaftBenchArgs {
     /// temporary directory, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// Worker threads of the runtime that runs all three nodes.
+    /// Worker threads of the runtime that runs all three nodes (of each
+    /// member process, in the processes mode).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Where the members run: in this process, in three processes of
+    /// their own, or both (a row each).
+    #[arg(long, value_enum, default_value = "both")]
+    pub mode: Mode,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
 }
 
+/// Where the members run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// In the benchmark's process, proposed to in-process.
+    OneProcess,
+    /// Three processes, proposed to over the network by RPC.
+    Processes,
+    /// A row of each.
+    Both,
+}
+
 /// A state machine that only counts: the benchmark measures replication.
-struct Counter(u64);
+pub(crate) struct Counter(pub(crate) u64);
 
 impl StateMachine for Counter {
     fn apply(&mut self, _command: &[u8]) -> Vec<u8> {
@@ -76,12 +98,21 @@ pub fn run(args: RaftBenchArgs) -> Result<()> {
         args.command_bytes, args.threads
     );
     let mut table = Table::new("raft", setup);
+    let secs = duration.as_secs_f64();
     for (round, &clients) in args.clients.iter().enumerate() {
         let round_dir = dir.join(format!("round-{round}"));
         let baseline = wal_appends(&round_dir.join("baseline"), clients, &args, duration)?;
-        let raft = raft_proposals(&runtime, &round_dir, clients, &args, duration)?;
-        let case = format!("{clients} clients");
-        table.compare(case, "proposals", duration.as_secs_f64(), baseline, raft);
+        if args.mode != Mode::Processes {
+            let raft = raft_proposals(&runtime, &round_dir, clients, &args, duration)?;
+            let case = format!("{clients} clients, 1 process");
+            table.compare(case, "proposals", secs, baseline.clone(), raft);
+        }
+        if args.mode != Mode::OneProcess {
+            let processes = round_dir.join("processes");
+            let raft = proposals(&runtime, &processes, clients, &args, duration)?;
+            let case = format!("{clients} clients, 3 processes, RPC");
+            table.compare(case, "proposals", secs, baseline, raft);
+        }
     }
     table.print(args.json);
     Ok(())

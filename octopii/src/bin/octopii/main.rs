@@ -1,6 +1,7 @@
 //! The `octopii` command line.
 
 mod bench_raft;
+mod bench_raft_processes;
 mod bench_rpc;
 mod bench_streaming;
 mod bench_transfer;
@@ -59,6 +60,9 @@ enum BenchCommand {
 
     /// Committed raft proposals per second and latency, beside WAL appends.
     Raft(bench_raft::RaftBenchArgs),
+    /// One member process of `bench raft` (started by it).
+    #[command(hide = true)]
+    RaftMember(bench_raft_processes::MemberArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,6 +81,7 @@ fn main() -> std::process::ExitCode {
         },
 
         Command::Bench(BenchCommand::Raft(args)) => bench_raft::run(args),
+        Command::Bench(BenchCommand::RaftMember(args)) => bench_raft_processes::run_member(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

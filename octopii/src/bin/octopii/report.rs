@@ -84,7 +84,7 @@ pub async fn gather(
 }
 
 /// Latencies of completed operations, in microseconds.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Latencies {
     micros: Vec<u32>,
 }
