@@ -239,21 +239,25 @@ async fn propose(
 ) -> Result<()> {
     let give_up = tokio::time::Instant::now() + patience;
     loop {
-        let at = leader.load(Ordering::Relaxed) % addrs.len();
+        let believed = leader.load(Ordering::Relaxed);
+        let at = believed % addrs.len();
         let raft = RaftServiceClient::new(client, addrs[at]).with_deadline(Duration::from_secs(2));
         let answer = raft.propose(Proposal::Command(command.to_vec())).await;
-        let next = match answer {
+        let (next, why) = match answer {
             Ok(Ok(_)) => return Ok(()),
             Ok(Err(RaftError::NotLeader {
                 leader_hint: Some(id),
-            })) => (id as usize).wrapping_sub(1),
-            Ok(Err(_)) | Err(_) => at + 1,
+            })) => ((id as usize).wrapping_sub(1), "not the leader".to_owned()),
+            Ok(Err(e)) => (at + 1, e.to_string()),
+            Err(e) => (at + 1, e.to_string()),
         };
         if tokio::time::Instant::now() >= give_up {
-            return Err(format!("no member took the proposal within {patience:?}").into());
+            let error = format!("no member took the proposal within {patience:?}; last: {why}");
+            return Err(error.into());
         }
         // Others may have moved it already; only a stale belief is replaced.
-        let _ = leader.compare_exchange(at, next, Ordering::Relaxed, Ordering::Relaxed);
+        let next = next % addrs.len();
+        let _ = leader.compare_exchange(believed, next, Ordering::Relaxed, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

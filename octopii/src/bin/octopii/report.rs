@@ -188,9 +188,17 @@ impl Table {
 
     fn text(&self) -> String {
         let mut out = format!("octopii bench {}: {}\n", self.bench, self.setup);
+        // The case column fits the longest case.
+        let w = self
+            .rows
+            .iter()
+            .map(|r| r.case.len())
+            .max()
+            .unwrap_or(0)
+            .max(14);
         let _ = writeln!(
             out,
-            "{:<14} {:>14} {:>9} {:>9} {:>14} {:>9} {:>9} {:>7} {:>9}",
+            "{:<w$} {:>14} {:>9} {:>9} {:>14} {:>9} {:>9} {:>7} {:>9}",
             "case",
             "baseline/s",
             "p50 µs",
@@ -205,7 +213,7 @@ impl Table {
             let (b, o) = (row.baseline, row.octopii);
             let _ = writeln!(
                 out,
-                "{:<14} {:>14.0} {:>9.0} {:>9.0} {:>14.0} {:>9.0} {:>9.0} {:>7.2} {:>9.1}",
+                "{:<w$} {:>14.0} {:>9.0} {:>9.0} {:>14.0} {:>9.0} {:>9.0} {:>7.2} {:>9.1}",
                 row.case,
                 b.per_sec,
                 b.p50_us,
