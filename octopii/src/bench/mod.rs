@@ -7,3 +7,4 @@
 
 pub mod rpc;
 pub mod streaming;
+pub mod tarpc;

@@ -1,12 +1,15 @@
 //! `octopii bench rpc`: small unary calls per second and their latency over
-//! one connection, beside a raw quinn echo of the same bytes on reused
-//! streams, measured in the same run. With `--streaming`: server streams of
-//! small items, beside a raw quinn stream of the same framed bytes.
+//! one connection, beside two baselines measured in the same run: a raw
+//! quinn echo of the same bytes on reused streams, and the same echo
+//! through tarpc over one TCP connection. With `--streaming`: server
+//! streams of small items, beside a raw quinn stream of the same framed
+//! bytes.
 
 use std::time::Duration;
 
 use octopii::OctopiiRuntime;
 use octopii::bench::rpc::RpcBench;
+use octopii::bench::tarpc::TarpcBench;
 
 use crate::Result;
 use crate::report::{Latencies, Table, Window, duration_arg, gather};
@@ -51,13 +54,33 @@ pub fn run(args: RpcBenchArgs) -> Result<()> {
         "{}-byte echo over one connection, {} worker threads, loopback",
         args.payload, args.threads
     );
+    let tarpc = runtime.block_on(async {
+        tokio::spawn(TarpcBench::start(args.payload, most))
+            .await
+            .map_err(|e| octopii::OctopiiError::from(std::io::Error::other(e)))?
+    })?;
     let mut table = Table::new("rpc", setup);
     for &callers in &args.concurrency {
         let raw = runtime.block_on(raw_calls(&bench, callers, duration))?;
+        let tarpc = runtime.block_on(tarpc_calls(&tarpc, callers, duration))?;
         let rpc = runtime.block_on(rpc_calls(&bench, callers, duration))?;
-        let case = format!("{callers} callers");
-        table.compare(case, "calls", duration.as_secs_f64(), raw, rpc);
+        let secs = duration.as_secs_f64();
+        table.compare(
+            format!("{callers} callers, vs raw quinn"),
+            "calls",
+            secs,
+            raw,
+            rpc.clone(),
+        );
+        table.compare(
+            format!("{callers} callers, vs tarpc"),
+            "calls",
+            secs,
+            tarpc,
+            rpc,
+        );
     }
+    drop(tarpc);
     table.print(args.json);
     runtime.block_on(bench.shutdown());
     Ok(())
@@ -70,6 +93,22 @@ async fn raw_calls(bench: &RpcBench, callers: usize, duration: Duration) -> Resu
     }
     let window = Window::new(duration);
     gather(raw.into_iter().map(|mut caller| {
+        tokio::spawn(async move {
+            let mut latencies = Latencies::default();
+            while let Some(began) = window.begin() {
+                caller.call().await?;
+                window.record(&mut latencies, began);
+            }
+            Ok(latencies)
+        })
+    }))
+    .await
+}
+
+async fn tarpc_calls(bench: &TarpcBench, callers: usize, duration: Duration) -> Result<Latencies> {
+    let window = Window::new(duration);
+    gather((0..callers).map(|_| {
+        let caller = bench.caller();
         tokio::spawn(async move {
             let mut latencies = Latencies::default();
             while let Some(began) = window.begin() {
