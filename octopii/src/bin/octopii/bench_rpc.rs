@@ -5,11 +5,12 @@
 //! streams of small items, beside a raw quinn stream of the same framed
 //! bytes.
 
+use std::future::Future;
 use std::time::Duration;
 
 use octopii::OctopiiRuntime;
-use octopii::bench::rpc::RpcBench;
-use octopii::bench::tarpc::TarpcBench;
+use octopii::bench::rpc::{RawCaller, RpcBench, RpcCaller};
+use octopii::bench::tarpc::{TarpcBench, TarpcCaller};
 
 use crate::Result;
 use crate::report::{Latencies, Table, Window, duration_arg, gather};
@@ -91,40 +92,45 @@ async fn raw_calls(bench: &RpcBench, callers: usize, duration: Duration) -> Resu
     for _ in 0..callers {
         raw.push(bench.raw_caller().await?);
     }
-    let window = Window::new(duration);
-    gather(raw.into_iter().map(|mut caller| {
-        tokio::spawn(async move {
-            let mut latencies = Latencies::default();
-            while let Some(began) = window.begin() {
-                caller.call().await?;
-                window.record(&mut latencies, began);
-            }
-            Ok(latencies)
-        })
-    }))
-    .await
+    calls(raw, duration).await
 }
 
 async fn tarpc_calls(bench: &TarpcBench, callers: usize, duration: Duration) -> Result<Latencies> {
-    let window = Window::new(duration);
-    gather((0..callers).map(|_| {
-        let caller = bench.caller();
-        tokio::spawn(async move {
-            let mut latencies = Latencies::default();
-            while let Some(began) = window.begin() {
-                caller.call().await?;
-                window.record(&mut latencies, began);
-            }
-            Ok(latencies)
-        })
-    }))
-    .await
+    calls((0..callers).map(|_| bench.caller()).collect(), duration).await
 }
 
 async fn rpc_calls(bench: &RpcBench, callers: usize, duration: Duration) -> Result<Latencies> {
+    calls((0..callers).map(|_| bench.rpc_caller()).collect(), duration).await
+}
+
+/// One round trip of the measured kind.
+trait Caller: Send + 'static {
+    fn call(&mut self) -> impl Future<Output = Result<()>> + Send;
+}
+
+impl Caller for RawCaller {
+    async fn call(&mut self) -> Result<()> {
+        Ok(RawCaller::call(self).await?)
+    }
+}
+
+impl Caller for RpcCaller {
+    async fn call(&mut self) -> Result<()> {
+        Ok(RpcCaller::call(self).await?)
+    }
+}
+
+impl Caller for TarpcCaller {
+    async fn call(&mut self) -> Result<()> {
+        Ok(TarpcCaller::call(self).await?)
+    }
+}
+
+/// Each of `callers` calls in a task of its own, one call after another,
+/// through the measurement window.
+async fn calls(callers: Vec<impl Caller>, duration: Duration) -> Result<Latencies> {
     let window = Window::new(duration);
-    gather((0..callers).map(|_| {
-        let caller = bench.rpc_caller();
+    gather(callers.into_iter().map(|mut caller| {
         tokio::spawn(async move {
             let mut latencies = Latencies::default();
             while let Some(began) = window.begin() {
