@@ -25,6 +25,7 @@ use futures::future::BoxFuture;
 use tower::{BoxError, Layer};
 
 use super::frame::{self, FrameReader, RequestHeader};
+use super::lane::client::Lane;
 use super::layers::{Direct, Outgoing, Shared};
 use super::observe::Observed;
 use super::retry::{Reached, RetryPolicy, may_retry, never_ran};
@@ -126,6 +127,12 @@ struct IdleStreams {
     /// streams count against the peer's stream limit, so a caller blocked on
     /// opening a new one may only ever get a returned one.
     returned: Arc<Notify>,
+    /// Unary calls to the peer in flight now.
+    in_flight: usize,
+    /// The lane overlapping calls share, once opened.
+    lane: Option<Arc<Lane>>,
+    /// A caller is opening the lane: the others take streams meanwhile.
+    lane_opening: bool,
 }
 
 /// A node's client side: its transport and a pool of idle streams per
@@ -193,6 +200,44 @@ impl StreamPool {
         })
     }
 
+    /// Counts a call to `addr` in flight until the guard drops; whether
+    /// another was already in flight.
+    fn busy(self: &Arc<Self>, addr: SocketAddr) -> Busy {
+        let mut idle = self.lock();
+        let entry = idle.entry(addr).or_default();
+        entry.in_flight += 1;
+        Busy {
+            pool: self.clone(),
+            addr,
+            overlapping: entry.in_flight > 1,
+        }
+    }
+
+    /// The lane to `conn`'s peer, opened if there is none; `None` while
+    /// another caller opens it, or if it cannot be opened.
+    async fn lane(&self, conn: &PeerConnection) -> Option<Arc<Lane>> {
+        let addr = conn.peer().addr;
+        let connection = conn.quinn().stable_id();
+        {
+            let mut idle = self.lock();
+            let entry = idle.entry(addr).or_default();
+            match &entry.lane {
+                Some(lane) if lane.connection() == connection && lane.is_open() => {
+                    return Some(lane.clone());
+                }
+                _ if entry.lane_opening => return None,
+                _ => entry.lane_opening = true,
+            }
+        }
+        let max = self.transport.limits().max_frame_size;
+        let opened = Lane::open(conn, max).await.ok();
+        let mut idle = self.lock();
+        let entry = idle.entry(addr).or_default();
+        entry.lane_opening = false;
+        entry.lane.clone_from(&opened);
+        opened
+    }
+
     fn check_in(&self, addr: SocketAddr, connection: usize, stream: Stream) {
         let mut idle = self.lock();
         let entry = idle.entry(addr).or_default();
@@ -201,6 +246,21 @@ impl StreamPool {
             entry.returned.notify_one();
         }
         // Otherwise the stream drops here and is finished cleanly.
+    }
+}
+
+/// A call in flight to a peer, counted until dropped.
+struct Busy {
+    pool: Arc<StreamPool>,
+    addr: SocketAddr,
+    overlapping: bool,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Some(entry) = self.pool.lock().get_mut(&self.addr) {
+            entry.in_flight = entry.in_flight.saturating_sub(1);
+        }
     }
 }
 
@@ -688,6 +748,13 @@ impl Client {
         let conn = self.connect().await.map_err(not_sent)?;
         if let Some(on) = on {
             let _ = on.set(CallOn::new(&conn));
+        }
+        // Calls that overlap share a lane; a lone call takes a stream.
+        let busy = self.pool.busy(self.peer);
+        if busy.overlapping
+            && let Some(lane) = self.pool.lane(&conn).await
+        {
+            return lane.call(request).await;
         }
         let mut stream = self.pool.checkout(&conn).await.map_err(not_sent)?;
         let (send, recv) = stream.parts();

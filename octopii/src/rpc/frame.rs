@@ -122,6 +122,20 @@ impl FrameReader {
         !self.buf.is_empty()
     }
 
+    /// Bytes buffered past the last frame.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Consumes `prefix` if the buffered bytes begin with it.
+    pub fn skip_prefix(&mut self, prefix: &[u8]) -> bool {
+        let found = self.buf.starts_with(prefix);
+        if found {
+            self.buf.advance(prefix.len());
+        }
+        found
+    }
+
     /// Takes up to `max` bytes buffered past the last frame, if any.
     pub fn take_buffered(&mut self, max: usize) -> Option<Bytes> {
         if self.buf.is_empty() || max == 0 {

@@ -76,6 +76,7 @@ pub mod budget;
 mod call_stream;
 mod client;
 mod context;
+mod lane;
 // The wire layout for tests that speak it byte by byte; a client in
 // another language is written from `docs/PROTOCOL.md`, not from this.
 #[doc(hidden)]

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -27,6 +27,7 @@ use tracing::Instrument;
 use super::budget::{Budgets, CallPermit, RpcStats};
 use super::frame::{self, FrameError, FrameReader, RequestHeader};
 use super::observe::Observed;
+use super::lane;
 use super::{CallStream, Code, Context, RpcError, Service};
 use crate::codec;
 use crate::config::RpcConfig;
@@ -143,6 +144,11 @@ impl Router {
         mut recv: quinn::RecvStream,
     ) {
         let mut reader = FrameReader::with_budget(self.budgets.frame_budget(&conn));
+        match self.opens_lane(&mut reader, &mut recv).await {
+            Ok(true) => return self.serve_lane(conn, send, recv, reader).await,
+            Ok(false) => {}
+            Err(_) => return,
+        }
         loop {
             let request = match self.read_request(&mut reader, &mut recv).await {
                 Ok(Some(request)) => request,
@@ -182,7 +188,7 @@ impl Router {
                 return;
             }
             let Some(result) = self
-                .dispatch(&conn, service, (header, args), &mut send)
+                .dispatch(&conn, service, (header, args), send.stopped())
                 .await
             else {
                 // The caller went away: the handler was dropped; so is the stream.
@@ -245,7 +251,7 @@ impl Router {
         conn: &PeerConnection,
         service: Option<Arc<dyn Service>>,
         (header, args): (RequestHeader<'static>, bytes::Bytes),
-        send: &mut quinn::SendStream,
+        cancelled: impl Future,
     ) -> Option<Result<Vec<u8>, RpcError>> {
         let (observed, admitted) = self.admit(service, conn, header);
         let (call, _permit) = match admitted {
@@ -291,7 +297,7 @@ impl Router {
         let result = tokio::select! {
             biased;
             result = bounded => result,
-            _ = send.stopped() => {
+            _ = cancelled => {
                 observed.finish(Some(Code::Cancelled));
                 return None;
             }
@@ -313,6 +319,167 @@ impl Router {
         observed.finish(result.as_ref().err().map(RpcError::code));
         Some(result)
     }
+}
+
+impl Router {
+    /// Whether the stream begins with a lane's marker (consumed if so).
+    /// Waits idle for the first bytes; the rest of the marker must follow
+    /// within the request read timeout.
+    async fn opens_lane(
+        &self,
+        reader: &mut FrameReader,
+        recv: &mut quinn::RecvStream,
+    ) -> Result<bool, FrameError> {
+        if !reader.has_buffered() && !reader.fill(recv).await? {
+            return Ok(false);
+        }
+        let rest = async {
+            while reader.buffered() < lane::MARKER.len() {
+                if !reader.fill(recv).await? {
+                    break;
+                }
+            }
+            Ok::<_, FrameError>(())
+        };
+        match tokio::time::timeout(self.request_read_timeout, rest).await {
+            Ok(read) => read?,
+            // Not whole in time: the request reader answers that.
+            Err(_) => return Ok(false),
+        }
+        Ok(reader.skip_prefix(&lane::MARKER))
+    }
+
+    /// Serves a lane: reads calls and cancellations, runs each call in a
+    /// task of its own, and sends replies through one writer. A frame that
+    /// breaks the lane's framing, an unknown tag or a call id that does not
+    /// increase closes the lane (its calls are cancelled); the connection
+    /// and its other streams go on.
+    async fn serve_lane(
+        self: Arc<Self>,
+        conn: PeerConnection,
+        send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        mut reader: FrameReader,
+    ) {
+        let (replies, queued) = tokio::sync::mpsc::channel(lane::QUEUE);
+        let (reset, broken) = tokio::sync::oneshot::channel();
+        let writer = tokio::spawn(write_lane(send, queued, broken));
+        let running: Arc<Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>> = Arc::default();
+        let mut last_id = 0;
+        let failure = loop {
+            let payload = match reader.next(&mut recv, self.max_frame_size).await {
+                Ok(Some(payload)) => payload,
+                Ok(None) => break None,
+                Err(e) => break Some(RpcError::from(e)),
+            };
+            let (id, tag, body) = match lane::parse(payload) {
+                Ok(frame) => frame,
+                Err(e) => break Some(e),
+            };
+            match tag {
+                lane::CANCEL => {
+                    // Dropping the sender cancels the call.
+                    running.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+                }
+                lane::CALL if id > last_id => {
+                    last_id = id;
+                    let call = lane::split_call(body).ok_or_else(|| {
+                        RpcError::new(Code::InvalidArgument, "a lane call is not a header frame and an arguments frame")
+                    });
+                    let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
+                    running.lock().unwrap_or_else(PoisonError::into_inner).insert(id, cancel);
+                    let (router, conn, replies, running) =
+                        (self.clone(), conn.clone(), replies.clone(), running.clone());
+                    tokio::spawn(async move {
+                        let result = match call.and_then(|(h, a)| router.lane_request(h, a)) {
+                            Ok((header, args)) => {
+                                let service = router.service(&header.service);
+                                let cancelled = async {
+                                    let _ = cancelled.await;
+                                };
+                                router.dispatch(&conn, service, (header, args), cancelled).await
+                            }
+                            Err(refused) => Some(Err(refused)),
+                        };
+                        let answered = running.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+                        if let (Some(result), Some(_)) = (result, answered) {
+                            let _ = replies.send(lane::reply(id, &result)).await;
+                        }
+                    });
+                }
+                lane::CALL => {
+                    break Some(RpcError::new(
+                        Code::InvalidArgument,
+                        format!("lane call id {id} does not follow {last_id}"),
+                    ));
+                }
+                tag => {
+                    break Some(RpcError::new(Code::InvalidArgument, format!("unknown lane tag {tag}")));
+                }
+            }
+        };
+        drop(replies);
+        if let Some(failure) = failure {
+            tracing::debug!(peer = %conn.peer().addr, "closing a lane: {failure}");
+            let _ = recv.stop(PROTOCOL_ERROR);
+            // Cancels every call still running on the lane.
+            running.lock().unwrap_or_else(PoisonError::into_inner).clear();
+            let _ = reset.send(());
+        }
+        let _ = writer.await;
+    }
+
+    /// The header and arguments of a lane call: a unary request.
+    fn lane_request(
+        &self,
+        header: bytes::Bytes,
+        args: bytes::Bytes,
+    ) -> Result<(RequestHeader<'static>, bytes::Bytes), RpcError> {
+        let header: RequestHeader<'static> = codec::decode(&header).map_err(|e| {
+            RpcError::new(Code::InvalidArgument, format!("malformed request header: {e}"))
+        })?;
+        if header.owns_stream {
+            return Err(RpcError::new(
+                Code::InvalidArgument,
+                "a call that owns its stream cannot travel on a lane",
+            ));
+        }
+        Ok((header, args))
+    }
+}
+
+/// Sends every reply queued at that moment in one write, until every
+/// call has replied and the lane's reader has ended; then finishes the
+/// stream, or resets it if the lane broke.
+async fn write_lane(
+    mut send: quinn::SendStream,
+    mut queued: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    mut broken: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut batch = Vec::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            Ok(()) = &mut broken => {
+                let _ = send.reset(PROTOCOL_ERROR);
+                return;
+            }
+            first = queued.recv() => first,
+        };
+        let Some(first) = first else { break };
+        batch.extend_from_slice(&first);
+        while batch.len() < lane::WRITE_BATCH {
+            match queued.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if send.write_all(&batch).await.is_err() {
+            return;
+        }
+        batch.clear();
+    }
+    let _ = send.finish();
 }
 
 /// A call that may run: its service, method and context.

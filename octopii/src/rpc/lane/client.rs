@@ -1,0 +1,179 @@
+//! A client's lane to one peer: calls in flight by id, a writer task that
+//! batches frames, a reader task that hands replies to their callers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{CALL, CANCEL, MARKER, QUEUE, WRITE_BATCH, frame, parse};
+use crate::rpc::frame::FrameReader;
+use crate::rpc::retry::Reached;
+use crate::rpc::{Code, RpcError};
+use crate::transport::PeerConnection;
+
+type Waiting = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Result<Bytes, RpcError>>>>>>;
+
+/// One lane: calls are sent through `frames`, answered through `waiting`
+/// (`None` once the lane has closed).
+pub(crate) struct Lane {
+    connection: usize,
+    next_id: AtomicU64,
+    waiting: Waiting,
+    frames: mpsc::Sender<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lane")
+            .field("connection", &self.connection)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lane {
+    /// Opens a lane on `conn`; replies are read under `max_frame`.
+    pub async fn open(conn: &PeerConnection, max_frame: u32) -> Result<Arc<Lane>, RpcError> {
+        let (send, recv) = conn.open_bi().await?;
+        let (frames, queued) = mpsc::channel(QUEUE);
+        let waiting: Waiting = Arc::new(Mutex::new(Some(HashMap::new())));
+        tokio::spawn(write(send, queued));
+        tokio::spawn(read(recv, waiting.clone(), max_frame));
+        Ok(Arc::new(Lane {
+            connection: conn.quinn().stable_id(),
+            next_id: AtomicU64::new(1),
+            waiting,
+            frames,
+        }))
+    }
+
+    /// The connection the lane runs on.
+    pub fn connection(&self) -> usize {
+        self.connection
+    }
+
+    /// Whether calls may still be sent on it.
+    pub fn is_open(&self) -> bool {
+        lock(&self.waiting).is_some() && !self.frames.is_closed()
+    }
+
+    /// Sends `request` (its header and arguments frames) and waits for the
+    /// reply; dropped before it, the call is cancelled on the server.
+    pub async fn call(&self, request: &[u8]) -> Result<Bytes, (RpcError, Reached)> {
+        let frame_slot = self.frames.reserve().await;
+        let Ok(slot) = frame_slot else {
+            return Err((closed(), Reached::NotSent));
+        };
+        let (answer, answered) = oneshot::channel();
+        let id = {
+            // Ids are drawn and queued under one lock, so they reach the
+            // wire in increasing order, as the server requires.
+            let mut waiting = lock(&self.waiting);
+            let Some(waiting) = waiting.as_mut() else {
+                return Err((closed(), Reached::NotSent));
+            };
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            waiting.insert(id, answer);
+            slot.send(frame(id, CALL, request));
+            id
+        };
+        let mut call = Pending {
+            lane: self,
+            id,
+            done: false,
+        };
+        let reply = answered.await;
+        call.done = true;
+        match reply {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err((e, Reached::Answered)),
+            Err(_) => Err((closed(), Reached::Sent)),
+        }
+    }
+}
+
+/// A call waiting for its reply; dropped first, it cancels the call.
+struct Pending<'a> {
+    lane: &'a Lane,
+    id: u64,
+    done: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Some(waiting) = lock(&self.lane.waiting).as_mut() {
+            waiting.remove(&self.id);
+        }
+        // Best effort: a full queue means the lane is backed up, and the
+        // server's deadline ends the call anyway.
+        let _ = self.lane.frames.try_send(frame(self.id, CANCEL, &[]));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn closed() -> RpcError {
+    RpcError::new(Code::Unavailable, "the lane to the peer closed")
+}
+
+/// Writes the marker, then every frame queued at that moment in one write,
+/// until the lane is dropped; then finishes the stream.
+async fn write(mut send: quinn::SendStream, mut queued: mpsc::Receiver<Vec<u8>>) {
+    let mut batch = MARKER.to_vec();
+    while let Some(first) = queued.recv().await {
+        batch.extend_from_slice(&first);
+        while batch.len() < WRITE_BATCH {
+            match queued.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if send.write_all(&batch).await.is_err() {
+            return;
+        }
+        batch.clear();
+    }
+    let _ = send.finish();
+}
+
+/// Hands each reply to its caller until the stream ends; then fails the
+/// calls still waiting. A reply to no call waiting is a protocol error
+/// that closes the lane.
+async fn read(mut recv: quinn::RecvStream, waiting: Waiting, max_frame: u32) {
+    let mut reader = FrameReader::new();
+    let why = loop {
+        let payload = match reader.next(&mut recv, max_frame).await {
+            Ok(Some(payload)) => payload,
+            Ok(None) => break closed(),
+            Err(e) => break RpcError::from(e),
+        };
+        let (id, code, body) = match parse(payload) {
+            Ok(frame) => frame,
+            Err(e) => break e,
+        };
+        let Some(answer) = lock(&waiting).as_mut().and_then(|w| w.remove(&id)) else {
+            // A cancelled call's reply may still come; any other is a lie.
+            continue;
+        };
+        let reply = match code {
+            0 => Ok(body),
+            code => Err(RpcError::new(
+                Code::from_wire(code),
+                String::from_utf8_lossy(&body).into_owned(),
+            )),
+        };
+        let _ = answer.send(reply);
+    };
+    let _ = recv.stop(crate::rpc::client::CANCELLED);
+    let left = lock(&waiting).take().unwrap_or_default();
+    for (_, answer) in left {
+        let _ = answer.send(Err(RpcError::new(why.code(), why.message().to_owned())));
+    }
+}
