@@ -165,6 +165,14 @@ impl StreamPool {
         self.lock().get(&peer).map_or(0, |idle| idle.streams.len())
     }
 
+    /// Whether a lane to `peer` is open (calls that overlap share it).
+    pub fn has_lane(&self, peer: SocketAddr) -> bool {
+        self.lock()
+            .get(&peer)
+            .and_then(|idle| idle.lane.as_ref())
+            .is_some_and(|lane| lane.is_open())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, IdleStreams>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -229,8 +237,11 @@ impl StreamPool {
                 _ => entry.lane_opening = true,
             }
         }
-        let max = self.transport.limits().max_frame_size;
-        let opened = Lane::open(conn, max).await.ok();
+        let limits = self.transport.limits();
+        let max_calls = limits.max_concurrent_bidi_streams as usize;
+        let opened = Lane::open(conn, limits.max_frame_size, max_calls)
+            .await
+            .ok();
         let mut idle = self.lock();
         let entry = idle.entry(addr).or_default();
         entry.lane_opening = false;

@@ -26,8 +26,8 @@ use tracing::Instrument;
 
 use super::budget::{Budgets, CallPermit, RpcStats};
 use super::frame::{self, FrameError, FrameReader, RequestHeader};
-use super::observe::Observed;
 use super::lane;
+use super::observe::Observed;
 use super::{CallStream, Code, Context, RpcError, Service};
 use crate::codec;
 use crate::config::RpcConfig;
@@ -379,15 +379,24 @@ impl Router {
             match tag {
                 lane::CANCEL => {
                     // Dropping the sender cancels the call.
-                    running.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+                    running
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&id);
                 }
                 lane::CALL if id > last_id => {
                     last_id = id;
                     let call = lane::split_call(body).ok_or_else(|| {
-                        RpcError::new(Code::InvalidArgument, "a lane call is not a header frame and an arguments frame")
+                        RpcError::new(
+                            Code::InvalidArgument,
+                            "a lane call is not a header frame and an arguments frame",
+                        )
                     });
                     let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
-                    running.lock().unwrap_or_else(PoisonError::into_inner).insert(id, cancel);
+                    running
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(id, cancel);
                     let (router, conn, replies, running) =
                         (self.clone(), conn.clone(), replies.clone(), running.clone());
                     tokio::spawn(async move {
@@ -397,11 +406,16 @@ impl Router {
                                 let cancelled = async {
                                     let _ = cancelled.await;
                                 };
-                                router.dispatch(&conn, service, (header, args), cancelled).await
+                                router
+                                    .dispatch(&conn, service, (header, args), cancelled)
+                                    .await
                             }
                             Err(refused) => Some(Err(refused)),
                         };
-                        let answered = running.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+                        let answered = running
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(&id);
                         if let (Some(result), Some(_)) = (result, answered) {
                             let _ = replies.send(lane::reply(id, &result)).await;
                         }
@@ -414,7 +428,10 @@ impl Router {
                     ));
                 }
                 tag => {
-                    break Some(RpcError::new(Code::InvalidArgument, format!("unknown lane tag {tag}")));
+                    break Some(RpcError::new(
+                        Code::InvalidArgument,
+                        format!("unknown lane tag {tag}"),
+                    ));
                 }
             }
         };
@@ -423,7 +440,10 @@ impl Router {
             tracing::debug!(peer = %conn.peer().addr, "closing a lane: {failure}");
             let _ = recv.stop(PROTOCOL_ERROR);
             // Cancels every call still running on the lane.
-            running.lock().unwrap_or_else(PoisonError::into_inner).clear();
+            running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
             let _ = reset.send(());
         }
         let _ = writer.await;
@@ -436,7 +456,10 @@ impl Router {
         args: bytes::Bytes,
     ) -> Result<(RequestHeader<'static>, bytes::Bytes), RpcError> {
         let header: RequestHeader<'static> = codec::decode(&header).map_err(|e| {
-            RpcError::new(Code::InvalidArgument, format!("malformed request header: {e}"))
+            RpcError::new(
+                Code::InvalidArgument,
+                format!("malformed request header: {e}"),
+            )
         })?;
         if header.owns_stream {
             return Err(RpcError::new(

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{CALL, CANCEL, MARKER, QUEUE, WRITE_BATCH, frame, parse};
 use crate::rpc::frame::FrameReader;
@@ -23,6 +23,9 @@ pub(crate) struct Lane {
     next_id: AtomicU64,
     waiting: Waiting,
     frames: mpsc::Sender<Vec<u8>>,
+    /// Calls in flight on the lane, at most as many as the streams a peer
+    /// grants: past that, callers wait, as they would for stream credit.
+    slots: Semaphore,
 }
 
 impl std::fmt::Debug for Lane {
@@ -35,7 +38,11 @@ impl std::fmt::Debug for Lane {
 
 impl Lane {
     /// Opens a lane on `conn`; replies are read under `max_frame`.
-    pub async fn open(conn: &PeerConnection, max_frame: u32) -> Result<Arc<Lane>, RpcError> {
+    pub async fn open(
+        conn: &PeerConnection,
+        max_frame: u32,
+        max_calls: usize,
+    ) -> Result<Arc<Lane>, RpcError> {
         let (send, recv) = conn.open_bi().await?;
         let (frames, queued) = mpsc::channel(QUEUE);
         let waiting: Waiting = Arc::new(Mutex::new(Some(HashMap::new())));
@@ -46,6 +53,7 @@ impl Lane {
             next_id: AtomicU64::new(1),
             waiting,
             frames,
+            slots: Semaphore::new(max_calls.max(1)),
         }))
     }
 
@@ -62,6 +70,9 @@ impl Lane {
     /// Sends `request` (its header and arguments frames) and waits for the
     /// reply; dropped before it, the call is cancelled on the server.
     pub async fn call(&self, request: &[u8]) -> Result<Bytes, (RpcError, Reached)> {
+        let Ok(_slot) = self.slots.acquire().await else {
+            return Err((closed(), Reached::NotSent));
+        };
         let frame_slot = self.frames.reserve().await;
         let Ok(slot) = frame_slot else {
             return Err((closed(), Reached::NotSent));

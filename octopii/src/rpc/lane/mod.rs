@@ -68,7 +68,10 @@ pub(crate) fn parse(mut payload: Bytes) -> Result<(u64, u8, Bytes), RpcError> {
     if payload.len() < HEAD {
         return Err(RpcError::new(
             Code::InvalidArgument,
-            format!("a lane frame of {} bytes has no call id and tag", payload.len()),
+            format!(
+                "a lane frame of {} bytes has no call id and tag",
+                payload.len()
+            ),
         ));
     }
     let id = payload.get_u64_le();
@@ -95,10 +98,7 @@ mod tests {
     #[test]
     fn a_lane_frame_is_length_id_tag_body() {
         let frame = frame(0x0102, CALL, b"ab");
-        assert_eq!(
-            frame,
-            [0, 0, 0, 11, 2, 1, 0, 0, 0, 0, 0, 0, 0, b'a', b'b']
-        );
+        assert_eq!(frame, [0, 0, 0, 11, 2, 1, 0, 0, 0, 0, 0, 0, 0, b'a', b'b']);
         let (id, tag, body) = parse(Bytes::copy_from_slice(&frame[4..])).unwrap();
         assert_eq!((id, tag, &body[..]), (0x0102, CALL, &b"ab"[..]));
         assert!(parse(Bytes::from_static(&[1, 2, 3])).is_err());

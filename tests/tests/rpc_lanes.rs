@@ -1,0 +1,257 @@
+//! Lanes: calls to one peer that overlap share one stream, each with its
+//! own id; a lone call keeps a pooled stream. Cancellation, a slow call and
+//! bad input on a lane, as a caller and as a foreign client meet them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use octopii::rpc::{self, Code, Connect};
+use octopii::{LocalCluster, OctopiiNode};
+use tokio::sync::Semaphore;
+
+#[octopii::service]
+pub trait Lanes {
+    /// Returns `text`.
+    async fn echo(&self, text: String) -> String;
+    /// Waits until the test lets it go, then answers 7.
+    async fn hold(&self) -> u32;
+}
+
+#[derive(Default)]
+struct Probe {
+    running: AtomicUsize,
+    cancelled: AtomicUsize,
+}
+
+/// Counts a `hold` while it runs; dropped before it ends, a cancellation.
+struct Holding(Arc<Probe>, bool);
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+        if !self.1 {
+            self.0.cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+struct Server(Arc<Probe>, Arc<Semaphore>);
+
+impl Lanes for Server {
+    async fn echo(&self, text: String) -> String {
+        text
+    }
+
+    async fn hold(&self) -> u32 {
+        self.0.running.fetch_add(1, Ordering::SeqCst);
+        let mut holding = Holding(self.0.clone(), false);
+        self.1.acquire().await.expect("open").forget();
+        holding.1 = true;
+        7
+    }
+}
+
+struct Setup {
+    cluster: LocalCluster,
+    server: OctopiiNode,
+    client: OctopiiNode,
+    probe: Arc<Probe>,
+    release: Arc<Semaphore>,
+}
+
+fn setup() -> Setup {
+    let cluster = LocalCluster::new().expect("cluster");
+    let server = cluster.node("server").expect("server");
+    let (probe, release) = (Arc::new(Probe::default()), Arc::new(Semaphore::new(0)));
+    server
+        .serve(LanesServer::new(Server(probe.clone(), release.clone())))
+        .expect("serve");
+    let client = cluster.node("client").expect("client");
+    Setup {
+        cluster,
+        server,
+        client,
+        probe,
+        release,
+    }
+}
+
+impl Setup {
+    fn lanes(&self) -> LanesClient {
+        LanesClient::new(&self.client, self.server.local_addr())
+    }
+
+    /// Starts `n` holds and waits until they all run.
+    async fn hold(&self, n: usize) -> Vec<tokio::task::JoinHandle<Result<u32, octopii::RpcError>>> {
+        let before = self.probe.running.load(Ordering::SeqCst);
+        let holds = (0..n)
+            .map(|_| {
+                let lanes = self.lanes();
+                tokio::spawn(async move { lanes.hold().await })
+            })
+            .collect();
+        self.until(|| self.probe.running.load(Ordering::SeqCst) == before + n)
+            .await;
+        holds
+    }
+
+    async fn until(&self, done: impl Fn() -> bool) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .expect("in time");
+    }
+}
+
+#[test]
+fn overlapping_calls_share_one_lane_and_a_lone_call_keeps_a_stream() {
+    let s = setup();
+    let peer = s.server.local_addr();
+    let pool = s.client.stream_pool();
+    s.cluster.block_on(async {
+        assert_eq!(s.lanes().echo("alone".into()).await.unwrap(), "alone");
+        assert!(!pool.has_lane(peer), "a lone call opened a lane");
+        let holds = s.hold(16).await;
+        assert!(pool.has_lane(peer));
+        s.release.add_permits(16);
+        for hold in holds {
+            assert_eq!(hold.await.unwrap().unwrap(), 7);
+        }
+        // Only the first call took a stream of its own.
+        assert!(pool.idle_streams(peer) <= 1, "{}", pool.idle_streams(peer));
+        assert_eq!(s.lanes().echo("again".into()).await.unwrap(), "again");
+    });
+}
+
+#[test]
+fn a_call_dropped_on_a_lane_is_cancelled_on_the_server_and_the_lane_goes_on() {
+    let s = setup();
+    s.cluster.block_on(async {
+        let first = s.hold(1).await;
+        // Overlapping the first, this one travels on the lane.
+        let second = s.hold(1).await;
+        second[0].abort();
+        s.until(|| s.probe.cancelled.load(Ordering::SeqCst) == 1)
+            .await;
+        // Calls behind it on the lane are served.
+        let echoes = futures::future::join_all((0..8).map(|i| {
+            let lanes = s.lanes();
+            async move { lanes.echo(format!("{i}")).await }
+        }))
+        .await;
+        for (i, echo) in echoes.into_iter().enumerate() {
+            assert_eq!(echo.unwrap(), format!("{i}"));
+        }
+        s.release.add_permits(1);
+        for hold in first {
+            assert_eq!(hold.await.unwrap().unwrap(), 7);
+        }
+    });
+}
+
+/// Writes `frames` on a new stream as a lane, finishes it, and reads what
+/// comes back: the bytes, or the reset code.
+async fn raw_lane(s: &Setup, frames: &[Vec<u8>]) -> Result<Vec<u8>, u64> {
+    let conn = s.client.connect(s.server.local_addr()).await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let mut bytes = vec![0xFF; 4];
+    for frame in frames {
+        bytes.extend_from_slice(frame);
+    }
+    send.write_all(&bytes).await.unwrap();
+    send.finish().unwrap();
+    match recv.read_to_end(1 << 20).await {
+        Ok(bytes) => Ok(bytes),
+        Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => Err(code.into_inner()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A lane frame: `[u32 length][u64 id LE][u8 tag][body]`.
+fn lane_frame(id: u64, tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = ((9 + body.len()) as u32).to_be_bytes().to_vec();
+    out.extend(id.to_le_bytes());
+    out.push(tag);
+    out.extend_from_slice(body);
+    out
+}
+
+/// The body of a call of `Lanes.echo(text)`: header and arguments frames.
+fn echo_call(text: &str) -> Vec<u8> {
+    let header = rpc::frame::RequestHeader {
+        service: "Lanes".into(),
+        method: "echo".into(),
+        timeout_micros: None,
+        metadata: Vec::new().into(),
+        owns_stream: false,
+        trace: None,
+        signature: None,
+    };
+    let mut body = Vec::new();
+    rpc::frame::put_encoded(&mut body, &header).unwrap();
+    rpc::frame::put_encoded(&mut body, &(text,)).unwrap();
+    body
+}
+
+/// The reply frame of call `id` with a value `text`.
+fn echo_reply(id: u64, text: &str) -> Vec<u8> {
+    lane_frame(id, 0, &octopii::codec::encode(&text).unwrap())
+}
+
+#[test]
+fn a_foreign_client_speaks_a_lane_as_documented() {
+    let s = setup();
+    s.cluster.block_on(async {
+        let replies = raw_lane(
+            &s,
+            &[
+                lane_frame(1, 0, &echo_call("a")),
+                lane_frame(2, 0, &echo_call("b")),
+            ],
+        )
+        .await;
+        let mut expected = echo_reply(1, "a");
+        expected.extend(echo_reply(2, "b"));
+        let mut other = echo_reply(2, "b");
+        other.extend(echo_reply(1, "a"));
+        // In any order.
+        let replies = replies.unwrap();
+        assert!(replies == expected || replies == other, "{replies:?}");
+
+        // A call that is not two frames fails alone; the lane goes on.
+        let replies = raw_lane(
+            &s,
+            &[lane_frame(1, 0, b"junk"), lane_frame(2, 0, &echo_call("c"))],
+        )
+        .await
+        .unwrap();
+        assert_eq!(replies[12], Code::InvalidArgument.to_wire(), "{replies:?}");
+        assert!(replies.ends_with(&echo_reply(2, "c")) || replies.starts_with(&echo_reply(2, "c")));
+    });
+}
+
+#[test]
+fn bad_framing_on_a_lane_closes_that_lane_only() {
+    let s = setup();
+    s.cluster.block_on(async {
+        for frames in [
+            // An unknown tag.
+            vec![lane_frame(1, 9, b"")],
+            // A call id that does not increase.
+            vec![
+                lane_frame(5, 0, &echo_call("a")),
+                lane_frame(3, 0, &echo_call("b")),
+            ],
+            // A frame too short for its id and tag.
+            vec![vec![0, 0, 0, 2, 1, 2]],
+        ] {
+            assert_eq!(raw_lane(&s, &frames).await, Err(2), "{frames:?}");
+        }
+        // The connection and its other calls are unaffected.
+        assert_eq!(s.lanes().echo("still".into()).await.unwrap(), "still");
+    });
+}
