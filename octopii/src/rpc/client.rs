@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -128,7 +129,7 @@ struct IdleStreams {
     /// opening a new one may only ever get a returned one.
     returned: Arc<Notify>,
     /// Unary calls to the peer in flight now.
-    in_flight: usize,
+    in_flight: Arc<AtomicUsize>,
     /// The lane overlapping calls share, once opened.
     lane: Option<Arc<Lane>>,
     /// A caller is opening the lane: the others take streams meanwhile.
@@ -208,16 +209,23 @@ impl StreamPool {
         })
     }
 
-    /// Counts a call to `addr` in flight until the guard drops; whether
-    /// another was already in flight.
-    fn busy(self: &Arc<Self>, addr: SocketAddr) -> Busy {
+    /// Counts a call to `conn`'s peer in flight until the guard drops;
+    /// whether another was already in flight
+    /// and, if so, the lane on `conn` if one is open (one lock for both).
+    fn busy(&self, conn: &PeerConnection) -> Busy {
         let mut idle = self.lock();
-        let entry = idle.entry(addr).or_default();
-        entry.in_flight += 1;
+        let entry = idle.entry(conn.peer().addr).or_default();
+        let overlapping = entry.in_flight.fetch_add(1, Ordering::Relaxed) > 0;
+        let connection = conn.quinn().stable_id();
+        let lane = entry
+            .lane
+            .as_ref()
+            .filter(|lane| overlapping && lane.connection() == connection && lane.is_open())
+            .cloned();
         Busy {
-            pool: self.clone(),
-            addr,
-            overlapping: entry.in_flight > 1,
+            in_flight: entry.in_flight.clone(),
+            overlapping,
+            lane,
         }
     }
 
@@ -262,16 +270,15 @@ impl StreamPool {
 
 /// A call in flight to a peer, counted until dropped.
 struct Busy {
-    pool: Arc<StreamPool>,
-    addr: SocketAddr,
+    in_flight: Arc<AtomicUsize>,
     overlapping: bool,
+    /// The open lane, if the call overlaps others.
+    lane: Option<Arc<Lane>>,
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        if let Some(entry) = self.pool.lock().get_mut(&self.addr) {
-            entry.in_flight = entry.in_flight.saturating_sub(1);
-        }
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -761,11 +768,15 @@ impl Client {
             let _ = on.set(CallOn::new(&conn));
         }
         // Calls that overlap share a lane; a lone call takes a stream.
-        let busy = self.pool.busy(self.peer);
-        if busy.overlapping
-            && let Some(lane) = self.pool.lane(&conn).await
-        {
-            return lane.call(request).await;
+        let mut busy = self.pool.busy(&conn);
+        if busy.overlapping {
+            let lane = match busy.lane.take() {
+                Some(lane) => Some(lane),
+                None => self.pool.lane(&conn).await,
+            };
+            if let Some(lane) = lane {
+                return lane.call(request).await;
+            }
         }
         let mut stream = self.pool.checkout(&conn).await.map_err(not_sent)?;
         let (send, recv) = stream.parts();
