@@ -435,17 +435,18 @@ impl Router {
                 }
             }
         };
-        drop(replies);
         if let Some(failure) = failure {
             tracing::debug!(peer = %conn.peer().addr, "closing a lane: {failure}");
+            // Before the queue closes, or the writer would finish cleanly.
+            let _ = reset.send(());
             let _ = recv.stop(PROTOCOL_ERROR);
             // Cancels every call still running on the lane.
             running
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clear();
-            let _ = reset.send(());
         }
+        drop(replies);
         let _ = writer.await;
     }
 
