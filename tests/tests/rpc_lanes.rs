@@ -16,6 +16,8 @@ pub trait Lanes {
     async fn echo(&self, text: String) -> String;
     /// Waits until the test lets it go, then answers 7.
     async fn hold(&self) -> u32;
+    /// `n` bytes.
+    async fn bytes(&self, n: u64) -> Vec<u8>;
 }
 
 #[derive(Default)]
@@ -50,6 +52,10 @@ impl Lanes for Server {
         holding.1 = true;
         7
     }
+
+    async fn bytes(&self, n: u64) -> Vec<u8> {
+        vec![1; n as usize]
+    }
 }
 
 struct Setup {
@@ -61,13 +67,26 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(|_| {})
+}
+
+fn setup_with(edit: impl Fn(&mut octopii::Config)) -> Setup {
     let cluster = LocalCluster::new().expect("cluster");
-    let server = cluster.node("server").expect("server");
+    let start = |name: &str| {
+        let mut config = cluster
+            .config(name)
+            .expect("config")
+            .build()
+            .expect("build");
+        edit(&mut config);
+        cluster.start(config).expect("node")
+    };
+    let server = start("server");
     let (probe, release) = (Arc::new(Probe::default()), Arc::new(Semaphore::new(0)));
     server
         .serve(LanesServer::new(Server(probe.clone(), release.clone())))
         .expect("serve");
-    let client = cluster.node("client").expect("client");
+    let client = start("client");
     Setup {
         cluster,
         server,
@@ -252,5 +271,28 @@ fn bad_framing_on_a_lane_closes_that_lane_only() {
         }
         // The connection and its other calls are unaffected.
         assert_eq!(s.lanes().echo("still".into()).await.unwrap(), "still");
+    });
+}
+
+#[test]
+fn a_reply_too_large_for_a_lane_frame_fails_alone() {
+    // 1024 bytes at most per frame, on both sides.
+    let s = setup_with(|config| config.transport.max_frame_size = 1024);
+    s.cluster.block_on(async {
+        // The first holds a stream, the second waits on the lane.
+        let held = s.hold(2).await;
+        // On the lane too: 1010 bytes are a value of 1018, which fits a
+        // response frame (1 + 1018) but not a lane frame (9 + 1018). The
+        // caller gets a status, and the lane, with the call waiting on it,
+        // goes on.
+        let too_large = s.lanes().bytes(1010).await.unwrap_err();
+        assert_eq!(too_large.code(), Code::ResourceExhausted, "{too_large}");
+        assert_eq!(s.lanes().bytes(1000).await.unwrap().len(), 1000);
+        s.release.add_permits(2);
+        for hold in held {
+            assert_eq!(hold.await.unwrap().unwrap(), 7);
+        }
+        // Alone, on a stream of its own, the same reply fits.
+        assert_eq!(s.lanes().bytes(1010).await.unwrap().len(), 1010);
     });
 }

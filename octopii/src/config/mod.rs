@@ -220,6 +220,10 @@ impl TransportConfig {
         if self.max_frame_size < 1024 {
             return bad("transport.max_frame_size", "must be at least 1024 bytes");
         }
+        if self.max_frame_size == u32::MAX {
+            // `FF FF FF FF` opens a lane; no frame may announce it.
+            return bad("transport.max_frame_size", "must be below 4294967295");
+        }
         if self.stream_receive_window == 0 {
             return bad("transport.stream_receive_window", "must not be 0");
         }
@@ -777,6 +781,24 @@ mod tests {
         let err =
             Config::from_toml_str(&format!("{base}[transport]\nmax_frame_size = 5\n")).unwrap_err();
         assert_eq!(field_of(err), "transport.max_frame_size");
+        let budgets = "max_incomplete_frame_bytes_per_connection = 4294967295\n\
+                       max_incomplete_frame_bytes = 4294967295\n";
+        let too_large = format!("{base}[transport]\nmax_frame_size = 4294967295\n[rpc]\n{budgets}");
+        let err = Config::from_toml_str(&too_large).unwrap_err();
+        assert_eq!(field_of(err), "transport.max_frame_size");
+        for redial in [
+            "redial_backoff_initial_ms = 0\n",
+            "redial_backoff_initial_ms = 2000\nredial_backoff_max_ms = 1000\n",
+        ] {
+            let err = Config::from_toml_str(&format!("{base}[transport]\n{redial}")).unwrap_err();
+            assert_eq!(
+                field_of(err),
+                "transport.redial_backoff_initial_ms",
+                "{redial:?}"
+            );
+        }
+        let off = "redial_backoff_initial_ms = 0\nredial_backoff_max_ms = 0\n";
+        assert!(Config::from_toml_str(&format!("{base}[transport]\n{off}")).is_ok());
         let handshakes = "max_concurrent_handshakes = 8\nretry_handshakes_above = 9\n";
         let err = Config::from_toml_str(&format!("{base}[transport]\n{handshakes}")).unwrap_err();
         assert_eq!(field_of(err), "transport.retry_handshakes_above");

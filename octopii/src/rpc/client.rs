@@ -26,7 +26,7 @@ use futures::future::BoxFuture;
 use tower::{BoxError, Layer};
 
 use super::frame::{self, FrameReader, RequestHeader};
-use super::lane::client::Lane;
+use super::lane::{self, client::Lane};
 use super::layers::{Direct, Outgoing, Shared};
 use super::observe::Observed;
 use super::retry::{Reached, RetryPolicy, may_retry, never_ran};
@@ -768,8 +768,10 @@ impl Client {
             let _ = on.set(CallOn::new(&conn));
         }
         // Calls that overlap share a lane; a lone call takes a stream.
+        // A request too large for one lane frame takes a stream, where its
+        // header and arguments are framed apart.
         let mut busy = self.pool.busy(&conn);
-        if busy.overlapping {
+        if busy.overlapping && request.len() + lane::HEAD <= max as usize {
             let lane = match busy.lane.take() {
                 Some(lane) => Some(lane),
                 None => self.pool.lane(&conn).await,

@@ -56,6 +56,9 @@ pub enum ServeError {
     CustomHandler,
 }
 
+/// Bytes of a response frame before its value: the code.
+const RESPONSE_HEAD: usize = 1;
+
 /// Application error code of a stream the server gives up on.
 const PROTOCOL_ERROR: quinn::VarInt = quinn::VarInt::from_u32(2);
 
@@ -188,7 +191,13 @@ impl Router {
                 return;
             }
             let Some(result) = self
-                .dispatch(&conn, service, (header, args), send.stopped())
+                .dispatch(
+                    &conn,
+                    service,
+                    (header, args),
+                    send.stopped(),
+                    RESPONSE_HEAD,
+                )
                 .await
             else {
                 // The caller went away: the handler was dropped; so is the stream.
@@ -245,13 +254,16 @@ impl Router {
         Ok(Some((header, args)))
     }
 
-    /// Runs one call. `None` when the client cancelled it.
+    /// Runs one call whose reply frame has `head` bytes before the value
+    /// (the code; on a lane also the call id). `None` when the client
+    /// cancelled it.
     async fn dispatch(
         &self,
         conn: &PeerConnection,
         service: Option<Arc<dyn Service>>,
         (header, args): (RequestHeader<'static>, bytes::Bytes),
         cancelled: impl Future,
+        head: usize,
     ) -> Option<Result<Vec<u8>, RpcError>> {
         let (observed, admitted) = self.admit(service, conn, header);
         let (call, _permit) = match admitted {
@@ -303,7 +315,7 @@ impl Router {
             }
         };
         let result = result.and_then(|value| {
-            if value.len() >= self.max_frame_size as usize {
+            if value.len() + head > self.max_frame_size as usize {
                 Err(RpcError::new(
                     Code::ResourceExhausted,
                     format!(
@@ -363,7 +375,14 @@ impl Router {
     ) {
         let (replies, queued) = tokio::sync::mpsc::channel(lane::QUEUE);
         let (reset, broken) = tokio::sync::oneshot::channel();
-        let writer = tokio::spawn(write_lane(send, queued, broken));
+        let broken = async move {
+            match broken.await {
+                Ok(()) => PROTOCOL_ERROR,
+                // Not broken: the lane ended and the writer finishes.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let writer = tokio::spawn(lane::write(send, queued, Vec::new(), broken));
         let running: Arc<Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>> = Arc::default();
         let mut last_id = 0;
         let failure = loop {
@@ -407,7 +426,7 @@ impl Router {
                                     let _ = cancelled.await;
                                 };
                                 router
-                                    .dispatch(&conn, service, (header, args), cancelled)
+                                    .dispatch(&conn, service, (header, args), cancelled, lane::HEAD)
                                     .await
                             }
                             Err(refused) => Some(Err(refused)),
@@ -470,40 +489,6 @@ impl Router {
         }
         Ok((header, args))
     }
-}
-
-/// Sends every reply queued at that moment in one write, until every
-/// call has replied and the lane's reader has ended; then finishes the
-/// stream, or resets it if the lane broke.
-async fn write_lane(
-    mut send: quinn::SendStream,
-    mut queued: tokio::sync::mpsc::Receiver<Vec<u8>>,
-    mut broken: tokio::sync::oneshot::Receiver<()>,
-) {
-    let mut batch = Vec::new();
-    loop {
-        let first = tokio::select! {
-            biased;
-            Ok(()) = &mut broken => {
-                let _ = send.reset(PROTOCOL_ERROR);
-                return;
-            }
-            first = queued.recv() => first,
-        };
-        let Some(first) = first else { break };
-        batch.extend_from_slice(&first);
-        while batch.len() < lane::WRITE_BATCH {
-            match queued.try_recv() {
-                Ok(more) => batch.extend_from_slice(&more),
-                Err(_) => break,
-            }
-        }
-        if send.write_all(&batch).await.is_err() {
-            return;
-        }
-        batch.clear();
-    }
-    let _ = send.finish();
 }
 
 /// A call that may run: its service, method and context.

@@ -79,7 +79,7 @@ pub struct Transport {
     jitter: std::sync::Mutex<rand::rngs::StdRng>,
     /// Connections peers dialled, while they are served: the peers a
     /// draining node tells to go away.
-    inbound: Arc<std::sync::Mutex<HashMap<usize, PeerConnection>>>,
+    inbound: InboundList,
     /// Set by [`refuse_new_connections`](Self::refuse_new_connections).
     refusing: AtomicBool,
     /// Pauses between dials of a peer that could not be reached.
@@ -504,18 +504,18 @@ const NODE_STOPPING: VarInt = VarInt::from_u32(0);
 /// One inbound handshake in progress, counted until dropped.
 struct HandshakeSlot(Arc<AtomicUsize>);
 
+/// The connections peers dialled, by quinn's stable id.
+type InboundList = Arc<std::sync::Mutex<HashMap<usize, PeerConnection>>>;
+
 /// An inbound connection's place in the transport's list, for as long as
 /// it is served.
 struct Inbound {
-    list: Arc<std::sync::Mutex<HashMap<usize, PeerConnection>>>,
+    list: InboundList,
     id: usize,
 }
 
 impl Inbound {
-    fn register(
-        list: &Arc<std::sync::Mutex<HashMap<usize, PeerConnection>>>,
-        conn: &PeerConnection,
-    ) -> Self {
+    fn register(list: &InboundList, conn: &PeerConnection) -> Self {
         let id = conn.quinn().stable_id();
         list.lock()
             .unwrap_or_else(PoisonError::into_inner)

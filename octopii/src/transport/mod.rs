@@ -44,7 +44,7 @@ pub struct PeerInfo {
 }
 
 /// How long a control stream may take to arrive whole, or to be sent.
-const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(1);
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Application error code of a connection closed because its control
 /// stream carried something other than a go-away.
@@ -130,7 +130,7 @@ impl PeerConnection {
     /// that closes it. Each stream is bounded to one byte and a second.
     pub(crate) async fn read_control_streams(&self) {
         while let Ok(mut control) = self.connection.accept_uni().await {
-            let read = tokio::time::timeout(CONTROL_READ_TIMEOUT, control.read_to_end(1)).await;
+            let read = tokio::time::timeout(CONTROL_TIMEOUT, control.read_to_end(1)).await;
             if let Ok(Ok(bytes)) = read
                 && bytes == [GO_AWAY]
             {
@@ -153,7 +153,7 @@ impl PeerConnection {
             control.write_all(&[GO_AWAY]).await.ok()?;
             control.finish().ok()
         };
-        let _ = tokio::time::timeout(CONTROL_READ_TIMEOUT, send).await;
+        let _ = tokio::time::timeout(CONTROL_TIMEOUT, send).await;
     }
 
     /// The peer at the other end.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{CALL, CANCEL, MARKER, QUEUE, WRITE_BATCH, frame, parse};
+use super::{CALL, CANCEL, MARKER, QUEUE, frame, parse};
 use crate::rpc::frame::FrameReader;
 use crate::rpc::retry::Reached;
 use crate::rpc::{Code, RpcError};
@@ -46,7 +46,13 @@ impl Lane {
         let (send, recv) = conn.open_bi().await?;
         let (frames, queued) = mpsc::channel(QUEUE);
         let waiting: Waiting = Arc::new(Mutex::new(Some(HashMap::new())));
-        tokio::spawn(write(send, queued));
+        // Never broken from this side: a dropped lane finishes its stream.
+        tokio::spawn(super::write(
+            send,
+            queued,
+            MARKER.to_vec(),
+            std::future::pending(),
+        ));
         tokio::spawn(read(recv, waiting.clone(), max_frame));
         Ok(Arc::new(Lane {
             connection: conn.quinn().stable_id(),
@@ -134,29 +140,9 @@ fn closed() -> RpcError {
     RpcError::new(Code::Unavailable, "the lane to the peer closed")
 }
 
-/// Writes the marker, then every frame queued at that moment in one write,
-/// until the lane is dropped; then finishes the stream.
-async fn write(mut send: quinn::SendStream, mut queued: mpsc::Receiver<Vec<u8>>) {
-    let mut batch = MARKER.to_vec();
-    while let Some(first) = queued.recv().await {
-        batch.extend_from_slice(&first);
-        while batch.len() < WRITE_BATCH {
-            match queued.try_recv() {
-                Ok(more) => batch.extend_from_slice(&more),
-                Err(_) => break,
-            }
-        }
-        if send.write_all(&batch).await.is_err() {
-            return;
-        }
-        batch.clear();
-    }
-    let _ = send.finish();
-}
-
 /// Hands each reply to its caller until the stream ends; then fails the
-/// calls still waiting. A reply to no call waiting is a protocol error
-/// that closes the lane.
+/// calls still waiting. A reply to no call waiting is dropped: it answers
+/// a call its caller cancelled.
 async fn read(mut recv: quinn::RecvStream, waiting: Waiting, max_frame: u32) {
     let mut reader = FrameReader::new();
     let why = loop {

@@ -21,7 +21,10 @@
 
 pub(crate) mod client;
 
+use std::future::Future;
+
 use bytes::{Buf, BufMut, Bytes};
+use tokio::sync::mpsc;
 
 use super::{Code, RpcError};
 
@@ -35,7 +38,7 @@ pub(crate) const CALL: u8 = 0;
 pub(crate) const CANCEL: u8 = 1;
 
 /// Bytes after a lane frame's length: the call id and the tag.
-const HEAD: usize = 9;
+pub(crate) const HEAD: usize = 9;
 
 /// Frames waiting for a lane's writer, at most; a full queue holds up the
 /// calls that would add to it (their permits stay taken), so a peer that
@@ -43,7 +46,43 @@ const HEAD: usize = 9;
 pub(crate) const QUEUE: usize = 1024;
 
 /// Bytes a writer gathers into one write at most.
-pub(crate) const WRITE_BATCH: usize = 256 * 1024;
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// Writes `start`, then every frame queued at that moment in one write,
+/// until the queue closes (then finishes the stream), or until `broken`
+/// gives a code (then resets the stream with it).
+pub(crate) async fn write(
+    mut send: quinn::SendStream,
+    mut queued: mpsc::Receiver<Vec<u8>>,
+    start: Vec<u8>,
+    broken: impl Future<Output = quinn::VarInt>,
+) {
+    let mut broken = std::pin::pin!(broken);
+    let mut batch = start;
+    loop {
+        let first = tokio::select! {
+            biased;
+            code = &mut broken => {
+                let _ = send.reset(code);
+                return;
+            }
+            first = queued.recv() => first,
+        };
+        let Some(first) = first else { break };
+        batch.extend_from_slice(&first);
+        while batch.len() < WRITE_BATCH {
+            match queued.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if send.write_all(&batch).await.is_err() {
+            return;
+        }
+        batch.clear();
+    }
+    let _ = send.finish();
+}
 
 /// A lane frame of call `id` with `tag` and `body`.
 pub(crate) fn frame(id: u64, tag: u8, body: &[u8]) -> Vec<u8> {
