@@ -26,10 +26,12 @@ pub trait Slots {
 struct Server {
     release: Semaphore,
     bumps: AtomicU32,
+    holding: AtomicU32,
 }
 
 impl Slots for Server {
     async fn hold(&self) {
+        self.holding.fetch_add(1, Ordering::SeqCst);
         self.release.acquire().await.expect("open").forget();
     }
 
@@ -57,6 +59,7 @@ fn one_permit() -> (LocalCluster, OctopiiNode, OctopiiNode, Arc<Server>) {
     let state = Arc::new(Server {
         release: Semaphore::new(0),
         bumps: AtomicU32::new(0),
+        holding: AtomicU32::new(0),
     });
     server
         .serve(SlotsServer::from_arc(state.clone()))
@@ -65,23 +68,29 @@ fn one_permit() -> (LocalCluster, OctopiiNode, OctopiiNode, Arc<Server>) {
     (cluster, server, client, state)
 }
 
-/// Waits until the permit is taken (a call without retries is refused);
-/// the server's refusals so far.
-async fn permit_taken(client: &OctopiiNode, server: &OctopiiNode) -> u64 {
-    loop {
-        match SlotsClient::new(client, server.local_addr()).read().await {
-            Err(e) if e.code() == Code::ResourceExhausted => {
-                return server.rpc_stats().calls_refused;
-            }
-            _ => tokio::time::sleep(Duration::from_millis(1)).await,
-        }
+/// Starts a `hold`, waits until it runs and so keeps the server's one
+/// permit busy (a call without retries is now refused), and returns the
+/// server's refusals so far. No other call runs meanwhile: one could take
+/// the permit from under the hold's every attempt.
+async fn hold_the_permit(
+    slots: &SlotsClient,
+    state: &Server,
+    client: &OctopiiNode,
+    server: &OctopiiNode,
+) -> (
+    tokio::task::JoinHandle<Result<(), octopii::rpc::RpcError>>,
+    u64,
+) {
+    let hold = tokio::spawn({
+        let slots = slots.clone();
+        async move { slots.hold().await }
+    });
+    while state.holding.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-}
-
-/// Starts a `hold` that keeps the server's one permit busy.
-fn spawn_hold(slots: &SlotsClient) -> tokio::task::JoinHandle<Result<(), octopii::rpc::RpcError>> {
-    let slots = slots.clone();
-    tokio::spawn(async move { slots.hold().await })
+    let refused = SlotsClient::new(client, server.local_addr()).read().await;
+    assert_eq!(refused.map_err(|e| e.code()), Err(Code::ResourceExhausted));
+    (hold, server.rpc_stats().calls_refused)
 }
 
 const POLICY: RetryPolicy = RetryPolicy {
@@ -95,8 +104,7 @@ fn an_idempotent_call_is_retried_until_the_server_takes_it() {
     let (cluster, server, client, state) = one_permit();
     let slots = SlotsClient::new(&client, server.local_addr()).with_retry(POLICY);
     cluster.block_on(async {
-        let hold = spawn_hold(&slots);
-        let refused_before = permit_taken(&client, &server).await;
+        let (hold, refused_before) = hold_the_permit(&slots, &state, &client, &server).await;
         let read = tokio::spawn({
             let slots = slots.clone();
             async move { slots.read().await }
@@ -121,8 +129,7 @@ fn a_call_that_may_have_run_is_not_retried_unless_idempotent() {
     let (cluster, server, client, state) = one_permit();
     let slots = SlotsClient::new(&client, server.local_addr()).with_retry(POLICY);
     cluster.block_on(async {
-        let hold = spawn_hold(&slots);
-        let refused = permit_taken(&client, &server).await;
+        let (hold, refused) = hold_the_permit(&slots, &state, &client, &server).await;
         // `ResourceExhausted` does not prove the call never ran (a reply
         // too large says the same after the handler), so `bump` gets one
         // attempt.
