@@ -117,7 +117,7 @@ impl OctopiiNode {
 
     /// A node whose router serves its services over `transport`.
     fn serving(config: Config, runtime: &OctopiiRuntime, transport: Transport) -> Result<Self> {
-        let router = Arc::new(Router::new(&config.rpc, config.transport.max_frame_size));
+        let router = Arc::new(Router::new(&config.rpc, &config.transport));
         let node = Self::start(
             config,
             runtime,

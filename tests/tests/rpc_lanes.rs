@@ -24,6 +24,8 @@ pub trait Lanes {
 struct Probe {
     running: AtomicUsize,
     cancelled: AtomicUsize,
+    /// Calls of `bytes` served.
+    served: AtomicUsize,
 }
 
 /// Counts a `hold` while it runs; dropped before it ends, a cancellation.
@@ -54,6 +56,7 @@ impl Lanes for Server {
     }
 
     async fn bytes(&self, n: u64) -> Vec<u8> {
+        self.0.served.fetch_add(1, Ordering::SeqCst);
         vec![1; n as usize]
     }
 }
@@ -202,9 +205,14 @@ fn lane_frame(id: u64, tag: u8, body: &[u8]) -> Vec<u8> {
 
 /// The body of a call of `Lanes.echo(text)`: header and arguments frames.
 fn echo_call(text: &str) -> Vec<u8> {
+    call("echo", &(text,))
+}
+
+/// The body of a call of `Lanes.method(args)`.
+fn call(method: &str, args: &impl serde::Serialize) -> Vec<u8> {
     let header = rpc::frame::RequestHeader {
         service: "Lanes".into(),
-        method: "echo".into(),
+        method: method.into(),
         timeout_micros: None,
         metadata: Vec::new().into(),
         owns_stream: false,
@@ -213,7 +221,7 @@ fn echo_call(text: &str) -> Vec<u8> {
     };
     let mut body = Vec::new();
     rpc::frame::put_encoded(&mut body, &header).unwrap();
-    rpc::frame::put_encoded(&mut body, &(text,)).unwrap();
+    rpc::frame::put_encoded(&mut body, args).unwrap();
     body
 }
 
@@ -294,5 +302,42 @@ fn a_reply_too_large_for_a_lane_frame_fails_alone() {
         }
         // Alone, on a stream of its own, the same reply fits.
         assert_eq!(s.lanes().bytes(1010).await.unwrap().len(), 1010);
+    });
+}
+
+#[test]
+fn a_client_that_never_reads_its_replies_is_held_back_not_buffered() {
+    // Eight calls at once per lane; a 1 MiB window for unread replies.
+    let s = setup_with(|config| {
+        config.transport.max_concurrent_bidi_streams = 8;
+        config.transport.stream_receive_window = 1 << 20;
+    });
+    const CALLS: u64 = 1000;
+    s.cluster.block_on(async {
+        let conn = s.client.connect(s.server.local_addr()).await.unwrap();
+        let (mut send, _never_read) = conn.open_bi().await.unwrap();
+        // A thousand calls for 64 KiB each, 64 MB of replies, never read.
+        let mut bytes = vec![0xFF; 4];
+        for id in 1..=CALLS {
+            bytes.extend(lane_frame(id, 0, &call("bytes", &(65_536u64,))));
+        }
+        let writer = tokio::spawn(async move {
+            let _ = send.write_all(&bytes).await;
+            send
+        });
+        // The server serves until the window, its queue and its slots are
+        // full, then stops reading the lane.
+        let served = || s.probe.served.load(Ordering::SeqCst);
+        let mut last = usize::MAX;
+        while served() != last {
+            last = served();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // 16 replies in the window, a writer's batch of 4, then 8 queued
+        // and 8 running: about 40, far from the thousand asked.
+        assert!(last <= 64, "{last} calls served for a peer that reads none");
+        // The connection's other calls go on.
+        assert_eq!(s.lanes().echo("other".into()).await.unwrap(), "other");
+        writer.abort();
     });
 }

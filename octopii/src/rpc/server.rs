@@ -30,7 +30,7 @@ use super::lane;
 use super::observe::Observed;
 use super::{CallStream, Code, Context, RpcError, Service};
 use crate::codec;
-use crate::config::RpcConfig;
+use crate::config::{RpcConfig, TransportConfig};
 use crate::runtime::panic_message;
 use crate::transport::{InboundHandler, PeerConnection};
 
@@ -67,6 +67,8 @@ pub struct Router {
     services: RwLock<HashMap<&'static str, Arc<dyn Service>>>,
     budgets: Arc<Budgets>,
     max_frame_size: u32,
+    /// Calls of one lane running or waiting for its writer, at most.
+    lane_calls: usize,
     request_read_timeout: Duration,
     stream_idle_timeout: Duration,
     /// Set by [`drain`](Router::drain): new calls are refused.
@@ -81,13 +83,16 @@ impl std::fmt::Debug for Router {
 
 impl Router {
     /// A router with no services, serving under the limits of `rpc`
-    /// (calls beyond them are answered `ResourceExhausted`) and accepting
-    /// frames up to `max_frame_size` bytes.
-    pub fn new(rpc: &RpcConfig, max_frame_size: u32) -> Self {
+    /// (calls beyond them are answered `ResourceExhausted`), accepting
+    /// frames up to `transport.max_frame_size` bytes and, on a lane, as
+    /// many calls at once as a peer may open streams
+    /// (`transport.max_concurrent_bidi_streams`).
+    pub fn new(rpc: &RpcConfig, transport: &TransportConfig) -> Self {
         Router {
             services: RwLock::new(HashMap::new()),
             budgets: Arc::new(Budgets::new(rpc)),
-            max_frame_size,
+            max_frame_size: transport.max_frame_size,
+            lane_calls: transport.max_concurrent_bidi_streams as usize,
             request_read_timeout: rpc.request_read_timeout(),
             stream_idle_timeout: rpc.stream_idle_timeout(),
             draining: AtomicBool::new(false),
@@ -362,7 +367,10 @@ impl Router {
     }
 
     /// Serves a lane: reads calls and cancellations, runs each call in a
-    /// task of its own, and sends replies through one writer. A frame that
+    /// task of its own, and sends replies through one writer. A call holds
+    /// one of the lane's slots until its reply is queued; with none free,
+    /// the lane is not read, so a peer that does not read its replies is
+    /// held back by flow control instead of growing the queue. A frame that
     /// breaks the lane's framing, an unknown tag or a call id that does not
     /// increase closes the lane (its calls are cancelled); the connection
     /// and its other streams go on.
@@ -373,7 +381,8 @@ impl Router {
         mut recv: quinn::RecvStream,
         mut reader: FrameReader,
     ) {
-        let (replies, queued) = tokio::sync::mpsc::channel(lane::QUEUE);
+        let (replies, queued) = tokio::sync::mpsc::channel(self.lane_calls);
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.lane_calls));
         let (reset, broken) = tokio::sync::oneshot::channel();
         let broken = async move {
             match broken.await {
@@ -405,6 +414,8 @@ impl Router {
                 }
                 lane::CALL if id > last_id => {
                     last_id = id;
+                    // Never closed, so always a permit.
+                    let slot = slots.clone().acquire_owned().await.ok();
                     let call = lane::split_call(body).ok_or_else(|| {
                         RpcError::new(
                             Code::InvalidArgument,
@@ -438,6 +449,7 @@ impl Router {
                         if let (Some(result), Some(_)) = (result, answered) {
                             let _ = replies.send(lane::reply(id, &result)).await;
                         }
+                        drop(slot);
                     });
                 }
                 lane::CALL => {

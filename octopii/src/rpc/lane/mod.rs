@@ -40,9 +40,9 @@ pub(crate) const CANCEL: u8 = 1;
 /// Bytes after a lane frame's length: the call id and the tag.
 pub(crate) const HEAD: usize = 9;
 
-/// Frames waiting for a lane's writer, at most; a full queue holds up the
-/// calls that would add to it (their permits stay taken), so a peer that
-/// does not read cannot make the other side buffer without bound.
+/// Frames waiting for a client lane's writer, at most; a full queue holds
+/// up the calls that would add to it. (A server lane's queue is as long as
+/// the calls it runs at once.)
 pub(crate) const QUEUE: usize = 1024;
 
 /// Bytes a writer gathers into one write at most.
