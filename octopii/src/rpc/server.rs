@@ -366,8 +366,9 @@ impl Router {
         Ok(reader.skip_prefix(&lane::MARKER))
     }
 
-    /// Serves a lane: reads calls and cancellations, runs each call in a
-    /// task of its own, and sends replies through one writer. A call holds
+    /// Serves a lane: reads calls and cancellations, answers a call whose
+    /// handler is ready at once, runs any other in a task of its own, and
+    /// sends replies through one writer. A call holds
     /// one of the lane's slots until its reply is queued; with none free,
     /// the lane is not read, so a peer that does not read its replies is
     /// held back by flow control instead of growing the queue. A frame that
@@ -406,46 +407,29 @@ impl Router {
             };
             match tag {
                 lane::CANCEL => {
-                    // Dropping the sender cancels the call.
-                    running
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remove(&id);
+                    // Dropping the sender cancels the call (if it still runs).
+                    lock(&running).remove(&id);
                 }
                 lane::CALL if id > last_id => {
                     last_id = id;
                     // Never closed, so always a permit.
                     let slot = slots.clone().acquire_owned().await.ok();
-                    let call = lane::split_call(body).ok_or_else(|| {
-                        RpcError::new(
-                            Code::InvalidArgument,
-                            "a lane call is not a header frame and an arguments frame",
-                        )
-                    });
-                    let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
-                    running
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert(id, cancel);
-                    let (router, conn, replies, running) =
-                        (self.clone(), conn.clone(), replies.clone(), running.clone());
+                    let (cancel, cancelled) = tokio::sync::oneshot::channel();
+                    let mut call = Box::pin(self.clone().lane_call(conn.clone(), body, cancelled));
+                    // A handler ready at once is answered from here, without
+                    // a task and its wake-ups; one that waits goes on in a
+                    // task of its own, so it holds up nobody.
+                    if let Some(result) = (&mut call).now_or_never() {
+                        if let Some(result) = result {
+                            let _ = replies.send(lane::reply(id, &result)).await;
+                        }
+                        continue;
+                    }
+                    lock(&running).insert(id, cancel);
+                    let (replies, running) = (replies.clone(), running.clone());
                     tokio::spawn(async move {
-                        let result = match call.and_then(|(h, a)| router.lane_request(h, a)) {
-                            Ok((header, args)) => {
-                                let service = router.service(&header.service);
-                                let cancelled = async {
-                                    let _ = cancelled.await;
-                                };
-                                router
-                                    .dispatch(&conn, service, (header, args), cancelled, lane::HEAD)
-                                    .await
-                            }
-                            Err(refused) => Some(Err(refused)),
-                        };
-                        let answered = running
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .remove(&id);
+                        let result = call.await;
+                        let answered = lock(&running).remove(&id);
                         if let (Some(result), Some(_)) = (result, answered) {
                             let _ = replies.send(lane::reply(id, &result)).await;
                         }
@@ -472,21 +456,44 @@ impl Router {
             let _ = reset.send(());
             let _ = recv.stop(PROTOCOL_ERROR);
             // Cancels every call still running on the lane.
-            running
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clear();
+            lock(&running).clear();
         }
         drop(replies);
         let _ = writer.await;
     }
 
+    /// Runs one call of a lane, whose `body` is its header and arguments
+    /// frames; `None` if `cancelled` first.
+    async fn lane_call(
+        self: Arc<Self>,
+        conn: PeerConnection,
+        body: bytes::Bytes,
+        cancelled: tokio::sync::oneshot::Receiver<()>,
+    ) -> Option<Result<Vec<u8>, RpcError>> {
+        let (header, args) = match self.lane_request(body) {
+            Ok(request) => request,
+            Err(refused) => return Some(Err(refused)),
+        };
+        let service = self.service(&header.service);
+        let cancelled = async {
+            let _ = cancelled.await;
+        };
+        let request = (header, args);
+        self.dispatch(&conn, service, request, cancelled, lane::HEAD)
+            .await
+    }
+
     /// The header and arguments of a lane call: a unary request.
     fn lane_request(
         &self,
-        header: bytes::Bytes,
-        args: bytes::Bytes,
+        body: bytes::Bytes,
     ) -> Result<(RequestHeader<'static>, bytes::Bytes), RpcError> {
+        let (header, args) = lane::split_call(body).ok_or_else(|| {
+            RpcError::new(
+                Code::InvalidArgument,
+                "a lane call is not a header frame and an arguments frame",
+            )
+        })?;
         let header: RequestHeader<'static> = codec::decode(&header).map_err(|e| {
             RpcError::new(
                 Code::InvalidArgument,
@@ -616,6 +623,10 @@ impl Router {
         };
         observed.finish(failed);
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// How a request that cannot be served ends.
