@@ -93,7 +93,7 @@ impl Budgets {
     pub(crate) fn call_permit(
         &self,
         service: &str,
-        peer: &PeerInfo,
+        peer: &PeerShare,
     ) -> Result<CallPermit, RpcError> {
         let permit = if RAFT_SERVICES.contains(&service) {
             self.raft_calls
@@ -113,7 +113,9 @@ impl Budgets {
         })
     }
 
-    fn user_call_permit(&self, peer: &PeerInfo) -> Result<CallPermit, &'static str> {
+    /// The share of call permits of `peer`, to look up once per stream or
+    /// lane rather than per call.
+    pub(crate) fn peer_share(&self, peer: &PeerInfo) -> PeerShare {
         // Without verification every peer may claim any name: its address
         // is then what tells peers apart.
         let key = if peer.verified {
@@ -121,9 +123,11 @@ impl Budgets {
         } else {
             peer.addr.to_string()
         };
-        let share = self
-            .peers
-            .get_or_insert(key, || Arc::new(Semaphore::new(self.per_peer_calls)));
+        self.peers
+            .get_or_insert(key, || Arc::new(Semaphore::new(self.per_peer_calls)))
+    }
+
+    fn user_call_permit(&self, share: &PeerShare) -> Result<CallPermit, &'static str> {
         let Ok(peer_permit) = share.value.clone().try_acquire_owned() else {
             return Err("the caller is at its limit of concurrent calls on this server");
         };
@@ -131,7 +135,7 @@ impl Budgets {
             return Err("the server is at its limit of concurrent calls");
         };
         Ok(CallPermit {
-            _peer: Some((peer_permit, share)),
+            _peer: Some((peer_permit, share.clone())),
             _node: node,
         })
     }
@@ -159,13 +163,14 @@ impl Budgets {
     }
 }
 
-/// A peer's share of the user call permits, registered by peer.
-type PeerShare = Arc<Entry<String, Arc<Semaphore>>>;
+/// A peer's share of the user call permits, registered by peer while a
+/// stream or lane of that peer holds it.
+pub(crate) type PeerShare = Arc<Entry<String, Arc<Semaphore>>>;
 
 /// Held while a call runs; its permits return when it is dropped.
 #[derive(Debug)]
 pub(crate) struct CallPermit {
-    // The peer's share is kept registered while its permit is out.
+    // The peer's share stays registered while its permit is out.
     _peer: Option<(OwnedSemaphorePermit, PeerShare)>,
     _node: OwnedSemaphorePermit,
 }
@@ -341,13 +346,18 @@ mod tests {
             c.max_concurrent_calls_per_peer = 2;
         });
         let greedy: Vec<_> = (0..2)
-            .map(|_| b.call_permit("Svc", &peer("greedy")).unwrap())
+            .map(|_| {
+                b.call_permit("Svc", &b.peer_share(&peer("greedy")))
+                    .unwrap()
+            })
             .collect();
-        let err = b.call_permit("Svc", &peer("greedy")).unwrap_err();
+        let err = b
+            .call_permit("Svc", &b.peer_share(&peer("greedy")))
+            .unwrap_err();
         assert_eq!(err.code(), Code::ResourceExhausted);
-        let other = b.call_permit("Svc", &peer("other")).unwrap();
+        let other = b.call_permit("Svc", &b.peer_share(&peer("other"))).unwrap();
         // The node-wide limit still holds.
-        assert!(b.call_permit("Svc", &peer("third")).is_err());
+        assert!(b.call_permit("Svc", &b.peer_share(&peer("third"))).is_err());
         drop(other);
         drop(greedy);
         assert_eq!(b.peers.len(), 0, "shares of idle peers are forgotten");
@@ -360,12 +370,18 @@ mod tests {
             c.max_concurrent_calls = 1;
             c.max_concurrent_raft_calls = 1;
         });
-        let _user = b.call_permit("Svc", &peer("a")).unwrap();
-        assert!(b.call_permit("Svc", &peer("b")).is_err());
-        let raft = b.call_permit("RaftService", &peer("b")).unwrap();
-        assert!(b.call_permit("RaftSnapshot", &peer("c")).is_err());
+        let _user = b.call_permit("Svc", &b.peer_share(&peer("a"))).unwrap();
+        assert!(b.call_permit("Svc", &b.peer_share(&peer("b"))).is_err());
+        let raft = b
+            .call_permit("RaftService", &b.peer_share(&peer("b")))
+            .unwrap();
+        assert!(
+            b.call_permit("RaftSnapshot", &b.peer_share(&peer("c")))
+                .is_err()
+        );
         drop(raft);
-        b.call_permit("RaftSnapshot", &peer("c")).unwrap();
+        b.call_permit("RaftSnapshot", &b.peer_share(&peer("c")))
+            .unwrap();
     }
 
     #[test]

@@ -24,7 +24,7 @@ use futures::FutureExt;
 
 use tracing::Instrument;
 
-use super::budget::{Budgets, CallPermit, RpcStats};
+use super::budget::{Budgets, CallPermit, PeerShare, RpcStats};
 use super::frame::{self, FrameError, FrameReader, RequestHeader};
 use super::lane;
 use super::observe::Observed;
@@ -152,8 +152,10 @@ impl Router {
         mut recv: quinn::RecvStream,
     ) {
         let mut reader = FrameReader::with_budget(self.budgets.frame_budget(&conn));
+        let share = self.budgets.peer_share(conn.peer());
+        let caller = Caller { conn, share };
         match self.opens_lane(&mut reader, &mut recv).await {
-            Ok(true) => return self.serve_lane(conn, send, recv, reader).await,
+            Ok(true) => return self.serve_lane(Arc::new(caller), send, recv, reader).await,
             Ok(false) => {}
             Err(_) => return,
         }
@@ -167,7 +169,7 @@ impl Router {
                 Err(Abandon::Answer(error)) => {
                     // Framing is lost: answer if the client can still hear,
                     // then end the stream.
-                    tracing::debug!(peer = %conn.peer().addr, "bad request: {error}");
+                    tracing::debug!(peer = %caller.conn.peer().addr, "bad request: {error}");
                     let _ = recv.stop(PROTOCOL_ERROR);
                     // A peer that does not read its answer does not hold
                     // the stream for it either.
@@ -189,15 +191,16 @@ impl Router {
             let service = self.service(&header.service);
             if header.owns_stream {
                 // The stream now belongs to this call's own protocol.
-                let peer = conn.peer().clone();
+                let peer = caller.conn.peer().clone();
                 let mut stream = CallStream::new(send, recv, reader, self.max_frame_size, peer);
                 stream.set_idle_timeout(self.stream_idle_timeout);
-                self.serve_owned(service, &conn, header, args, stream).await;
+                self.serve_owned(service, &caller, header, args, stream)
+                    .await;
                 return;
             }
             let Some(result) = self
                 .dispatch(
-                    &conn,
+                    &caller,
                     service,
                     (header, args),
                     send.stopped(),
@@ -264,13 +267,13 @@ impl Router {
     /// cancelled it.
     async fn dispatch(
         &self,
-        conn: &PeerConnection,
+        caller: &Caller,
         service: Option<Arc<dyn Service>>,
         (header, args): (RequestHeader<'static>, bytes::Bytes),
         cancelled: impl Future,
         head: usize,
     ) -> Option<Result<Vec<u8>, RpcError>> {
-        let (observed, admitted) = self.admit(service, conn, header);
+        let (observed, admitted) = self.admit(service, caller, header);
         let (call, _permit) = match admitted {
             Ok(admitted) => admitted,
             Err(refused) => {
@@ -377,7 +380,7 @@ impl Router {
     /// and its other streams go on.
     async fn serve_lane(
         self: Arc<Self>,
-        conn: PeerConnection,
+        caller: Arc<Caller>,
         send: quinn::SendStream,
         mut recv: quinn::RecvStream,
         mut reader: FrameReader,
@@ -415,7 +418,8 @@ impl Router {
                     // Never closed, so always a permit.
                     let slot = slots.clone().acquire_owned().await.ok();
                     let (cancel, cancelled) = tokio::sync::oneshot::channel();
-                    let mut call = Box::pin(self.clone().lane_call(conn.clone(), body, cancelled));
+                    let mut call =
+                        Box::pin(self.clone().lane_call(caller.clone(), body, cancelled));
                     // A handler ready at once is answered from here, without
                     // a task and its wake-ups; one that waits goes on in a
                     // task of its own, so it holds up nobody.
@@ -451,7 +455,7 @@ impl Router {
             }
         };
         if let Some(failure) = failure {
-            tracing::debug!(peer = %conn.peer().addr, "closing a lane: {failure}");
+            tracing::debug!(peer = %caller.conn.peer().addr, "closing a lane: {failure}");
             // Before the queue closes, or the writer would finish cleanly.
             let _ = reset.send(());
             let _ = recv.stop(PROTOCOL_ERROR);
@@ -466,7 +470,7 @@ impl Router {
     /// frames; `None` if `cancelled` first.
     async fn lane_call(
         self: Arc<Self>,
-        conn: PeerConnection,
+        caller: Arc<Caller>,
         body: bytes::Bytes,
         cancelled: tokio::sync::oneshot::Receiver<()>,
     ) -> Option<Result<Vec<u8>, RpcError>> {
@@ -479,7 +483,7 @@ impl Router {
             let _ = cancelled.await;
         };
         let request = (header, args);
-        self.dispatch(&conn, service, request, cancelled, lane::HEAD)
+        self.dispatch(&caller, service, request, cancelled, lane::HEAD)
             .await
     }
 
@@ -510,6 +514,13 @@ impl Router {
     }
 }
 
+/// Who a stream or lane serves: its connection, and the peer's share of
+/// call permits, looked up once rather than per call.
+struct Caller {
+    conn: PeerConnection,
+    share: PeerShare,
+}
+
 /// A call that may run: its service, method and context.
 struct Admitted {
     service: Arc<dyn Service>,
@@ -526,12 +537,12 @@ impl Router {
     fn admit(
         &self,
         service: Option<Arc<dyn Service>>,
-        conn: &PeerConnection,
+        caller: &Caller,
         mut header: RequestHeader<'static>,
     ) -> (Observed, Result<(Admitted, CallPermit), RpcError>) {
         let timeout = header.timeout_micros.map(Duration::from_micros);
         let ctx = Context::of_request(
-            conn.peer().clone(),
+            caller.conn.peer().clone(),
             timeout.map(|t| Instant::now() + t),
             std::mem::take(&mut header.metadata).into_owned(),
             header.trace,
@@ -540,19 +551,21 @@ impl Router {
         let observed = Observed::server(
             (&header.service, &header.method),
             service.as_deref(),
-            conn.peer(),
+            caller.conn.peer(),
             &ctx.trace(),
             ctx.trace_parent(),
         );
-        let admitted = self.check(service, conn, &header).map(|(service, permit)| {
-            let call = Admitted {
-                service,
-                method: header.method.into_owned(),
-                ctx,
-                timeout,
-            };
-            (call, permit)
-        });
+        let admitted = self
+            .check(service, caller, &header)
+            .map(|(service, permit)| {
+                let call = Admitted {
+                    service,
+                    method: header.method.into_owned(),
+                    ctx,
+                    timeout,
+                };
+                (call, permit)
+            });
         (observed, admitted)
     }
 
@@ -560,7 +573,7 @@ impl Router {
     fn check(
         &self,
         service: Option<Arc<dyn Service>>,
-        conn: &PeerConnection,
+        caller: &Caller,
         header: &RequestHeader<'static>,
     ) -> Result<(Arc<dyn Service>, CallPermit), RpcError> {
         let Some(service) = service else {
@@ -569,14 +582,14 @@ impl Router {
                 format!("no service named `{}`", header.service),
             ));
         };
-        super::policy::admit(&*service, conn.peer(), &header.method)?;
+        super::policy::admit(&*service, caller.conn.peer(), &header.method)?;
         if self.draining.load(Ordering::SeqCst) {
             return Err(RpcError::new(
                 Code::Unavailable,
                 "the node is draining: call another node",
             ));
         }
-        let permit = self.budgets.call_permit(&header.service, conn.peer())?;
+        let permit = self.budgets.call_permit(&header.service, &caller.share)?;
         Ok((service, permit))
     }
 
@@ -584,12 +597,12 @@ impl Router {
     async fn serve_owned(
         &self,
         service: Option<Arc<dyn Service>>,
-        conn: &PeerConnection,
+        caller: &Caller,
         header: RequestHeader<'static>,
         args: bytes::Bytes,
         stream: CallStream,
     ) {
-        let (observed, admitted) = self.admit(service, conn, header);
+        let (observed, admitted) = self.admit(service, caller, header);
         let (call, _permit) = match admitted {
             Ok(admitted) => admitted,
             Err(refused) => {
