@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::codec;
 use crate::rpc::TraceContext;
 use crate::rpc::frame;
-use crate::rpc::observe::Observed;
+use crate::rpc::observe::{CallMetrics, Observed};
 use crate::transport::tls::ClusterCa;
 use crate::transport::{InboundHandler, PeerConnection};
 use crate::{Config, OctopiiError, OctopiiNode, OctopiiRuntime, Result};
@@ -145,6 +145,8 @@ impl RpcBench {
 #[derive(Debug)]
 pub struct ObserveOneCall {
     peer: crate::transport::PeerInfo,
+    client: CallMetrics,
+    server: CallMetrics,
 }
 
 impl Default for ObserveOneCall {
@@ -156,6 +158,8 @@ impl Default for ObserveOneCall {
                 role: crate::identity::Role::Node { id: 1 },
                 verified: true,
             },
+            client: CallMetrics::client(),
+            server: CallMetrics::server(),
         }
     }
 }
@@ -164,10 +168,18 @@ impl ObserveOneCall {
     /// Observes one call of `Bench.echo`, as the client and the server do.
     pub fn observe(&self) {
         let trace = TraceContext::current().map_or_else(TraceContext::new_root, |t| t.child());
-        let client = Observed::client(BenchClient::SERVICE_NAME, "echo", self.peer.addr, &trace);
+        let (service, method) = (BenchClient::SERVICE_NAME, "echo");
+        let client = Observed::client(&self.client, service, method, self.peer.addr, &trace);
         let served = trace.child();
-        let names = (BenchClient::SERVICE_NAME, "echo");
-        let server = Observed::server(names, None, &self.peer, &served, Some(trace.span_id()));
+        let parent = Some(trace.span_id());
+        let server = Observed::server(
+            &self.server,
+            (service, method),
+            None,
+            &self.peer,
+            &served,
+            parent,
+        );
         server.finish(None);
         client.finish(None);
     }

@@ -28,7 +28,7 @@ use tower::{BoxError, Layer};
 use super::frame::{self, FrameReader, RequestHeader};
 use super::lane::{self, client::Lane};
 use super::layers::{Direct, Outgoing, Shared};
-use super::observe::Observed;
+use super::observe::{CallMetrics, Observed};
 use super::retry::{Reached, RetryPolicy, may_retry, never_ran};
 use super::trace::{TRACEPARENT, TraceContext};
 use super::{CallStream, Code, RpcError};
@@ -140,6 +140,7 @@ struct IdleStreams {
 /// peer, which unary calls check out and return.
 pub struct StreamPool {
     transport: Arc<Transport>,
+    metrics: CallMetrics,
     idle: Mutex<HashMap<SocketAddr, IdleStreams>>,
     max_idle_per_peer: usize,
 }
@@ -156,6 +157,7 @@ impl StreamPool {
     pub fn new(transport: Arc<Transport>, max_idle_per_peer: usize) -> Self {
         StreamPool {
             transport,
+            metrics: CallMetrics::client(),
             idle: Mutex::new(HashMap::new()),
             max_idle_per_peer,
         }
@@ -599,7 +601,7 @@ impl Client {
         F: Future<Output = Result<T, RpcError>>,
     {
         let trace = TraceContext::current().map_or_else(TraceContext::new_root, |t| t.child());
-        let observed = Observed::client(service, method, self.peer, &trace);
+        let observed = Observed::client(&self.pool.metrics, service, method, self.peer, &trace);
         let result = call(trace).instrument(observed.span().clone()).await;
         observed.finish(result.as_ref().err().map(RpcError::code));
         result

@@ -9,10 +9,16 @@
 //!
 //! With no `tracing` subscriber and no metrics recorder installed, both
 //! cost a check each.
+//!
+//! Metric handles are registered once per service and method by each node
+//! and kept ([`CallMetrics`]), with the recorder installed at that moment:
+//! install a recorder before starting nodes.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
-use metrics::SharedString;
+use metrics::{Counter, Histogram};
 use tokio::time::Instant;
 use tracing::Span;
 use tracing::field::Empty;
@@ -25,18 +31,100 @@ use crate::transport::PeerInfo;
 /// serve.
 const UNKNOWN: &str = "unknown";
 
+/// The metric handles of the calls one side of a node makes or serves, by
+/// service and method, registered on first use: building them per call
+/// cost more than all the rest of observing it.
+#[derive(Debug)]
+pub(crate) struct CallMetrics {
+    side: &'static str,
+    methods: RwLock<HashMap<(&'static str, &'static str), Arc<MethodMetrics>>>,
+}
+
+/// The handles of one method: its duration and, by status, its calls.
+#[derive(Debug)]
+struct MethodMetrics {
+    side: &'static str,
+    service: &'static str,
+    method: &'static str,
+    duration: Histogram,
+    /// By wire code, 0 for `Ok`; registered when a call first ends so.
+    calls: [OnceLock<Counter>; 17],
+}
+
+impl CallMetrics {
+    /// The handles of the calls this node makes.
+    pub fn client() -> Self {
+        Self::of_side("client")
+    }
+
+    /// The handles of the calls this node serves.
+    pub fn server() -> Self {
+        Self::of_side("server")
+    }
+
+    fn of_side(side: &'static str) -> Self {
+        CallMetrics {
+            side,
+            methods: RwLock::default(),
+        }
+    }
+
+    fn method(&self, service: &'static str, method: &'static str) -> Arc<MethodMetrics> {
+        let key = (service, method);
+        let known = self.methods.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(handles) = known.get(&key) {
+            return handles.clone();
+        }
+        drop(known);
+        let mut known = self.methods.write().unwrap_or_else(PoisonError::into_inner);
+        let side = self.side;
+        known
+            .entry(key)
+            .or_insert_with(|| {
+                let duration = metrics::histogram!(
+                    "octopii_rpc_call_duration_seconds",
+                    "side" => side,
+                    "service" => service,
+                    "method" => method,
+                );
+                Arc::new(MethodMetrics {
+                    side,
+                    service,
+                    method,
+                    duration,
+                    calls: Default::default(),
+                })
+            })
+            .clone()
+    }
+}
+
+impl MethodMetrics {
+    fn calls(&self, failed: Option<Code>) -> &Counter {
+        let code = failed.map_or(0, Code::to_wire) as usize;
+        self.calls[code % self.calls.len()].get_or_init(|| {
+            metrics::counter!(
+                "octopii_rpc_calls_total",
+                "side" => self.side,
+                "service" => self.service,
+                "method" => self.method,
+                "code" => failed.map_or("Ok", Code::as_str),
+            )
+        })
+    }
+}
+
 /// One call being observed; [`finish`](Self::finish) records its outcome.
 pub(crate) struct Observed {
     span: Span,
     started: Instant,
-    side: &'static str,
-    service: SharedString,
-    method: SharedString,
+    metrics: Arc<MethodMetrics>,
 }
 
 impl Observed {
     /// A call this node makes to `peer`, in `trace`.
     pub fn client(
+        metrics: &CallMetrics,
         service: &'static str,
         method: &'static str,
         peer: SocketAddr,
@@ -56,9 +144,7 @@ impl Observed {
         Observed {
             span,
             started: Instant::now(),
-            side: "client",
-            service: SharedString::const_str(service),
-            method: SharedString::const_str(method),
+            metrics: metrics.method(service, method),
         }
     }
 
@@ -66,6 +152,7 @@ impl Observed {
     /// `names` by the caller, whether or not they exist), served in `trace`
     /// (a child of the caller's `parent` span, if it sent one).
     pub fn server(
+        metrics: &CallMetrics,
         (service, method): (&str, &str),
         served: Option<&dyn Service>,
         peer: &PeerInfo,
@@ -90,26 +177,19 @@ impl Observed {
         // bound. A span records what the peer asked for.
         let (service, method) = match served {
             Some(served) => (
-                SharedString::const_str(served.name()),
+                served.name(),
                 served
                     .methods()
                     .iter()
                     .find(|m| **m == method)
-                    .map_or(SharedString::const_str(UNKNOWN), |m| {
-                        SharedString::const_str(m)
-                    }),
+                    .map_or(UNKNOWN, |m| *m),
             ),
-            None => (
-                SharedString::const_str(UNKNOWN),
-                SharedString::const_str(UNKNOWN),
-            ),
+            None => (UNKNOWN, UNKNOWN),
         };
         Observed {
             span,
             started: Instant::now(),
-            side: "server",
-            service,
-            method,
+            metrics: metrics.method(service, method),
         }
     }
 
@@ -124,21 +204,7 @@ impl Observed {
         let code = failed.map_or("Ok", Code::as_str);
         self.span.record("code", code);
         self.span.record("micros", elapsed.as_micros() as u64);
-        let (service, method) = (self.service, self.method);
-        metrics::counter!(
-            "octopii_rpc_calls_total",
-            "side" => self.side,
-            "service" => service.clone(),
-            "method" => method.clone(),
-            "code" => code,
-        )
-        .increment(1);
-        metrics::histogram!(
-            "octopii_rpc_call_duration_seconds",
-            "side" => self.side,
-            "service" => service,
-            "method" => method,
-        )
-        .record(elapsed.as_secs_f64());
+        self.metrics.calls(failed).increment(1);
+        self.metrics.duration.record(elapsed.as_secs_f64());
     }
 }

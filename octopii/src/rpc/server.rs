@@ -27,7 +27,7 @@ use tracing::Instrument;
 use super::budget::{Budgets, CallPermit, PeerShare, RpcStats};
 use super::frame::{self, FrameError, FrameReader, RequestHeader};
 use super::lane;
-use super::observe::Observed;
+use super::observe::{CallMetrics, Observed};
 use super::{CallStream, Code, Context, RpcError, Service};
 use crate::codec;
 use crate::config::{RpcConfig, TransportConfig};
@@ -73,6 +73,7 @@ pub struct Router {
     stream_idle_timeout: Duration,
     /// Set by [`drain`](Router::drain): new calls are refused.
     draining: AtomicBool,
+    metrics: CallMetrics,
 }
 
 impl std::fmt::Debug for Router {
@@ -96,6 +97,7 @@ impl Router {
             request_read_timeout: rpc.request_read_timeout(),
             stream_idle_timeout: rpc.stream_idle_timeout(),
             draining: AtomicBool::new(false),
+            metrics: CallMetrics::server(),
         }
     }
 
@@ -549,6 +551,7 @@ impl Router {
             header.signature,
         );
         let observed = Observed::server(
+            &self.metrics,
             (&header.service, &header.method),
             service.as_deref(),
             caller.conn.peer(),
