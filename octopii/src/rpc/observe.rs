@@ -114,6 +114,16 @@ impl MethodMetrics {
     }
 }
 
+/// A span id as traces write it: 16 hex digits, formatted only if the
+/// span is recorded.
+struct SpanId(u64);
+
+impl std::fmt::Display for SpanId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
 /// One call being observed; [`finish`](Self::finish) records its outcome.
 pub(crate) struct Observed {
     span: Span,
@@ -168,7 +178,7 @@ impl Observed {
             identity = %peer.identity,
             trace_id = %format_args!("{:032x}", trace.trace_id()),
             span_id = %format_args!("{:016x}", trace.span_id()),
-            parent_id = parent.map(|p| tracing::field::display(format!("{p:016x}"))),
+            parent_id = parent.map(|p| tracing::field::display(SpanId(p))),
             code = Empty,
             micros = Empty,
         );
