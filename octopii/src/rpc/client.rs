@@ -620,7 +620,7 @@ impl Client {
         let reply = loop {
             // Every attempt tells the server what is left of the deadline.
             let left = give_up.map(|t| t.saturating_duration_since(Instant::now()));
-            let request = Bytes::from(self.request(service, method, args, false, &trace, left)?);
+            let request = self.request(service, method, args, false, &trace, left)?;
             let (error, reached) = match self.attempt(&request, left, (service, method)).await {
                 Ok(reply) => break reply,
                 Err((error, reached)) if never_ran(error.code(), reached) => {
@@ -649,7 +649,7 @@ impl Client {
     /// One attempt of a unary call, given `left` if it is bounded.
     async fn attempt(
         &self,
-        request: &Bytes,
+        request: &[u8],
         left: Option<Duration>,
         (service, method): (&'static str, &'static str),
     ) -> Result<Bytes, (RpcError, Reached)> {
@@ -759,7 +759,7 @@ impl Client {
     /// how far the request got.
     async fn round_trip(
         &self,
-        request: &Bytes,
+        request: &[u8],
         on: Option<&OnceLock<CallOn>>,
     ) -> Result<Bytes, (RpcError, Reached)> {
         let max = self.pool.transport.limits().max_frame_size;

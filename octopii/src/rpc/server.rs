@@ -427,7 +427,7 @@ impl Router {
                     // task of its own, so it holds up nobody.
                     if let Some(result) = (&mut call).now_or_never() {
                         if let Some(result) = result {
-                            let _ = replies.send(lane::Frame::reply(id, result)).await;
+                            let _ = replies.send(lane::reply(id, &result)).await;
                         }
                         continue;
                     }
@@ -437,7 +437,7 @@ impl Router {
                         let result = call.await;
                         let answered = lock(&running).remove(&id);
                         if let (Some(result), Some(_)) = (result, answered) {
-                            let _ = replies.send(lane::Frame::reply(id, result)).await;
+                            let _ = replies.send(lane::reply(id, &result)).await;
                         }
                         drop(slot);
                     });

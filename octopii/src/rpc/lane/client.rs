@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{CALL, CANCEL, Frame, MARKER, QUEUE, parse};
+use super::{CALL, CANCEL, MARKER, QUEUE, frame, parse};
 use crate::rpc::frame::FrameReader;
 use crate::rpc::retry::Reached;
 use crate::rpc::{Code, RpcError};
@@ -22,7 +22,7 @@ pub(crate) struct Lane {
     connection: usize,
     next_id: AtomicU64,
     waiting: Waiting,
-    frames: mpsc::Sender<Frame>,
+    frames: mpsc::Sender<Vec<u8>>,
     /// Calls in flight on the lane, at most as many as the streams a peer
     /// grants: past that, callers wait, as they would for stream credit.
     slots: Semaphore,
@@ -75,7 +75,7 @@ impl Lane {
 
     /// Sends `request` (its header and arguments frames) and waits for the
     /// reply; dropped before it, the call is cancelled on the server.
-    pub async fn call(&self, request: &Bytes) -> Result<Bytes, (RpcError, Reached)> {
+    pub async fn call(&self, request: &[u8]) -> Result<Bytes, (RpcError, Reached)> {
         let Ok(_slot) = self.slots.acquire().await else {
             return Err((closed(), Reached::NotSent));
         };
@@ -93,7 +93,7 @@ impl Lane {
             };
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             waiting.insert(id, answer);
-            slot.send(Frame::new(id, CALL, request.clone()));
+            slot.send(frame(id, CALL, request));
             id
         };
         let mut call = Pending {
@@ -128,10 +128,7 @@ impl Drop for Pending<'_> {
         }
         // Best effort: a full queue means the lane is backed up, and the
         // server's deadline ends the call anyway.
-        let _ = self
-            .lane
-            .frames
-            .try_send(Frame::new(self.id, CANCEL, Bytes::new()));
+        let _ = self.lane.frames.try_send(frame(self.id, CANCEL, &[]));
     }
 }
 

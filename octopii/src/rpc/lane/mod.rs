@@ -53,7 +53,7 @@ const WRITE_BATCH: usize = 256 * 1024;
 /// gives a code (then resets the stream with it).
 pub(crate) async fn write(
     mut send: quinn::SendStream,
-    mut queued: mpsc::Receiver<Frame>,
+    mut queued: mpsc::Receiver<Vec<u8>>,
     start: Vec<u8>,
     broken: impl Future<Output = quinn::VarInt>,
 ) {
@@ -69,10 +69,10 @@ pub(crate) async fn write(
             first = queued.recv() => first,
         };
         let Some(first) = first else { break };
-        first.put(&mut batch);
+        batch.extend_from_slice(&first);
         while batch.len() < WRITE_BATCH {
             match queued.try_recv() {
-                Ok(more) => more.put(&mut batch),
+                Ok(more) => batch.extend_from_slice(&more),
                 Err(_) => break,
             }
         }
@@ -84,37 +84,21 @@ pub(crate) async fn write(
     let _ = send.finish();
 }
 
-/// A lane frame waiting for a writer: its length, call id and tag, and
-/// its body, which the writer copies straight into its batch.
-#[derive(Debug)]
-pub(crate) struct Frame {
-    head: [u8; 4 + HEAD],
-    body: Bytes,
+/// A lane frame of call `id` with `tag` and `body`.
+pub(crate) fn frame(id: u64, tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + HEAD + body.len());
+    out.put_u32((HEAD + body.len()) as u32);
+    out.put_u64_le(id);
+    out.put_u8(tag);
+    out.extend_from_slice(body);
+    out
 }
 
-impl Frame {
-    /// The frame of call `id` with `tag` and `body`.
-    pub fn new(id: u64, tag: u8, body: Bytes) -> Frame {
-        let mut head = [0; 4 + HEAD];
-        let mut out = &mut head[..];
-        out.put_u32((HEAD + body.len()) as u32);
-        out.put_u64_le(id);
-        out.put_u8(tag);
-        Frame { head, body }
-    }
-
-    /// The reply frame of call `id`.
-    pub fn reply(id: u64, result: Result<Vec<u8>, RpcError>) -> Frame {
-        match result {
-            Ok(value) => Frame::new(id, 0, value.into()),
-            Err(e) => Frame::new(id, e.code().to_wire(), e.message().to_owned().into()),
-        }
-    }
-
-    /// Appends the frame's bytes to `out`.
-    fn put(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.head);
-        out.extend_from_slice(&self.body);
+/// The reply frame of call `id`.
+pub(crate) fn reply(id: u64, result: &Result<Vec<u8>, RpcError>) -> Vec<u8> {
+    match result {
+        Ok(value) => frame(id, 0, value),
+        Err(e) => frame(id, e.code().to_wire(), e.message().as_bytes()),
     }
 }
 
@@ -152,8 +136,7 @@ mod tests {
 
     #[test]
     fn a_lane_frame_is_length_id_tag_body() {
-        let mut frame = Vec::new();
-        Frame::new(0x0102, CALL, Bytes::from_static(b"ab")).put(&mut frame);
+        let frame = frame(0x0102, CALL, b"ab");
         assert_eq!(frame, [0, 0, 0, 11, 2, 1, 0, 0, 0, 0, 0, 0, 0, b'a', b'b']);
         let (id, tag, body) = parse(Bytes::copy_from_slice(&frame[4..])).unwrap();
         assert_eq!((id, tag, &body[..]), (0x0102, CALL, &b"ab"[..]));
