@@ -274,6 +274,8 @@ fn bad_framing_on_a_lane_closes_that_lane_only() {
             ],
             // A frame too short for its id and tag.
             vec![vec![0, 0, 0, 2, 1, 2]],
+            // A cancellation of a call never sent.
+            vec![lane_frame(1, 0, &echo_call("a")), lane_frame(2, 1, b"")],
         ] {
             assert_eq!(raw_lane(&s, &frames).await, Err(2), "{frames:?}");
         }
@@ -339,5 +341,72 @@ fn a_client_that_never_reads_its_replies_is_held_back_not_buffered() {
         // The connection's other calls go on.
         assert_eq!(s.lanes().echo("other".into()).await.unwrap(), "other");
         writer.abort();
+    });
+}
+
+/// A server that holds each pooled call unanswered (counting it) and
+/// answers each lane call under an id the client never sent. Its waits are
+/// bounded, so the node can stop.
+#[derive(Default)]
+struct Liar {
+    pooled: Arc<AtomicUsize>,
+}
+
+impl octopii::transport::InboundHandler for Liar {
+    fn handle_stream(
+        &self,
+        _conn: octopii::transport::PeerConnection,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>> {
+        let pooled = self.pooled.clone();
+        Box::pin(async move {
+            let mut marker = [0; 4];
+            if recv.read_exact(&mut marker).await.is_err() || marker != [0xFF; 4] {
+                pooled.fetch_add(1, Ordering::SeqCst);
+                let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
+                return;
+            }
+            let mut len = [0; 4];
+            recv.read_exact(&mut len).await.unwrap();
+            let mut frame = vec![0; u32::from_be_bytes(len) as usize];
+            recv.read_exact(&mut frame).await.unwrap();
+            let value = octopii::codec::encode(&"lie").unwrap();
+            send.write_all(&lane_frame(1 << 40, 0, &value))
+                .await
+                .unwrap();
+            let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
+        })
+    }
+}
+
+#[test]
+fn a_reply_to_a_call_never_sent_breaks_the_clients_lane() {
+    let cluster = LocalCluster::new().expect("cluster");
+    let config = cluster.config("liar").unwrap().build().unwrap();
+    let liar = Liar::default();
+    let pooled = liar.pooled.clone();
+    let liar = OctopiiNode::with_handler(config, cluster.runtime(), Arc::new(liar)).unwrap();
+    let client = cluster.node("client").unwrap();
+    let lanes = LanesClient::new(&client, liar.local_addr());
+    cluster.block_on(async {
+        let held = tokio::spawn({
+            let lanes = lanes.clone();
+            async move { lanes.echo("held".into()).await }
+        });
+        while pooled.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // Overlapping the held call, this one takes the lane.
+        let call = lanes.echo("on the lane".into());
+        let lied_to = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .expect("the lane broke in time")
+            .unwrap_err();
+        assert_eq!(lied_to.code(), Code::Unavailable, "{lied_to}");
+        assert!(lied_to.message().contains("never sent"), "{lied_to}");
+        // It was sent on a lane that broke: it may have run.
+        assert!(!lied_to.never_ran(), "{lied_to:?}");
+        held.abort();
     });
 }

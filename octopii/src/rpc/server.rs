@@ -411,9 +411,15 @@ impl Router {
                 Err(e) => break Some(e),
             };
             match tag {
-                lane::CANCEL => {
+                lane::CANCEL if id <= last_id => {
                     // Dropping the sender cancels the call (if it still runs).
                     lock(&running).remove(&id);
+                }
+                lane::CANCEL => {
+                    break Some(RpcError::new(
+                        Code::InvalidArgument,
+                        format!("cancel of lane call {id}, which was never sent"),
+                    ));
                 }
                 lane::CALL if id > last_id => {
                     last_id = id;

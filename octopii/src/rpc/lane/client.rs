@@ -14,13 +14,19 @@ use crate::rpc::retry::Reached;
 use crate::rpc::{Code, RpcError};
 use crate::transport::PeerConnection;
 
-type Waiting = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Result<Bytes, RpcError>>>>>>;
+/// Each waiting call's answer: its reply, or why it failed and how far it
+/// got (answered by the server, or sent on a lane that broke, so it may
+/// have run).
+type Answer = Result<Bytes, (RpcError, Reached)>;
+type Waiting = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Answer>>>>>;
 
 /// One lane: calls are sent through `frames`, answered through `waiting`
 /// (`None` once the lane has closed).
 pub(crate) struct Lane {
     connection: usize,
-    next_id: AtomicU64,
+    /// The id of the next call; shared with the reader, which refuses
+    /// replies to ids not yet sent.
+    next_id: Arc<AtomicU64>,
     waiting: Waiting,
     frames: mpsc::Sender<Vec<u8>>,
     /// Calls in flight on the lane, at most as many as the streams a peer
@@ -46,6 +52,7 @@ impl Lane {
         let (send, recv) = conn.open_bi().await?;
         let (frames, queued) = mpsc::channel(QUEUE);
         let waiting: Waiting = Arc::new(Mutex::new(Some(HashMap::new())));
+        let next_id = Arc::new(AtomicU64::new(1));
         // Never broken from this side: a dropped lane finishes its stream.
         tokio::spawn(super::write(
             send,
@@ -53,10 +60,10 @@ impl Lane {
             MARKER.to_vec(),
             std::future::pending(),
         ));
-        tokio::spawn(read(recv, waiting.clone(), max_frame));
+        tokio::spawn(read(recv, waiting.clone(), next_id.clone(), max_frame));
         Ok(Arc::new(Lane {
             connection: conn.quinn().stable_id(),
-            next_id: AtomicU64::new(1),
+            next_id,
             waiting,
             frames,
             slots: Semaphore::new(max_calls.max(1)),
@@ -104,8 +111,7 @@ impl Lane {
         let reply = answered.await;
         call.done = true;
         match reply {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err((e, Reached::Answered)),
+            Ok(answer) => answer,
             Err(_) => Err((closed(), Reached::Sent)),
         }
     }
@@ -142,8 +148,14 @@ fn closed() -> RpcError {
 
 /// Hands each reply to its caller until the stream ends; then fails the
 /// calls still waiting. A reply to no call waiting is dropped: it answers
-/// a call its caller cancelled.
-async fn read(mut recv: quinn::RecvStream, waiting: Waiting, max_frame: u32) {
+/// a call its caller cancelled. A reply to a call never sent breaks the
+/// lane.
+async fn read(
+    mut recv: quinn::RecvStream,
+    waiting: Waiting,
+    next_id: Arc<AtomicU64>,
+    max_frame: u32,
+) {
     let mut reader = FrameReader::new();
     let why = loop {
         let payload = match reader.next(&mut recv, max_frame).await {
@@ -156,14 +168,24 @@ async fn read(mut recv: quinn::RecvStream, waiting: Waiting, max_frame: u32) {
             Err(e) => break e,
         };
         let Some(answer) = lock(&waiting).as_mut().and_then(|w| w.remove(&id)) else {
-            // A cancelled call's reply may still come; any other is a lie.
+            // A cancelled call's reply may still come; one to a call never
+            // sent is a lie.
+            if id >= next_id.load(Ordering::Relaxed) {
+                break RpcError::new(
+                    Code::Unavailable,
+                    format!("the peer answered lane call {id}, which was never sent"),
+                );
+            }
             continue;
         };
         let reply = match code {
             0 => Ok(body),
-            code => Err(RpcError::new(
-                Code::from_wire(code),
-                String::from_utf8_lossy(&body).into_owned(),
+            code => Err((
+                RpcError::new(
+                    Code::from_wire(code),
+                    String::from_utf8_lossy(&body).into_owned(),
+                ),
+                Reached::Answered,
             )),
         };
         let _ = answer.send(reply);
@@ -171,6 +193,7 @@ async fn read(mut recv: quinn::RecvStream, waiting: Waiting, max_frame: u32) {
     let _ = recv.stop(crate::rpc::client::CANCELLED);
     let left = lock(&waiting).take().unwrap_or_default();
     for (_, answer) in left {
-        let _ = answer.send(Err(RpcError::new(why.code(), why.message().to_owned())));
+        let failed = RpcError::new(why.code(), why.message().to_owned());
+        let _ = answer.send(Err((failed, Reached::Sent)));
     }
 }
