@@ -373,13 +373,13 @@ impl Router {
 
     /// Serves a lane: reads calls and cancellations, answers a call whose
     /// handler is ready at once, runs any other in a task of its own, and
-    /// sends replies through one writer. A call holds
-    /// one of the lane's slots until its reply is queued; with none free,
-    /// the lane is not read, so a peer that does not read its replies is
-    /// held back by flow control instead of growing the queue. A frame that
-    /// breaks the lane's framing, an unknown tag or a call id that does not
-    /// increase closes the lane (its calls are cancelled); the connection
-    /// and its other streams go on.
+    /// sends replies through one writer. A call holds one of the lane's
+    /// slots until its reply is queued; with none free, the lane is not
+    /// read, so a peer that does not read its replies is held back by flow
+    /// control instead of growing the queue. A frame that breaks the lane's
+    /// framing, an unknown tag, a call id that does not increase or a
+    /// cancellation of a call never sent closes the lane (its calls are
+    /// cancelled); the connection and its other streams go on.
     async fn serve_lane(
         self: Arc<Self>,
         caller: Arc<Caller>,
