@@ -144,3 +144,22 @@ pub mod logs;
 
 pub mod linearizability;
 pub mod raft;
+
+/// The header and arguments frames of a request for `service.method` with
+/// encoded `args`, as a foreign client writes them (`docs/PROTOCOL.md`,
+/// Request).
+pub fn request_frames(service: &str, method: &str, args: &[u8], owns_stream: bool) -> Vec<u8> {
+    let header = octopii::rpc::frame::RequestHeader {
+        service: service.into(),
+        method: method.into(),
+        timeout_micros: None,
+        metadata: vec![].into(),
+        owns_stream,
+        trace: None,
+        signature: None,
+    };
+    let mut out = Vec::new();
+    octopii::rpc::frame::put_encoded(&mut out, &header).expect("a header encodes");
+    octopii::rpc::frame::put_bytes(&mut out, args).expect("arguments fit a frame");
+    out
+}

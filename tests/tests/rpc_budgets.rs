@@ -14,8 +14,8 @@ use octopii::codec;
 use octopii::rpc::{self, Client, Code, Context, HandlerFuture, Service};
 use octopii::transport::PeerConnection;
 use octopii::{Config, OctopiiNode, OctopiiRuntime, Streaming};
-use octopii_tests::config;
 use octopii_tests::logs::{LogLine, LogsClient, logs_cluster};
+use octopii_tests::{config, request_frames};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
@@ -148,23 +148,6 @@ async fn wait_for(condition: impl Fn() -> bool) {
     panic!("condition never became true");
 }
 
-/// A request for `service.method` with `args`, as raw frames.
-fn request(service: &str, method: &str, args: &[u8], owns_stream: bool) -> Vec<u8> {
-    let header = rpc::frame::RequestHeader {
-        service: service.into(),
-        method: method.into(),
-        timeout_micros: None,
-        metadata: vec![].into(),
-        owns_stream,
-        trace: None,
-        signature: None,
-    };
-    let mut out = Vec::new();
-    rpc::frame::put_encoded(&mut out, &header).unwrap();
-    rpc::frame::put_bytes(&mut out, args).unwrap();
-    out
-}
-
 /// Reads one response frame: (code, body).
 async fn read_response(recv: &mut quinn::RecvStream) -> (u8, String) {
     let mut prefix = [0u8; 4];
@@ -247,7 +230,7 @@ fn a_request_begun_and_stalled_is_given_up_after_the_read_timeout() {
     c.rt.block_on(async {
         let conn = c.conn(0).await;
         // Half a header frame, then nothing.
-        let whole = request("Test", "echo", &codec::encode(&("x",)).unwrap(), false);
+        let whole = request_frames("Test", "echo", &codec::encode(&("x",)).unwrap(), false);
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
         send.write_all(&whole[..whole.len() / 2]).await.unwrap();
         let answer = tokio::time::timeout(Duration::from_secs(10), read_response(&mut recv));
@@ -330,7 +313,7 @@ fn an_argument_nested_a_million_levels_is_invalid_argument() {
         args.extend_from_slice(&0u32.to_le_bytes());
         let conn = c.conn(0).await;
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        send.write_all(&request("Test", "depth", &args, false))
+        send.write_all(&request_frames("Test", "depth", &args, false))
             .await
             .unwrap();
         let (code, message) = read_response(&mut recv).await;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use octopii::rpc::{self, Code, Connect};
+use octopii::rpc::{Code, Connect};
 use octopii::{LocalCluster, OctopiiNode};
 use tokio::sync::Semaphore;
 
@@ -210,19 +210,8 @@ fn echo_call(text: &str) -> Vec<u8> {
 
 /// The body of a call of `Lanes.method(args)`.
 fn call(method: &str, args: &impl serde::Serialize) -> Vec<u8> {
-    let header = rpc::frame::RequestHeader {
-        service: "Lanes".into(),
-        method: method.into(),
-        timeout_micros: None,
-        metadata: Vec::new().into(),
-        owns_stream: false,
-        trace: None,
-        signature: None,
-    };
-    let mut body = Vec::new();
-    rpc::frame::put_encoded(&mut body, &header).unwrap();
-    rpc::frame::put_encoded(&mut body, args).unwrap();
-    body
+    let args = octopii::codec::encode(args).unwrap();
+    octopii_tests::request_frames("Lanes", method, &args, false)
 }
 
 /// Splits reply frames into (id, code, body), sorted by id.

@@ -11,7 +11,7 @@ use octopii::ClusterCa;
 use octopii::codec;
 use octopii::rpc::{self, Client, Code, Context, HandlerFuture, Service};
 use octopii::{OctopiiNode, OctopiiRuntime};
-use octopii_tests::config;
+use octopii_tests::{config, request_frames};
 
 /// Counts handlers that were dropped before finishing.
 #[derive(Default)]
@@ -134,22 +134,6 @@ fn response(bytes: &[u8]) -> (u8, String) {
     (bytes[4], String::from_utf8_lossy(&bytes[5..]).into_owned())
 }
 
-fn request(service: &str, method: &str, args: &[u8]) -> Vec<u8> {
-    let header = rpc::frame::RequestHeader {
-        service: service.into(),
-        method: method.into(),
-        timeout_micros: None,
-        metadata: vec![].into(),
-        owns_stream: false,
-        trace: None,
-        signature: None,
-    };
-    let mut out = Vec::new();
-    rpc::frame::put_encoded(&mut out, &header).unwrap();
-    rpc::frame::put_bytes(&mut out, args).unwrap();
-    out
-}
-
 #[test]
 fn calls_reuse_one_pooled_stream() {
     let p = pair();
@@ -196,7 +180,7 @@ fn an_oversized_length_prefix_is_refused_before_allocating() {
 fn a_stream_ending_mid_frame_is_dropped_quietly() {
     let p = pair();
     p.rt.block_on(async {
-        let full = request("Test", "echo", &[0; 3]);
+        let full = request_frames("Test", "echo", &[0; 3], false);
         for cut in [2, 4, 9, full.len() - 1] {
             assert!(p.raw(&full[..cut]).await.is_empty(), "cut at {cut}");
         }
@@ -236,7 +220,7 @@ fn arguments_that_do_not_decode_are_invalid_argument() {
         // Raw: a string whose length claims far more than the frame holds.
         let mut args = u64::MAX.to_le_bytes().to_vec();
         args.extend_from_slice(b"abc");
-        let (code, _) = response(&p.raw(&request("Test", "echo", &args)).await);
+        let (code, _) = response(&p.raw(&request_frames("Test", "echo", &args, false)).await);
         assert_eq!(code, Code::InvalidArgument.to_wire());
         p.still_serving().await;
     });
@@ -281,9 +265,9 @@ fn pipelined_requests_are_answered_in_order() {
     let p = pair();
     p.rt.block_on(async {
         let args = |s: &str| codec::encode(&(s.to_string(),)).unwrap();
-        let mut bytes = request("Test", "sleep", &codec::encode(&(50u64,)).unwrap());
-        bytes.extend(request("Test", "echo", &args("second")));
-        bytes.extend(request("Test", "echo", &args("third")));
+        let mut bytes = request_frames("Test", "sleep", &codec::encode(&(50u64,)).unwrap(), false);
+        bytes.extend(request_frames("Test", "echo", &args("second"), false));
+        bytes.extend(request_frames("Test", "echo", &args("third"), false));
         // All three written at once, before any answer.
         let mut reply = &p.raw(&bytes).await[..];
         let mut answers = Vec::new();
