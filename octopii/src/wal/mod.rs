@@ -17,7 +17,11 @@
 //! `fdatasync` among them ([`FlushPolicy::GroupCommit`], the default). A
 //! single writer pays one sync per record, as it must; a hundred concurrent
 //! writers pay about one sync per hundred records (`octopii bench wal`
-//! measures it). A file system in memory ([`WalFs::never_blocks`]) is
+//! measures it). A lone writer on a quiet log skips the hand-off: its
+//! append is written and synced by the calling thread, inside
+//! [`tokio::task::block_in_place`] on a multi-threaded tokio runtime (never
+//! on a current-thread one), and the future is ready when the call returns
+//! (`docs/WAL.md` has the rules). A file system in memory ([`WalFs::never_blocks`]) is
 //! written on the appending thread instead, one request at a time, so a
 //! simulation that schedules every task also schedules the writes.
 //!
@@ -68,6 +72,7 @@ use std::future::Future;
 use std::ops::{Bound, Range, RangeBounds};
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
@@ -140,6 +145,10 @@ enum Writing {
     Thread {
         tx: Option<Sender<Request>>,
         thread: Option<JoinHandle<()>>,
+        /// Shared with the thread, which locks it for each batch.
+        writer: Arc<Mutex<Writer>>,
+        /// Requests sent to the thread and not yet taken into a batch.
+        queued: Arc<AtomicUsize>,
     },
     /// On the thread that makes the request ([`WalFs::never_blocks`]),
     /// answering each request [`WalFs::sync_delay`] after it is written.
@@ -151,7 +160,7 @@ enum Writing {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let Writing::Thread { tx, thread } = &mut self.writer else {
+        let Writing::Thread { tx, thread, .. } = &mut self.writer else {
             return;
         };
         // The writer finishes what is queued, then sees the channel closed.
@@ -221,13 +230,20 @@ impl Wal {
             }
         } else {
             let (tx, rx) = std::sync::mpsc::channel();
-            let thread = std::thread::Builder::new()
-                .name("octopii-wal".to_string())
-                .spawn(move || writer.run(rx))
-                .map_err(WalError::Spawn)?;
+            let writer = Arc::new(Mutex::new(writer));
+            let queued = Arc::new(AtomicUsize::new(0));
+            let thread = {
+                let (writer, queued) = (Arc::clone(&writer), Arc::clone(&queued));
+                std::thread::Builder::new()
+                    .name("octopii-wal".to_string())
+                    .spawn(move || Writer::run(writer, queued, rx))
+                    .map_err(WalError::Spawn)?
+            };
             Writing::Thread {
                 tx: Some(tx),
                 thread: Some(thread),
+                writer,
+                queued,
             }
         };
         tracing::debug!(
@@ -252,7 +268,9 @@ impl Wal {
     /// [`FlushPolicy`] defines).
     ///
     /// The record is queued when this is called, so appends get indexes in
-    /// call order, and dropping the future does not cancel the append.
+    /// call order, and dropping the future does not cancel the append. On a
+    /// quiet log the call itself writes and syncs the record (see the module
+    /// docs), so it may block for one `fdatasync`.
     pub fn append(&self, record: &[u8]) -> WalFuture<u64> {
         self.submit_append(std::iter::once(record), AppendReply::One)
     }
@@ -339,10 +357,21 @@ impl Wal {
             return WalFuture::failed(e);
         }
         match &self.inner.writer {
-            Writing::Thread { tx, .. } => match tx.as_ref().map(|tx| tx.send(request)) {
-                Some(Ok(())) => WalFuture::waiting(rx),
-                _ => WalFuture::failed(WalError::WriterStopped),
-            },
+            Writing::Thread {
+                tx, writer, queued, ..
+            } => {
+                let Err(request) = serve_here_if_quiet(writer, queued, request) else {
+                    return WalFuture::waiting(rx);
+                };
+                queued.fetch_add(1, Ordering::AcqRel);
+                match tx.as_ref().map(|tx| tx.send(request)) {
+                    Some(Ok(())) => WalFuture::waiting(rx),
+                    _ => {
+                        queued.fetch_sub(1, Ordering::AcqRel);
+                        WalFuture::failed(WalError::WriterStopped)
+                    }
+                }
+            }
             Writing::Inline { writer, fs } => {
                 // The reply is sent before `serve` returns: the future is
                 // ready, or once the disk's delay has passed.
@@ -465,6 +494,39 @@ impl std::fmt::Debug for Wal {
             .field("failure", &view.failure)
             .finish()
     }
+}
+
+/// Serves `request` on this thread when the log is quiet (see the module
+/// docs), sparing the two thread wake-ups of a hand-off; gives it back
+/// otherwise.
+fn serve_here_if_quiet(
+    writer: &Mutex<Writer>,
+    queued: &AtomicUsize,
+    request: Request,
+) -> std::result::Result<(), Request> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if queued.load(Ordering::Acquire) != 0 {
+        return Err(request);
+    }
+    // A current-thread runtime's one thread runs every task: never block it.
+    let flavor = Handle::try_current().ok().map(|h| h.runtime_flavor());
+    if flavor == Some(RuntimeFlavor::CurrentThread) {
+        return Err(request);
+    }
+    let Ok(mut writer) = writer.try_lock() else {
+        return Err(request);
+    };
+    // Under the lock, nothing queued means every earlier request is written.
+    if !writer.serves_a_lone_request() || queued.load(Ordering::Acquire) != 0 {
+        return Err(request);
+    }
+    match flavor {
+        // Moves the worker's other tasks to another thread while this one
+        // waits for the disk.
+        Some(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| writer.serve(request)),
+        _ => writer.serve(request),
+    }
+    Ok(())
 }
 
 /// The answer to a request made of a [`Wal`]: resolves once the writer has

@@ -11,8 +11,9 @@
 
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use tokio::sync::oneshot;
@@ -114,6 +115,8 @@ pub(crate) struct Writer {
     metrics: WalMetrics,
     last_sync: Instant,
     failure: Option<Arc<WalError>>,
+    /// The last batch answered one request: nobody else was appending.
+    quiet: bool,
 }
 
 impl Writer {
@@ -148,7 +151,20 @@ impl Writer {
             unsynced_records: 0,
             last_sync: Instant::now(),
             failure: None,
+            quiet: true,
         }
+    }
+
+    /// Whether a request may be served at once by its caller: the last batch
+    /// answered a single request, so this one is likely alone too, and the
+    /// policy would not wait for company anyway.
+    pub fn serves_a_lone_request(&self) -> bool {
+        let waits = match self.options.flush_policy {
+            FlushPolicy::GroupCommit { linger, .. } => linger.is_some(),
+            FlushPolicy::Interval(_) => true,
+            FlushPolicy::NoSyncForTestsOnly => false,
+        };
+        self.quiet && !waits
     }
 
     /// Serves one request at once, as a batch of its own.
@@ -159,15 +175,26 @@ impl Writer {
     }
 
     /// Serves requests from `rx`, in batches, until every sender is gone.
-    pub fn run(mut self, rx: Receiver<Request>) {
+    ///
+    /// The writer is shared with appenders that write and sync themselves
+    /// while it is idle (see [`Wal::append`](super::Wal::append)); it is
+    /// locked for a whole batch, and `queued` counts the requests sent and
+    /// not yet taken into one, so an appender that finds the lock free and
+    /// nothing queued knows every earlier request is already written.
+    pub fn run(writer: Arc<Mutex<Writer>>, queued: Arc<AtomicUsize>, rx: Receiver<Request>) {
+        let take = |w: &mut Writer, request: Request, batch: &mut Batch| {
+            w.take(request, batch);
+            queued.fetch_sub(1, Ordering::AcqRel);
+        };
         while let Ok(first) = rx.recv() {
+            let mut w = writer.lock().unwrap_or_else(PoisonError::into_inner);
             let opened = Instant::now();
             let mut batch = Batch::default();
             let mut next = Some(first);
             let mut disconnected = false;
             while let Some(request) = next.take() {
-                self.take(request, &mut batch);
-                if batch.bytes >= self.batch_cap() {
+                take(&mut w, request, &mut batch);
+                if batch.bytes >= w.batch_cap() {
                     break;
                 }
                 match rx.try_recv() {
@@ -181,7 +208,7 @@ impl Writer {
                     }
                     Err(TryRecvError::Empty) => {}
                 }
-                let Some(deadline) = self.deadline(opened) else {
+                let Some(deadline) = w.deadline(opened) else {
                     break;
                 };
                 let now = Instant::now();
@@ -194,7 +221,7 @@ impl Writer {
                     Err(RecvTimeoutError::Disconnected) => disconnected = true,
                 }
             }
-            self.commit(&mut batch);
+            w.commit(&mut batch);
             if disconnected {
                 break;
             }
@@ -391,6 +418,7 @@ impl Writer {
         if batch.is_empty() {
             return;
         }
+        self.quiet = batch.appends.len() + batch.syncs.len() == 1;
         if self.failure.is_none() {
             let must_sync = !batch.syncs.is_empty()
                 || (self.dirty && self.options.flush_policy != FlushPolicy::NoSyncForTestsOnly);
