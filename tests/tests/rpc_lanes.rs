@@ -176,6 +176,41 @@ fn a_call_dropped_on_a_lane_is_cancelled_on_the_server_and_the_lane_goes_on() {
     });
 }
 
+#[test]
+fn a_call_expecting_another_peer_never_rides_the_open_lane() {
+    let s = setup();
+    let peer = s.server.local_addr();
+    s.cluster.block_on(async {
+        let holds = s.hold(2).await;
+        assert!(s.client.stream_pool().has_lane(peer));
+        // Overlapping the holds, but expecting a certificate the server
+        // does not hold: refused, as on a connection of its own.
+        let expecting = octopii::rpc::Client::new(&s.client, peer)
+            .expect_peer(octopii::transport::tls::Role::Node { id: 9 });
+        let refused = LanesClient::from_client(expecting)
+            .echo("wrong peer".into())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused}");
+        // A call expecting the server's own role rides the lane.
+        let role = s
+            .client
+            .transport()
+            .connect(peer)
+            .await
+            .unwrap()
+            .peer()
+            .role;
+        let right = octopii::rpc::Client::new(&s.client, peer).expect_peer(role);
+        let echoed = LanesClient::from_client(right).echo("right".into()).await;
+        assert_eq!(echoed.unwrap(), "right");
+        s.release.add_permits(2);
+        for hold in holds {
+            assert_eq!(hold.await.unwrap().unwrap(), 7);
+        }
+    });
+}
+
 /// Writes `frames` on a new stream as a lane, finishes it, and reads what
 /// comes back: the bytes, or the reset code.
 async fn raw_lane(s: &Setup, frames: &[Vec<u8>]) -> Result<Vec<u8>, u64> {

@@ -214,15 +214,24 @@ impl StreamPool {
     /// Counts a call to `conn`'s peer in flight until the guard drops;
     /// whether another was already in flight
     /// and, if so, the lane on `conn` if one is open (one lock for both).
-    fn busy(&self, conn: &PeerConnection) -> Busy {
+    /// Counts a call to `peer` in flight until the result drops; a call
+    /// that overlaps others gets the peer's lane, if one is open on a
+    /// connection that is not going away and whose peer has the `expected`
+    /// role.
+    fn busy(&self, peer: SocketAddr, expected: Option<Role>) -> Busy {
         let mut idle = self.lock();
-        let entry = idle.entry(conn.peer().addr).or_default();
+        let entry = idle.entry(peer).or_default();
         let overlapping = entry.in_flight.fetch_add(1, Ordering::Relaxed) > 0;
-        let connection = conn.quinn().stable_id();
         let lane = entry
             .lane
             .as_ref()
-            .filter(|lane| overlapping && lane.connection() == connection && lane.is_open())
+            .filter(|lane| {
+                let conn = lane.conn();
+                overlapping
+                    && lane.is_open()
+                    && !conn.is_going_away()
+                    && expected.is_none_or(|role| conn.peer().role == role)
+            })
             .cloned();
         Busy {
             in_flight: entry.in_flight.clone(),
@@ -765,20 +774,24 @@ impl Client {
         let max = self.pool.transport.limits().max_frame_size;
         let not_sent = |e: RpcError| (e, Reached::NotSent);
         let sent = |e: RpcError| (e, Reached::Sent);
+        // Calls that overlap share a lane; a lone call takes a stream.
+        // A request too large for one lane frame takes a stream, where its
+        // header and arguments are framed apart.
+        let fits_a_lane = request.len() + lane::HEAD <= max as usize;
+        let mut busy = self.pool.busy(self.peer, self.expected);
+        // An open lane's connection is already dialled and checked.
+        if let Some(lane) = busy.lane.take().filter(|_| fits_a_lane) {
+            if let Some(on) = on {
+                let _ = on.set(CallOn::new(lane.conn()));
+            }
+            return lane.call(request).await;
+        }
         let conn = self.connect().await.map_err(not_sent)?;
         if let Some(on) = on {
             let _ = on.set(CallOn::new(&conn));
         }
-        // Calls that overlap share a lane; a lone call takes a stream.
-        // A request too large for one lane frame takes a stream, where its
-        // header and arguments are framed apart.
-        let mut busy = self.pool.busy(&conn);
-        if busy.overlapping && request.len() + lane::HEAD <= max as usize {
-            let lane = match busy.lane.take() {
-                Some(lane) => Some(lane),
-                None => self.pool.lane(&conn).await,
-            };
-            if let Some(lane) = lane {
+        if busy.overlapping && fits_a_lane {
+            if let Some(lane) = self.pool.lane(&conn).await {
                 return lane.call(request).await;
             }
         }

@@ -23,7 +23,8 @@ type Waiting = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Answer>>>>>;
 /// One lane: calls are sent through `frames`, answered through `waiting`
 /// (`None` once the lane has closed).
 pub(crate) struct Lane {
-    connection: usize,
+    /// The connection the lane runs on, checked and open when it was made.
+    conn: PeerConnection,
     /// The id of the next call; shared with the reader, which refuses
     /// replies to ids not yet sent.
     next_id: Arc<AtomicU64>,
@@ -37,7 +38,7 @@ pub(crate) struct Lane {
 impl std::fmt::Debug for Lane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lane")
-            .field("connection", &self.connection)
+            .field("connection", &self.connection())
             .finish_non_exhaustive()
     }
 }
@@ -62,7 +63,7 @@ impl Lane {
         ));
         tokio::spawn(read(recv, waiting.clone(), next_id.clone(), max_frame));
         Ok(Arc::new(Lane {
-            connection: conn.quinn().stable_id(),
+            conn: conn.clone(),
             next_id,
             waiting,
             frames,
@@ -70,9 +71,14 @@ impl Lane {
         }))
     }
 
-    /// The connection the lane runs on.
+    /// The id of the connection the lane runs on.
     pub fn connection(&self) -> usize {
-        self.connection
+        self.conn.quinn().stable_id()
+    }
+
+    /// The connection the lane runs on.
+    pub fn conn(&self) -> &PeerConnection {
+        &self.conn
     }
 
     /// Whether calls may still be sent on it.
