@@ -211,9 +211,6 @@ impl StreamPool {
         })
     }
 
-    /// Counts a call to `conn`'s peer in flight until the guard drops;
-    /// whether another was already in flight
-    /// and, if so, the lane on `conn` if one is open (one lock for both).
     /// Counts a call to `peer` in flight until the result drops; a call
     /// that overlaps others gets the peer's lane, if one is open on a
     /// connection that is not going away and whose peer has the `expected`
