@@ -21,9 +21,10 @@
 //! append is written and synced by the calling thread, inside
 //! [`tokio::task::block_in_place`] on a multi-threaded tokio runtime (never
 //! on a current-thread one), and the future is ready when the call returns
-//! (`docs/WAL.md` has the rules). A file system in memory ([`WalFs::never_blocks`]) is
-//! written on the appending thread instead, one request at a time, so a
-//! simulation that schedules every task also schedules the writes.
+//! (`docs/WAL.md` has the rules). A file system in memory
+//! ([`WalFs::never_blocks`]) is written on the appending thread instead,
+//! one request at a time, so a simulation that schedules every task also
+//! schedules the writes.
 //!
 //! # Why a failed sync poisons the log
 //!

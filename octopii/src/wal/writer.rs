@@ -1,10 +1,12 @@
-//! The writer thread: group commit, segment roll-over, truncation.
+//! The writer: group commit, segment roll-over, truncation.
 //!
-//! One thread owns the active segment. It blocks for a request, then takes
-//! everything else already queued (and, by policy, waits a little for more),
-//! writes it all, runs one `fdatasync`, publishes the new records to readers
-//! and only then answers every request of the batch. Appends that arrive
-//! while that `fdatasync` runs queue up and share the next one.
+//! The writer owns the active segment, behind a lock. Its thread blocks for
+//! a request, then takes everything else already queued (and, by policy,
+//! waits a little for more), writes it all, runs one `fdatasync`, publishes
+//! the new records to readers and only then answers every request of the
+//! batch. Appends that arrive while that `fdatasync` runs queue up and share
+//! the next one. A lone appender that finds the log quiet serves its own
+//! request instead, as a batch of one ([`Writer::serve`]).
 //!
 //! A failed write, sync, creation or truncation makes the writer record the
 //! cause and answer every request from then on with an error naming it.
