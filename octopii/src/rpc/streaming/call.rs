@@ -26,6 +26,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::idle::IdleTimer;
 pub use super::item_sink::ItemSink;
 pub(crate) use super::item_source::RemoteItems;
 use super::item_source::{AbortOnDrop, ItemSource};
@@ -61,23 +62,6 @@ pub(super) async fn bounded<R>(
         Ok(result) => result,
         Err(_) => Err(deadline_exceeded()),
     }
-}
-
-/// Runs `wait`, a wait on the peer, for at most `idle`: a server does not
-/// wait forever on a caller that neither sends nor reads.
-pub(super) async fn waiting_on_peer<R>(
-    idle: Option<Duration>,
-    wait: impl Future<Output = Result<R, RpcError>>,
-) -> Result<R, RpcError> {
-    let Some(idle) = idle else {
-        return wait.await;
-    };
-    tokio::time::timeout(idle, wait).await.unwrap_or_else(|_| {
-        Err(RpcError::new(
-            Code::DeadlineExceeded,
-            format!("the peer made no progress for {idle:?}"),
-        ))
-    })
 }
 
 fn deadline_of(client: &Client) -> Option<Instant> {
@@ -223,7 +207,7 @@ where
     // The call's deadline is the router's to enforce on this side; the
     // idle timeout is this side's own.
     let mut source = ItemSource::new(parts.recv, parts.reader, max, None);
-    source.idle_timeout = parts.idle_timeout;
+    source.idle = parts.idle_timeout.map(IdleTimer::new);
     let sink = ItemSink::new(parts.send, max, parts.idle_timeout);
     (sink, source.into_streaming())
 }

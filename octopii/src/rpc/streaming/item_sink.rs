@@ -9,7 +9,8 @@ use bytes::BufMut;
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::call::{END, ITEM, waiting_on_peer};
+use super::call::{END, ITEM};
+use super::idle::{IdleTimer, waiting_on_peer};
 use crate::codec;
 use crate::rpc::client::CANCELLED;
 use crate::rpc::frame;
@@ -27,7 +28,7 @@ pub struct ItemSink {
     send: quinn::SendStream,
     max_frame_size: u32,
     /// How long to wait for room to write (a server's own limit).
-    idle_timeout: Option<Duration>,
+    idle: Option<IdleTimer>,
     done: bool,
 }
 
@@ -48,14 +49,15 @@ impl ItemSink {
         ItemSink {
             send,
             max_frame_size,
-            idle_timeout,
+            idle: idle_timeout.map(IdleTimer::new),
             done: false,
         }
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), RpcError> {
-        let write = async { self.send.write_all(bytes).await.map_err(stopped) };
-        waiting_on_peer(self.idle_timeout, write).await
+        let send = &mut self.send;
+        let write = async move { send.write_all(bytes).await.map_err(stopped) };
+        waiting_on_peer(&mut self.idle, write).await
     }
 
     /// Writes and empties `out`: a large batch is handed over as it is,
@@ -67,8 +69,9 @@ impl ItemSink {
             return Ok(());
         }
         let batch = std::mem::replace(out, Vec::with_capacity(BATCH + 1024));
-        let write = async { self.send.write_chunk(batch.into()).await.map_err(stopped) };
-        waiting_on_peer(self.idle_timeout, write).await
+        let send = &mut self.send;
+        let write = async move { send.write_chunk(batch.into()).await.map_err(stopped) };
+        waiting_on_peer(&mut self.idle, write).await
     }
 
     fn finish(&mut self) {

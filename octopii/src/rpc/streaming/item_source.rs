@@ -6,7 +6,6 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll, ready};
-use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -14,7 +13,8 @@ use bytes::Bytes;
 use futures::Stream;
 use serde::de::DeserializeOwned;
 
-use super::call::{END, ITEM, bounded, waiting_on_peer};
+use super::call::{END, ITEM, bounded};
+use super::idle::{IdleTimer, waiting_on_peer};
 use crate::codec;
 use crate::rpc::client::CANCELLED;
 use crate::rpc::frame::{self, FrameReader};
@@ -39,7 +39,7 @@ pub(super) struct ItemSource {
     max_frame_size: u32,
     deadline: Option<Instant>,
     /// How long to wait for the peer's next bytes (a server's own limit).
-    pub(super) idle_timeout: Option<Duration>,
+    pub(super) idle: Option<IdleTimer>,
     done: bool,
     /// The task sending this call's items the other way, if any: it goes
     /// when the receiving side goes.
@@ -66,7 +66,7 @@ impl ItemSource {
             reader,
             max_frame_size,
             deadline,
-            idle_timeout: None,
+            idle: None,
             done: false,
             _pump: None,
         }
@@ -116,8 +116,9 @@ impl ItemSource {
     /// Reads more bytes of the stream; its end here is an error, as the
     /// end frame has not come.
     async fn fill(&mut self) -> Result<(), RpcError> {
-        let read = async {
-            if self.reader.fill(&mut self.recv).await? {
+        let (reader, recv) = (&mut self.reader, &mut self.recv);
+        let read = async move {
+            if reader.fill(recv).await? {
                 Ok(())
             } else {
                 Err(RpcError::new(
@@ -126,7 +127,7 @@ impl ItemSource {
                 ))
             }
         };
-        bounded(self.deadline, waiting_on_peer(self.idle_timeout, read)).await
+        bounded(self.deadline, waiting_on_peer(&mut self.idle, read)).await
     }
 }
 

@@ -24,6 +24,7 @@ use pin_project_lite::pin_project;
 use tokio::sync::mpsc;
 
 pub(crate) mod call;
+mod idle;
 
 /// The tags of an item frame, as `docs/PROTOCOL.md` gives them.
 pub use call::{END, ITEM};
