@@ -246,7 +246,7 @@ impl StreamPool {
             let mut idle = self.lock();
             let entry = idle.entry(addr).or_default();
             match &entry.lane {
-                Some(lane) if lane.connection() == connection && lane.is_open() => {
+                Some(lane) if lane.conn().quinn().stable_id() == connection && lane.is_open() => {
                     return Some(lane.clone());
                 }
                 _ if entry.lane_opening => return None,

@@ -31,6 +31,9 @@ use crate::transport::PeerInfo;
 /// serve.
 const UNKNOWN: &str = "unknown";
 
+/// Wire codes a call ends with: 0 (`Ok`) to 16 (`Unauthenticated`).
+const WIRE_CODES: usize = Code::Unauthenticated as usize + 1;
+
 /// The metric handles of the calls one side of a node makes or serves, by
 /// service and method, registered on first use: building them per call
 /// cost more than all the rest of observing it.
@@ -48,7 +51,7 @@ struct MethodMetrics {
     method: &'static str,
     duration: Histogram,
     /// By wire code, 0 for `Ok`; registered when a call first ends so.
-    calls: [OnceLock<Counter>; 17],
+    calls: [OnceLock<Counter>; WIRE_CODES],
 }
 
 impl CallMetrics {
@@ -102,7 +105,7 @@ impl CallMetrics {
 impl MethodMetrics {
     fn calls(&self, failed: Option<Code>) -> &Counter {
         let code = failed.map_or(0, Code::to_wire) as usize;
-        self.calls[code % self.calls.len()].get_or_init(|| {
+        self.calls[code].get_or_init(|| {
             metrics::counter!(
                 "octopii_rpc_calls_total",
                 "side" => self.side,

@@ -490,8 +490,7 @@ impl Router {
         let cancelled = async {
             let _ = cancelled.await;
         };
-        let request = (header, args);
-        self.dispatch(&caller, service, request, cancelled, lane::HEAD)
+        self.dispatch(&caller, service, (header, args), cancelled, lane::HEAD)
             .await
     }
 

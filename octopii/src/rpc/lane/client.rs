@@ -38,7 +38,7 @@ pub(crate) struct Lane {
 impl std::fmt::Debug for Lane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lane")
-            .field("connection", &self.connection())
+            .field("connection", &self.conn.quinn().stable_id())
             .finish_non_exhaustive()
     }
 }
@@ -69,11 +69,6 @@ impl Lane {
             frames,
             slots: Semaphore::new(max_calls.max(1)),
         }))
-    }
-
-    /// The id of the connection the lane runs on.
-    pub fn connection(&self) -> usize {
-        self.conn.quinn().stable_id()
     }
 
     /// The connection the lane runs on.
